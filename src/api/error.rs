@@ -1,0 +1,215 @@
+//! The one mapping from API errors to HTTP: Glance's (WebOb's) error bodies, negotiated on
+//! the request's `Accept` header. Handlers return `ApiError`; the `render_errors`
+//! middleware, which sees the request, writes the body.
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderValue, StatusCode};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    NotFound(String),
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+        }
+    }
+}
+
+/// Status and detail of an error response whose body is not written yet.
+#[derive(Debug, Clone)]
+struct PendingError {
+    detail: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = self.status().into_response();
+        response.extensions_mut().insert(PendingError {
+            detail: self.to_string(),
+        });
+        response
+    }
+}
+
+/// Writes the body of every `ApiError` response in the format the request accepts.
+pub async fn render_errors(request: Request, next: Next) -> Response {
+    let format = Format::negotiate(request.headers().get(ACCEPT));
+    let mut response = next.run(request).await;
+    if let Some(pending) = response.extensions_mut().remove::<PendingError>() {
+        let (content_type, body) = format.render(response.status(), &pending.detail);
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+        *response.body_mut() = Body::from(body);
+    }
+    response
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Html,
+    Json,
+    Plain,
+}
+
+impl Format {
+    /// WebOb's `best_match(["text/html", "application/json"])`: the offer with the
+    /// highest quality wins, ties go to HTML; no or an empty `Accept` means plain text.
+    fn negotiate(accept: Option<&HeaderValue>) -> Format {
+        let Some(accept) = accept.and_then(|v| v.to_str().ok()) else {
+            return Format::Plain;
+        };
+        if accept.trim().is_empty() {
+            return Format::Plain;
+        }
+        let html = quality(accept, "text", "html");
+        let json = quality(accept, "application", "json");
+        if html <= 0.0 && json <= 0.0 {
+            Format::Plain
+        } else if json > html {
+            Format::Json
+        } else {
+            Format::Html
+        }
+    }
+
+    fn render(self, status: StatusCode, detail: &str) -> (&'static str, String) {
+        let code = format!(
+            "{} {}",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("")
+        );
+        let title = status.canonical_reason().unwrap_or("");
+        let explanation = default_explanation(status);
+        match self {
+            Format::Json => {
+                let message = format!("{explanation}<br /><br />\n{detail}\n\n");
+                let body = serde_json::json!({"message": message, "code": code, "title": title});
+                ("application/json", body.to_string())
+            }
+            Format::Html => (
+                "text/html; charset=UTF-8",
+                format!(
+                    "<html>\n <head>\n  <title>{code}</title>\n </head>\n <body>\n  <h1>{code}</h1>\n  {}<br /><br />\n{}\n\n\n </body>\n</html>",
+                    escape_html(explanation),
+                    escape_html(detail)
+                ),
+            ),
+            Format::Plain => (
+                "text/plain; charset=UTF-8",
+                format!("{code}\n\n{explanation}\n\n{detail}\n"),
+            ),
+        }
+    }
+}
+
+/// The quality the `Accept` header gives `kind/sub`, from its most specific matching range.
+fn quality(accept: &str, kind: &str, sub: &str) -> f32 {
+    let mut best: Option<(u8, f32)> = None;
+    for range in accept.split(',') {
+        let mut parts = range.split(';');
+        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .find_map(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        let (rk, rs) = media.split_once('/').unwrap_or((media.as_str(), ""));
+        let specificity = match (rk, rs) {
+            (k, s) if k == kind && s == sub => 3,
+            (k, "*") if k == kind => 2,
+            ("*", "*") => 1,
+            _ => continue,
+        };
+        if best.is_none_or(|(s, _)| specificity > s) {
+            best = Some((specificity, q));
+        }
+    }
+    best.map_or(0.0, |(_, q)| q)
+}
+
+fn default_explanation(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => {
+            "The server could not comply with the request since\r\nit is either malformed or otherwise incorrect.\r\n"
+        }
+        401 => {
+            "This server could not verify that you are authorized to\r\naccess the document you requested."
+        }
+        403 => "Access was denied to this resource.",
+        404 => "The resource could not be found.",
+        409 => "There was a conflict when trying to complete your request.",
+        410 => "This resource is no longer available.  No forwarding address is given.",
+        413 => "The body of your request was too large for this server.",
+        416 => "The Range requested is not available.",
+        _ => {
+            "The server has either erred or is incapable of performing\r\nthe requested operation.\r\n"
+        }
+    }
+}
+
+fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#x27;"),
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn negotiate(accept: &str) -> Format {
+        Format::negotiate(Some(&HeaderValue::from_str(accept).unwrap()))
+    }
+
+    #[test]
+    fn negotiation_follows_webob() {
+        assert_eq!(Format::negotiate(None), Format::Plain);
+        assert_eq!(negotiate(""), Format::Plain);
+        assert_eq!(negotiate("*/*"), Format::Html);
+        assert_eq!(negotiate("application/json"), Format::Json);
+        assert_eq!(negotiate("application/xml"), Format::Plain);
+        assert_eq!(negotiate("text/html;q=0.5, application/json"), Format::Json);
+        assert_eq!(negotiate("application/json;q=0.9, */*;q=0.1"), Format::Json);
+        assert_eq!(negotiate("text/*"), Format::Html);
+    }
+
+    #[test]
+    fn json_errors_nest_the_message_as_glanceclient_expects() {
+        let (ct, body) = Format::Json.render(StatusCode::NOT_FOUND, "No image found with ID x");
+        assert_eq!(ct, "application/json");
+        let value: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(value["code"], "404 Not Found");
+        assert_eq!(value["title"], "Not Found");
+        assert!(
+            value["message"]
+                .as_str()
+                .unwrap()
+                .contains("No image found with ID x")
+        );
+    }
+
+    #[test]
+    fn html_errors_escape_the_detail() {
+        let (ct, body) = Format::Html.render(StatusCode::NOT_FOUND, "<script>");
+        assert!(ct.starts_with("text/html"));
+        assert!(body.contains("<h1>404 Not Found</h1>"));
+        assert!(body.contains("&lt;script&gt;") && !body.contains("<script>"));
+    }
+}

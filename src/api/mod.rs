@@ -1,0 +1,93 @@
+//! The HTTP face of a generation: axum router, Glance version negotiation, request ids,
+//! per-request logging and the error format. Handlers stay thin and delegate downwards.
+
+mod error;
+mod versions;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use http::header::CONTENT_TYPE;
+use http::{HeaderName, HeaderValue, StatusCode, Uri};
+use tracing::Instrument;
+
+pub use error::ApiError;
+
+/// What the API layer is told about the generation it belongs to.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiContext {
+    pub generation: u64,
+}
+
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-openstack-request-id");
+
+pub fn router(context: ApiContext) -> Router {
+    let v2 = Router::new().fallback(|uri: Uri| async move {
+        ApiError::NotFound(format!("The resource {} could not be found.", uri.path()))
+    });
+    Router::new()
+        .route(
+            "/versions",
+            get(|r: Request| async move { versions::document(&r, StatusCode::OK) }),
+        )
+        .route("/healthcheck", get(healthcheck))
+        .nest("/v2", v2)
+        .fallback(|r: Request| async move { versions::document(&r, StatusCode::MULTIPLE_CHOICES) })
+        .layer(middleware::from_fn(error::render_errors))
+        .layer(middleware::from_fn_with_state(context, request_context))
+}
+
+/// oslo.middleware's healthcheck: 200 "OK" while the service is up.
+async fn healthcheck() -> Response {
+    ([(CONTENT_TYPE, "text/plain; charset=UTF-8")], "OK").into_response()
+}
+
+/// Glance's version negotiation: `/v2.N/...` is the v2 API. Applied before routing, since
+/// a router's own layers run after the route is chosen.
+pub fn negotiate_version(request: &mut Request) {
+    let path = request.uri().path();
+    let segment = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    if segment == "v2" || !versions::is_version_alias(segment) {
+        return;
+    }
+    let rest = &path[1 + segment.len()..];
+    let rewritten = match request.uri().query() {
+        Some(query) => format!("/v2{rest}?{query}"),
+        None => format!("/v2{rest}"),
+    };
+    if let Ok(uri) = rewritten.parse::<Uri>() {
+        *request.uri_mut() = uri;
+    }
+}
+
+/// Gives each request an id and a span carrying `generation` and `request_id` (the
+/// GENERATION and REQUEST_ID journal fields); v2 responses carry the id as Glance's do.
+async fn request_context(
+    State(context): State<ApiContext>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let request_id = format!("req-{}", uuid::Uuid::new_v4());
+    let under_v2 = request.uri().path().starts_with("/v2");
+    let span = tracing::info_span!(
+        "request",
+        generation = context.generation,
+        request_id = %request_id,
+        method = %request.method(),
+        path = %request.uri().path(),
+    );
+    async move {
+        let mut response = next.run(request).await;
+        tracing::debug!(status = response.status().as_u16(), "request finished");
+        if under_v2 {
+            if let Ok(value) = HeaderValue::from_str(&request_id) {
+                response.headers_mut().insert(REQUEST_ID_HEADER, value);
+            }
+        }
+        response
+    }
+    .instrument(span)
+    .await
+}

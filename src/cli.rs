@@ -1,0 +1,52 @@
+//! The command line of design §7 (`serve`, `check-config`, `ctl status|reload`,
+//! `--version`): argument types only, no behaviour.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "glint",
+    version,
+    about = "OpenStack Image API v2 service, native to systemd"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service.
+    Serve {
+        /// Config file (default: /etc/glint/glint.toml if present, else built-in defaults).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Validate the config; print the effective values and where each came from.
+    CheckConfig {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Talk to a running glint over its control socket.
+    Ctl {
+        #[command(subcommand)]
+        action: CtlAction,
+        /// Control socket (default: $RUNTIME_DIRECTORY/control.sock, /run/glint/control.sock,
+        /// else control.sock in the configured state_dir).
+        #[arg(long, global = true)]
+        socket: Option<PathBuf>,
+        /// Config used to find the state_dir when no socket is given.
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum CtlAction {
+    /// Generations, in-flight work, config source and the last reload outcome (JSON).
+    Status,
+    /// Reload synchronously: exit 0 when applied, 1 with the reason when rejected.
+    Reload,
+}

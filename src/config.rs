@@ -1,0 +1,505 @@
+//! The configuration tree: plain data with defaults, how it is layered and loaded
+//! (defaults < file < conf.d/*.toml < `GLINT_` environment), validated, and which keys a
+//! reload may change. It performs no side effect beyond reading the config files.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::{Figment, Metadata};
+use serde::{Deserialize, Serialize};
+
+/// Where the config is read from. Built once by `main` and reused by every reload.
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    /// The main file; `None` means built-in defaults only.
+    pub file: Option<PathBuf>,
+    /// Whether `file` was named explicitly (then a missing file is an error).
+    pub explicit: bool,
+    /// The `conf.d` directory beside the main file (or beside its default location).
+    pub conf_dir: Option<PathBuf>,
+    /// The built-in `state_dir` default (`$STATE_DIRECTORY`, else `./glint-data`).
+    pub default_state_dir: PathBuf,
+}
+
+impl ConfigSource {
+    /// `explicit` is the `--config` argument; `default_file` the packaged location.
+    pub fn resolve(
+        explicit: Option<PathBuf>,
+        default_file: &Path,
+        default_state_dir: PathBuf,
+    ) -> Self {
+        let (file, is_explicit) = match explicit {
+            Some(path) => (Some(path), true),
+            None if default_file.exists() => (Some(default_file.to_path_buf()), false),
+            None => (None, false),
+        };
+        let conf_dir = file
+            .as_deref()
+            .unwrap_or(default_file)
+            .parent()
+            .map(|dir| dir.join("conf.d"));
+        ConfigSource {
+            file,
+            explicit: is_explicit,
+            conf_dir,
+            default_state_dir,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Holds the metadata database, image data and (outside systemd) the control socket.
+    pub state_dir: PathBuf,
+    pub server: ServerConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Addresses bound when systemd passes no socket.
+    pub listen: Vec<SocketAddr>,
+    /// Threads of the request worker pool.
+    pub workers: usize,
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    /// How many old generations may drain at once before the oldest is cut.
+    pub max_draining_generations: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Auto,
+    Journald,
+    Text,
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            state_dir: PathBuf::from("glint-data"),
+            server: ServerConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 9292))],
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            drain_timeout: Duration::from_secs(60),
+            shutdown_timeout: Duration::from_secs(60),
+            max_draining_generations: 8,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Auto,
+        }
+    }
+}
+
+/// Upper bound on `server.workers`: more threads than this is a typo, not a tuning.
+const MAX_WORKERS: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {} does not exist", .0.display())]
+    MissingFile(PathBuf),
+    #[error("cannot read {}: {source}", path.display())]
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{origin}: {message}")]
+    Invalid { origin: String, message: String },
+    /// Extraction errors, each already naming its origin and key.
+    #[error("{0}")]
+    Rejected(String),
+    #[error("`{key}` cannot change at reload: {hint}")]
+    NotReloadable { key: &'static str, hint: String },
+}
+
+/// A validated config together with the layers it came from.
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    pub config: Config,
+    /// The files that contributed, in the order they were layered.
+    pub files: Vec<PathBuf>,
+    figment: Figment,
+}
+
+impl LoadedConfig {
+    /// `(key, value, origin)` for every leaf key of the effective config.
+    pub fn provenance(&self) -> Vec<(String, String, String)> {
+        let mut leaves = BTreeMap::new();
+        if let Ok(value) = serde_json::to_value(&self.config) {
+            flatten("", &value, &mut leaves);
+        }
+        leaves
+            .into_iter()
+            .map(|(key, value)| {
+                let origin = self
+                    .figment
+                    .find_metadata(&key)
+                    .map_or_else(|| "built-in default".to_string(), describe);
+                (key, value, origin)
+            })
+            .collect()
+    }
+}
+
+fn flatten(prefix: &str, value: &serde_json::Value, out: &mut BTreeMap<String, String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, inner) in map {
+                let path = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                flatten(&path, inner, out);
+            }
+        }
+        other => {
+            out.insert(prefix.to_string(), other.to_string());
+        }
+    }
+}
+
+fn describe(metadata: &Metadata) -> String {
+    match &metadata.source {
+        Some(figment::Source::File(path)) => path.display().to_string(),
+        // The defaults layer is named after the type it serialises.
+        _ if metadata.name == std::any::type_name::<Config>() => "built-in default".into(),
+        _ => metadata.name.to_string(),
+    }
+}
+
+/// Reads every layer, extracts and validates. Nothing is started here.
+pub fn load(source: &ConfigSource) -> Result<LoadedConfig, ConfigError> {
+    let defaults = Config {
+        state_dir: source.default_state_dir.clone(),
+        ..Config::default()
+    };
+    let mut figment = Figment::from(Serialized::defaults(defaults));
+    let mut files = Vec::new();
+    if let Some(file) = &source.file {
+        if !file.exists() {
+            if source.explicit {
+                return Err(ConfigError::MissingFile(file.clone()));
+            }
+        } else {
+            files.push(file.clone());
+        }
+    }
+    if let Some(dir) = &source.conf_dir {
+        files.extend(conf_d_files(dir)?);
+    }
+    for file in &files {
+        // Read ourselves so an unreadable file is an error rather than an empty layer.
+        let text = std::fs::read_to_string(file).map_err(|e| ConfigError::Unreadable {
+            path: file.clone(),
+            source: e,
+        })?;
+        toml::from_str::<toml::Table>(&text).map_err(|e| ConfigError::Invalid {
+            origin: file.display().to_string(),
+            message: format!("TOML syntax: {}", e.to_string().trim_end()),
+        })?;
+        figment = figment.merge(Toml::file_exact(file));
+    }
+    figment = figment.merge(Env::prefixed("GLINT_").split("__"));
+
+    let config: Config = figment.extract().map_err(|e| figment_error(&e))?;
+    let loaded = LoadedConfig {
+        config,
+        files,
+        figment,
+    };
+    validate(&loaded)?;
+    Ok(loaded)
+}
+
+fn conf_d_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(ConfigError::Unreadable {
+                path: dir.to_path_buf(),
+                source: e,
+            });
+        }
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| ConfigError::Unreadable {
+            path: dir.to_path_buf(),
+            source: e,
+        })?;
+        let path = entry.path();
+        if path.extension().is_some_and(|ext| ext == "toml") {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn figment_error(error: &figment::Error) -> ConfigError {
+    let messages: Vec<String> = error
+        .clone()
+        .into_iter()
+        .map(|e| {
+            let origin = e
+                .metadata
+                .as_ref()
+                .map_or_else(|| "config".to_string(), describe);
+            let key = e.path.join(".");
+            if key.is_empty() {
+                format!("{origin}: {}", e.kind)
+            } else {
+                format!("{origin}: key `{key}`: {}", e.kind)
+            }
+        })
+        .collect();
+    ConfigError::Rejected(messages.join("; "))
+}
+
+fn validate(loaded: &LoadedConfig) -> Result<(), ConfigError> {
+    let config = &loaded.config;
+    let invalid = |key: &str, message: String| {
+        let origin = loaded
+            .figment
+            .find_metadata(key)
+            .map_or_else(|| "built-in default".to_string(), describe);
+        ConfigError::Invalid {
+            origin,
+            message: format!("key `{key}`: {message}"),
+        }
+    };
+    if config.server.workers == 0 || config.server.workers > MAX_WORKERS {
+        return Err(invalid(
+            "server.workers",
+            format!(
+                "must be between 1 and {MAX_WORKERS}, got {}",
+                config.server.workers
+            ),
+        ));
+    }
+    if config.server.listen.is_empty() {
+        return Err(invalid(
+            "server.listen",
+            "must name at least one address".into(),
+        ));
+    }
+    for (key, value) in [
+        ("server.drain_timeout", config.server.drain_timeout),
+        ("server.shutdown_timeout", config.server.shutdown_timeout),
+    ] {
+        if value.is_zero() {
+            return Err(invalid(key, "must be longer than 0s".into()));
+        }
+    }
+    if config.server.max_draining_generations == 0 {
+        return Err(invalid(
+            "server.max_draining_generations",
+            "must be at least 1".into(),
+        ));
+    }
+    if let Err(e) = config.log.level.parse::<tracing_subscriber::EnvFilter>() {
+        return Err(invalid("log.level", format!("not a valid filter: {e}")));
+    }
+    if config.state_dir.as_os_str().is_empty() {
+        return Err(invalid("state_dir", "must not be empty".into()));
+    }
+    Ok(())
+}
+
+/// Which changes a reload may apply. The keys listed here need a restart; every other
+/// key is rebuilt by the reload.
+pub fn check_reloadable(
+    old: &Config,
+    new: &Config,
+    socket_activated: bool,
+) -> Result<(), ConfigError> {
+    if old.state_dir != new.state_dir {
+        return Err(ConfigError::NotReloadable {
+            key: "state_dir",
+            hint: "it holds the data and the control socket of the running process; \
+                   move the data, then `systemctl restart glint`"
+                .into(),
+        });
+    }
+    if old.log.format != new.log.format {
+        return Err(ConfigError::NotReloadable {
+            key: "log.format",
+            hint: "the log sink is chosen at start; `systemctl restart glint` to switch it".into(),
+        });
+    }
+    if socket_activated && old.server.listen != new.server.listen {
+        return Err(ConfigError::NotReloadable {
+            key: "server.listen",
+            hint: "the listening sockets belong to glint.socket; change ListenStream= with \
+                   `systemctl edit glint.socket`, then restart the socket and the service"
+                .into(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source_with(dir: &Path, main: Option<&str>) -> ConfigSource {
+        let file = dir.join("glint.toml");
+        if let Some(text) = main {
+            std::fs::write(&file, text).unwrap();
+        }
+        ConfigSource {
+            file: Some(file),
+            explicit: true,
+            conf_dir: Some(dir.join("conf.d")),
+            default_state_dir: dir.join("state"),
+        }
+    }
+
+    #[test]
+    fn defaults_apply_when_the_file_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let loaded = load(&source_with(dir.path(), Some(""))).unwrap();
+        assert_eq!(loaded.config.server.listen[0].port(), 9292);
+        assert_eq!(loaded.config.state_dir, dir.path().join("state"));
+    }
+
+    #[test]
+    fn conf_d_overrides_the_file_in_name_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = source_with(dir.path(), Some("[server]\nworkers = 3\n"));
+        std::fs::create_dir(dir.path().join("conf.d")).unwrap();
+        std::fs::write(
+            dir.path().join("conf.d/20-b.toml"),
+            "[server]\nworkers = 5\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("conf.d/10-a.toml"),
+            "[server]\nworkers = 4\n",
+        )
+        .unwrap();
+        let loaded = load(&source).unwrap();
+        assert_eq!(loaded.config.server.workers, 5);
+        let origin = loaded
+            .provenance()
+            .into_iter()
+            .find(|(key, _, _)| key == "server.workers")
+            .unwrap()
+            .2;
+        assert!(origin.ends_with("20-b.toml"), "{origin}");
+    }
+
+    #[test]
+    fn a_missing_named_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = load(&source_with(dir.path(), None)).unwrap_err();
+        assert!(err.to_string().contains("does not exist"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_name_the_file_and_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = load(&source_with(dir.path(), Some("[server]\nworkerz = 3\n"))).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("glint.toml"), "{text}");
+        assert!(text.contains("workerz"), "{text}");
+        assert!(text.contains("server"), "{text}");
+    }
+
+    #[test]
+    fn bad_values_name_the_file_and_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = load(&source_with(dir.path(), Some("[server]\nworkers = 0\n"))).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("glint.toml") && text.contains("server.workers"),
+            "{text}"
+        );
+
+        let err = load(&source_with(
+            dir.path(),
+            Some("[server]\ndrain_timeout = \"soon\"\n"),
+        ))
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("server.drain_timeout"), "{text}");
+
+        let err = load(&source_with(dir.path(), Some("[log]\nlevel = \"=x=\"\n"))).unwrap_err();
+        assert!(err.to_string().contains("log.level"), "{err}");
+    }
+
+    #[test]
+    fn syntax_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = load(&source_with(dir.path(), Some("[server\nworkers = 3\n"))).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("glint.toml") && text.contains("TOML syntax"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn durations_and_addresses_parse() {
+        let dir = tempfile::tempdir().unwrap();
+        let loaded = load(&source_with(
+            dir.path(),
+            Some("[server]\nlisten = [\"[::1]:8080\"]\ndrain_timeout = \"1m 30s\"\n"),
+        ))
+        .unwrap();
+        assert_eq!(loaded.config.server.drain_timeout, Duration::from_secs(90));
+        assert_eq!(loaded.config.server.listen[0].port(), 8080);
+    }
+
+    #[test]
+    fn restart_only_keys_are_refused_by_name() {
+        let old = Config::default();
+        let mut new = old.clone();
+        new.server.workers += 1;
+        assert!(check_reloadable(&old, &new, true).is_ok());
+        new.server.listen = vec![SocketAddr::from(([127, 0, 0, 1], 1))];
+        assert!(check_reloadable(&old, &new, false).is_ok());
+        let err = check_reloadable(&old, &new, true).unwrap_err();
+        assert!(err.to_string().contains("server.listen"));
+        let mut new = old.clone();
+        new.log.format = LogFormat::Json;
+        assert!(
+            check_reloadable(&old, &new, false)
+                .unwrap_err()
+                .to_string()
+                .contains("log.format")
+        );
+    }
+}

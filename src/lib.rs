@@ -1,0 +1,12 @@
+//! glint: an OpenStack Image API v2 service native to systemd. The library holds every
+//! layer; `main.rs` only wires them.
+
+pub mod api;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod server;
+pub mod signals;
+pub mod systemd;
+pub mod telemetry;

@@ -1,0 +1,119 @@
+//! A generation: one `App` built from one config, with the bookkeeping that lets it drain.
+//! It tracks every request and background task it started; it does not know about
+//! connections or worker pools.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use http::HeaderValue;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::app::App;
+use crate::config::LoadedConfig;
+
+pub struct Generation {
+    pub id: u64,
+    pub app: App,
+    pub config: LoadedConfig,
+    pub created: SystemTime,
+    /// Every in-flight request holds a token of it; background tasks are spawned on it.
+    pub tracker: TaskTracker,
+    /// Cancelled when the drain deadline (or the draining bound) cuts the remaining work.
+    pub cut: CancellationToken,
+    /// The id as a header value, made once rather than per response.
+    pub header: HeaderValue,
+}
+
+impl Generation {
+    pub fn new(id: u64, app: App, config: LoadedConfig) -> Self {
+        Generation {
+            id,
+            app,
+            config,
+            created: SystemTime::now(),
+            tracker: TaskTracker::new(),
+            cut: CancellationToken::new(),
+            header: HeaderValue::from(id),
+        }
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.tracker.len()
+    }
+}
+
+/// How an old generation's drain ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DrainEnd {
+    /// Its last request and task finished.
+    Finished,
+    /// `drain_timeout` passed; this much work was cut.
+    Deadline { cut: usize },
+    /// Too many generations were draining; this, the oldest, was cut.
+    Bound { cut: usize },
+}
+
+/// The old generations still finishing their work, oldest first, at most `bound` of them.
+#[derive(Default)]
+pub struct Draining {
+    list: Mutex<Vec<Arc<Generation>>>,
+}
+
+impl Draining {
+    fn lock(&self) -> MutexGuard<'_, Vec<Arc<Generation>>> {
+        self.list.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn snapshot(&self) -> Vec<Arc<Generation>> {
+        self.lock().clone()
+    }
+
+    /// Starts draining `old`. If that makes more than `bound` draining generations, the
+    /// oldest is cut now: the bound holds at every instant, not eventually.
+    pub fn start(self: &Arc<Self>, old: Arc<Generation>, bound: usize, timeout: Duration) {
+        old.tracker.close();
+        let evicted = {
+            let mut list = self.lock();
+            list.push(old.clone());
+            if list.len() > bound {
+                Some(list.remove(0))
+            } else {
+                None
+            }
+        };
+        if let Some(oldest) = evicted {
+            oldest.cut.cancel();
+        }
+        let registry = self.clone();
+        tokio::spawn(async move {
+            let end = tokio::select! {
+                _ = old.tracker.wait() => DrainEnd::Finished,
+                _ = old.cut.cancelled() => DrainEnd::Bound { cut: old.in_flight() },
+                _ = tokio::time::sleep(timeout) => {
+                    let cut = old.in_flight();
+                    old.cut.cancel();
+                    DrainEnd::Deadline { cut }
+                }
+            };
+            registry.lock().retain(|g| g.id != old.id);
+            match end {
+                DrainEnd::Finished => {
+                    tracing::info!(generation = old.id, "old generation drained");
+                }
+                DrainEnd::Deadline { cut } | DrainEnd::Bound { cut } => {
+                    tracing::warn!(
+                        generation = old.id,
+                        cut,
+                        reason = if matches!(end, DrainEnd::Bound { .. }) {
+                            "too many draining generations"
+                        } else {
+                            "drain_timeout"
+                        },
+                        "old generation cut with work in flight"
+                    );
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,181 @@
+//! The worker pool: a multi-thread runtime of `server.workers` threads that accepts and
+//! serves connections. A connection lives on the pool that accepted it; each request on it
+//! uses the generation current when the request starts. A pool is replaced only when
+//! `workers` changes; the replaced pool stops accepting at once and ends when its
+//! connections have.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::runtime::Runtime;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::Shared;
+use super::conn;
+use super::listeners::Listener;
+
+/// The part of a pool that its connection tasks see.
+pub struct PoolState {
+    retired: AtomicBool,
+    /// Cancelled on stop: connections finish their request in flight, then close.
+    pub(super) closing: CancellationToken,
+}
+
+impl PoolState {
+    /// A retired pool answers with `Connection: close`, so its clients move to a new
+    /// connection (on the new pool) after a response, never while idle.
+    pub fn retired(&self) -> bool {
+        self.retired.load(Ordering::Relaxed)
+    }
+}
+
+pub struct WorkerPool {
+    pub id: u64,
+    pub workers: usize,
+    runtime: Mutex<Option<Runtime>>,
+    accepting: Mutex<HashMap<String, CancellationToken>>,
+    connections: TaskTracker,
+    state: Arc<PoolState>,
+}
+
+/// How long an accept loop waits after a failed accept (EMFILE, ENOBUFS …) before trying
+/// again; spinning on it would starve the pool.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+impl WorkerPool {
+    pub fn new(id: u64, workers: usize) -> io::Result<Arc<Self>> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .thread_name(format!("glint-p{id}"))
+            .enable_all()
+            .build()?;
+        Ok(Arc::new(WorkerPool {
+            id,
+            workers,
+            runtime: Mutex::new(Some(runtime)),
+            accepting: Mutex::new(HashMap::new()),
+            connections: TaskTracker::new(),
+            state: Arc::new(PoolState {
+                retired: AtomicBool::new(false),
+                closing: CancellationToken::new(),
+            }),
+        }))
+    }
+
+    fn accepting(&self) -> MutexGuard<'_, HashMap<String, CancellationToken>> {
+        self.accepting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn handle(&self) -> Option<tokio::runtime::Handle> {
+        self.runtime
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|rt| rt.handle().clone())
+    }
+
+    pub fn connections(&self) -> usize {
+        self.connections.len()
+    }
+
+    pub fn retired(&self) -> bool {
+        self.state.retired()
+    }
+
+    /// Number of worker threads the runtime really runs.
+    pub fn live_workers(&self) -> usize {
+        self.handle().map_or(0, |h| h.metrics().num_workers())
+    }
+
+    /// Starts accepting on a duplicate of `listener`'s fd, registered with this pool's
+    /// reactor. The listener itself stays with the server.
+    pub fn accept(&self, listener: &Listener, shared: Arc<Shared>) -> io::Result<()> {
+        let handle = self
+            .handle()
+            .ok_or_else(|| io::Error::other("worker pool already shut down"))?;
+        let socket = listener.socket.try_clone()?;
+        let tokio_listener = {
+            let _entered = handle.enter();
+            tokio::net::TcpListener::from_std(socket)?
+        };
+        let stop = CancellationToken::new();
+        self.accepting().insert(listener.name.clone(), stop.clone());
+        let connections = self.connections.clone();
+        let state = self.state.clone();
+        let name = listener.name.clone();
+        handle.spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => break,
+                    accepted = tokio_listener.accept() => accepted,
+                };
+                match accepted {
+                    Ok((stream, _peer)) => {
+                        connections.spawn(conn::serve(stream, shared.clone(), state.clone()));
+                    }
+                    Err(e) => {
+                        tracing::warn!(listener = %name, error = %e, "accept failed");
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+
+    pub fn stop_accepting(&self, name: &str) {
+        if let Some(stop) = self.accepting().remove(name) {
+            stop.cancel();
+        }
+    }
+
+    /// Stops accepting on every listener; live connections carry on.
+    pub fn retire(&self) {
+        self.state.retired.store(true, Ordering::Relaxed);
+        for (_, stop) in self.accepting().drain() {
+            stop.cancel();
+        }
+        self.connections.close();
+    }
+
+    /// Retires the pool and asks every connection to close after its request in flight.
+    pub fn close_connections(&self) {
+        self.retire();
+        self.state.closing.cancel();
+    }
+
+    /// Waits until the pool's connections are gone, or `deadline` passed; returns how many
+    /// remain.
+    pub async fn wait_connections(&self, deadline: Duration) -> usize {
+        let _ = tokio::time::timeout(deadline, self.connections.wait()).await;
+        self.connections.len()
+    }
+
+    /// Ends the runtime; connections still on it are dropped.
+    pub fn shut_down(&self) {
+        let runtime = self
+            .runtime
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(runtime) = runtime {
+            runtime.shutdown_background();
+        }
+    }
+
+    /// Whether the pool runs tasks: a probe task scheduled on it completes within `limit`.
+    pub async fn responsive(&self, limit: Duration) -> bool {
+        let Some(handle) = self.handle() else {
+            return false;
+        };
+        let probe = handle.spawn(async {});
+        matches!(tokio::time::timeout(limit, probe).await, Ok(Ok(())))
+    }
+}
