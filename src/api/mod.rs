@@ -2,10 +2,12 @@
 //! per-request logging and the error format. Handlers stay thin and delegate downwards.
 
 mod error;
+#[cfg(feature = "testing")]
+mod testing;
 mod versions;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::{OriginalUri, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -24,16 +26,19 @@ pub struct ApiContext {
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-openstack-request-id");
 
 pub fn router(context: ApiContext) -> Router {
-    let v2 = Router::new().fallback(|uri: Uri| async move {
+    let v2 = Router::new().fallback(|OriginalUri(uri): OriginalUri| async move {
         ApiError::NotFound(format!("The resource {} could not be found.", uri.path()))
     });
-    Router::new()
+    let router = Router::new()
         .route(
             "/versions",
             get(|r: Request| async move { versions::document(&r, StatusCode::OK) }),
         )
         .route("/healthcheck", get(healthcheck))
-        .nest("/v2", v2)
+        .nest("/v2", v2);
+    #[cfg(feature = "testing")]
+    let router = router.merge(testing::router());
+    router
         .fallback(|r: Request| async move { versions::document(&r, StatusCode::MULTIPLE_CHOICES) })
         .layer(middleware::from_fn(error::render_errors))
         .layer(middleware::from_fn_with_state(context, request_context))

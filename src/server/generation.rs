@@ -43,17 +43,6 @@ impl Generation {
     }
 }
 
-/// How an old generation's drain ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DrainEnd {
-    /// Its last request and task finished.
-    Finished,
-    /// `drain_timeout` passed; this much work was cut.
-    Deadline { cut: usize },
-    /// Too many generations were draining; this, the oldest, was cut.
-    Bound { cut: usize },
-}
-
 /// The old generations still finishing their work, oldest first, at most `bound` of them.
 #[derive(Default)]
 pub struct Draining {
@@ -83,37 +72,34 @@ impl Draining {
             }
         };
         if let Some(oldest) = evicted {
+            // Logged here, before the reload reports READY, so the journal says why the
+            // work was cut by the time anyone looks.
+            tracing::warn!(
+                generation = oldest.id,
+                cut = oldest.in_flight(),
+                bound,
+                "old generation cut with work in flight: too many draining generations"
+            );
             oldest.cut.cancel();
         }
         let registry = self.clone();
         tokio::spawn(async move {
-            let end = tokio::select! {
-                _ = old.tracker.wait() => DrainEnd::Finished,
-                _ = old.cut.cancelled() => DrainEnd::Bound { cut: old.in_flight() },
-                _ = tokio::time::sleep(timeout) => {
-                    let cut = old.in_flight();
-                    old.cut.cancel();
-                    DrainEnd::Deadline { cut }
-                }
-            };
-            registry.lock().retain(|g| g.id != old.id);
-            match end {
-                DrainEnd::Finished => {
+            tokio::select! {
+                _ = old.tracker.wait() => {
                     tracing::info!(generation = old.id, "old generation drained");
                 }
-                DrainEnd::Deadline { cut } | DrainEnd::Bound { cut } => {
+                // Cut for the bound, and already logged above.
+                _ = old.cut.cancelled() => {}
+                _ = tokio::time::sleep(timeout) => {
                     tracing::warn!(
                         generation = old.id,
-                        cut,
-                        reason = if matches!(end, DrainEnd::Bound { .. }) {
-                            "too many draining generations"
-                        } else {
-                            "drain_timeout"
-                        },
-                        "old generation cut with work in flight"
+                        cut = old.in_flight(),
+                        "old generation cut with work in flight: drain_timeout passed"
                     );
+                    old.cut.cancel();
                 }
             }
+            registry.lock().retain(|g| g.id != old.id);
         });
     }
 }

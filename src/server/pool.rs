@@ -38,6 +38,9 @@ pub struct WorkerPool {
     pub workers: usize,
     runtime: Mutex<Option<Runtime>>,
     accepting: Mutex<HashMap<String, CancellationToken>>,
+    /// The accept loops: waited for before counting connections, since a loop that is
+    /// being cancelled may still hand over one last connection.
+    acceptors: TaskTracker,
     connections: TaskTracker,
     state: Arc<PoolState>,
 }
@@ -58,6 +61,7 @@ impl WorkerPool {
             workers,
             runtime: Mutex::new(Some(runtime)),
             accepting: Mutex::new(HashMap::new()),
+            acceptors: TaskTracker::new(),
             connections: TaskTracker::new(),
             state: Arc::new(PoolState {
                 retired: AtomicBool::new(false),
@@ -109,7 +113,7 @@ impl WorkerPool {
         let connections = self.connections.clone();
         let state = self.state.clone();
         let name = listener.name.clone();
-        handle.spawn(async move {
+        handle.spawn(self.acceptors.track_future(async move {
             loop {
                 let accepted = tokio::select! {
                     biased;
@@ -126,7 +130,7 @@ impl WorkerPool {
                     }
                 }
             }
-        });
+        }));
         Ok(())
     }
 
@@ -142,6 +146,7 @@ impl WorkerPool {
         for (_, stop) in self.accepting().drain() {
             stop.cancel();
         }
+        self.acceptors.close();
         self.connections.close();
     }
 
@@ -154,7 +159,11 @@ impl WorkerPool {
     /// Waits until the pool's connections are gone, or `deadline` passed; returns how many
     /// remain.
     pub async fn wait_connections(&self, deadline: Duration) -> usize {
-        let _ = tokio::time::timeout(deadline, self.connections.wait()).await;
+        let all_gone = async {
+            self.acceptors.wait().await;
+            self.connections.wait().await;
+        };
+        let _ = tokio::time::timeout(deadline, all_gone).await;
         self.connections.len()
     }
 

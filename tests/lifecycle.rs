@@ -1,0 +1,495 @@
+//! The lifecycle over the real systemd protocol, against the real binary: socket
+//! activation, reload under keep-alive load, rejected reloads, worker-pool resize, stop,
+//! fd-store restart, drain deadline and the draining bound.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use support::{Conn, FakeSystemd, PATIENCE, field, free_addr, get_once, stored_name};
+
+fn config(listen: SocketAddr, extra: &str) -> String {
+    format!("[server]\nlisten = [\"{listen}\"]\n{extra}\n")
+}
+
+/// Polls `glint ctl status` until `done` holds: for phases that have no notification.
+async fn status_until(
+    sd: &FakeSystemd,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let status = sd.status().await;
+        if done(&status) {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status never matched: {status:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn in_flight_at_least(sd: &FakeSystemd, n: u64) {
+    status_until(sd, |s| s["current"]["in_flight"].as_u64() >= Some(n)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn socket_activation_uses_the_passed_socket_by_name() {
+    let mut sd = FakeSystemd::new();
+    let passed = sd.add_socket_unit("api");
+    let configured = free_addr();
+    sd.write_config(&config(configured, ""));
+    sd.start().await;
+
+    let reply = get_once(passed, "/versions").await.expect("served");
+    assert_eq!(reply.status, 200);
+    let status = sd.status().await;
+    let listeners = status["listeners"].as_array().expect("listeners");
+    assert_eq!(listeners.len(), 1, "{status:#}");
+    assert_eq!(listeners[0]["name"], "api");
+    assert_eq!(listeners[0]["origin"], "socket-unit");
+    assert_eq!(listeners[0]["addr"], passed.to_string());
+    assert!(
+        std::net::TcpStream::connect(configured).is_err(),
+        "server.listen must not be bound when systemd passes a socket"
+    );
+    assert!(
+        !sd.history.iter().any(|r| field(r, "FDSTORE").is_some()),
+        "a socket unit's socket is not pushed to the fd store"
+    );
+
+    sd.write_config(&config(free_addr(), ""));
+    let (code, out) = sd.ctl(&["reload"]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("server.listen") && out.contains("glint.socket"),
+        "{out}"
+    );
+    assert_eq!(sd.stop().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reload_storm_under_keep_alive_load_fails_nothing() {
+    const RELOADS: usize = 200;
+    const CLIENTS: usize = 8;
+    let mut sd = FakeSystemd::new();
+    let addr = sd.add_socket_unit("api");
+    let listen = free_addr();
+    sd.write_config(&config(listen, "[log]\nlevel = \"info\""));
+    sd.start().await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        let stop = stop.clone();
+        clients.push(tokio::spawn(async move {
+            let mut conn = Conn::open(addr).await.expect("connect");
+            let mut generations = BTreeSet::new();
+            let mut requests = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                match conn.get("/versions").await {
+                    Ok(reply) if reply.status == 200 && !reply.closes() => {
+                        generations.insert(reply.generation());
+                        requests += 1;
+                    }
+                    Ok(reply) => return Err(format!("unexpected reply {reply:?}")),
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok((generations, requests, conn.is_closed()))
+        }));
+    }
+
+    let started = Instant::now();
+    for i in 0..RELOADS {
+        let level = if i % 2 == 0 { "warn" } else { "info" };
+        sd.write_config(&config(listen, &format!("[log]\nlevel = \"{level}\"")));
+        let (reloading, ready) = sd.reload().await;
+        let usec: u64 = field(&reloading, "MONOTONIC_USEC")
+            .expect("RELOADING=1 carries MONOTONIC_USEC")
+            .parse()
+            .expect("a number");
+        assert!(usec > 0);
+        let status = field(&ready, "STATUS").expect("STATUS with READY");
+        assert!(status.starts_with("serving generation"), "{status}");
+    }
+    let elapsed = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+
+    for client in clients {
+        let (generations, requests, closed) = client.await.expect("join").expect("no errors");
+        assert!(requests > 0);
+        assert!(!closed, "the keep-alive connection survived");
+        assert!(
+            generations.len() >= 2,
+            "one connection is served by several generations: {generations:?}"
+        );
+    }
+    let count = |key: &str| {
+        sd.history
+            .iter()
+            .filter(|r| field(r, key) == Some("1"))
+            .count()
+    };
+    assert_eq!(count("RELOADING"), RELOADS);
+    assert_eq!(count("READY"), RELOADS + 1);
+    assert!(
+        elapsed < Duration::from_secs((RELOADS / 10) as u64),
+        "{RELOADS} reloads took {elapsed:?}: slower than 10/s"
+    );
+    let status = sd.status().await;
+    assert_eq!(status["current"]["id"], (RELOADS + 1) as u64);
+    assert_eq!(sd.stop().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broken_config_at_reload_keeps_the_old_generation() {
+    let mut sd = FakeSystemd::new();
+    let addr = sd.add_socket_unit("api");
+    let good = config(free_addr(), "");
+    sd.write_config(&good);
+    sd.start().await;
+    let mut conn = Conn::open(addr).await.expect("connect");
+    assert_eq!(conn.get("/versions").await.expect("served").generation(), 1);
+
+    let config_path = sd.config_path().display().to_string();
+    let cases: [(&str, Option<&str>, &[&str]); 4] = [
+        (
+            "syntax",
+            Some("[server\nworkers = 2\n"),
+            &["TOML syntax", &config_path],
+        ),
+        (
+            "unknown key",
+            Some("[server]\nworkerz = 2\n"),
+            &["workerz", &config_path],
+        ),
+        (
+            "bad value",
+            Some("[server]\nworkers = \"many\"\n"),
+            &["server.workers", &config_path],
+        ),
+        ("missing file", None, &["does not exist", &config_path]),
+    ];
+    for (case, text, needles) in cases {
+        match text {
+            Some(text) => sd.write_config(text),
+            None => std::fs::remove_file(sd.config_path()).expect("remove config"),
+        }
+        let (code, out) = sd.ctl(&["reload"]).await;
+        assert_eq!(code, 1, "{case}: ctl reload must fail: {out}");
+        let ready = sd.wait_for(|n| n.has("READY", "1")).await;
+        let status = field(&ready, "STATUS").expect("STATUS").to_string();
+        assert!(status.starts_with("reload failed:"), "{case}: {status}");
+        assert_eq!(field(&ready, "ERRNO"), Some("22"), "{case}");
+        for needle in needles {
+            assert!(
+                out.contains(needle),
+                "{case}: ctl output lacks {needle}: {out}"
+            );
+            assert!(
+                status.contains(needle),
+                "{case}: STATUS lacks {needle}: {status}"
+            );
+        }
+        let reply = conn.get("/versions").await.expect("still served");
+        assert_eq!((reply.status, reply.generation()), (200, 1), "{case}");
+    }
+
+    sd.write_config("[server\n");
+    let (_, ready) = sd.reload().await;
+    assert!(field(&ready, "STATUS").is_some_and(|s| s.contains("TOML syntax")));
+
+    sd.write_config(&good);
+    let (code, out) = sd.ctl(&["reload"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(conn.get("/versions").await.expect("served").generation(), 2);
+    let status = sd.status().await;
+    assert_eq!(status["reloads_rejected"], 5);
+    assert_eq!(status["last_reload"]["outcome"], "applied");
+    assert_eq!(sd.stop().await, 0);
+}
+
+fn threads_named(pid: i32, name: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("task dir")
+        .filter_map(|t| t.ok())
+        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name))
+        .count()
+}
+
+/// A new thread names itself after it starts, so its count settles rather than jumps.
+async fn assert_threads(pid: i32, name: &str, expected: usize) {
+    let deadline = Instant::now() + PATIENCE;
+    while threads_named(pid, name) != expected {
+        assert!(
+            Instant::now() < deadline,
+            "{} threads named {name}, expected {expected}",
+            threads_named(pid, name)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_workers_change_by_reload_resizes_the_pool() {
+    let mut sd = FakeSystemd::new();
+    let addr = sd.add_socket_unit("api");
+    let listen = free_addr();
+    sd.write_config(&config(listen, "workers = 1"));
+    sd.start().await;
+    let pid = sd.pid();
+    assert_threads(pid, "glint-p1", 1).await;
+    let mut old_conn = Conn::open(addr).await.expect("connect");
+    assert_eq!(old_conn.get("/versions").await.expect("served").status, 200);
+
+    sd.write_config(&config(listen, "workers = 3"));
+    let (code, out) = sd.ctl(&["reload"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("3 workers"), "{out}");
+
+    // The connection on the replaced pool gets its answer from the new generation and is
+    // told to close; it was not closed while idle.
+    let reply = old_conn.get("/versions").await.expect("served");
+    assert_eq!(reply.generation(), 2);
+    assert!(
+        reply.closes(),
+        "a retired pool's connection is told to close"
+    );
+    let reply = get_once(addr, "/versions").await.expect("served");
+    assert!(!reply.closes());
+
+    let status = status_until(&sd, |s| s["pools"].as_array().is_some_and(|p| p.len() == 1)).await;
+    assert_eq!(status["pools"][0]["workers"], 3);
+    assert_eq!(status["pools"][0]["live_workers"], 3);
+    assert_threads(pid, "glint-p2", 3).await;
+    assert_threads(pid, "glint-p1", 0).await;
+    assert_eq!(sd.stop().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_finishes_the_request_in_flight_and_accepts_nothing_after() {
+    let mut sd = FakeSystemd::new();
+    let addr = sd.add_socket_unit("api");
+    sd.write_config(&config(free_addr(), "shutdown_timeout = \"30s\""));
+    sd.start().await;
+
+    let mut conn = Conn::open(addr).await.expect("connect");
+    let slow = tokio::spawn(async move { conn.get("/_glint/sleep/2000").await });
+    in_flight_at_least(&sd, 1).await;
+
+    sd.signal(Signal::SIGTERM);
+    sd.wait_for(|n| n.has("STOPPING", "1")).await;
+    let extend = sd
+        .wait_for(|n| n.get("EXTEND_TIMEOUT_USEC").is_some())
+        .await;
+    let usec: u64 = field(&extend, "EXTEND_TIMEOUT_USEC")
+        .unwrap_or("0")
+        .parse()
+        .unwrap_or(0);
+    assert!(
+        usec >= 1_000_000,
+        "asks for the time the slow request needs: {usec}"
+    );
+
+    // systemd still holds the socket: a new connection queues, but this process must not
+    // take it.
+    let mut late = std::net::TcpStream::connect(addr).expect("queued in the backlog");
+    late.write_all(b"GET /versions HTTP/1.1\r\nHost: glint\r\n\r\n")
+        .expect("write");
+
+    let reply = slow
+        .await
+        .expect("join")
+        .expect("the slow request completes");
+    assert_eq!(reply.status, 200);
+    assert_eq!(&reply.body[..], b"slept\n");
+    assert!(reply.closes());
+    assert_eq!(sd.wait_exit().await, 0);
+
+    late.set_nonblocking(true).expect("nonblocking");
+    let mut buf = [0u8; 64];
+    let unread = late.read(&mut buf);
+    assert!(
+        matches!(&unread, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the stopping process answered a new connection: {unread:?}"
+    );
+
+    // The next process serves the connection that waited in the backlog.
+    sd.start().await;
+    late.set_nonblocking(false).expect("blocking");
+    late.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    let n = late.read(&mut buf).expect("answered by the next process");
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    assert_eq!(sd.stop().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restart_through_the_fd_store_refuses_no_connection() {
+    const RESTARTS: usize = 20;
+    let mut sd = FakeSystemd::new();
+    let addr = free_addr();
+    sd.write_config(&config(addr, ""));
+    sd.start().await;
+    let name = stored_name(&addr);
+    assert!(
+        sd.fd_store.iter().any(|(n, _)| *n == name),
+        "a listener glint bound itself goes to the fd store as {name}"
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u64, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                match get_once(addr, "/versions").await {
+                    Ok(reply) if reply.status == 200 => ok += 1,
+                    Ok(reply) => failed.push(format!("status {}", reply.status)),
+                    Err(e) => failed.push(e),
+                }
+            }
+            (ok, failed)
+        })
+    };
+
+    for _ in 0..RESTARTS {
+        assert_eq!(sd.stop().await, 0);
+        sd.start().await;
+    }
+    let status = sd.status().await;
+    assert_eq!(status["listeners"][0]["origin"], "fd-store", "{status:#}");
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed) = client.await.expect("join");
+    assert!(
+        failed.is_empty(),
+        "{} failed of {}: {:?}",
+        failed.len(),
+        ok,
+        &failed[..failed.len().min(5)]
+    );
+    assert!(ok > RESTARTS as u64);
+    assert_eq!(sd.stop().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn draining_generations_stay_within_the_bound() {
+    let mut sd = FakeSystemd::new();
+    let addr = sd.add_socket_unit("api");
+    let text = config(
+        free_addr(),
+        "max_draining_generations = 2\ndrain_timeout = \"60s\"\nshutdown_timeout = \"1s\"",
+    );
+    sd.write_config(&text);
+    sd.start().await;
+
+    // One request held across many reloads: it finishes, and only its generation drains.
+    let mut conn = Conn::open(addr).await.expect("connect");
+    let held = tokio::spawn(async move { conn.get("/_glint/drip/6/500").await });
+    in_flight_at_least(&sd, 1).await;
+    for _ in 0..30 {
+        sd.reload().await;
+        let status = sd.status().await;
+        let draining = status["draining"].as_array().map_or(0, Vec::len);
+        assert!(draining <= 2, "{status:#}");
+    }
+    let reply = held
+        .await
+        .expect("join")
+        .expect("the held request completes");
+    assert_eq!((reply.status, reply.generation()), (200, 1));
+    assert_eq!(reply.body.iter().filter(|b| **b == b'\n').count(), 6);
+
+    // A held request in each of three generations: the third reload cuts the oldest.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut conn = Conn::open(addr).await.expect("connect");
+        let before = sd.status().await["current"]["in_flight"]
+            .as_u64()
+            .unwrap_or(0);
+        held.push(tokio::spawn(async move {
+            conn.get("/_glint/sleep/60000").await
+        }));
+        in_flight_at_least(&sd, before + 1).await;
+        sd.reload().await;
+        let status = sd.status().await;
+        assert!(
+            status["draining"].as_array().map_or(0, Vec::len) <= 2,
+            "{status:#}"
+        );
+    }
+    let first = held.remove(0);
+    let cut = tokio::time::timeout(PATIENCE, first)
+        .await
+        .expect("cut promptly")
+        .expect("join");
+    assert!(
+        cut.is_err(),
+        "the oldest draining generation's request is cut: {cut:?}"
+    );
+    assert!(
+        sd.logs().contains("too many draining generations"),
+        "{}",
+        sd.logs()
+    );
+    assert_eq!(sd.stop().await, 0);
+    for rest in held {
+        assert!(
+            rest.await.expect("join").is_err(),
+            "cut at shutdown_timeout"
+        );
+    }
+    assert!(sd.logs().contains("shutdown_timeout passed"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn drain_timeout_cuts_what_outlives_it_and_says_so() {
+    let mut sd = FakeSystemd::new();
+    let addr = sd.add_socket_unit("api");
+    sd.write_config(&config(free_addr(), "drain_timeout = \"1s\""));
+    sd.start().await;
+    let mut conn = Conn::open(addr).await.expect("connect");
+    let held = tokio::spawn(async move { conn.get("/_glint/sleep/60000").await });
+    in_flight_at_least(&sd, 1).await;
+    sd.reload().await;
+    let outcome = tokio::time::timeout(PATIENCE, held)
+        .await
+        .expect("cut")
+        .expect("join");
+    assert!(outcome.is_err(), "{outcome:?}");
+    status_until(&sd, |s| s["draining"].as_array().is_some_and(Vec::is_empty)).await;
+    assert!(sd.logs().contains("drain_timeout"), "{}", sd.logs());
+    assert_eq!(
+        get_once(addr, "/versions")
+            .await
+            .expect("served")
+            .generation(),
+        2
+    );
+    assert_eq!(sd.stop().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn watchdog_pings_while_serving() {
+    let mut sd = FakeSystemd::new();
+    sd.add_socket_unit("api");
+    sd.env.push(("WATCHDOG_USEC".into(), "200000".into()));
+    sd.write_config(&config(free_addr(), ""));
+    sd.start().await;
+    for _ in 0..3 {
+        sd.wait_for(|n| n.has("WATCHDOG", "1")).await;
+    }
+    assert_eq!(sd.stop().await, 0);
+}

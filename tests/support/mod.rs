@@ -1,0 +1,419 @@
+//! Test harness that plays systemd for the real `glint` binary: it owns the sockets a
+//! socket unit would pass (fd 3…, LISTEN_FDS / LISTEN_FDNAMES, LISTEN_PID = the child's
+//! pid), listens on NOTIFY_SOCKET (reading SCM_RIGHTS for the fd store) and keeps the fd
+//! store across restarts. Also a keep-alive HTTP/1.1 client over one real connection.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::io::IoSliceMut;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http1::SendRequest;
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+pub const GLINT: &str = env!("CARGO_BIN_EXE_glint");
+/// Upper bound for anything the harness waits on; reached only when a test fails.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// One sd_notify datagram: its `KEY=VALUE` lines and the fds that came with it.
+#[derive(Debug)]
+pub struct Notification {
+    pub fields: Vec<(String, String)>,
+    pub fds: Vec<OwnedFd>,
+}
+
+impl Notification {
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn has(&self, key: &str, value: &str) -> bool {
+        self.get(key) == Some(value)
+    }
+}
+
+/// The fields of a processed notification, kept for assertions.
+pub type Record = Vec<(String, String)>;
+
+pub fn field<'a>(record: &'a Record, key: &str) -> Option<&'a str> {
+    record
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+pub struct FakeSystemd {
+    pub dir: tempfile::TempDir,
+    notifications: mpsc::UnboundedReceiver<Notification>,
+    pub history: Vec<Record>,
+    /// Sockets a socket unit owns: passed at every start, never closed by the service.
+    pub socket_unit: Vec<(String, OwnedFd)>,
+    /// FDSTORE=1 fds, by FDNAME, passed back at every start.
+    pub fd_store: Vec<(String, OwnedFd)>,
+    pub child: Option<Child>,
+    /// Extra environment for the next starts (e.g. WATCHDOG_USEC).
+    pub env: Vec<(String, String)>,
+    starts: usize,
+}
+
+impl FakeSystemd {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("run")).expect("run dir");
+        let notify_path = dir.path().join("notify.sock");
+        let socket = UnixDatagram::bind(&notify_path).expect("bind NOTIFY_SOCKET");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        let (tx, rx) = mpsc::unbounded_channel();
+        std::thread::spawn(move || read_notifications(socket, tx));
+        FakeSystemd {
+            dir,
+            notifications: rx,
+            history: Vec::new(),
+            socket_unit: Vec::new(),
+            fd_store: Vec::new(),
+            child: None,
+            env: Vec::new(),
+            starts: 0,
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.path("glint.toml")
+    }
+
+    pub fn control_socket(&self) -> PathBuf {
+        self.path("run/control.sock")
+    }
+
+    pub fn write_config(&self, text: &str) {
+        std::fs::write(self.config_path(), text).expect("write config");
+    }
+
+    /// Binds a socket the way `glint.socket` would, passed under `name` at every start.
+    pub fn add_socket_unit(&mut self, name: &str) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        self.socket_unit
+            .push((name.to_string(), OwnedFd::from(listener)));
+        addr
+    }
+
+    /// Everything the log of every start so far says.
+    pub fn logs(&self) -> String {
+        (1..=self.starts)
+            .map(|n| {
+                std::fs::read_to_string(self.path(&format!("glint-{n}.log"))).unwrap_or_default()
+            })
+            .collect()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child
+            .as_ref()
+            .and_then(Child::id)
+            .map(|p| p as i32)
+            .expect("glint runs")
+    }
+
+    /// Starts glint, passing socket-unit sockets then stored fds, and waits for READY=1.
+    pub async fn start(&mut self) {
+        self.spawn();
+        self.wait_for(|n| n.has("READY", "1")).await;
+    }
+
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none(), "glint already running");
+        self.starts += 1;
+        let passed: Vec<(String, RawFd)> = self
+            .socket_unit
+            .iter()
+            .chain(self.fd_store.iter())
+            .map(|(name, fd)| (name.clone(), fd.as_raw_fd()))
+            .collect();
+        let log = std::fs::File::create(self.path(&format!("glint-{}.log", self.starts)))
+            .expect("log file");
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(r#"LISTEN_PID=$$ exec "$0" "$@""#)
+            .arg(GLINT)
+            .arg("serve")
+            .arg("--config")
+            .arg(self.config_path())
+            .env_remove("LISTEN_FDS")
+            .env_remove("LISTEN_FDNAMES")
+            .env_remove("LISTEN_PID")
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("WATCHDOG_USEC")
+            .env("NOTIFY_SOCKET", self.path("notify.sock"))
+            .env("STATE_DIRECTORY", self.path("state"))
+            .env("RUNTIME_DIRECTORY", self.path("run"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true);
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
+        if !passed.is_empty() {
+            let names: Vec<&str> = passed.iter().map(|(n, _)| n.as_str()).collect();
+            command
+                .env("LISTEN_FDS", passed.len().to_string())
+                .env("LISTEN_FDNAMES", names.join(":"));
+        }
+        let fds: Vec<RawFd> = passed.iter().map(|(_, fd)| *fd).collect();
+        // SAFETY: only async-signal-safe calls (fcntl, dup2) run between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                let mut high = [0 as RawFd; 32];
+                for (i, fd) in fds.iter().enumerate() {
+                    high[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 64);
+                    if high[i] < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                for (i, fd) in high.iter().take(fds.len()).enumerate() {
+                    if libc::dup2(*fd, 3 + i as RawFd) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        self.child = Some(command.spawn().expect("spawn glint"));
+    }
+
+    /// Processes notifications in order (applying fd-store changes) until one matches.
+    pub async fn wait_for(&mut self, wanted: impl Fn(&Notification) -> bool) -> Record {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.notifications.recv()).await;
+            let notification = match next {
+                Ok(Some(n)) => n,
+                Ok(None) => panic!("notify reader ended"),
+                Err(_) => panic!(
+                    "no matching notification within {PATIENCE:?}; history: {:?}\nlogs:\n{}",
+                    self.history.last(),
+                    self.logs()
+                ),
+            };
+            let matched = wanted(&notification);
+            let record = notification.fields.clone();
+            self.apply(notification);
+            self.history.push(record.clone());
+            if matched {
+                return record;
+            }
+        }
+    }
+
+    fn apply(&mut self, mut notification: Notification) {
+        let name = notification.get("FDNAME").unwrap_or("stored").to_string();
+        if notification.has("FDSTORE", "1") {
+            self.fd_store.retain(|(n, _)| *n != name);
+            for fd in notification.fds.drain(..) {
+                self.fd_store.push((name.clone(), fd));
+            }
+        }
+        if notification.has("FDSTOREREMOVE", "1") {
+            self.fd_store.retain(|(n, _)| *n != name);
+        }
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal).expect("kill");
+    }
+
+    /// Sends SIGHUP and waits for the RELOADING=1 and READY=1 it must answer with.
+    pub async fn reload(&mut self) -> (Record, Record) {
+        self.signal(nix::sys::signal::Signal::SIGHUP);
+        let reloading = self.wait_for(|n| n.has("RELOADING", "1")).await;
+        let ready = self.wait_for(|n| n.has("READY", "1")).await;
+        (reloading, ready)
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub async fn wait_exit(&mut self) -> i32 {
+        let mut child = self.child.take().expect("glint runs");
+        let status = tokio::time::timeout(PATIENCE, child.wait())
+            .await
+            .expect("glint exits")
+            .expect("wait");
+        status.code().unwrap_or(-1)
+    }
+
+    /// SIGTERM, then the exit code.
+    pub async fn stop(&mut self) -> i32 {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        self.wait_exit().await
+    }
+
+    /// Runs `glint ctl <args> --socket …`; returns exit code and stdout+stderr.
+    pub async fn ctl(&self, args: &[&str]) -> (i32, String) {
+        let output = Command::new(GLINT)
+            .arg("ctl")
+            .args(args)
+            .arg("--socket")
+            .arg(self.control_socket())
+            .output()
+            .await
+            .expect("run glint ctl");
+        let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&output.stderr));
+        (output.status.code().unwrap_or(-1), text)
+    }
+
+    pub async fn status(&self) -> serde_json::Value {
+        let (code, text) = self.ctl(&["status"]).await;
+        assert_eq!(code, 0, "ctl status failed: {text}");
+        serde_json::from_str(&text).expect("status is JSON")
+    }
+}
+
+fn read_notifications(socket: UnixDatagram, tx: mpsc::UnboundedSender<Notification>) {
+    let mut buf = vec![0u8; 8192];
+    let mut cmsg = nix::cmsg_space!([RawFd; 16]);
+    while !tx.is_closed() {
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let (bytes, fds) = match recvmsg::<()>(
+            socket.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(msg) => {
+                let mut fds = Vec::new();
+                if let Ok(cmsgs) = msg.cmsgs() {
+                    for c in cmsgs {
+                        if let ControlMessageOwned::ScmRights(raw) = c {
+                            // SAFETY: the kernel just gave us these fds; nothing else owns them.
+                            fds.extend(
+                                raw.into_iter()
+                                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                            );
+                        }
+                    }
+                }
+                (msg.bytes, fds)
+            }
+            Err(nix::errno::Errno::EAGAIN) => continue,
+            Err(e) => panic!("recvmsg: {e}"),
+        };
+        let text = String::from_utf8_lossy(&buf[..bytes]);
+        let fields = text
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        if tx.send(Notification { fields, fds }).is_err() {
+            return;
+        }
+    }
+}
+
+/// A free port on loopback (bound and released).
+pub fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+}
+
+pub fn stored_name(addr: &SocketAddr) -> String {
+    format!("tcp-{addr}").replace(':', "_")
+}
+
+/// One HTTP/1.1 connection, reused for every request.
+pub struct Conn {
+    send: SendRequest<Empty<Bytes>>,
+    addr: SocketAddr,
+}
+
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn generation(&self) -> u64 {
+        self.headers
+            .get("x-glint-generation")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .expect("x-glint-generation header")
+    }
+
+    pub fn closes(&self) -> bool {
+        self.headers
+            .get(http::header::CONNECTION)
+            .is_some_and(|v| v == "close")
+    }
+}
+
+impl Conn {
+    pub async fn open(addr: SocketAddr) -> std::io::Result<Conn> {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        let (send, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(std::io::Error::other)?;
+        tokio::spawn(connection);
+        Ok(Conn { send, addr })
+    }
+
+    pub async fn get(&mut self, path: &str) -> Result<Reply, String> {
+        self.send
+            .ready()
+            .await
+            .map_err(|e| format!("not ready: {e}"))?;
+        let request = http::Request::get(path)
+            .header(http::header::HOST, self.addr.to_string())
+            .body(Empty::new())
+            .map_err(|e| e.to_string())?;
+        let response = self
+            .send
+            .send_request(request)
+            .await
+            .map_err(|e| format!("request: {e}"))?;
+        let (parts, body) = response.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| format!("body: {e}"))?
+            .to_bytes();
+        Ok(Reply {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        })
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.send.is_closed()
+    }
+}
+
+/// One request on a fresh connection.
+pub async fn get_once(addr: SocketAddr, path: &str) -> Result<Reply, String> {
+    let mut conn = Conn::open(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    conn.get(path).await
+}
