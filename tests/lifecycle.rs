@@ -493,3 +493,48 @@ async fn watchdog_pings_while_serving() {
     }
     assert_eq!(sd.stop().await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn listen_addresses_follow_the_config_at_reload() {
+    let mut sd = FakeSystemd::new();
+    let (first, second) = (free_addr(), free_addr());
+    sd.write_config(&format!("[server]\nlisten = [\"{first}\"]\n"));
+    sd.start().await;
+    let mut kept = Conn::open(first).await.expect("connect");
+    assert_eq!(kept.get("/versions").await.expect("served").status, 200);
+
+    sd.write_config(&format!("[server]\nlisten = [\"{first}\", \"{second}\"]\n"));
+    let (code, out) = sd.ctl(&["reload"]).await;
+    assert_eq!(code, 0, "{out}");
+    sd.wait_for(|n| n.has("READY", "1")).await;
+    assert!(sd.fd_store.iter().any(|(n, _)| *n == stored_name(&second)));
+    assert_eq!(
+        get_once(second, "/versions").await.expect("served").status,
+        200
+    );
+    assert_eq!(kept.get("/versions").await.expect("kept").generation(), 2);
+
+    sd.write_config(&format!("[server]\nlisten = [\"{second}\"]\n"));
+    let (code, out) = sd.ctl(&["reload"]).await;
+    assert_eq!(code, 0, "{out}");
+    sd.wait_for(|n| n.has("READY", "1")).await;
+    assert!(
+        sd.history
+            .iter()
+            .any(|r| field(r, "FDSTOREREMOVE") == Some("1")
+                && field(r, "FDNAME") == Some(stored_name(&first).as_str()))
+    );
+    assert!(!sd.fd_store.iter().any(|(n, _)| *n == stored_name(&first)));
+    let refused = std::net::TcpStream::connect(first);
+    assert!(refused.is_err(), "a removed address is closed");
+    // A connection accepted earlier on a removed listener is not cut.
+    assert_eq!(kept.get("/versions").await.expect("kept").generation(), 3);
+    assert_eq!(
+        get_once(second, "/versions")
+            .await
+            .expect("served")
+            .generation(),
+        3
+    );
+    assert_eq!(sd.stop().await, 0);
+}
