@@ -1,13 +1,11 @@
 //! The one mapping from API errors to HTTP: Glance's (WebOb's) error bodies, negotiated on
-//! the request's `Accept` header. Handlers return `ApiError`; the `render_errors`
-//! middleware, which sees the request, writes the body.
+//! the request's `Accept` header. Handlers return `ApiError`; the request middleware, which
+//! sees the request, writes the body with `ErrorFormat`.
 
 use axum::body::Body;
-use axum::extract::Request;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE};
-use http::{HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderValue, StatusCode};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -39,18 +37,25 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Writes the body of every `ApiError` response in the format the request accepts.
-pub async fn render_errors(request: Request, next: Next) -> Response {
-    let format = Format::negotiate(request.headers().get(ACCEPT));
-    let mut response = next.run(request).await;
-    if let Some(pending) = response.extensions_mut().remove::<PendingError>() {
-        let (content_type, body) = format.render(response.status(), &pending.detail);
-        let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-        headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
-        *response.body_mut() = Body::from(body);
+/// The error body format a request accepts, taken before the request is handed on; it
+/// writes the body of any `ApiError` response to that request.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorFormat(Format);
+
+impl ErrorFormat {
+    pub fn of(headers: &HeaderMap) -> Self {
+        ErrorFormat(Format::negotiate(headers.get(ACCEPT)))
     }
-    response
+
+    pub fn render(self, response: &mut Response) {
+        if let Some(pending) = response.extensions_mut().remove::<PendingError>() {
+            let (content_type, body) = self.0.render(response.status(), &pending.detail);
+            let headers = response.headers_mut();
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+            headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+            *response.body_mut() = Body::from(body);
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

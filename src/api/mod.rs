@@ -16,6 +16,7 @@ use http::{HeaderName, HeaderValue, StatusCode, Uri};
 use tracing::Instrument;
 
 pub use error::ApiError;
+use error::ErrorFormat;
 
 /// What the API layer is told about the generation it belongs to.
 #[derive(Debug, Clone, Copy)]
@@ -40,7 +41,6 @@ pub fn router(context: ApiContext) -> Router {
     let router = router.merge(testing::router());
     router
         .fallback(|r: Request| async move { versions::document(&r, StatusCode::MULTIPLE_CHOICES) })
-        .layer(middleware::from_fn(error::render_errors))
         .layer(middleware::from_fn_with_state(context, request_context))
 }
 
@@ -68,7 +68,9 @@ pub fn negotiate_version(request: &mut Request) {
 }
 
 /// Gives each request an id and a span carrying `generation` and `request_id` (the
-/// GENERATION and REQUEST_ID journal fields); v2 responses carry the id as Glance's do.
+/// GENERATION and REQUEST_ID journal fields); v2 responses carry the id as Glance's do;
+/// error bodies are written in the format the request accepts. One middleware rather than
+/// several: each layer costs a boxed future per request.
 async fn request_context(
     State(context): State<ApiContext>,
     request: Request,
@@ -76,6 +78,7 @@ async fn request_context(
 ) -> Response {
     let request_id = format!("req-{}", uuid::Uuid::new_v4());
     let under_v2 = request.uri().path().starts_with("/v2");
+    let errors = ErrorFormat::of(request.headers());
     let span = tracing::info_span!(
         "request",
         generation = context.generation,
@@ -85,6 +88,7 @@ async fn request_context(
     );
     async move {
         let mut response = next.run(request).await;
+        errors.render(&mut response);
         tracing::debug!(status = response.status().as_u16(), "request finished");
         if under_v2 {
             if let Ok(value) = HeaderValue::from_str(&request_id) {

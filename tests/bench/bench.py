@@ -1,0 +1,217 @@
+#!/usr/bin/env python3
+"""Benchmarks of the lifecycle core, printed as a table (kept in docs/benchmarks.md).
+
+Plays systemd's notify side (NOTIFY_SOCKET) to time READY and reloads, drives load with wrk,
+and measures in one run, so ratios compare like with like:
+  - req/s on GET /versions, glint vs bare hyper (tests/bench/bare_hyper.rs)
+  - start -> READY and start -> first 2xx
+  - SIGHUP -> READY (p50 / max over many reloads)
+  - latency p50/p99/max with and without a reload storm (10 reloads/s), and errors
+  - RSS idle and under load
+
+Usage: tests/bench/bench.py [--duration 10] [--workers 2]   (needs wrk; builds --release)
+"""
+
+import argparse
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+def build():
+    subprocess.run(
+        ["cargo", "build", "--release", "--quiet", "--bin", "glint", "--example", "bare_hyper"],
+        cwd=ROOT,
+        check=True,
+    )
+    return (
+        os.path.join(ROOT, "target/release/glint"),
+        os.path.join(ROOT, "target/release/examples/bare_hyper"),
+    )
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Glint:
+    """glint under a fake NOTIFY_SOCKET."""
+
+    def __init__(self, binary, workdir, port, workers):
+        self.notify_path = os.path.join(workdir, "notify.sock")
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(self.notify_path)
+        self.config = os.path.join(workdir, "glint.toml")
+        self.port = port
+        self.workers = workers
+        self.write_config("warn")
+        env = dict(os.environ, NOTIFY_SOCKET=self.notify_path, STATE_DIRECTORY=os.path.join(workdir, "state"))
+        for key in ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "JOURNAL_STREAM"):
+            env.pop(key, None)
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(
+            [binary, "serve", "--config", self.config],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=open(os.path.join(workdir, "glint.log"), "w"),
+        )
+        self.wait_for("READY=1")
+        self.ready_after = time.monotonic() - self.started
+
+    def write_config(self, level):
+        with open(self.config, "w") as f:
+            f.write(f'[server]\nlisten = ["127.0.0.1:{self.port}"]\nworkers = {self.workers}\n[log]\nlevel = "{level}"\n')
+
+    def wait_for(self, line, timeout=10):
+        self.notify.settimeout(timeout)
+        while True:
+            msg = self.notify.recv(4096).decode()
+            if line in msg.splitlines():
+                return msg
+
+    def reload(self):
+        t0 = time.monotonic()
+        self.proc.send_signal(signal.SIGHUP)
+        self.wait_for("RELOADING=1")
+        self.wait_for("READY=1")
+        return time.monotonic() - t0
+
+    def rss_kib(self):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=30)
+
+
+def first_2xx_after_start(binary, port, workers):
+    with tempfile.TemporaryDirectory() as d:
+        config = os.path.join(d, "glint.toml")
+        with open(config, "w") as f:
+            f.write(f'[server]\nlisten = ["127.0.0.1:{port}"]\nworkers = {workers}\n[log]\nlevel = "warn"\n')
+        env = dict(os.environ, STATE_DIRECTORY=os.path.join(d, "state"))
+        env.pop("NOTIFY_SOCKET", None)
+        t0 = time.monotonic()
+        proc = subprocess.Popen([binary, "serve", "--config", config], env=env, stderr=subprocess.DEVNULL)
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/versions", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.001)
+        elapsed = time.monotonic() - t0
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        return elapsed
+
+
+def wrk(port, duration, connections=16, path="/versions"):
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", f"http://127.0.0.1:{port}{path}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+    def latency(label):
+        m = re.search(rf"^\s+{label}\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        value, unit = float(m.group(1)), m.group(2)
+        return value * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    maximum = re.search(r"Latency\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)", out)
+    max_ms = float(maximum.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[maximum.group(2)]
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    socket_errors = sum(int(x) for x in errors.groups()) if errors else 0
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "rps": rps,
+        "p50": latency("50%"),
+        "p99": latency("99%"),
+        "max": max_ms,
+        "errors": socket_errors + (int(non2xx.group(1)) if non2xx else 0),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--reloads", type=int, default=200)
+    args = parser.parse_args()
+    glint_bin, bare_bin = build()
+    print(f"# {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, workers={args.workers}, wrk -t2 -c16 -d{args.duration}s")
+
+    bare_port = free_port()
+    bare = subprocess.Popen([bare_bin, f"127.0.0.1:{bare_port}", str(args.workers)])
+    time.sleep(0.3)
+    bare_result = wrk(bare_port, args.duration)
+    bare.terminate()
+    bare.wait()
+
+    first = min(first_2xx_after_start(glint_bin, free_port(), args.workers) for _ in range(5))
+
+    with tempfile.TemporaryDirectory() as workdir:
+        g = Glint(glint_bin, workdir, free_port(), args.workers)
+        time.sleep(0.5)
+        rss_idle = g.rss_kib()
+        calm = wrk(g.port, args.duration)
+        rss_load = g.rss_kib()
+
+        reload_times = sorted(g.reload() for _ in range(args.reloads))
+
+        stop = threading.Event()
+        storm_count = [0]
+
+        def storm():
+            level = ["info", "warn"]
+            while not stop.is_set():
+                t0 = time.monotonic()
+                g.write_config(level[storm_count[0] % 2])
+                g.reload()
+                storm_count[0] += 1
+                time.sleep(max(0.0, 0.1 - (time.monotonic() - t0)))
+
+        t = threading.Thread(target=storm)
+        t.start()
+        stormy = wrk(g.port, args.duration)
+        stop.set()
+        t.join()
+        g.stop()
+        ready = g.ready_after
+
+    def row(name, value):
+        print(f"| {name} | {value} |")
+
+    print("| what | glint |")
+    print("|---|---|")
+    row("GET /versions req/s (bare hyper, same run)", f"{calm['rps']:,.0f} ({bare_result['rps']:,.0f}; ratio {calm['rps'] / bare_result['rps']:.2f})")
+    row("start → READY", f"{ready * 1000:.1f} ms")
+    row("start → first 2xx (best of 5)", f"{first * 1000:.1f} ms")
+    row(f"SIGHUP → READY, {args.reloads} reloads: p50 / max", f"{reload_times[len(reload_times) // 2] * 1000:.2f} ms / {reload_times[-1] * 1000:.2f} ms")
+    row("latency p50 / p99 / max, no reloads", f"{calm['p50']:.2f} / {calm['p99']:.2f} / {calm['max']:.2f} ms")
+    row(f"latency p50 / p99 / max, {storm_count[0]} reloads at 10/s", f"{stormy['p50']:.2f} / {stormy['p99']:.2f} / {stormy['max']:.2f} ms")
+    row("req/s during the reload storm", f"{stormy['rps']:,.0f}")
+    row("failed requests (socket errors + non-2xx), calm / storm", f"{calm['errors']} / {stormy['errors']}")
+    row("RSS idle / after load", f"{rss_idle / 1024:.1f} MiB / {rss_load / 1024:.1f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
