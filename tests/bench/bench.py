@@ -48,14 +48,15 @@ def free_port():
 class Glint:
     """glint under a fake NOTIFY_SOCKET."""
 
-    def __init__(self, binary, workdir, port, workers):
+    def __init__(self, binary, workdir, port, workers, level):
         self.notify_path = os.path.join(workdir, "notify.sock")
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify.bind(self.notify_path)
         self.config = os.path.join(workdir, "glint.toml")
         self.port = port
         self.workers = workers
-        self.write_config("warn")
+        self.level = level
+        self.write_config(8)
         env = dict(os.environ, NOTIFY_SOCKET=self.notify_path, STATE_DIRECTORY=os.path.join(workdir, "state"))
         for key in ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "JOURNAL_STREAM"):
             env.pop(key, None)
@@ -69,9 +70,12 @@ class Glint:
         self.wait_for("READY=1")
         self.ready_after = time.monotonic() - self.started
 
-    def write_config(self, level):
+    def write_config(self, max_draining):
         with open(self.config, "w") as f:
-            f.write(f'[server]\nlisten = ["127.0.0.1:{self.port}"]\nworkers = {self.workers}\n[log]\nlevel = "{level}"\n')
+            f.write(
+                f'[server]\nlisten = ["127.0.0.1:{self.port}"]\nworkers = {self.workers}\n'
+                f'max_draining_generations = {max_draining}\n[log]\nlevel = "{self.level}"\n'
+            )
 
     def wait_for(self, line, timeout=10):
         self.notify.settimeout(timeout)
@@ -154,9 +158,10 @@ def main():
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--reloads", type=int, default=200)
+    parser.add_argument("--log-level", default="info")
     args = parser.parse_args()
     glint_bin, bare_bin = build()
-    print(f"# {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, workers={args.workers}, wrk -t2 -c16 -d{args.duration}s")
+    print(f"# {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, workers={args.workers}, log.level={args.log_level}, wrk -t2 -c16 -d{args.duration}s")
 
     bare_port = free_port()
     bare = subprocess.Popen([bare_bin, f"127.0.0.1:{bare_port}", str(args.workers)])
@@ -168,7 +173,7 @@ def main():
     first = min(first_2xx_after_start(glint_bin, free_port(), args.workers) for _ in range(5))
 
     with tempfile.TemporaryDirectory() as workdir:
-        g = Glint(glint_bin, workdir, free_port(), args.workers)
+        g = Glint(glint_bin, workdir, free_port(), args.workers, args.log_level)
         time.sleep(0.5)
         rss_idle = g.rss_kib()
         calm = wrk(g.port, args.duration)
@@ -180,10 +185,9 @@ def main():
         storm_count = [0]
 
         def storm():
-            level = ["info", "warn"]
             while not stop.is_set():
                 t0 = time.monotonic()
-                g.write_config(level[storm_count[0] % 2])
+                g.write_config(8 + storm_count[0] % 2)
                 g.reload()
                 storm_count[0] += 1
                 time.sleep(max(0.0, 0.1 - (time.monotonic() - t0)))
