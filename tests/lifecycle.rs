@@ -538,3 +538,46 @@ async fn listen_addresses_follow_the_config_at_reload() {
     );
     assert_eq!(sd.stop().await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn json_logs_carry_generation_and_request_id_and_the_level_reloads() {
+    let mut sd = FakeSystemd::new();
+    let addr = sd.add_socket_unit("api");
+    let listen = free_addr();
+    let with_level = |level: &str| {
+        config(
+            listen,
+            &format!("[log]\nformat = \"json\"\nlevel = \"{level}\""),
+        )
+    };
+    sd.write_config(&with_level("info"));
+    sd.start().await;
+    let reply = get_once(addr, "/v2/nothing").await.expect("served");
+    let request_id = reply.headers["x-openstack-request-id"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    assert!(request_id.starts_with("req-"), "{request_id}");
+    assert!(
+        !sd.logs().contains(&request_id),
+        "no per-request line at info"
+    );
+
+    sd.write_config(&with_level("debug"));
+    let (code, out) = sd.ctl(&["reload"]).await;
+    assert_eq!(code, 0, "{out}");
+    let reply = get_once(addr, "/v2/nothing").await.expect("served");
+    let request_id = reply.headers["x-openstack-request-id"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    assert_eq!(sd.stop().await, 0);
+    let line = sd
+        .logs()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["span"]["request_id"] == request_id.as_str())
+        .unwrap_or_else(|| panic!("no JSON line for {request_id}:\n{}", sd.logs()));
+    assert_eq!(line["span"]["generation"], 2);
+    assert_eq!(line["level"], "DEBUG");
+}

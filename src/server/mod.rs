@@ -8,6 +8,8 @@ pub mod listeners;
 mod pool;
 pub mod status;
 pub mod supervisor;
+#[cfg(test)]
+mod tests;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};

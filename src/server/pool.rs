@@ -188,3 +188,11 @@ impl WorkerPool {
         matches!(tokio::time::timeout(limit, probe).await, Ok(Ok(())))
     }
 }
+
+impl Drop for WorkerPool {
+    /// A pool dropped without `shut_down` (a reload that failed after building it) must not
+    /// drop its runtime the blocking way: that panics inside the control runtime.
+    fn drop(&mut self) {
+        self.shut_down();
+    }
+}
