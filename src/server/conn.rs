@@ -6,7 +6,6 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -28,9 +27,9 @@ use super::pool::PoolState;
 /// Which generation answered: lets clients and tests see a reload take effect.
 pub const GENERATION_HEADER: HeaderName = HeaderName::from_static("x-glint-generation");
 
-/// How long a connection that has not sent its first request yet may take to send it
-/// once a stop began.
-const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(5);
+/// How long a connection may still send a request once it is asked to close (stop, or a
+/// retired pool's deadline) before an idle one is closed.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 #[error("request cut: its generation's drain deadline passed")]
@@ -39,10 +38,7 @@ struct Cut;
 pub(super) async fn serve(stream: TcpStream, shared: Arc<Shared>, pool: Arc<PoolState>) {
     let _ = stream.set_nodelay(true);
     let closing = pool.closing.clone();
-    let requests = Arc::new(AtomicU64::new(0));
-    let counted = requests.clone();
     let service = service_fn(move |request: Request<Incoming>| {
-        counted.fetch_add(1, Ordering::Relaxed);
         let generation = shared.current.load_full();
         let shared = shared.clone();
         let pool = pool.clone();
@@ -62,14 +58,13 @@ pub(super) async fn serve(stream: TcpStream, shared: Arc<Shared>, pool: Arc<Pool
     let result = tokio::select! {
         result = connection.as_mut() => result,
         _ = closing.cancelled() => {
-            // A connection accepted just before the stop has its first request on the
-            // wire: serve it (its response says `Connection: close`) rather than close
-            // under it. An idle keep-alive connection is closed now.
-            if requests.load(Ordering::Relaxed) == 0 {
-                if let Ok(result) = tokio::time::timeout(FIRST_REQUEST_GRACE, connection.as_mut()).await {
-                    log_end(result);
-                    return;
-                }
+            // Closing an idle connection races with a client sending on it right now. So
+            // the client gets a moment to send its next request (or, on a connection just
+            // accepted, its first), answered with `Connection: close`; only then is what
+            // is still idle closed.
+            if let Ok(result) = tokio::time::timeout(CLOSE_GRACE, connection.as_mut()).await {
+                log_end(result);
+                return;
             }
             connection.as_mut().graceful_shutdown();
             connection.await

@@ -1,0 +1,409 @@
+#!/usr/bin/env python3
+"""End-to-end test under a real systemd 254 (Debian bookworm-backports), never the host's.
+
+Builds (or reuses) a bookworm root with mmdebstrap, boots it with its own systemd-nspawn in a
+private mount namespace (tmpfs /tmp and /run, a cgroup subtree of its own, a throw-away
+overlay over the image), installs the .deb built by packaging/build.sh and checks what
+operators rely on: socket activation, reload under keep-alive load, a rejected reload,
+restarts under load, the fd store kept across stop/start, journald fields and the
+`systemd-analyze security` exposure. Every systemctl call runs under `timeout`.
+
+Usage: tests/e2e/systemd_e2e.py path/to/glint.deb    (root only; skips otherwise)
+"""
+
+import hashlib
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+TESTBED = os.path.join(ROOT, ".testbed")
+SUITES = [
+    "deb http://deb.debian.org/debian bookworm main",
+    "deb http://deb.debian.org/debian bookworm-updates main",
+    "deb http://deb.debian.org/debian-security bookworm-security main",
+    "deb http://deb.debian.org/debian bookworm-backports main",
+]
+PACKAGES = [
+    "systemd/bookworm-backports",
+    "libsystemd0/bookworm-backports",
+    "libsystemd-shared/bookworm-backports",
+    "systemd-dev/bookworm-backports",
+    "libudev1/bookworm-backports",
+    "systemd-container/bookworm-backports",
+    "dbus",
+    "python3",
+    "procps",
+    "iproute2",
+]
+MASKED = [
+    "apt-daily.timer", "apt-daily-upgrade.timer", "dpkg-db-backup.timer", "fstrim.timer",
+    "e2scrub_all.timer", "man-db.timer", "systemd-journald-audit.socket", "systemd-firstboot.service",
+    "systemd-pstore.service", "getty@tty1.service", "console-getty.service", "dev-hugepages.mount",
+    "sys-fs-fuse-connections.mount", "sys-kernel-debug.mount", "sys-kernel-tracing.mount",
+    "sys-kernel-config.mount", "systemd-networkd.service", "systemd-networkd.socket",
+    "systemd-resolved.service", "systemd-timesyncd.service",
+]
+SYSTEMCTL_TIMEOUT = "60"
+FAILURES = []
+
+
+def log(message):
+    print(f"e2e: {message}", flush=True)
+
+
+def check(condition, message):
+    if condition:
+        log(f"ok: {message}")
+    else:
+        log(f"FAIL: {message}")
+        FAILURES.append(message)
+
+
+def image_dir():
+    """A bookworm root with systemd 254, built once per package list."""
+    key = hashlib.sha256("\n".join(SUITES + PACKAGES + MASKED).encode()).hexdigest()[:12]
+    image = os.path.join(TESTBED, f"image-{key}")
+    if os.path.exists(os.path.join(image, ".complete")):
+        return image
+    shutil.rmtree(image, ignore_errors=True)
+    os.makedirs(TESTBED, exist_ok=True)
+    log("building the systemd 254 image with mmdebstrap (about a minute)")
+    subprocess.run(
+        ["mmdebstrap", "--variant=apt", "--include=" + ",".join(PACKAGES),
+         "--dpkgopt=path-exclude=/usr/share/man/*", "--dpkgopt=path-exclude=/usr/share/locale/*",
+         "--dpkgopt=path-exclude=/usr/share/doc/*", "bookworm", image, *SUITES],
+        check=True, stdout=subprocess.DEVNULL,
+    )
+    with open(os.path.join(image, "etc/machine-id"), "w") as f:
+        f.write("0123456789abcdef0123456789abcdef\n")
+    units = os.path.join(image, "etc/systemd/system")
+    with open(os.path.join(units, "sysbox.target"), "w") as f:
+        f.write("[Unit]\nDescription=test box\nRequires=basic.target\nAfter=basic.target\nAllowIsolate=yes\n")
+    for unit in MASKED:
+        path = os.path.join(units, unit)
+        if os.path.lexists(path):
+            os.remove(path)
+        os.symlink("/dev/null", path)
+    confd = os.path.join(image, "etc/systemd/system.conf.d")
+    os.makedirs(confd, exist_ok=True)
+    with open(os.path.join(confd, "timeouts.conf"), "w") as f:
+        f.write("[Manager]\nDefaultTimeoutStartSec=30s\nDefaultTimeoutStopSec=30s\n")
+    open(os.path.join(image, ".complete"), "w").close()
+    return image
+
+
+class Box:
+    """A booted systemd in its own mount namespace and cgroup subtree."""
+
+    def __init__(self, image, share):
+        self.name = f"glint-e2e-{os.getpid()}"
+        launcher = os.path.join(share, "launch.sh")
+        loader = os.path.join(image, "lib64/ld-linux-x86-64.so.2")
+        libs = f"{image}/usr/lib/x86_64-linux-gnu/systemd:{image}/usr/lib/x86_64-linux-gnu"
+        with open(launcher, "w") as f:
+            f.write(f"""#!/bin/sh
+set -e
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /run
+for h in unified systemd; do
+    mkdir -p /sys/fs/cgroup/$h/{self.name}
+    echo $$ > /sys/fs/cgroup/$h/{self.name}/cgroup.procs
+done
+exec env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 \\
+    {loader} --library-path {libs} {image}/usr/bin/systemd-nspawn \\
+    --directory={image} --volatile=overlay --boot --register=no --keep-unit --settings=no \\
+    --link-journal=no --console=read-only --drop-capability=CAP_AUDIT_CONTROL \\
+    --kill-signal=SIGRTMIN+4 --bind-ro={share}:/glint-test systemd.unit=sysbox.target
+""")
+        os.chmod(launcher, 0o755)
+        self.console = open(os.path.join(share, "console.log"), "w")
+        self.proc = subprocess.Popen(
+            ["setsid", "unshare", "--mount", "--propagation", "private", "--", launcher],
+            stdout=self.console, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+        self.pid1 = None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and self.pid1 is None:
+            children = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout.split()
+            if children:
+                self.pid1 = int(children[0])
+            else:
+                time.sleep(0.05)
+        if self.pid1 is None:
+            raise RuntimeError("the box did not start; see console.log")
+        state = ""
+        while time.monotonic() < deadline:
+            state = self.run(["systemctl", "is-system-running", "--wait"], check=False).stdout.strip()
+            if state in ("running", "degraded"):
+                break
+            time.sleep(0.1)
+        if state == "degraded":
+            log("box degraded: " + self.run(["systemctl", "--failed", "--no-legend"], check=False).stdout.strip())
+        if state not in ("running", "degraded"):
+            raise RuntimeError(f"the box did not boot: {state!r}")
+
+    def run(self, argv, check=True, timeout=120):
+        result = subprocess.run(
+            ["nsenter", "--target", str(self.pid1), "--all", "--root", "--wd",
+             "env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", *argv],
+            capture_output=True, text=True, timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            raise RuntimeError(f"{argv} failed ({result.returncode}): {result.stdout}{result.stderr}")
+        return result
+
+    def systemctl(self, *args, check=True):
+        return self.run(["timeout", SYSTEMCTL_TIMEOUT, "systemctl", *args], check=check)
+
+    def write(self, path, text):
+        result = subprocess.run(
+            ["nsenter", "--target", str(self.pid1), "--all", "--root", "--wd",
+             "sh", "-c", f"mkdir -p \"$(dirname '{path}')\" && cat > '{path}'"],
+            input=text, capture_output=True, text=True, timeout=30,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"writing {path}: {result.stderr}")
+
+    def shutdown(self):
+        try:
+            self.run(["systemctl", "poweroff", "--no-block"], check=False, timeout=10)
+            self.proc.wait(timeout=20)
+        except Exception:
+            if self.pid1:
+                try:
+                    os.kill(self.pid1, signal.SIGRTMIN + 4)
+                except ProcessLookupError:
+                    pass
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        for hierarchy in ("unified", "systemd"):
+            remove_cgroup(f"/sys/fs/cgroup/{hierarchy}/{self.name}")
+
+
+def remove_cgroup(path):
+    if not os.path.isdir(path):
+        return
+    for entry in os.scandir(path):
+        if entry.is_dir(follow_symlinks=False):
+            remove_cgroup(entry.path)
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Load:
+    """Clients requesting continuously: keep-alive ones, and ones opening a connection per request."""
+
+    def __init__(self, port, keepalive=4, fresh=2):
+        self.port = port
+        self.stop_flag = threading.Event()
+        self.ok = 0
+        self.errors = []
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self.keepalive) for _ in range(keepalive)]
+        self.threads += [threading.Thread(target=self.fresh) for _ in range(fresh)]
+        for t in self.threads:
+            t.start()
+
+    def record(self, error=None):
+        with self.lock:
+            if error is None:
+                self.ok += 1
+            else:
+                self.errors.append(error)
+
+    def request(self, conn):
+        conn.request("GET", "/versions")
+        response = conn.getresponse()
+        response.read()
+        if response.status != 200:
+            raise RuntimeError(f"status {response.status}")
+        return response
+
+    def keepalive(self):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        while not self.stop_flag.is_set():
+            try:
+                response = self.request(conn)
+                self.record()
+                if response.getheader("connection", "").lower() == "close":
+                    conn.close()
+                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+            except Exception as e:
+                self.record(f"keep-alive: {e!r}")
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+
+    def fresh(self):
+        while not self.stop_flag.is_set():
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+            try:
+                self.request(conn)
+                self.record()
+            except Exception as e:
+                self.record(f"fresh: {e!r}")
+            finally:
+                conn.close()
+
+    def stop(self):
+        self.stop_flag.set()
+        for t in self.threads:
+            t.join()
+        return self.ok, self.errors
+
+
+def status_text(box, unit="glint.service"):
+    return box.systemctl("show", "-P", "StatusText", unit).stdout.strip()
+
+
+def get(port, path="/versions"):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", path)
+    response = conn.getresponse()
+    body = response.read()
+    conn.close()
+    return response.status, body
+
+
+def scenario(box, port, standalone_port):
+    box.write("/etc/systemd/system/glint.socket.d/test-port.conf",
+              f"[Socket]\nListenStream=\nListenStream=127.0.0.1:{port}\n")
+    box.run(["dpkg", "-i", "/glint-test/glint.deb"])
+    check(box.systemctl("is-active", "glint.socket", check=False).stdout.strip() == "active",
+          "the package enabled and started glint.socket")
+    check(box.systemctl("is-active", "glint.service", check=False).stdout.strip() == "inactive",
+          "glint.service waits for its first connection")
+    status, _ = get(port)
+    check(status == 200, "the first request is answered (socket activation)")
+    check(box.systemctl("is-active", "glint.service", check=False).stdout.strip() == "active",
+          "the first request started glint.service")
+
+    # Reload under keep-alive load.
+    box.write("/etc/glint/conf.d/50-test.toml", '[log]\nlevel = "debug"\n')
+    load = Load(port)
+    reload_ok = True
+    for i in range(5):
+        started = time.monotonic()
+        result = box.systemctl("reload", "glint", check=False)
+        text = status_text(box)
+        reload_ok &= result.returncode == 0 and text.startswith("serving generation")
+        log(f"reload {i + 1}: exit {result.returncode} in {time.monotonic() - started:.3f}s, StatusText={text!r}")
+    ok, errors = load.stop()
+    check(reload_ok, "systemctl reload returns 0 after READY with the new generation in StatusText")
+    check(not errors and ok > 0, f"reloads under keep-alive load: {ok} requests, {len(errors)} failed {errors[:3]}")
+
+    # A broken config: the old generation serves, the reason is visible.
+    good = box.run(["cat", "/etc/glint/glint.toml"]).stdout
+    box.write("/etc/glint/glint.toml", good + "\n[server]\nworkerz = 2\n")
+    box.systemctl("reload", "glint", check=False)
+    text = status_text(box)
+    shown = box.systemctl("status", "glint", "--no-pager", check=False).stdout
+    check(text.startswith("reload failed:") and "workerz" in text and "glint.toml" in text,
+          f"a rejected reload names file and key in STATUS: {text!r}")
+    check("workerz" in shown, "systemctl status glint shows the reason")
+    ctl = box.run(["glint", "ctl", "reload"], check=False)
+    check(ctl.returncode == 1 and "workerz" in ctl.stdout + ctl.stderr,
+          "glint ctl reload exits 1 with the reason")
+    status, _ = get(port)
+    check(status == 200, "the old config still serves")
+    box.write("/etc/glint/glint.toml", good)
+    check(box.systemctl("reload", "glint", check=False).returncode == 0
+          and status_text(box).startswith("serving generation"), "the fixed config reloads")
+
+    # Restarts under load: the socket stays with systemd.
+    load = Load(port)
+    for _ in range(10):
+        box.systemctl("restart", "glint")
+    ok, errors = load.stop()
+    refused = [e for e in errors if "Refused" in e]
+    check(not errors and ok > 0,
+          f"10 restarts under load: {ok} requests, {len(refused)} refused, {len(errors)} failed {errors[:3]}")
+
+    # The fd store: a glint that binds its own listener keeps it across stop/start.
+    box.write("/etc/glint/standalone.toml",
+              f'state_dir = "/var/lib/glint-standalone"\n[server]\nlisten = ["127.0.0.1:{standalone_port}"]\n')
+    unit = box.run(["cat", "/usr/lib/systemd/system/glint.service"]).stdout
+    unit = unit.replace("Requires=glint.socket\n", "").replace("After=glint.socket network.target", "After=network.target")
+    unit = unit.replace("ExecStart=/usr/bin/glint serve", "ExecStart=/usr/bin/glint serve --config /etc/glint/standalone.toml")
+    unit = unit.replace("StateDirectory=glint", "StateDirectory=glint-standalone").replace("RuntimeDirectory=glint", "RuntimeDirectory=glint-standalone")
+    unit = unit.replace("Also=glint.socket\n", "")
+    box.write("/etc/systemd/system/glint-standalone.service", unit)
+    box.systemctl("daemon-reload")
+    box.systemctl("enable", "--now", "glint-standalone.service")
+    stored = box.run(["systemd-analyze", "fdstore", "glint-standalone.service"], check=False).stdout
+    check(f"tcp-127.0.0.1_{standalone_port}" in stored, f"the bound listener is in the fd store: {stored.strip()!r}")
+    box.systemctl("stop", "glint-standalone.service")
+    waiting = socket.create_connection(("127.0.0.1", standalone_port), timeout=5)
+    waiting.sendall(b"GET /versions HTTP/1.1\r\nHost: glint\r\nConnection: close\r\n\r\n")
+    box.systemctl("start", "glint-standalone.service")
+    waiting.settimeout(30)
+    answer = waiting.recv(64)
+    waiting.close()
+    check(answer.startswith(b"HTTP/1.1 200"), "stop then start: the stored listener was kept, a connection made while stopped is answered")
+    status = json.loads(box.run(["glint", "ctl", "status", "--socket", "/run/glint-standalone/control.sock"]).stdout)
+    check(status["listeners"][0]["origin"] == "fd-store", "the restarted process took its listener back from the fd store")
+
+    # journald fields.
+    get(port, "/v2/nothing")
+    journal = box.run(["journalctl", "-u", "glint.service", "-o", "json", "--no-pager"]).stdout
+    entries = [json.loads(line) for line in journal.splitlines() if line.strip()]
+    check(any("GENERATION" in e for e in entries), "journal entries carry GENERATION")
+    check(any("REQUEST_ID" in e for e in entries), "journal entries carry REQUEST_ID")
+
+    # Hardening.
+    security = box.run(["systemd-analyze", "security", "glint.service", "--no-pager"], check=False).stdout
+    line = [l for l in security.splitlines() if "Overall exposure level" in l]
+    exposure = float(line[0].split(":")[1].split()[0]) if line else 99.0
+    log(f"systemd-analyze security glint.service: {line[0].strip() if line else 'no figure'}")
+    check(exposure <= 2.0, f"exposure {exposure} <= 2.0")
+    check(box.systemctl("is-failed", "glint.service", check=False).stdout.strip() != "failed", "glint.service never failed")
+
+
+def main():
+    if os.geteuid() != 0:
+        print("e2e: SKIPPED: the systemd end-to-end test needs root (it boots systemd in a namespace)")
+        return 0
+    if len(sys.argv) != 2:
+        print(__doc__)
+        return 2
+    deb = os.path.abspath(sys.argv[1])
+    image = image_dir()
+    share = os.path.join(TESTBED, f"share-{os.getpid()}")
+    os.makedirs(share, exist_ok=True)
+    shutil.copy(deb, os.path.join(share, "glint.deb"))
+    box = Box(image, share)
+    try:
+        scenario(box, free_port(), free_port())
+    except Exception as e:
+        FAILURES.append(f"aborted: {e}")
+        log(f"FAIL: aborted: {e}")
+        log(box.run(["journalctl", "-u", "glint*", "--no-pager", "-n", "60"], check=False).stdout)
+    finally:
+        box.shutdown()
+        shutil.rmtree(share, ignore_errors=True)
+    if FAILURES:
+        log(f"{len(FAILURES)} failure(s)")
+        return 1
+    log("all checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
