@@ -226,7 +226,7 @@ pub fn load(source: &ConfigSource) -> Result<LoadedConfig, ConfigError> {
         })?;
         toml::from_str::<toml::Table>(&text).map_err(|e| ConfigError::Invalid {
             origin: file.display().to_string(),
-            message: format!("TOML syntax: {}", e.to_string().trim_end()),
+            message: syntax_error(&text, &e),
         })?;
         figment = figment.merge(Toml::file_exact(file));
     }
@@ -240,6 +240,20 @@ pub fn load(source: &ConfigSource) -> Result<LoadedConfig, ConfigError> {
     };
     validate(&loaded)?;
     Ok(loaded)
+}
+
+/// One line (it ends up in `STATUS=` and in a journal line): where, and what.
+fn syntax_error(text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().trim().replace('\n', " ");
+    match error.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("TOML syntax, line {line}, column {column}: {message}")
+        }
+        None => format!("TOML syntax: {message}"),
+    }
 }
 
 fn conf_d_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {

@@ -17,8 +17,16 @@ pub struct Systemd;
 
 impl Supervisor for Systemd {
     fn notify(&self, notices: &[Notice]) {
+        // One datagram line per field: a newline would end STATUS= early.
+        let statuses: Vec<Option<String>> = notices
+            .iter()
+            .map(|n| match n {
+                Notice::Status(text) => Some(text.replace('\n', " ")),
+                _ => None,
+            })
+            .collect();
         let mut states = Vec::with_capacity(notices.len() + 1);
-        for notice in notices {
+        for (notice, status) in notices.iter().zip(&statuses) {
             match notice {
                 Notice::Ready => states.push(NotifyState::Ready),
                 Notice::Reloading => {
@@ -30,7 +38,11 @@ impl Supervisor for Systemd {
                     }
                 }
                 Notice::Stopping => states.push(NotifyState::Stopping),
-                Notice::Status(text) => states.push(NotifyState::Status(text)),
+                Notice::Status(_) => {
+                    if let Some(text) = status {
+                        states.push(NotifyState::Status(text));
+                    }
+                }
                 Notice::Errno(errno) => states.push(NotifyState::Errno(*errno as u32)),
                 Notice::ExtendTimeout(by) => states.push(NotifyState::ExtendTimeoutUsec(
                     u32::try_from(by.as_micros()).unwrap_or(u32::MAX),
