@@ -6,6 +6,8 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod db;
+pub mod domain;
 pub mod server;
 pub mod signals;
 pub mod systemd;

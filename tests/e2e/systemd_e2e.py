@@ -24,7 +24,9 @@ import threading
 import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-TESTBED = os.path.join(ROOT, ".testbed")
+# Outside /tmp: the box's launcher mounts a fresh tmpfs over /tmp (nspawn's scratch files
+# must not land on the host), which would hide an image kept there. Kept across runs.
+TESTBED = os.environ.get("GLINT_TESTBED", "/var/tmp/glint-testbed")
 SUITES = [
     "deb http://deb.debian.org/debian bookworm main",
     "deb http://deb.debian.org/debian bookworm-updates main",

@@ -1,0 +1,579 @@
+//! The metadata repository: images, their properties, tags and members, over sqlx and
+//! SQLite (WAL, migrations embedded and run when a pool opens). Reads go through a pool;
+//! writes through a single connection, so concurrent writers queue instead of failing
+//! with "database is locked". The interface speaks domain types only.
+
+mod rows;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Sqlite, SqlitePool};
+
+use crate::domain::caller::Caller;
+use crate::domain::image::Image;
+use crate::domain::member::{Member, MemberStatus};
+use crate::domain::query::{Column, Compare, Direction, Filter, ListQuery, VisibilityFilter};
+use crate::domain::time::Timestamp;
+use rows::{IMAGE_COLUMNS, ImageRow, MemberRow};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database {}: {source}", path.display())]
+    Open { path: PathBuf, source: sqlx::Error },
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database: {0}")]
+    Query(#[from] sqlx::Error),
+    #[error("a row with this key exists")]
+    Duplicate,
+    #[error("database holds an invalid row: {0}")]
+    Corrupt(String),
+}
+
+/// How long a statement waits for a lock before failing: long enough that only a stuck
+/// database, never ordinary contention, reaches it.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone)]
+pub struct Database {
+    read: SqlitePool,
+    write: SqlitePool,
+    path: PathBuf,
+}
+
+/// Parses `database.url`: `sqlite://PATH`, relative to `state_dir`.
+pub fn sqlite_path(url: &str, state_dir: &Path) -> Option<PathBuf> {
+    let path = url.strip_prefix("sqlite://")?;
+    if path.is_empty() {
+        return None;
+    }
+    let path = Path::new(path);
+    Some(if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        state_dir.join(path)
+    })
+}
+
+impl Database {
+    /// Opens (creating if needed) the database file and brings its schema up to date.
+    pub async fn open(path: &Path, readers: u32) -> Result<Database, DbError> {
+        let open_error = |source| DbError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let options = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(open_error)?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await
+            .map_err(open_error)?;
+        sqlx::migrate!("./migrations").run(&write).await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(readers.max(1))
+            .connect_with(options.read_only(true))
+            .await
+            .map_err(open_error)?;
+        Ok(Database {
+            read,
+            write,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Inserts a new image with its tags and properties. `Duplicate` if the id was ever
+    /// used, deleted images included.
+    pub async fn insert_image(&self, image: &Image) -> Result<(), DbError> {
+        let mut tx = self.write.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO images (id, name, status, visibility, protected, os_hidden, checksum, \
+             os_hash_algo, os_hash_value, owner, size, virtual_size, min_ram, min_disk, \
+             disk_format, container_format, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&image.id)
+        .bind(&image.name)
+        .bind(image.status.as_str())
+        .bind(image.visibility.as_str())
+        .bind(image.protected)
+        .bind(image.os_hidden)
+        .bind(&image.checksum)
+        .bind(&image.os_hash_algo)
+        .bind(&image.os_hash_value)
+        .bind(&image.owner)
+        .bind(image.size)
+        .bind(image.virtual_size)
+        .bind(image.min_ram)
+        .bind(image.min_disk)
+        .bind(&image.disk_format)
+        .bind(&image.container_format)
+        .bind(image.created_at)
+        .bind(image.updated_at)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            return Err(DbError::Duplicate);
+        }
+        write_children(&mut tx, image).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Writes every attribute of an existing, not deleted image. `Ok(false)` if it is gone.
+    pub async fn save_image(&self, image: &Image) -> Result<bool, DbError> {
+        let mut tx = self.write.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE images SET name = ?, status = ?, visibility = ?, protected = ?, \
+             os_hidden = ?, checksum = ?, os_hash_algo = ?, os_hash_value = ?, owner = ?, \
+             size = ?, virtual_size = ?, min_ram = ?, min_disk = ?, disk_format = ?, \
+             container_format = ?, updated_at = ? WHERE id = ? AND deleted = 0",
+        )
+        .bind(&image.name)
+        .bind(image.status.as_str())
+        .bind(image.visibility.as_str())
+        .bind(image.protected)
+        .bind(image.os_hidden)
+        .bind(&image.checksum)
+        .bind(&image.os_hash_algo)
+        .bind(&image.os_hash_value)
+        .bind(&image.owner)
+        .bind(image.size)
+        .bind(image.virtual_size)
+        .bind(image.min_ram)
+        .bind(image.min_disk)
+        .bind(&image.disk_format)
+        .bind(&image.container_format)
+        .bind(image.updated_at)
+        .bind(&image.id)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM image_tags WHERE image_id = ?")
+            .bind(&image.id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM image_properties WHERE image_id = ?")
+            .bind(&image.id)
+            .execute(&mut *tx)
+            .await?;
+        write_children(&mut tx, image).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Marks the image deleted; its id stays taken. `Ok(false)` if it was already gone.
+    pub async fn delete_image(&self, id: &str, now: Timestamp) -> Result<bool, DbError> {
+        let mut tx = self.write.begin().await?;
+        let deleted = sqlx::query(
+            "UPDATE images SET deleted = 1, deleted_at = ?, status = 'deleted', updated_at = ? \
+             WHERE id = ? AND deleted = 0",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        for table in ["image_tags", "image_properties", "image_members"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE image_id = ?"))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(deleted.rows_affected() > 0)
+    }
+
+    pub async fn get_image(&self, id: &str) -> Result<Option<Image>, DbError> {
+        let row: Option<ImageRow> = sqlx::query_as(&format!(
+            "SELECT {IMAGE_COLUMNS} FROM images i WHERE i.id = ? AND i.deleted = 0"
+        ))
+        .bind(id)
+        .fetch_optional(&self.read)
+        .await?;
+        match row {
+            Some(row) => Ok(self.complete(vec![row]).await?.pop()),
+            None => Ok(None),
+        }
+    }
+
+    /// One page of the images `caller` may list, in `query`'s order, after `marker`.
+    pub async fn list_images(
+        &self,
+        query: &ListQuery,
+        caller: &Caller,
+        marker: Option<&Image>,
+    ) -> Result<Vec<Image>, DbError> {
+        if query.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut sql = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {IMAGE_COLUMNS} FROM images i WHERE i.deleted = 0 AND i.status != 'killed' AND i.os_hidden = "
+        ));
+        sql.push_bind(query.os_hidden);
+        push_visibility(&mut sql, query, caller);
+        for filter in &query.filters {
+            push_filter(&mut sql, filter);
+        }
+        if let Some(marker) = marker {
+            push_after(&mut sql, &query.sort, marker);
+        }
+        sql.push(" ORDER BY ");
+        for (i, (column, direction)) in query.sort.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.push(sort_expr(*column));
+            sql.push(match direction {
+                Direction::Asc => " ASC",
+                Direction::Desc => " DESC",
+            });
+        }
+        sql.push(" LIMIT ");
+        sql.push_bind(i64::from(query.limit));
+        let rows: Vec<ImageRow> = sql.build_query_as().fetch_all(&self.read).await?;
+        self.complete(rows).await
+    }
+
+    /// Adds tags and properties to rows, with one query each for the whole page.
+    async fn complete(&self, rows: Vec<ImageRow>) -> Result<Vec<Image>, DbError> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tags: HashMap<String, BTreeSet<String>> = HashMap::new();
+        let mut properties: HashMap<String, BTreeMap<String, String>> = HashMap::new();
+        let mut sql = QueryBuilder::<Sqlite>::new(
+            "SELECT image_id, value FROM image_tags WHERE image_id IN (",
+        );
+        push_ids(&mut sql, &rows);
+        let found: Vec<(String, String)> = sql.build_query_as().fetch_all(&self.read).await?;
+        for (id, value) in found {
+            tags.entry(id).or_default().insert(value);
+        }
+        let mut sql = QueryBuilder::<Sqlite>::new(
+            "SELECT image_id, name, value FROM image_properties WHERE image_id IN (",
+        );
+        push_ids(&mut sql, &rows);
+        let found: Vec<(String, String, String)> =
+            sql.build_query_as().fetch_all(&self.read).await?;
+        for (id, name, value) in found {
+            properties.entry(id).or_default().insert(name, value);
+        }
+        rows.into_iter()
+            .map(|row| {
+                let t = tags.remove(&row.id).unwrap_or_default();
+                let p = properties.remove(&row.id).unwrap_or_default();
+                row.into_image(t, p)
+            })
+            .collect()
+    }
+
+    pub async fn member(&self, image_id: &str, member: &str) -> Result<Option<Member>, DbError> {
+        let row: Option<MemberRow> = sqlx::query_as(
+            "SELECT image_id, member, status, created_at, updated_at FROM image_members \
+             WHERE image_id = ? AND member = ?",
+        )
+        .bind(image_id)
+        .bind(member)
+        .fetch_optional(&self.read)
+        .await?;
+        row.map(MemberRow::into_member).transpose()
+    }
+
+    pub async fn members(&self, image_id: &str) -> Result<Vec<Member>, DbError> {
+        let rows: Vec<MemberRow> = sqlx::query_as(
+            "SELECT image_id, member, status, created_at, updated_at FROM image_members \
+             WHERE image_id = ? ORDER BY created_at, member",
+        )
+        .bind(image_id)
+        .fetch_all(&self.read)
+        .await?;
+        rows.into_iter().map(MemberRow::into_member).collect()
+    }
+
+    /// Adds a member unless it exists (`Duplicate`) or the image has `quota` members.
+    /// Returns `Ok(false)` when the quota is reached.
+    pub async fn add_member(&self, member: &Member, quota: usize) -> Result<bool, DbError> {
+        let mut tx = self.write.begin().await?;
+        let count: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM image_members WHERE image_id = ?")
+                .bind(&member.image_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        if usize::try_from(count).unwrap_or(usize::MAX) >= quota {
+            return Ok(false);
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO image_members (image_id, member, status, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT (image_id, member) DO NOTHING",
+        )
+        .bind(&member.image_id)
+        .bind(&member.member_id)
+        .bind(member.status.as_str())
+        .bind(member.created_at)
+        .bind(member.updated_at)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            return Err(DbError::Duplicate);
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub async fn set_member_status(
+        &self,
+        image_id: &str,
+        member: &str,
+        status: MemberStatus,
+        now: Timestamp,
+    ) -> Result<bool, DbError> {
+        let updated = sqlx::query(
+            "UPDATE image_members SET status = ?, updated_at = ? WHERE image_id = ? AND member = ?",
+        )
+        .bind(status.as_str())
+        .bind(now)
+        .bind(image_id)
+        .bind(member)
+        .execute(&self.write)
+        .await?;
+        Ok(updated.rows_affected() > 0)
+    }
+
+    pub async fn remove_member(&self, image_id: &str, member: &str) -> Result<bool, DbError> {
+        let deleted = sqlx::query("DELETE FROM image_members WHERE image_id = ? AND member = ?")
+            .bind(image_id)
+            .bind(member)
+            .execute(&self.write)
+            .await?;
+        Ok(deleted.rows_affected() > 0)
+    }
+
+    /// Closes the pools once their connections are returned.
+    pub async fn close(&self) {
+        self.read.close().await;
+        self.write.close().await;
+    }
+}
+
+async fn write_children(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    image: &Image,
+) -> Result<(), DbError> {
+    for tag in &image.tags {
+        sqlx::query("INSERT INTO image_tags (image_id, value) VALUES (?, ?)")
+            .bind(&image.id)
+            .bind(tag)
+            .execute(&mut **tx)
+            .await?;
+    }
+    for (name, value) in &image.properties {
+        sqlx::query("INSERT INTO image_properties (image_id, name, value) VALUES (?, ?, ?)")
+            .bind(&image.id)
+            .bind(name)
+            .bind(value)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+fn push_ids(sql: &mut QueryBuilder<'_, Sqlite>, rows: &[ImageRow]) {
+    let mut list = sql.separated(", ");
+    for row in rows {
+        list.push_bind(row.id.clone());
+    }
+    list.push_unseparated(")");
+}
+
+/// Who sees what in a list (Glance's rules, spec §3.4.4).
+fn push_visibility(sql: &mut QueryBuilder<'_, Sqlite>, query: &ListQuery, caller: &Caller) {
+    let project = caller.project.clone();
+    if !caller.is_admin {
+        sql.push(" AND (i.visibility IN ('public', 'community') OR i.owner = ");
+        sql.push_bind(project.clone());
+        sql.push(" OR (i.visibility = 'shared' AND EXISTS (SELECT 1 FROM image_members m WHERE m.image_id = i.id AND m.member = ");
+        sql.push_bind(project.clone());
+        if let Some(status) = query.member_status.as_str() {
+            sql.push(" AND m.status = ");
+            sql.push_bind(status);
+        }
+        sql.push(")))");
+    }
+    match query.visibility {
+        None => {
+            sql.push(" AND (i.visibility != 'community' OR i.owner = ");
+            sql.push_bind(project);
+            sql.push(")");
+        }
+        Some(VisibilityFilter::All) => {}
+        Some(VisibilityFilter::Only(visibility)) => {
+            sql.push(" AND i.visibility = ");
+            sql.push_bind(visibility.as_str());
+        }
+    }
+}
+
+fn push_filter(sql: &mut QueryBuilder<'_, Sqlite>, filter: &Filter) {
+    match filter {
+        Filter::In(column, values) => {
+            sql.push(format!(" AND i.{} IN (", column.name()));
+            let mut list = sql.separated(", ");
+            for value in values {
+                list.push_bind(value.clone());
+            }
+            list.push_unseparated(")");
+        }
+        Filter::NumberEq(column, n) => {
+            sql.push(format!(" AND i.{} = ", column.name()));
+            sql.push_bind(*n);
+        }
+        Filter::Time(column, compare, at) => {
+            let op = match compare {
+                Compare::Eq => "=",
+                Compare::Neq => "!=",
+                Compare::Gt => ">",
+                Compare::Gte => ">=",
+                Compare::Lt => "<",
+                Compare::Lte => "<=",
+            };
+            sql.push(format!(" AND i.{} {op} ", column.name()));
+            sql.push_bind(*at);
+        }
+        Filter::AtLeast(column, n) => {
+            sql.push(format!(" AND i.{} >= ", column.name()));
+            sql.push_bind(*n);
+        }
+        Filter::AtMost(column, n) => {
+            sql.push(format!(" AND i.{} <= ", column.name()));
+            sql.push_bind(*n);
+        }
+        Filter::Protected(value) => {
+            sql.push(" AND i.protected = ");
+            sql.push_bind(*value);
+        }
+        Filter::Property(name, value) => {
+            sql.push(" AND EXISTS (SELECT 1 FROM image_properties p WHERE p.image_id = i.id AND p.name = ");
+            sql.push_bind(name.clone());
+            sql.push(" AND p.value = ");
+            sql.push_bind(value.clone());
+            sql.push(")");
+        }
+        Filter::Tag(tag) => {
+            sql.push(
+                " AND EXISTS (SELECT 1 FROM image_tags t WHERE t.image_id = i.id AND t.value = ",
+            );
+            sql.push_bind(tag.clone());
+            sql.push(")");
+        }
+    }
+}
+
+/// The sort expression of a column: NULLs sort (and compare, for the marker) as '' or 0.
+fn sort_expr(column: Column) -> String {
+    match column {
+        Column::Id | Column::CreatedAt | Column::UpdatedAt | Column::Status => {
+            format!("i.{}", column.name())
+        }
+        c if c.is_numeric() => format!("COALESCE(i.{}, 0)", c.name()),
+        c => format!("COALESCE(i.{}, '')", c.name()),
+    }
+}
+
+/// The sort key value of `image` for `column`, as `sort_expr` computes it.
+enum Key {
+    Text(String),
+    Number(i64),
+}
+
+fn key_of(image: &Image, column: Column) -> Key {
+    let text = |v: &Option<String>| Key::Text(v.clone().unwrap_or_default());
+    match column {
+        Column::Id => Key::Text(image.id.clone()),
+        Column::Name => text(&image.name),
+        Column::Status => Key::Text(image.status.as_str().to_string()),
+        Column::ContainerFormat => text(&image.container_format),
+        Column::DiskFormat => text(&image.disk_format),
+        Column::Owner => text(&image.owner),
+        Column::Checksum => text(&image.checksum),
+        Column::OsHashValue => text(&image.os_hash_value),
+        Column::Size => Key::Number(image.size.unwrap_or(0)),
+        Column::VirtualSize => Key::Number(image.virtual_size.unwrap_or(0)),
+        Column::MinRam => Key::Number(image.min_ram),
+        Column::MinDisk => Key::Number(image.min_disk),
+        Column::CreatedAt => Key::Number(image.created_at),
+        Column::UpdatedAt => Key::Number(image.updated_at),
+    }
+}
+
+fn push_key(sql: &mut QueryBuilder<'_, Sqlite>, key: Key) {
+    match key {
+        Key::Text(text) => sql.push_bind(text),
+        Key::Number(n) => sql.push_bind(n),
+    };
+}
+
+/// Keyset pagination: rows strictly after `marker` in the sort order. With one direction
+/// for every key this is a row-value comparison, which SQLite answers from an index.
+fn push_after(sql: &mut QueryBuilder<'_, Sqlite>, sort: &[(Column, Direction)], marker: &Image) {
+    let uniform = sort.windows(2).all(|w| w[0].1 == w[1].1);
+    if uniform {
+        let op = match sort[0].1 {
+            Direction::Asc => ">",
+            Direction::Desc => "<",
+        };
+        sql.push(" AND (");
+        sql.push(
+            sort.iter()
+                .map(|(c, _)| sort_expr(*c))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+        sql.push(format!(") {op} ("));
+        for (i, (column, _)) in sort.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            push_key(sql, key_of(marker, *column));
+        }
+        sql.push(")");
+        return;
+    }
+    sql.push(" AND (");
+    for (i, (column, direction)) in sort.iter().enumerate() {
+        if i > 0 {
+            sql.push(" OR ");
+        }
+        sql.push("(");
+        for (equal, _) in &sort[..i] {
+            sql.push(format!("{} = ", sort_expr(*equal)));
+            push_key(sql, key_of(marker, *equal));
+            sql.push(" AND ");
+        }
+        let op = match direction {
+            Direction::Asc => ">",
+            Direction::Desc => "<",
+        };
+        sql.push(format!("{} {op} ", sort_expr(*column)));
+        push_key(sql, key_of(marker, *column));
+        sql.push(")");
+    }
+    sql.push(")");
+}

@@ -1,0 +1,30 @@
+//! The image model, free of I/O and of HTTP: ids, statuses and their transitions,
+//! visibility, the rules for creating and patching images and for listing them, and who
+//! may see or change what. It imports nothing of the crate.
+
+pub mod caller;
+pub mod image;
+pub mod member;
+pub mod patch;
+pub mod query;
+pub mod time;
+
+/// A rule the request broke. Each kind has one meaning for every layer above.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    /// The request is malformed or a value is invalid.
+    #[error("{0}")]
+    Invalid(String),
+    /// The caller may not do this (read-only or reserved attributes, policy).
+    #[error("{0}")]
+    Forbidden(String),
+    /// Not there, or not visible to the caller.
+    #[error("{0}")]
+    NotFound(String),
+    /// The current state does not allow it.
+    #[error("{0}")]
+    Conflict(String),
+    /// A quota or limit would be exceeded.
+    #[error("{0}")]
+    OverLimit(String),
+}
