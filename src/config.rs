@@ -57,6 +57,55 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub server: ServerConfig,
     pub log: LogConfig,
+    pub database: DatabaseConfig,
+    pub auth: AuthConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH`, relative to `state_dir`.
+    pub url: String,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: "sqlite://glint.db".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    pub mode: AuthMode,
+    /// noauth: the project every caller acts as (admin of it); empty means none, as in
+    /// Glance, where images created without auth have no owner.
+    pub project: String,
+    /// noauth makes everyone who reaches glint an admin, so it serves only loopback
+    /// unless this says otherwise.
+    pub allow_remote_noauth: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            mode: AuthMode::Noauth,
+            project: String::new(),
+            allow_remote_noauth: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthMode {
+    /// Every caller is admin (loopback only by default).
+    Noauth,
+    /// Identity from X-Identity-Status, X-Roles, X-Project-Id, X-User-Id set by an
+    /// authenticating proxy in front of glint.
+    TrustedHeaders,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -96,6 +145,8 @@ impl Default for Config {
             state_dir: PathBuf::from("glint-data"),
             server: ServerConfig::default(),
             log: LogConfig::default(),
+            database: DatabaseConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -138,6 +189,12 @@ pub enum ConfigError {
     /// Extraction errors, each already naming its origin and key.
     #[error("{0}")]
     Rejected(String),
+    #[error(
+        "auth.mode = \"noauth\" makes every caller an admin, and {0} is not a loopback address: \
+         switch auth.mode to trusted-headers behind an authenticating proxy, or set \
+         auth.allow_remote_noauth = true if that is really meant"
+    )]
+    Exposed(SocketAddr),
     #[error("`{key}` cannot change at reload: {hint}")]
     NotReloadable { key: &'static str, hint: String },
 }
@@ -349,7 +406,31 @@ fn validate(loaded: &LoadedConfig) -> Result<(), ConfigError> {
     if config.state_dir.as_os_str().is_empty() {
         return Err(invalid("state_dir", "must not be empty".into()));
     }
+    if crate::db::sqlite_path(&config.database.url, &config.state_dir).is_none() {
+        return Err(invalid(
+            "database.url",
+            format!(
+                "`{}` is not supported: use sqlite://PATH (relative to state_dir)",
+                config.database.url
+            ),
+        ));
+    }
     Ok(())
+}
+
+/// noauth makes every caller an admin: refuse to serve it beyond loopback unless the
+/// config says so explicitly.
+pub fn check_exposure(
+    config: &Config,
+    addresses: impl IntoIterator<Item = SocketAddr>,
+) -> Result<(), ConfigError> {
+    if config.auth.mode != AuthMode::Noauth || config.auth.allow_remote_noauth {
+        return Ok(());
+    }
+    match addresses.into_iter().find(|a| !a.ip().is_loopback()) {
+        Some(addr) => Err(ConfigError::Exposed(addr)),
+        None => Ok(()),
+    }
 }
 
 /// Which changes a reload may apply. The keys listed here need a restart; every other

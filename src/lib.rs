@@ -9,6 +9,7 @@ pub mod control;
 pub mod db;
 pub mod domain;
 pub mod server;
+pub mod service;
 pub mod signals;
 pub mod systemd;
 pub mod telemetry;

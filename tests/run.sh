@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test glint has: unit, handler and lifecycle tests (the real binary over real
-# sockets, with a harness playing systemd), then builds the .deb and .rpm, checks the .deb
+# sockets, with a harness playing systemd), the compatibility suite (glanceclient and
+# openstacksdk from PyPI), then builds the .deb and .rpm, checks the .deb
 # with lintian, and, as root, installs it under a real systemd 254 in a namespace
 # (tests/e2e/systemd_e2e.py). Usage: tests/run.sh
 set -euo pipefail
@@ -8,6 +9,17 @@ cd "$(dirname "$0")/.."
 
 # The lifecycle tests need the endpoints that hold requests open (feature `testing`).
 cargo test --locked --features testing
+
+# Compatibility: python-glanceclient and openstacksdk from PyPI, in a venv kept beside
+# the build (target/ is ignored by git), against the real binary.
+venv=target/compat-venv
+if [ ! -x "$venv/bin/glance" ] || ! cmp -s tests/compat/requirements.txt "$venv/requirements.txt"; then
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/compat/requirements.txt
+    cp tests/compat/requirements.txt "$venv/requirements.txt"
+fi
+"$venv/bin/python" tests/compat/test_clients.py target/debug/glint
 
 packaging/build.sh
 deb=$(ls -t target/debian/glint_*.deb | head -1)

@@ -7,16 +7,67 @@ use axum::response::{IntoResponse, Response};
 use http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, StatusCode};
 
+use crate::domain::DomainError;
+use crate::service::ServiceError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    TooLarge(String),
+    /// A PATCH with a media type other than the two JSON-patch dialects.
+    #[error("Image PATCH expects Content-Type one of: {ACCEPT_PATCH}")]
+    PatchMediaType,
+    /// The service failed, not the request; the detail is logged, not shown.
+    #[error("{0}")]
+    Internal(String),
 }
+
+/// The media types `PATCH /v2/images/{id}` accepts.
+pub const ACCEPT_PATCH: &str =
+    "application/openstack-images-v2.0-json-patch, application/openstack-images-v2.1-json-patch";
 
 impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::PatchMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(error: ServiceError) -> Self {
+        match error {
+            ServiceError::Domain(e) => e.into(),
+            ServiceError::Db(e) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(error: DomainError) -> Self {
+        match error {
+            DomainError::Invalid(m) => ApiError::BadRequest(m),
+            DomainError::Forbidden(m) => ApiError::Forbidden(m),
+            DomainError::NotFound(m) => ApiError::NotFound(m),
+            DomainError::Conflict(m) => ApiError::Conflict(m),
+            DomainError::OverLimit(m) => ApiError::TooLarge(m),
         }
     }
 }
@@ -29,10 +80,21 @@ struct PendingError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = self.status().into_response();
-        response.extensions_mut().insert(PendingError {
-            detail: self.to_string(),
-        });
+        let status = self.status();
+        let detail = match &self {
+            ApiError::Internal(cause) => {
+                tracing::error!(%cause, "request failed");
+                String::new()
+            }
+            other => other.to_string(),
+        };
+        let mut response = status.into_response();
+        if let ApiError::PatchMediaType = self {
+            response
+                .headers_mut()
+                .insert("accept-patch", HeaderValue::from_static(ACCEPT_PATCH));
+        }
+        response.extensions_mut().insert(PendingError { detail });
         response
     }
 }
@@ -48,7 +110,16 @@ impl ErrorFormat {
     }
 
     pub fn render(self, response: &mut Response) {
-        if let Some(pending) = response.extensions_mut().remove::<PendingError>() {
+        let pending = response
+            .extensions_mut()
+            .remove::<PendingError>()
+            .or_else(|| {
+                // The router's own 405 (with its Allow header) gets Glance's body too.
+                (response.status() == StatusCode::METHOD_NOT_ALLOWED).then(|| PendingError {
+                    detail: String::new(),
+                })
+            });
+        if let Some(pending) = pending {
             let (content_type, body) = self.0.render(response.status(), &pending.detail);
             let headers = response.headers_mut();
             headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -153,6 +224,8 @@ fn default_explanation(status: StatusCode) -> &'static str {
         409 => "There was a conflict when trying to complete your request.",
         410 => "This resource is no longer available.  No forwarding address is given.",
         413 => "The body of your request was too large for this server.",
+        405 => "The method is not allowed for this resource.",
+        415 => "The request media type is not supported by this server.",
         416 => "The Range requested is not available.",
         _ => {
             "The server has either erred or is incapable of performing\r\nthe requested operation.\r\n"

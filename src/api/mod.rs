@@ -1,35 +1,80 @@
 //! The HTTP face of a generation: axum router, Glance version negotiation, request ids,
 //! per-request logging and the error format. Handlers stay thin and delegate downwards.
 
+mod auth;
 mod error;
+mod images;
+mod info;
+mod members;
 #[cfg(feature = "testing")]
 mod testing;
 mod versions;
+mod wire;
 
 use axum::Router;
 use axum::extract::{OriginalUri, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post, put};
 use http::header::CONTENT_TYPE;
 use http::{HeaderName, HeaderValue, StatusCode, Uri};
+use std::sync::Arc;
+
 use tracing::Instrument;
+
+use crate::config::AuthConfig;
+use crate::service::Catalog;
 
 pub use error::ApiError;
 use error::ErrorFormat;
 
-/// What the API layer is told about the generation it belongs to.
-#[derive(Debug, Clone, Copy)]
+/// What the API layer is given by the generation it belongs to.
+#[derive(Clone)]
 pub struct ApiContext {
     pub generation: u64,
+    pub catalog: Catalog,
+    pub auth: Arc<AuthConfig>,
 }
 
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-openstack-request-id");
 
 pub fn router(context: ApiContext) -> Router {
-    let v2 = Router::new().fallback(|OriginalUri(uri): OriginalUri| async move {
-        ApiError::NotFound(format!("The resource {} could not be found.", uri.path()))
-    });
+    let v2 = Router::new()
+        .route("/images", get(images::list).post(images::create))
+        .route(
+            "/images/{id}",
+            get(images::show)
+                .patch(images::update)
+                .delete(images::delete),
+        )
+        .route(
+            "/images/{id}/tags/{tag}",
+            put(images::add_tag).delete(images::remove_tag),
+        )
+        .route("/images/{id}/actions/deactivate", post(images::deactivate))
+        .route("/images/{id}/actions/reactivate", post(images::reactivate))
+        .route(
+            "/images/{id}/members",
+            get(members::list).post(members::create),
+        )
+        .route(
+            "/images/{id}/members/{member_id}",
+            get(members::show)
+                .put(members::update)
+                .delete(members::delete),
+        )
+        .route("/schemas/{name}", get(info::schema))
+        .route("/info/import", get(info::import))
+        .route("/info/stores", get(info::stores))
+        .route("/info/usage", get(info::usage))
+        .fallback(|OriginalUri(uri): OriginalUri| async move {
+            ApiError::NotFound(format!("The resource {} could not be found.", uri.path()))
+        })
+        .route_layer(middleware::from_fn_with_state(
+            context.clone(),
+            authenticate,
+        ))
+        .with_state(context.clone());
     let router = Router::new()
         .route(
             "/versions",
@@ -42,6 +87,21 @@ pub fn router(context: ApiContext) -> Router {
     router
         .fallback(|r: Request| async move { versions::document(&r, StatusCode::MULTIPLE_CHOICES) })
         .layer(middleware::from_fn_with_state(context, request_context))
+}
+
+/// Establishes the caller of a v2 request (or answers 401).
+async fn authenticate(
+    State(context): State<ApiContext>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    match auth::caller(request.headers(), &context.auth) {
+        Ok(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        Err(e) => e.into_response(),
+    }
 }
 
 /// oslo.middleware's healthcheck: 200 "OK" while the service is up.
@@ -76,7 +136,8 @@ async fn request_context(
     request: Request,
     next: Next,
 ) -> Response {
-    let request_id = format!("req-{}", uuid::Uuid::new_v4());
+    let request_id = auth::client_request_id(request.headers(), &context.auth)
+        .unwrap_or_else(|| format!("req-{}", uuid::Uuid::new_v4()));
     let under_v2 = request.uri().path().starts_with("/v2");
     let errors = ErrorFormat::of(request.headers());
     let span = tracing::info_span!(

@@ -58,6 +58,8 @@ pub enum ServerError {
     Pool(std::io::Error),
     #[error(transparent)]
     App(#[from] AppError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,7 +118,8 @@ pub async fn run(mut args: RunArgs) -> Result<(), ServerError> {
         &settings.server.listen,
         &*args.supervisor,
     )?;
-    let app = App::build(settings, 1)?;
+    config::check_exposure(settings, listeners.iter().map(|l| l.addr))?;
+    let app = App::build(settings, 1, None).await?;
     let workers = settings.server.workers;
     let generation = Arc::new(Generation::new(1, app, args.config));
     let shared = Arc::new(Shared {
@@ -216,7 +219,7 @@ impl Lifecycle {
     async fn reload(&mut self) -> ReloadOutcome {
         self.supervisor.notify(&[Notice::Reloading]);
         let started = Instant::now();
-        let outcome = match self.try_reload() {
+        let outcome = match self.try_reload().await {
             Ok(applied) => {
                 self.reloads_applied += 1;
                 self.supervisor
@@ -249,7 +252,7 @@ impl Lifecycle {
 
     /// Build everything new off the request path, then publish; on any failure before the
     /// publish, what was built is dropped and the running generation is untouched.
-    fn try_reload(&mut self) -> Result<ReloadOutcome, ReloadError> {
+    async fn try_reload(&mut self) -> Result<ReloadOutcome, ReloadError> {
         let loaded = config::load(&self.source)?;
         let current = self.shared.current.load_full();
         config::check_reloadable(
@@ -259,8 +262,14 @@ impl Lifecycle {
         )?;
         let settings = loaded.config.clone();
         let change = self.listeners.prepare(&settings.server.listen)?;
+        let kept = self
+            .listeners
+            .iter()
+            .filter(|l| !change.removed.contains(&l.name))
+            .map(|l| l.addr);
+        config::check_exposure(&settings, kept.chain(change.added.iter().map(|l| l.addr)))?;
         let generation_id = current.id + 1;
-        let app = App::build(&settings, generation_id)?;
+        let app = App::build(&settings, generation_id, Some(&current.app)).await?;
 
         let old_pool = self.pool.load_full();
         let new_pool = if settings.server.workers != old_pool.workers {

@@ -1,0 +1,217 @@
+#!/usr/bin/env python3
+"""Compatibility: the everyday metadata flows of python-glanceclient (the `glance` CLI) and
+openstacksdk against the real glint binary, asserting on what they return and on what
+glint then serves, not only on exit codes.
+
+Usage: tests/compat/test_clients.py GLINT_BINARY   (run with the venv's python; see
+tests/run.sh, which creates the venv from tests/compat/requirements.txt)
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+FAILURES = []
+
+
+def log(message):
+    print(f"compat: {message}", flush=True)
+
+
+def check(condition, message):
+    log(("ok: " if condition else "FAIL: ") + message)
+    if not condition:
+        FAILURES.append(message)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Glint:
+    def __init__(self, binary, workdir):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = os.path.join(workdir, "glint.toml")
+        with open(config, "w") as f:
+            f.write(f'state_dir = "{workdir}/state"\n[server]\nlisten = ["127.0.0.1:{self.port}"]\n'
+                    '[log]\nlevel = "warn"\n')
+        self.proc = subprocess.Popen([binary, "serve", "--config", config],
+                                     stderr=open(os.path.join(workdir, "glint.log"), "w"))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.url + "/versions", timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError("glint did not start")
+
+    def rest(self, method, path, body=None, headers=None):
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.url + path, data=data, method=method,
+                                         headers={"Content-Type": "application/json", **(headers or {})})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as r:
+                text = r.read()
+                return r.status, (json.loads(text) if text else None)
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=30)
+
+
+def glance(g, *args):
+    """The glance CLI with stdin closed (open stdin would be taken as image data)."""
+    bindir = os.path.dirname(sys.executable)
+    cmd = [os.path.join(bindir, "glance"), "--os-image-url", g.url, "--os-auth-token", "noauth", *args]
+    result = subprocess.run(["sh", "-c", '"$@" <&-', "glance", *cmd], capture_output=True, text=True, timeout=60)
+    return result.returncode, result.stdout, result.stderr
+
+
+def table(text):
+    """The Property/Value rows of a glance table."""
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 2 and line.startswith("|") and cells[0] not in ("Property",):
+            rows[cells[0]] = cells[1]
+    return rows
+
+
+def list_ids(text):
+    ids = []
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and len(cells[0]) == 36 and cells[0].count("-") == 4:
+            ids.append(cells[0])
+    return ids
+
+
+def glanceclient_flows(g):
+    code, out, err = glance(g, "image-create", "--name", "cli-image", "--disk-format", "raw",
+                            "--container-format", "bare", "--property", "os_distro=cirros")
+    created = table(out)
+    check(code == 0 and created.get("status") == "queued" and created.get("os_distro") == "cirros",
+          f"glance image-create (no data): {created.get('status')} {err.strip()}")
+    image_id = created.get("id", "")
+    status, body = g.rest("GET", f"/v2/images/{image_id}")
+    check(status == 200 and body["name"] == "cli-image" and body["visibility"] == "shared",
+          "the created image is served with Glance's defaults")
+
+    bulk = []
+    for i in range(30):
+        status, body = g.rest("POST", "/v2/images", {"name": f"bulk-{i:02d}"})
+        bulk.append(body["id"])
+    code, out, err = glance(g, "image-list")
+    listed = list_ids(out)
+    check(code == 0 and set(bulk + [image_id]) <= set(listed) and len(listed) == len(set(listed)),
+          f"glance image-list pages past 25: {len(listed)} images, no duplicates")
+    code, out, err = glance(g, "image-list", "--page-size", "7", "--property-filter", "os_distro=cirros")
+    check(code == 0 and list_ids(out) == [image_id], f"image-list with a property filter: {list_ids(out)}")
+
+    code, out, err = glance(g, "image-show", image_id)
+    check(code == 0 and table(out).get("name") == "cli-image", "glance image-show")
+
+    code, out, err = glance(g, "image-update", image_id, "--name", "renamed", "--property", "foo=bar",
+                            "--min-ram", "512")
+    shown = table(out)
+    check(code == 0 and shown.get("name") == "renamed" and shown.get("foo") == "bar"
+          and shown.get("min_ram") == "512", f"glance image-update --property: {err.strip()}")
+    code, out, err = glance(g, "image-update", image_id, "--remove-property", "foo")
+    status, body = g.rest("GET", f"/v2/images/{image_id}")
+    check(code == 0 and "foo" not in body and body["os_distro"] == "cirros",
+          f"glance image-update --remove-property: {err.strip()}")
+
+    code, out, err = glance(g, "image-tag-update", image_id, "blue")
+    code2, out, err2 = glance(g, "image-tag-update", image_id, "green")
+    status, body = g.rest("GET", f"/v2/images/{image_id}")
+    check(code == 0 and code2 == 0 and sorted(body["tags"]) == ["blue", "green"], "glance image-tag-update")
+    code, out, err = glance(g, "image-update", image_id, "--name", "with-tags")
+    status, body = g.rest("GET", f"/v2/images/{image_id}")
+    check(code == 0 and sorted(body["tags"]) == ["blue", "green"] and body["name"] == "with-tags",
+          f"image-update of a tagged image keeps its tags: {err.strip()}")
+    code, out, err = glance(g, "image-tag-delete", image_id, "blue")
+    status, body = g.rest("GET", f"/v2/images/{image_id}")
+    check(code == 0 and body["tags"] == ["green"], "glance image-tag-delete")
+
+    code, out, err = glance(g, "member-create", image_id, "project-b")
+    check(code == 0 and "pending" in out, f"glance member-create: {err.strip()}")
+    code, out, err = glance(g, "member-update", image_id, "project-b", "accepted")
+    check(code == 0 and "accepted" in out, f"glance member-update: {err.strip()}")
+    code, out, err = glance(g, "member-list", "--image-id", image_id)
+    check(code == 0 and "project-b" in out and "accepted" in out, "glance member-list")
+
+    code, out, err = glance(g, "image-deactivate", image_id)
+    check(code != 0 and "403" in err and "queued" in err,
+          f"image-deactivate of an image without data is refused as Glance does: {err.strip()}")
+
+    code, out, err = glance(g, "image-delete", image_id)
+    check(code == 0, f"glance image-delete: {err.strip()}")
+    code, out, err = glance(g, "image-show", image_id)
+    check(code != 0 and "404" in err, "a deleted image is gone")
+    status, body = g.rest("POST", "/v2/images", {"id": image_id})
+    check(status == 409, "a deleted image's id cannot be reused")
+
+
+def sdk_flows(g):
+    import openstack
+
+    conn = openstack.connection.Connection(auth_type="none", auth={"endpoint": g.url}, image_api_version="2")
+    image = conn.image.create_image(name="sdk-image", disk_format="raw", container_format="bare",
+                                    os_distro="ubuntu", visibility="private")
+    check(image.status == "queued" and image.visibility == "private" and image.os_distro == "ubuntu",
+          "openstacksdk create_image")
+    fetched = conn.image.get_image(image.id)
+    check(fetched.name == "sdk-image" and fetched.min_ram == 0, "openstacksdk get_image")
+    names = [i.name for i in conn.image.images()]
+    check("sdk-image" in names and len(names) >= 31, f"openstacksdk images() pages through {len(names)}")
+    check([i.id for i in conn.image.images(name="sdk-image")] == [image.id], "openstacksdk images(name=…)")
+    updated = conn.image.update_image(image, name="sdk-renamed", os_version="24.04")
+    status, body = g.rest("GET", f"/v2/images/{image.id}")
+    check(updated.name == "sdk-renamed" and body["name"] == "sdk-renamed" and body["os_version"] == "24.04"
+          and body["os_distro"] == "ubuntu", "openstacksdk update_image")
+    conn.image.add_tag(image, "sdk-tag")
+    check(conn.image.get_image(image).tags == ["sdk-tag"], "openstacksdk add_tag")
+    conn.image.remove_tag(image, "sdk-tag")
+    check(conn.image.get_image(image).tags == [], "openstacksdk remove_tag")
+    conn.image.delete_image(image)
+    check(conn.image.find_image(image.id) is None, "openstacksdk delete_image")
+
+
+def main():
+    if len(sys.argv) != 2:
+        print(__doc__)
+        return 2
+    with tempfile.TemporaryDirectory() as workdir:
+        g = Glint(os.path.abspath(sys.argv[1]), workdir)
+        try:
+            glanceclient_flows(g)
+            sdk_flows(g)
+        except Exception as e:
+            FAILURES.append(f"aborted: {e!r}")
+            log(f"FAIL: aborted: {e!r}")
+        finally:
+            g.stop()
+            if FAILURES:
+                with open(os.path.join(workdir, "glint.log")) as f:
+                    log("glint log tail:\n" + "".join(f.readlines()[-20:]))
+    if FAILURES:
+        log(f"{len(FAILURES)} failure(s)")
+        return 1
+    log("all checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
