@@ -613,3 +613,91 @@ async fn json_logs_carry_generation_and_request_id_and_the_level_reloads() {
     assert_eq!(line["span"]["generation"], 2);
     assert_eq!(line["level"], "DEBUG");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn api_traffic_across_reloads_loses_nothing() {
+    const RELOADS: usize = 50;
+    let mut sd = FakeSystemd::new();
+    let addr = sd.add_socket_unit("api");
+    let listen = free_addr();
+    sd.write_config(&config(listen, "max_draining_generations = 4"));
+    sd.start().await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for writer in 0..4 {
+        let stop = stop.clone();
+        writers.push(tokio::spawn(async move {
+            let mut conn = Conn::open(addr).await.expect("connect");
+            let mut created = Vec::new();
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let name = format!("w{writer}-{n}");
+                let (status, image) = conn
+                    .json(
+                        "POST",
+                        "/v2/images",
+                        "application/json",
+                        &serde_json::json!({"name": name}),
+                    )
+                    .await?;
+                if status != 201 {
+                    return Err(format!("create: {status} {image}"));
+                }
+                let id = image["id"].as_str().unwrap_or_default().to_string();
+                let patch =
+                    serde_json::json!([{"op": "add", "path": "/step", "value": n.to_string()}]);
+                let (status, image) = conn
+                    .json(
+                        "PATCH",
+                        &format!("/v2/images/{id}"),
+                        "application/openstack-images-v2.1-json-patch",
+                        &patch,
+                    )
+                    .await?;
+                if status != 200 || image["step"] != n.to_string() {
+                    return Err(format!("patch: {status} {image}"));
+                }
+                let listed = conn.get("/v2/images?limit=5").await?;
+                if listed.status != 200 {
+                    return Err(format!("list: {}", listed.status));
+                }
+                created.push(id);
+                n += 1;
+            }
+            Ok::<_, String>(created)
+        }));
+    }
+    for i in 0..RELOADS {
+        sd.write_config(&config(
+            listen,
+            &format!("max_draining_generations = {}", 4 + i % 2),
+        ));
+        sd.reload().await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut created = Vec::new();
+    for writer in writers {
+        created.extend(writer.await.expect("join").expect("no request failed"));
+    }
+    assert!(!created.is_empty());
+
+    // Everything written across the reloads is there, through the API, after a restart.
+    assert_eq!(sd.stop().await, 0);
+    sd.start().await;
+    let mut conn = Conn::open(addr).await.expect("connect");
+    let mut listed = BTreeSet::new();
+    let mut next = Some("/v2/images?limit=1000".to_string());
+    while let Some(uri) = next {
+        let reply = conn.get(&uri).await.expect("list");
+        let page: serde_json::Value = serde_json::from_slice(&reply.body).expect("json");
+        for image in page["images"].as_array().expect("images") {
+            listed.insert(image["id"].as_str().expect("id").to_string());
+        }
+        next = page["next"].as_str().map(String::from);
+    }
+    for id in &created {
+        assert!(listed.contains(id), "{id} was lost");
+    }
+    assert_eq!(sd.stop().await, 0);
+}

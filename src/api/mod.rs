@@ -8,6 +8,8 @@ mod info;
 mod members;
 #[cfg(feature = "testing")]
 mod testing;
+#[cfg(test)]
+mod tests;
 mod versions;
 mod wire;
 

@@ -14,7 +14,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
 use tokio::process::{Child, Command};
@@ -340,7 +340,7 @@ pub fn stored_name(addr: &SocketAddr) -> String {
 
 /// One HTTP/1.1 connection, reused for every request.
 pub struct Conn {
-    send: SendRequest<Empty<Bytes>>,
+    send: SendRequest<Full<Bytes>>,
     addr: SocketAddr,
 }
 
@@ -379,14 +379,29 @@ impl Conn {
     }
 
     pub async fn get(&mut self, path: &str) -> Result<Reply, String> {
+        self.send("GET", path, None, Bytes::new()).await
+    }
+
+    /// Sends one request on this connection; `content_type` goes with a non-empty body.
+    pub async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> Result<Reply, String> {
         self.send
             .ready()
             .await
             .map_err(|e| format!("not ready: {e}"))?;
-        let request = http::Request::get(path)
-            .header(http::header::HOST, self.addr.to_string())
-            .body(Empty::new())
-            .map_err(|e| e.to_string())?;
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::HOST, self.addr.to_string());
+        if let Some(content_type) = content_type {
+            request = request.header(http::header::CONTENT_TYPE, content_type);
+        }
+        let request = request.body(Full::new(body)).map_err(|e| e.to_string())?;
         let response = self
             .send
             .send_request(request)
@@ -403,6 +418,26 @@ impl Conn {
             headers: parts.headers,
             body,
         })
+    }
+
+    /// Sends JSON and parses the JSON answer (Null when there is none).
+    pub async fn json(
+        &mut self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: &serde_json::Value,
+    ) -> Result<(u16, serde_json::Value), String> {
+        let reply = self
+            .send(
+                method,
+                path,
+                Some(content_type),
+                Bytes::from(body.to_string()),
+            )
+            .await?;
+        let value = serde_json::from_slice(&reply.body).unwrap_or(serde_json::Value::Null);
+        Ok((reply.status, value))
     }
 
     pub fn is_closed(&self) -> bool {

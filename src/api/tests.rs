@@ -1,0 +1,498 @@
+//! Handler tests on the router without a socket: a generation's `App` over a SQLite file in
+//! a temporary state dir, driven with `oneshot`-style requests as several projects.
+
+use axum::body::Body;
+use http::{Request, StatusCode};
+use serde_json::{Value, json};
+
+use crate::app::App;
+use crate::config::{AuthMode, Config};
+
+struct Api {
+    app: App,
+    _dir: tempfile::TempDir,
+}
+
+/// Who sends a request: a project (with roles) through trusted headers, or nobody.
+#[derive(Clone, Copy)]
+enum As {
+    Project(&'static str),
+    Admin,
+    Anonymous,
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: Value,
+    text: String,
+}
+
+async fn api() -> Api {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.state_dir = dir.path().to_path_buf();
+    config.auth.mode = AuthMode::TrustedHeaders;
+    let app = App::build(&config, 1, None).await.unwrap();
+    Api { app, _dir: dir }
+}
+
+impl Api {
+    async fn call(&self, who: As, method: &str, uri: &str, body: Option<(&str, Value)>) -> Reply {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("host", "glint.test:9292")
+            .header("accept", "application/json");
+        match who {
+            As::Project(p) => {
+                request = request
+                    .header("x-identity-status", "Confirmed")
+                    .header("x-project-id", p)
+                    .header("x-roles", "member,reader");
+            }
+            As::Admin => {
+                request = request
+                    .header("x-identity-status", "Confirmed")
+                    .header("x-project-id", "admin-project")
+                    .header("x-roles", "admin");
+            }
+            As::Anonymous => {}
+        }
+        let request = match body {
+            Some((content_type, value)) => request
+                .header("content-type", content_type)
+                .body(Body::from(value.to_string())),
+            None => request.body(Body::empty()),
+        }
+        .unwrap();
+        let response = self.app.handle(request).await;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        Reply {
+            status,
+            headers,
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            text,
+        }
+    }
+
+    async fn create(&self, who: As, body: Value) -> Value {
+        let reply = self
+            .call(who, "POST", "/v2/images", Some(("application/json", body)))
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+        reply.body
+    }
+
+    async fn patch(&self, who: As, id: &str, ops: Value) -> Reply {
+        self.call(
+            who,
+            "PATCH",
+            &format!("/v2/images/{id}"),
+            Some(("application/openstack-images-v2.1-json-patch", ops)),
+        )
+        .await
+    }
+
+    async fn list_ids(&self, who: As, query: &str) -> Vec<String> {
+        let reply = self
+            .call(who, "GET", &format!("/v2/images{query}"), None)
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+        reply.body["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["id"].as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn create_answers_like_glance() {
+    let api = api().await;
+    let reply = api
+        .call(
+            As::Project("p1"),
+            "POST",
+            "/v2/images",
+            Some((
+                "application/json",
+                json!({"name": "x", "os_distro": "debian"}),
+            )),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED);
+    let id = reply.body["id"].as_str().unwrap();
+    assert_eq!(
+        reply.headers["location"],
+        format!("http://glint.test:9292/v2/images/{id}").as_str()
+    );
+    assert!(reply.headers.contains_key("x-openstack-request-id"));
+    assert!(!reply.headers.contains_key("openstack-image-import-methods"));
+    for key in [
+        "checksum",
+        "container_format",
+        "disk_format",
+        "size",
+        "virtual_size",
+        "os_hash_value",
+    ] {
+        assert!(reply.body[key].is_null(), "{key}");
+    }
+    assert_eq!(reply.body["owner"], "p1");
+    assert_eq!(reply.body["visibility"], "shared");
+    assert_eq!(reply.body["os_distro"], "debian");
+    let created = reply.body["created_at"].as_str().unwrap();
+    assert_eq!(created.len(), 20, "no fractional seconds: {created}");
+}
+
+#[tokio::test]
+async fn errors_are_glance_shaped_and_never_500() {
+    let api = api().await;
+    let cases: Vec<(&str, &str, Option<(&str, Value)>, StatusCode)> = vec![
+        (
+            "POST",
+            "/v2/images",
+            Some(("application/json", json!({"status": "active"}))),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "POST",
+            "/v2/images",
+            Some(("application/json", json!({"min_ram": "x"}))),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "POST",
+            "/v2/images",
+            Some(("application/json", json!([1]))),
+            StatusCode::BAD_REQUEST,
+        ),
+        ("GET", "/v2/images/nope", None, StatusCode::NOT_FOUND),
+        ("GET", "/v2/images?limit=-3", None, StatusCode::BAD_REQUEST),
+        (
+            "GET",
+            "/v2/images?marker=nope",
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "GET",
+            "/v2/images?created_at=lt:whenever",
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        ("DELETE", "/v2/images", None, StatusCode::METHOD_NOT_ALLOWED),
+        ("GET", "/v2/nothing/here", None, StatusCode::NOT_FOUND),
+        ("GET", "/v2/schemas/image", None, StatusCode::OK),
+        ("GET", "/v2/info/stores", None, StatusCode::NOT_FOUND),
+    ];
+    for (method, uri, body, expected) in cases {
+        let reply = api.call(As::Project("p1"), method, uri, body).await;
+        assert_eq!(reply.status, expected, "{method} {uri}: {}", reply.text);
+        if expected != StatusCode::OK {
+            assert!(
+                reply.body["message"].is_string() && reply.body["code"].is_string(),
+                "{method} {uri}: {}",
+                reply.text
+            );
+        }
+    }
+    let reply = api
+        .call(As::Project("p1"), "DELETE", "/v2/images", None)
+        .await;
+    assert!(reply.headers["allow"].to_str().unwrap().contains("GET"));
+
+    let reply = api.call(As::Anonymous, "GET", "/v2/images", None).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn patch_checks_its_media_type_and_applies_glance_rules() {
+    let api = api().await;
+    let id = api.create(As::Project("p1"), json!({"name": "a"})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let reply = api
+        .call(
+            As::Project("p1"),
+            "PATCH",
+            &format!("/v2/images/{id}"),
+            Some(("application/json", json!([]))),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert!(reply.headers.contains_key("accept-patch"));
+
+    let reply = api
+        .patch(
+            As::Project("p1"),
+            &id,
+            json!([{"op": "add", "path": "/name", "value": "b"}, {"op": "add", "path": "/k", "value": "v"}]),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(
+        (reply.body["name"].as_str(), reply.body["k"].as_str()),
+        (Some("b"), Some("v"))
+    );
+
+    let reply = api
+        .patch(
+            As::Project("p1"),
+            &id,
+            json!([{"op": "replace", "path": "/missing", "value": "v"}]),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CONFLICT);
+    let reply = api
+        .patch(
+            As::Project("p2"),
+            &id,
+            json!([{"op": "replace", "path": "/name", "value": "x"}]),
+        )
+        .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::NOT_FOUND,
+        "invisible is 404, not 403"
+    );
+}
+
+#[tokio::test]
+async fn visibility_and_members_follow_glance() {
+    let api = api().await;
+    let shared = api
+        .create(As::Project("owner"), json!({"name": "shared"}))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let private = api
+        .create(
+            As::Project("owner"),
+            json!({"name": "private", "visibility": "private"}),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let public = api
+        .create(As::Admin, json!({"name": "public", "visibility": "public"}))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let community = api
+        .create(
+            As::Project("owner"),
+            json!({"name": "community", "visibility": "community"}),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let other = As::Project("other");
+    assert_eq!(api.list_ids(other, "").await, vec![public.clone()]);
+    assert_eq!(
+        api.list_ids(other, "?visibility=community").await,
+        vec![community.clone()]
+    );
+    assert_eq!(
+        api.call(other, "GET", &format!("/v2/images/{private}"), None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+
+    let reply = api
+        .call(
+            As::Project("owner"),
+            "POST",
+            &format!("/v2/images/{shared}/members"),
+            Some(("application/json", json!({"member": "other"}))),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.body["status"], "pending");
+    // Pending: visible by id, listed only when asked for.
+    assert_eq!(
+        api.call(other, "GET", &format!("/v2/images/{shared}"), None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert!(!api.list_ids(other, "").await.contains(&shared));
+    assert!(
+        api.list_ids(other, "?member_status=pending")
+            .await
+            .contains(&shared)
+    );
+    // Only the member accepts.
+    let member_uri = format!("/v2/images/{shared}/members/other");
+    let accept = |who| {
+        api.call(
+            who,
+            "PUT",
+            &member_uri,
+            Some(("application/json", json!({"status": "accepted"}))),
+        )
+    };
+    assert_eq!(
+        accept(As::Project("owner")).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(accept(other).await.status, StatusCode::OK);
+    assert!(api.list_ids(other, "").await.contains(&shared));
+    // A member may not change the image.
+    let reply = api
+        .patch(
+            other,
+            &shared,
+            json!([{"op": "replace", "path": "/name", "value": "mine"}]),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    // Members of a private image: refused.
+    let reply = api
+        .call(
+            As::Project("owner"),
+            "POST",
+            &format!("/v2/images/{private}/members"),
+            Some(("application/json", json!({"member": "other"}))),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn listing_filters_sorts_and_pages() {
+    let api = api().await;
+    let me = As::Project("p");
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let body = json!({
+            "name": format!("img-{i}"),
+            "disk_format": if i % 2 == 0 { "raw" } else { "qcow2" },
+            "min_ram": i,
+            "tags": if i < 3 { vec!["small"] } else { vec!["big"] },
+            "os_distro": if i == 4 { "arch" } else { "debian" },
+        });
+        ids.push(
+            api.create(me, body).await["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    assert_eq!(api.list_ids(me, "?disk_format=raw").await.len(), 4);
+    assert_eq!(api.list_ids(me, "?disk_format=in:raw,qcow2").await.len(), 7);
+    assert_eq!(api.list_ids(me, "?tag=small").await.len(), 3);
+    assert_eq!(
+        api.list_ids(me, "?os_distro=arch").await,
+        vec![ids[4].clone()]
+    );
+    assert_eq!(api.list_ids(me, "?min_ram_min=5").await.len(), 2);
+    assert_eq!(api.list_ids(me, "?name=img-3").await, vec![ids[3].clone()]);
+    let by_name: Vec<String> = api.list_ids(me, "?sort=name:asc").await;
+    assert_eq!(by_name, ids);
+
+    // Pages of 3 by name: follow `next` until it stops.
+    let mut seen = Vec::new();
+    let mut next = Some("/v2/images?sort_key=name&sort_dir=asc&limit=3".to_string());
+    while let Some(uri) = next {
+        let reply = api.call(me, "GET", &uri, None).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+        assert!(
+            reply.body["first"]
+                .as_str()
+                .unwrap()
+                .starts_with("/v2/images?")
+        );
+        for image in reply.body["images"].as_array().unwrap() {
+            seen.push(image["id"].as_str().unwrap().to_string());
+        }
+        next = reply.body["next"].as_str().map(String::from);
+    }
+    assert_eq!(seen, ids);
+
+    // Mixed directions take the other keyset path.
+    let mut seen = Vec::new();
+    let mut next = Some("/v2/images?sort=disk_format:asc,name:desc&limit=2".to_string());
+    while let Some(uri) = next {
+        let reply = api.call(me, "GET", &uri, None).await;
+        for image in reply.body["images"].as_array().unwrap() {
+            seen.push(image["name"].as_str().unwrap().to_string());
+        }
+        next = reply.body["next"].as_str().map(String::from);
+    }
+    assert_eq!(
+        seen,
+        [
+            "img-5", "img-3", "img-1", "img-6", "img-4", "img-2", "img-0"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn delete_tags_and_actions() {
+    let api = api().await;
+    let me = As::Project("p");
+    let id = api.create(me, json!({"protected": true})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let uri = format!("/v2/images/{id}");
+    assert_eq!(
+        api.call(me, "DELETE", &uri, None).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        api.call(me, "PUT", &format!("{uri}/tags/t1"), None)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        api.call(me, "PUT", &format!("{uri}/tags/t1"), None)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        api.call(me, "DELETE", &format!("{uri}/tags/t2"), None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        api.call(me, "POST", &format!("{uri}/actions/deactivate"), None)
+            .await
+            .status,
+        StatusCode::FORBIDDEN,
+        "a queued image cannot be deactivated"
+    );
+    let reply = api
+        .patch(
+            me,
+            &id,
+            json!([{"op": "replace", "path": "/protected", "value": false}]),
+        )
+        .await;
+    assert_eq!(reply.body["tags"], json!(["t1"]));
+    let deleted = api.call(me, "DELETE", &uri, None).await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    assert!(!deleted.headers.contains_key("content-type"));
+    assert_eq!(
+        api.call(me, "GET", &uri, None).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
