@@ -655,7 +655,7 @@ async fn api_traffic_across_reloads_loses_nothing() {
                         &patch,
                     )
                     .await?;
-                if status != 200 || image["step"] != n.to_string() {
+                if status != 200 || image["step"].as_str() != Some(n.to_string().as_str()) {
                     return Err(format!("patch: {status} {image}"));
                 }
                 let listed = conn.get("/v2/images?limit=5").await?;

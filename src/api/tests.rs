@@ -30,8 +30,10 @@ struct Reply {
 
 async fn api() -> Api {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.state_dir = dir.path().to_path_buf();
+    let mut config = Config {
+        state_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
     config.auth.mode = AuthMode::TrustedHeaders;
     let app = App::build(&config, 1, None).await.unwrap();
     Api { app, _dir: dir }
@@ -155,7 +157,13 @@ async fn create_answers_like_glance() {
 #[tokio::test]
 async fn errors_are_glance_shaped_and_never_500() {
     let api = api().await;
-    let cases: Vec<(&str, &str, Option<(&str, Value)>, StatusCode)> = vec![
+    type Case = (
+        &'static str,
+        &'static str,
+        Option<(&'static str, Value)>,
+        StatusCode,
+    );
+    let cases: Vec<Case> = vec![
         (
             "POST",
             "/v2/images",
