@@ -5,7 +5,6 @@
 
 mod rows;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -18,7 +17,7 @@ use crate::domain::image::Image;
 use crate::domain::member::{Member, MemberStatus};
 use crate::domain::query::{Column, Compare, Direction, Filter, ListQuery, VisibilityFilter};
 use crate::domain::time::Timestamp;
-use rows::{IMAGE_COLUMNS, ImageRow, MemberRow};
+use rows::{IMAGE_JSON, ImageRow, MemberRow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -202,14 +201,14 @@ impl Database {
     }
 
     pub async fn get_image(&self, id: &str) -> Result<Option<Image>, DbError> {
-        let row: Option<ImageRow> = sqlx::query_as(&format!(
-            "SELECT {IMAGE_COLUMNS} FROM images i WHERE i.id = ? AND i.deleted = 0"
+        let json: Option<String> = sqlx::query_scalar(&format!(
+            "SELECT {IMAGE_JSON} FROM images i WHERE i.id = ? AND i.deleted = 0"
         ))
         .bind(id)
         .fetch_optional(&self.read)
         .await?;
-        match row {
-            Some(row) => Ok(self.complete(vec![row]).await?.pop()),
+        match json {
+            Some(json) => Ok(Some(parse::<ImageRow>(&json)?.into_image()?)),
             None => Ok(None),
         }
     }
@@ -224,8 +223,22 @@ impl Database {
         if query.limit == 0 {
             return Ok(Vec::new());
         }
+        let order = query
+            .sort
+            .iter()
+            .map(|(column, direction)| {
+                let dir = match direction {
+                    Direction::Asc => "ASC",
+                    Direction::Desc => "DESC",
+                };
+                format!("{} {dir}", sort_expr(*column))
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        // The page comes back as one JSON array, in the same order, in one row.
         let mut sql = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT {IMAGE_COLUMNS} FROM images i WHERE i.deleted = 0 AND i.status != 'killed' AND i.os_hidden = "
+            "SELECT json_group_array({IMAGE_JSON} ORDER BY {order}) FROM (SELECT i.* FROM images i \
+             WHERE i.deleted = 0 AND i.status != 'killed' AND i.os_hidden = "
         ));
         sql.push_bind(query.os_hidden);
         push_visibility(&mut sql, query, caller);
@@ -235,53 +248,13 @@ impl Database {
         if let Some(marker) = marker {
             push_after(&mut sql, &query.sort, marker);
         }
-        sql.push(" ORDER BY ");
-        for (i, (column, direction)) in query.sort.iter().enumerate() {
-            if i > 0 {
-                sql.push(", ");
-            }
-            sql.push(sort_expr(*column));
-            sql.push(match direction {
-                Direction::Asc => " ASC",
-                Direction::Desc => " DESC",
-            });
-        }
-        sql.push(" LIMIT ");
+        sql.push(format!(" ORDER BY {order} LIMIT "));
         sql.push_bind(i64::from(query.limit));
-        let rows: Vec<ImageRow> = sql.build_query_as().fetch_all(&self.read).await?;
-        self.complete(rows).await
-    }
-
-    /// Adds tags and properties to rows, with one query each for the whole page.
-    async fn complete(&self, rows: Vec<ImageRow>) -> Result<Vec<Image>, DbError> {
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut tags: HashMap<String, BTreeSet<String>> = HashMap::new();
-        let mut properties: HashMap<String, BTreeMap<String, String>> = HashMap::new();
-        let mut sql = QueryBuilder::<Sqlite>::new(
-            "SELECT image_id, value FROM image_tags WHERE image_id IN (",
-        );
-        push_ids(&mut sql, &rows);
-        let found: Vec<(String, String)> = sql.build_query_as().fetch_all(&self.read).await?;
-        for (id, value) in found {
-            tags.entry(id).or_default().insert(value);
-        }
-        let mut sql = QueryBuilder::<Sqlite>::new(
-            "SELECT image_id, name, value FROM image_properties WHERE image_id IN (",
-        );
-        push_ids(&mut sql, &rows);
-        let found: Vec<(String, String, String)> =
-            sql.build_query_as().fetch_all(&self.read).await?;
-        for (id, name, value) in found {
-            properties.entry(id).or_default().insert(name, value);
-        }
-        rows.into_iter()
-            .map(|row| {
-                let t = tags.remove(&row.id).unwrap_or_default();
-                let p = properties.remove(&row.id).unwrap_or_default();
-                row.into_image(t, p)
-            })
+        sql.push(") i");
+        let json: String = sql.build_query_scalar().fetch_one(&self.read).await?;
+        parse::<Vec<ImageRow>>(&json)?
+            .into_iter()
+            .map(ImageRow::into_image)
             .collect()
     }
 
@@ -395,12 +368,8 @@ async fn write_children(
     Ok(())
 }
 
-fn push_ids(sql: &mut QueryBuilder<'_, Sqlite>, rows: &[ImageRow]) {
-    let mut list = sql.separated(", ");
-    for row in rows {
-        list.push_bind(row.id.clone());
-    }
-    list.push_unseparated(")");
+fn parse<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, DbError> {
+    serde_json::from_str(json).map_err(|e| DbError::Corrupt(format!("image JSON: {e}")))
 }
 
 /// Who sees what in a list (Glance's rules, spec §3.4.4).

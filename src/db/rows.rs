@@ -1,26 +1,35 @@
-//! Rows as SQLite stores them, and their conversion to and from domain types.
+//! Rows as SQLite stores them, and their conversion to domain types. Images are read as
+//! JSON that SQLite assembles (`IMAGE_JSON`): one value per page instead of a row per image
+//! and per tag and property, since sqlx hands each row across threads.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use serde::Deserialize;
 use sqlx::FromRow;
 
 use super::DbError;
 use crate::domain::image::{Image, Status, Visibility};
 use crate::domain::member::{Member, MemberStatus};
 
-/// The columns of `images` a query selects, in this order.
-pub const IMAGE_COLUMNS: &str = "i.id, i.name, i.status, i.visibility, i.protected, i.os_hidden, \
-     i.checksum, i.os_hash_algo, i.os_hash_value, i.owner, i.size, i.virtual_size, i.min_ram, \
-     i.min_disk, i.disk_format, i.container_format, i.created_at, i.updated_at";
+/// One image of alias `i` as a JSON object, with its tags and properties.
+pub const IMAGE_JSON: &str = "json_object('id', i.id, 'name', i.name, 'status', i.status, \
+     'visibility', i.visibility, 'protected', i.protected, 'os_hidden', i.os_hidden, \
+     'checksum', i.checksum, 'os_hash_algo', i.os_hash_algo, 'os_hash_value', i.os_hash_value, \
+     'owner', i.owner, 'size', i.size, 'virtual_size', i.virtual_size, 'min_ram', i.min_ram, \
+     'min_disk', i.min_disk, 'disk_format', i.disk_format, 'container_format', i.container_format, \
+     'created_at', i.created_at, 'updated_at', i.updated_at, \
+     'tags', json((SELECT json_group_array(t.value) FROM image_tags t WHERE t.image_id = i.id)), \
+     'properties', json((SELECT json_group_object(p.name, p.value) FROM image_properties p \
+                         WHERE p.image_id = i.id)))";
 
-#[derive(Debug, FromRow)]
+#[derive(Debug, Deserialize)]
 pub struct ImageRow {
     pub id: String,
     pub name: Option<String>,
     pub status: String,
     pub visibility: String,
-    pub protected: bool,
-    pub os_hidden: bool,
+    pub protected: i64,
+    pub os_hidden: i64,
     pub checksum: Option<String>,
     pub os_hash_algo: Option<String>,
     pub os_hash_value: Option<String>,
@@ -33,14 +42,12 @@ pub struct ImageRow {
     pub container_format: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    pub tags: BTreeSet<String>,
+    pub properties: BTreeMap<String, String>,
 }
 
 impl ImageRow {
-    pub fn into_image(
-        self,
-        tags: BTreeSet<String>,
-        properties: BTreeMap<String, String>,
-    ) -> Result<Image, DbError> {
+    pub fn into_image(self) -> Result<Image, DbError> {
         let status = Status::parse(&self.status).ok_or_else(|| {
             DbError::Corrupt(format!("image {}: status {}", self.id, self.status))
         })?;
@@ -52,8 +59,8 @@ impl ImageRow {
             name: self.name,
             status,
             visibility,
-            protected: self.protected,
-            os_hidden: self.os_hidden,
+            protected: self.protected != 0,
+            os_hidden: self.os_hidden != 0,
             checksum: self.checksum,
             os_hash_algo: self.os_hash_algo,
             os_hash_value: self.os_hash_value,
@@ -66,8 +73,8 @@ impl ImageRow {
             container_format: self.container_format,
             created_at: self.created_at,
             updated_at: self.updated_at,
-            tags,
-            properties,
+            tags: self.tags,
+            properties: self.properties,
         })
     }
 }

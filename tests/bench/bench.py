@@ -101,6 +101,8 @@ class Glint:
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(timeout=30)
+        self.notify.close()
+        os.unlink(self.notify_path)
 
 
 def first_2xx_after_start(binary, port, workers):
@@ -125,9 +127,10 @@ def first_2xx_after_start(binary, port, workers):
         return elapsed
 
 
-def wrk(port, duration, connections=16, path="/versions"):
+def wrk(port, duration, connections=16, path="/versions", script=None):
+    extra = ["-s", script] if script else []
     out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", f"http://127.0.0.1:{port}{path}"],
+        ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", *extra, f"http://127.0.0.1:{port}{path}"],
         capture_output=True,
         text=True,
         check=True,
@@ -151,6 +154,51 @@ def wrk(port, duration, connections=16, path="/versions"):
         "max": max_ms,
         "errors": socket_errors + (int(non2xx.group(1)) if non2xx else 0),
     }
+
+
+def seed(db_path, count):
+    """Adds `count` images straight into the catalogue (the schema exists: glint made it)."""
+    import sqlite3
+    import uuid
+
+    con = sqlite3.connect(db_path)
+    now = int(time.time())
+    rows = [
+        (str(uuid.uuid4()), f"seed-{i}", "active", "public", now - count + i, now - count + i)
+        for i in range(count)
+    ]
+    con.executemany(
+        "INSERT INTO images (id, name, status, visibility, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    con.executemany(
+        "INSERT INTO image_properties (image_id, name, value) VALUES (?, 'os_distro', 'debian')",
+        [(r[0],) for r in rows],
+    )
+    con.commit()
+    con.close()
+
+
+def catalogue(binary, workers, duration, level):
+    """GET /v2/images (25 per page) at 100 and 100,000 images, and POST /v2/images."""
+    results = {}
+    for count in (100, 100_000):
+        with tempfile.TemporaryDirectory() as workdir:
+            g = Glint(binary, workdir, free_port(), workers, level)
+            g.stop()
+            seed(os.path.join(workdir, "state", "glint.db"), count)
+            g = Glint(binary, workdir, g.port, workers, level)
+            results[count] = wrk(g.port, duration, path="/v2/images")
+            g.stop()
+    with tempfile.TemporaryDirectory() as workdir:
+        script = os.path.join(workdir, "post.lua")
+        with open(script, "w") as f:
+            f.write('wrk.method = "POST"\nwrk.body = \'{"name": "bench", "os_distro": "debian"}\'\n'
+                    'wrk.headers["Content-Type"] = "application/json"\n')
+        g = Glint(binary, workdir, free_port(), workers, level)
+        results["post"] = wrk(g.port, duration, path="/v2/images", script=script)
+        g.stop()
+    return results
 
 
 def main():
@@ -200,6 +248,8 @@ def main():
         g.stop()
         ready = g.ready_after
 
+    cat = catalogue(glint_bin, args.workers, args.duration, args.log_level)
+
     def row(name, value):
         print(f"| {name} | {value} |")
 
@@ -214,6 +264,11 @@ def main():
     row("req/s during the reload storm", f"{stormy['rps']:,.0f}")
     row("failed requests (socket errors + non-2xx), calm / storm", f"{calm['errors']} / {stormy['errors']}")
     row("RSS idle / after load", f"{rss_idle / 1024:.1f} MiB / {rss_load / 1024:.1f} MiB")
+    for count in (100, 100_000):
+        r = cat[count]
+        row(f"GET /v2/images (25 of {count:,}) req/s, p50 / p99", f"{r['rps']:,.0f}, {r['p50']:.2f} / {r['p99']:.2f} ms ({r['errors']} failed)")
+    r = cat["post"]
+    row("POST /v2/images req/s, p50 / p99", f"{r['rps']:,.0f}, {r['p50']:.2f} / {r['p99']:.2f} ms ({r['errors']} failed)")
     return 0
 
 
