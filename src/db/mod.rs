@@ -99,31 +99,19 @@ impl Database {
     /// used, deleted images included.
     pub async fn insert_image(&self, image: &Image) -> Result<(), DbError> {
         let mut tx = self.write.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO images (id, name, status, visibility, protected, os_hidden, checksum, \
-             os_hash_algo, os_hash_value, owner, size, virtual_size, min_ram, min_disk, \
-             disk_format, container_format, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (id) DO NOTHING",
+        let inserted = bind_attributes(
+            sqlx::query(
+                "INSERT INTO images (name, status, visibility, protected, os_hidden, checksum, \
+                 os_hash_algo, os_hash_value, owner, size, virtual_size, min_ram, min_disk, \
+                 disk_format, container_format, created_at, updated_at, id) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (id) DO NOTHING",
+            ),
+            image,
         )
-        .bind(&image.id)
-        .bind(&image.name)
-        .bind(image.status.as_str())
-        .bind(image.visibility.as_str())
-        .bind(image.protected)
-        .bind(image.os_hidden)
-        .bind(&image.checksum)
-        .bind(&image.os_hash_algo)
-        .bind(&image.os_hash_value)
-        .bind(&image.owner)
-        .bind(image.size)
-        .bind(image.virtual_size)
-        .bind(image.min_ram)
-        .bind(image.min_disk)
-        .bind(&image.disk_format)
-        .bind(&image.container_format)
         .bind(image.created_at)
         .bind(image.updated_at)
+        .bind(&image.id)
         .execute(&mut *tx)
         .await?;
         if inserted.rows_affected() == 0 {
@@ -137,27 +125,15 @@ impl Database {
     /// Writes every attribute of an existing, not deleted image. `Ok(false)` if it is gone.
     pub async fn save_image(&self, image: &Image) -> Result<bool, DbError> {
         let mut tx = self.write.begin().await?;
-        let updated = sqlx::query(
-            "UPDATE images SET name = ?, status = ?, visibility = ?, protected = ?, \
-             os_hidden = ?, checksum = ?, os_hash_algo = ?, os_hash_value = ?, owner = ?, \
-             size = ?, virtual_size = ?, min_ram = ?, min_disk = ?, disk_format = ?, \
-             container_format = ?, updated_at = ? WHERE id = ? AND deleted = 0",
+        let updated = bind_attributes(
+            sqlx::query(
+                "UPDATE images SET name = ?, status = ?, visibility = ?, protected = ?, \
+                 os_hidden = ?, checksum = ?, os_hash_algo = ?, os_hash_value = ?, owner = ?, \
+                 size = ?, virtual_size = ?, min_ram = ?, min_disk = ?, disk_format = ?, \
+                 container_format = ?, updated_at = ? WHERE id = ? AND deleted = 0",
+            ),
+            image,
         )
-        .bind(&image.name)
-        .bind(image.status.as_str())
-        .bind(image.visibility.as_str())
-        .bind(image.protected)
-        .bind(image.os_hidden)
-        .bind(&image.checksum)
-        .bind(&image.os_hash_algo)
-        .bind(&image.os_hash_value)
-        .bind(&image.owner)
-        .bind(image.size)
-        .bind(image.virtual_size)
-        .bind(image.min_ram)
-        .bind(image.min_disk)
-        .bind(&image.disk_format)
-        .bind(&image.container_format)
         .bind(image.updated_at)
         .bind(&image.id)
         .execute(&mut *tx)
@@ -344,6 +320,29 @@ impl Database {
         self.read.close().await;
         self.write.close().await;
     }
+}
+
+type Statement<'q> = sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
+
+/// Binds the mutable attributes of an image, in the column order both the INSERT and the
+/// UPDATE of `images` list them.
+fn bind_attributes<'q>(query: Statement<'q>, image: &'q Image) -> Statement<'q> {
+    query
+        .bind(&image.name)
+        .bind(image.status.as_str())
+        .bind(image.visibility.as_str())
+        .bind(image.protected)
+        .bind(image.os_hidden)
+        .bind(&image.checksum)
+        .bind(&image.os_hash_algo)
+        .bind(&image.os_hash_value)
+        .bind(&image.owner)
+        .bind(image.size)
+        .bind(image.virtual_size)
+        .bind(image.min_ram)
+        .bind(image.min_disk)
+        .bind(&image.disk_format)
+        .bind(&image.container_format)
 }
 
 async fn write_children(

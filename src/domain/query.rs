@@ -26,6 +26,23 @@ pub enum Column {
 }
 
 impl Column {
+    const ALL: [Column; 14] = [
+        Column::Id,
+        Column::Name,
+        Column::Status,
+        Column::ContainerFormat,
+        Column::DiskFormat,
+        Column::Owner,
+        Column::Checksum,
+        Column::OsHashValue,
+        Column::Size,
+        Column::VirtualSize,
+        Column::MinRam,
+        Column::MinDisk,
+        Column::CreatedAt,
+        Column::UpdatedAt,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Column::Id => "id",
@@ -46,25 +63,7 @@ impl Column {
     }
 
     fn parse(name: &str) -> Option<Column> {
-        use Column::*;
-        [
-            Id,
-            Name,
-            Status,
-            ContainerFormat,
-            DiskFormat,
-            Owner,
-            Checksum,
-            OsHashValue,
-            Size,
-            VirtualSize,
-            MinRam,
-            MinDisk,
-            CreatedAt,
-            UpdatedAt,
-        ]
-        .into_iter()
-        .find(|c| c.name() == name)
+        Column::ALL.into_iter().find(|c| c.name() == name)
     }
 
     pub fn is_numeric(self) -> bool {
