@@ -579,6 +579,22 @@ mod tests {
     }
 
     #[test]
+    fn noauth_serves_only_loopback_unless_told_otherwise() {
+        let mut config = Config::default();
+        let loopback: SocketAddr = "127.0.0.1:9292".parse().unwrap();
+        let remote: SocketAddr = "0.0.0.0:9292".parse().unwrap();
+        assert!(check_exposure(&config, [loopback]).is_ok());
+        let err = check_exposure(&config, [loopback, remote]).unwrap_err();
+        assert!(err.to_string().contains("0.0.0.0:9292"), "{err}");
+        assert!(err.to_string().contains("allow_remote_noauth"), "{err}");
+        config.auth.allow_remote_noauth = true;
+        assert!(check_exposure(&config, [remote]).is_ok());
+        config.auth.allow_remote_noauth = false;
+        config.auth.mode = AuthMode::TrustedHeaders;
+        assert!(check_exposure(&config, [remote]).is_ok());
+    }
+
+    #[test]
     fn restart_only_keys_are_refused_by_name() {
         let old = Config::default();
         let mut new = old.clone();

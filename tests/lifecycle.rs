@@ -701,3 +701,19 @@ async fn api_traffic_across_reloads_loses_nothing() {
     }
     assert_eq!(sd.stop().await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn noauth_refuses_a_socket_beyond_loopback() {
+    let mut sd = FakeSystemd::new();
+    let wide = std::net::TcpListener::bind("0.0.0.0:0").expect("bind");
+    sd.socket_unit
+        .push(("api".into(), std::os::fd::OwnedFd::from(wide)));
+    sd.write_config(&config(free_addr(), ""));
+    sd.spawn();
+    assert_ne!(sd.wait_exit().await, 0, "noauth must not serve 0.0.0.0");
+    assert!(sd.logs().contains("allow_remote_noauth"), "{}", sd.logs());
+
+    sd.write_config(&config(free_addr(), "[auth]\nmode = \"trusted-headers\""));
+    sd.start().await;
+    assert_eq!(sd.stop().await, 0);
+}

@@ -19,7 +19,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use http::header::CONTENT_TYPE;
-use http::{HeaderName, HeaderValue, StatusCode, Uri};
+use http::{HeaderName, HeaderValue, Method, StatusCode, Uri};
 use std::sync::Arc;
 
 use tracing::Instrument;
@@ -91,12 +91,17 @@ pub fn router(context: ApiContext) -> Router {
         .layer(middleware::from_fn_with_state(context, request_context))
 }
 
-/// Establishes the caller of a v2 request (or answers 401).
+/// Establishes the caller of a v2 request (or answers 401), and refuses a body where
+/// Glance's routes reject one.
 async fn authenticate(
     State(context): State<ApiContext>,
     mut request: Request,
     next: Next,
 ) -> Response {
+    if rejects_body(&request) && has_body(request.headers()) {
+        return ApiError::BadRequest("A body is not expected with this request.".into())
+            .into_response();
+    }
     match auth::caller(request.headers(), &context.auth) {
         Ok(caller) => {
             request.extensions_mut().insert(caller);
@@ -104,6 +109,26 @@ async fn authenticate(
         }
         Err(e) => e.into_response(),
     }
+}
+
+fn rejects_body(request: &Request) -> bool {
+    let path = request.uri().path();
+    match *request.method() {
+        Method::GET | Method::HEAD | Method::DELETE => true,
+        Method::PUT => path.contains("/tags/"),
+        Method::POST => path.contains("/actions/"),
+        _ => false,
+    }
+}
+
+/// Glance's test for a body: a positive Content-Length or a transfer encoding.
+fn has_body(headers: &http::HeaderMap) -> bool {
+    headers.contains_key(http::header::TRANSFER_ENCODING)
+        || headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|n| n > 0)
 }
 
 /// oslo.middleware's healthcheck: 200 "OK" while the service is up.

@@ -62,9 +62,13 @@ impl Api {
             As::Anonymous => {}
         }
         let request = match body {
-            Some((content_type, value)) => request
-                .header("content-type", content_type)
-                .body(Body::from(value.to_string())),
+            Some((content_type, value)) => {
+                let text = value.to_string();
+                request
+                    .header("content-type", content_type)
+                    .header("content-length", text.len())
+                    .body(Body::from(text))
+            }
             None => request.body(Body::empty()),
         }
         .unwrap();
@@ -219,6 +223,21 @@ async fn errors_are_glance_shaped_and_never_500() {
 
     let reply = api.call(As::Anonymous, "GET", "/v2/images", None).await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+
+    let reply = api
+        .call(
+            As::Project("p1"),
+            "GET",
+            "/v2/images",
+            Some(("application/json", json!({}))),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert!(
+        reply.text.contains("A body is not expected"),
+        "{}",
+        reply.text
+    );
 }
 
 #[tokio::test]
