@@ -14,6 +14,7 @@ use crate::api;
 use crate::config::Config;
 use crate::db::{self, Database, DbError};
 use crate::service::Catalog;
+use crate::store::{DataDir, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -26,11 +27,20 @@ pub enum AppError {
     DatabaseUrl(String),
     #[error(transparent)]
     Database(#[from] DbError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "store.datadirs: {} still holds {count} image(s); keep it in the config (mark it \
+         read_only = true to stop new data going there)",
+        path.display()
+    )]
+    DirInUse { path: PathBuf, count: i64 },
 }
 
 pub struct App {
     router: Router,
     database: Database,
+    store: Store,
 }
 
 impl App {
@@ -55,14 +65,61 @@ impl App {
                 Database::open(&path, readers).await?
             }
         };
+        let dirs = config
+            .store
+            .datadirs
+            .iter()
+            .map(|d| DataDir {
+                path: config.state_dir.join(&d.path),
+                priority: d.priority,
+                read_only: d.read_only,
+            })
+            .collect();
+        let store = Store::open(dirs, &config.images.hash_algo)?;
+        match previous {
+            Some(app) => {
+                for old in app.store.dirs() {
+                    if store.dirs().iter().any(|d| d.path == old.path) {
+                        continue;
+                    }
+                    let count = database.images_in(&old.path).await?;
+                    if count > 0 {
+                        return Err(AppError::DirInUse {
+                            path: old.path.clone(),
+                            count,
+                        });
+                    }
+                }
+            }
+            None => {
+                // The first generation of a process cleans up after a crash: uploads cut
+                // by it left temporary files and images in `saving`.
+                let removed = store.remove_orphans();
+                let requeued = database
+                    .requeue_interrupted(crate::domain::time::now())
+                    .await?;
+                if removed > 0 || requeued > 0 {
+                    tracing::warn!(
+                        removed,
+                        requeued,
+                        "cleaned up uploads a previous process left unfinished"
+                    );
+                }
+            }
+        }
         let context = api::ApiContext {
             generation,
-            catalog: Catalog::new(database.clone()),
+            catalog: Catalog::new(
+                database.clone(),
+                store.clone(),
+                config.images.size_cap.as_u64(),
+            ),
             auth: Arc::new(config.auth.clone()),
         };
         Ok(App {
             router: api::router(context),
             database,
+            store,
         })
     }
 

@@ -59,6 +59,61 @@ pub struct Config {
     pub log: LogConfig,
     pub database: DatabaseConfig,
     pub auth: AuthConfig,
+    pub store: StoreConfig,
+    pub images: ImagesConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Where image data lives; new data goes to the highest-priority writable directory
+    /// with room.
+    pub datadirs: Vec<DataDirConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataDirConfig {
+    /// Relative to `state_dir`.
+    pub path: PathBuf,
+    #[serde(default = "default_priority")]
+    pub priority: i64,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+fn default_priority() -> i64 {
+    100
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            datadirs: vec![DataDirConfig {
+                path: PathBuf::from("images"),
+                priority: default_priority(),
+                read_only: false,
+            }],
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImagesConfig {
+    /// Largest image accepted, checked while the data streams in.
+    pub size_cap: bytesize::ByteSize,
+    /// `os_hash_algo` for new data: sha512, sha384 or sha256.
+    pub hash_algo: String,
+}
+
+impl Default for ImagesConfig {
+    fn default() -> Self {
+        ImagesConfig {
+            size_cap: bytesize::ByteSize::tib(1),
+            hash_algo: "sha512".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -147,6 +202,8 @@ impl Default for Config {
             log: LogConfig::default(),
             database: DatabaseConfig::default(),
             auth: AuthConfig::default(),
+            store: StoreConfig::default(),
+            images: ImagesConfig::default(),
         }
     }
 }
@@ -405,6 +462,30 @@ fn validate(loaded: &LoadedConfig) -> Result<(), ConfigError> {
     }
     if config.state_dir.as_os_str().is_empty() {
         return Err(invalid("state_dir", "must not be empty".into()));
+    }
+    if !matches!(
+        config.images.hash_algo.as_str(),
+        "sha512" | "sha384" | "sha256"
+    ) {
+        return Err(invalid(
+            "images.hash_algo",
+            format!(
+                "`{}` is not one of sha512, sha384, sha256",
+                config.images.hash_algo
+            ),
+        ));
+    }
+    if config.store.datadirs.is_empty() {
+        return Err(invalid(
+            "store.datadirs",
+            "must list at least one directory".into(),
+        ));
+    }
+    if config.store.datadirs.iter().all(|d| d.read_only) {
+        return Err(invalid(
+            "store.datadirs",
+            "every directory is read_only: new data would have nowhere to go".into(),
+        ));
     }
     if crate::db::sqlite_path(&config.database.url, &config.state_dir).is_none() {
         return Err(invalid(

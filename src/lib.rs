@@ -11,5 +11,6 @@ pub mod domain;
 pub mod server;
 pub mod service;
 pub mod signals;
+pub mod store;
 pub mod systemd;
 pub mod telemetry;

@@ -1,7 +1,12 @@
 //! Image use-cases: the one place where callers, domain rules and the repository meet
 //! (and, with the data path, image bytes). It names no HTTP type.
 
+use std::fs::File;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
 use serde_json::{Map, Value};
+use tokio::sync::mpsc;
 
 use crate::db::{Database, DbError};
 use crate::domain::DomainError;
@@ -11,6 +16,7 @@ use crate::domain::member::{Member, MemberStatus};
 use crate::domain::patch::{self, Dialect};
 use crate::domain::query::ListQuery;
 use crate::domain::time;
+use crate::store::{Store, StoreError, Upload};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -18,6 +24,8 @@ pub enum ServiceError {
     Domain(#[from] DomainError),
     #[error(transparent)]
     Db(#[from] DbError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 type Result<T> = std::result::Result<T, ServiceError>;
@@ -32,6 +40,41 @@ pub struct Page {
 #[derive(Clone)]
 pub struct Catalog {
     db: Database,
+    store: Store,
+    size_cap: u64,
+}
+
+/// What a download finds.
+pub enum Download {
+    /// The image has no data yet.
+    NoData,
+    Data {
+        file: File,
+        size: u64,
+        checksum: Option<String>,
+    },
+}
+
+/// Chunks in flight between the request body and the thread that writes and hashes them.
+const WRITE_QUEUE: usize = 8;
+
+fn too_large(size: u64, cap: u64) -> DomainError {
+    DomainError::OverLimit(format!(
+        "The incoming image is too large: {size} bytes exceed the size cap of {cap} bytes"
+    ))
+}
+
+/// A full disk is the client's 413, not the server's 500.
+fn store_error(error: StoreError) -> ServiceError {
+    match &error {
+        StoreError::Full(_) => {
+            DomainError::OverLimit(format!("Image storage media is full: {error}")).into()
+        }
+        StoreError::Io { source, .. } if source.raw_os_error() == Some(28) => {
+            DomainError::OverLimit(format!("Image storage media is full: {error}")).into()
+        }
+        _ => error.into(),
+    }
 }
 
 fn forbidden(message: impl Into<String>) -> ServiceError {
@@ -39,8 +82,12 @@ fn forbidden(message: impl Into<String>) -> ServiceError {
 }
 
 impl Catalog {
-    pub fn new(db: Database) -> Self {
-        Catalog { db }
+    pub fn new(db: Database, store: Store, size_cap: u64) -> Self {
+        Catalog {
+            db,
+            store,
+            size_cap,
+        }
     }
 
     pub fn database(&self) -> &Database {
@@ -152,7 +199,204 @@ impl Catalog {
         if !self.db.delete_image(id, time::now()).await? {
             return Err(Image::not_found(id).into());
         }
+        if let Some(location) = &image.location {
+            if let Err(e) = self.store.delete(location) {
+                tracing::warn!(image_id = id, error = %e, "deleted image's data not removed");
+            }
+        }
         Ok(())
+    }
+
+    /// Streams `body` into the store while hashing it: `queued` → `saving` → `active`. Any
+    /// failure removes the partial data and returns the image to `queued`.
+    pub async fn upload<S>(
+        &self,
+        caller: &Caller,
+        id: &str,
+        declared: Option<u64>,
+        body: S,
+    ) -> Result<()>
+    where
+        S: Stream<Item = std::result::Result<Bytes, std::io::Error>> + Send + Unpin,
+    {
+        let image = self.get_modifiable(caller, id, "upload_image").await?;
+        if image.status != Status::Queued {
+            return Err(DomainError::Conflict(format!(
+                "Image status transition from {} to saving is not allowed",
+                image.status.as_str()
+            ))
+            .into());
+        }
+        let missing: Vec<&str> = [
+            ("disk_format", &image.disk_format),
+            ("container_format", &image.container_format),
+        ]
+        .into_iter()
+        .filter(|(_, v)| v.is_none())
+        .map(|(k, _)| k)
+        .collect();
+        match missing[..] {
+            [] => {}
+            [one] => {
+                return Err(DomainError::Invalid(format!(
+                    "Property {one} must be set prior to saving data."
+                ))
+                .into());
+            }
+            _ => {
+                return Err(DomainError::Invalid(
+                    "Properties disk_format, container_format must be set prior to saving data."
+                        .into(),
+                )
+                .into());
+            }
+        }
+        if let Some(size) = declared.filter(|s| *s > self.size_cap) {
+            return Err(too_large(size, self.size_cap).into());
+        }
+        if !self
+            .db
+            .transition(id, "queued", "saving", time::now())
+            .await?
+        {
+            return Err(
+                DomainError::Conflict(format!("Image {id} is already being uploaded")).into(),
+            );
+        }
+        let written = self.receive(id, declared, body).await;
+        let stored = match written {
+            Ok(stored) => stored,
+            Err(e) => {
+                self.requeue(id).await;
+                return Err(e);
+            }
+        };
+        let Some(mut image) = self.db.get_image(id).await? else {
+            let _ = self.store.delete(&stored.location);
+            return Err(
+                DomainError::Gone(format!("Image {id} was deleted during the upload.")).into(),
+            );
+        };
+        image.size = i64::try_from(stored.size).ok();
+        image.checksum = Some(stored.md5);
+        image.os_hash_algo = Some(stored.hash_algo);
+        image.os_hash_value = Some(stored.hash);
+        image.location = Some(stored.location.clone());
+        image.status = Status::Active;
+        if let Err(e) = self.save(image).await {
+            let _ = self.store.delete(&stored.location);
+            self.requeue(id).await;
+            return Err(e);
+        }
+        tracing::info!(image_id = id, size = stored.size, "image data stored");
+        Ok(())
+    }
+
+    /// Writes the body through a blocking thread (file I/O and hashing stay off the async
+    /// workers); checks size cap and declared size as bytes arrive.
+    async fn receive<S>(
+        &self,
+        id: &str,
+        declared: Option<u64>,
+        mut body: S,
+    ) -> Result<crate::store::Stored>
+    where
+        S: Stream<Item = std::result::Result<Bytes, std::io::Error>> + Send + Unpin,
+    {
+        let upload = self.store.begin(id, declared).map_err(store_error)?;
+        let (chunks, mut queue) = mpsc::channel::<Bytes>(WRITE_QUEUE);
+        let writer = tokio::task::spawn_blocking(move || {
+            let mut upload: Upload = upload;
+            while let Some(chunk) = queue.blocking_recv() {
+                upload.write(&chunk)?;
+            }
+            Ok::<_, StoreError>(upload)
+        });
+        let mut received: u64 = 0;
+        let outcome: Result<()> = async {
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|e| {
+                    DomainError::Invalid(format!("The upload was interrupted: {e}"))
+                })?;
+                received += chunk.len() as u64;
+                if received > self.size_cap {
+                    return Err(too_large(received, self.size_cap).into());
+                }
+                if let Some(expected) = declared.filter(|e| received > *e) {
+                    return Err(DomainError::Invalid(format!(
+                        "Size exceeds: expected {expected} bytes, got {received} bytes"
+                    ))
+                    .into());
+                }
+                if chunks.send(chunk).await.is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        }
+        .await;
+        drop(chunks);
+        let upload = match writer.await {
+            Ok(Ok(upload)) => upload,
+            Ok(Err(e)) => return Err(store_error(e)),
+            Err(e) => {
+                return Err(StoreError::Io {
+                    path: id.into(),
+                    source: std::io::Error::other(e.to_string()),
+                }
+                .into());
+            }
+        };
+        outcome?;
+        if let Some(expected) = declared.filter(|e| *e != upload.size()) {
+            return Err(DomainError::Invalid(format!(
+                "Size mismatch: expected {expected} bytes, got {} bytes",
+                upload.size()
+            ))
+            .into());
+        }
+        tokio::task::spawn_blocking(move || upload.finish())
+            .await
+            .map_err(|e| StoreError::Io {
+                path: id.into(),
+                source: std::io::Error::other(e.to_string()),
+            })?
+            .map_err(store_error)
+    }
+
+    /// Returns an interrupted upload's image to `queued` (its partial data is already gone).
+    async fn requeue(&self, id: &str) {
+        let result = async {
+            let mut image = self.db.get_image(id).await?.ok_or(DbError::Duplicate)?;
+            if image.status == Status::Saving {
+                image.transition(Status::Queued).ok();
+                image.updated_at = time::now();
+                self.db.save_image(&image).await?;
+            }
+            Ok::<_, DbError>(())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::error!(image_id = id, error = %e, "could not return the image to queued");
+        }
+    }
+
+    pub async fn download(&self, caller: &Caller, id: &str) -> Result<Download> {
+        let image = self.get(caller, id).await?;
+        if image.status == Status::Deactivated && !caller.is_admin {
+            return Err(forbidden(
+                "The requested image has been deactivated. Image data download is forbidden.",
+            ));
+        }
+        let (Some(location), Some(size)) = (&image.location, image.size) else {
+            return Ok(Download::NoData);
+        };
+        let file = self.store.open_read(location)?;
+        Ok(Download::Data {
+            file,
+            size: u64::try_from(size).unwrap_or(0),
+            checksum: image.checksum,
+        })
     }
 
     pub async fn add_tag(&self, caller: &Caller, id: &str, tag: &str) -> Result<()> {

@@ -24,6 +24,12 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     TooLarge(String),
+    #[error("{0}")]
+    Gone(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    RangeNotSatisfiable(String),
     /// A PATCH with a media type other than the two JSON-patch dialects.
     #[error("Image PATCH expects Content-Type one of: {ACCEPT_PATCH}")]
     PatchMediaType,
@@ -45,6 +51,9 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Gone(_) => StatusCode::GONE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::PatchMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -56,6 +65,7 @@ impl From<ServiceError> for ApiError {
         match error {
             ServiceError::Domain(e) => e.into(),
             ServiceError::Db(e) => ApiError::Internal(e.to_string()),
+            ServiceError::Store(e) => ApiError::Internal(e.to_string()),
         }
     }
 }
@@ -68,6 +78,7 @@ impl From<DomainError> for ApiError {
             DomainError::NotFound(m) => ApiError::NotFound(m),
             DomainError::Conflict(m) => ApiError::Conflict(m),
             DomainError::OverLimit(m) => ApiError::TooLarge(m),
+            DomainError::Gone(m) => ApiError::Gone(m),
         }
     }
 }

@@ -2,17 +2,21 @@
 //! deactivate/reactivate actions. Thin: parse, call the catalogue, shape the reply.
 
 use axum::Json;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{Extension, Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
-use http::header::{CONTENT_TYPE, HOST, LOCATION};
+use futures_util::StreamExt;
+use http::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HOST, LOCATION, RANGE};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::io::ReaderStream;
 
 use super::{ApiContext, ApiError, wire};
 use crate::domain::caller::Caller;
 use crate::domain::patch::Dialect;
 use crate::domain::query::ListQuery;
+use crate::service::Download;
 
 /// Parses a JSON request body the way Glance's deserializer does.
 pub fn json_body(body: &Bytes) -> Result<Value, ApiError> {
@@ -140,4 +144,156 @@ pub async fn reactivate(
 ) -> Result<StatusCode, ApiError> {
     ctx.catalog.set_active(&caller, &id, true).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `PUT /v2/images/{id}/file`: the body streams into the store (chunked or not).
+pub async fn upload(
+    State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let media = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if media.split(';').next().map(str::trim) != Some("application/octet-stream") {
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "Invalid content type {media}"
+        )));
+    }
+    let declared = declared_size(&headers)?;
+    let stream = body
+        .into_data_stream()
+        .map(|chunk| chunk.map_err(std::io::Error::other));
+    ctx.catalog.upload(&caller, &id, declared, stream).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `x-openstack-image-size`, else `Content-Length`; 0 or absent means unknown.
+fn declared_size(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let invalid =
+        || ApiError::BadRequest("Invalid or missing image size in request headers.".into());
+    let value = headers
+        .get("x-openstack-image-size")
+        .or_else(|| headers.get(CONTENT_LENGTH));
+    match value {
+        None => Ok(None),
+        Some(v) => {
+            let n: u64 = v
+                .to_str()
+                .map_err(|_| invalid())?
+                .trim()
+                .parse()
+                .map_err(|_| invalid())?;
+            Ok((n > 0).then_some(n))
+        }
+    }
+}
+
+/// Download buffer: large enough that a big image is not read 4 KiB at a time.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// `GET /v2/images/{id}/file`: 200 streamed, 206 for one range, 204 without data.
+pub async fn download(
+    State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (file, size, checksum) = match ctx.catalog.download(&caller, &id).await? {
+        Download::NoData => return Ok(StatusCode::NO_CONTENT.into_response()),
+        Download::Data {
+            file,
+            size,
+            checksum,
+        } => (file, size, checksum),
+    };
+    let range = match headers.get(RANGE) {
+        Some(value) => Some(parse_range(value.to_str().unwrap_or(""), size)?),
+        None => None,
+    };
+    let (start, length) = range.map_or((0, size), |(a, b)| (a, b - a + 1));
+    let mut file = tokio::fs::File::from_std(file);
+    if start > 0 {
+        file.seek(std::io::SeekFrom::Start(start))
+            .await
+            .map_err(|e| ApiError::Internal(format!("seek in image {id}: {e}")))?;
+    }
+    let body = Body::from_stream(ReaderStream::with_capacity(file.take(length), READ_CHUNK));
+    let mut response = Response::new(body);
+    let response_headers = response.headers_mut();
+    response_headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    response_headers.insert(CONTENT_LENGTH, HeaderValue::from(length));
+    if let Some(md5) = checksum.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        response_headers.insert("content-md5", md5);
+    }
+    if let Some((a, b)) = range {
+        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+        if let Ok(value) = HeaderValue::from_str(&format!("bytes {a}-{b}/{size}")) {
+            response.headers_mut().insert(CONTENT_RANGE, value);
+        }
+    }
+    Ok(response)
+}
+
+/// One `bytes=` range as inclusive offsets, clamped as Glance clamps them.
+fn parse_range(header: &str, size: u64) -> Result<(u64, u64), ApiError> {
+    let unsatisfiable = || ApiError::RangeNotSatisfiable("Invalid Range header.".into());
+    let spec = header
+        .trim()
+        .strip_prefix("bytes=")
+        .ok_or_else(unsatisfiable)?;
+    if spec.contains(',') {
+        return Err(ApiError::BadRequest(
+            "Multiple ranges are not supported.".into(),
+        ));
+    }
+    let (first, last) = spec.split_once('-').ok_or_else(unsatisfiable)?;
+    let number = |s: &str| s.trim().parse::<u64>().map_err(|_| unsatisfiable());
+    let (start, end) = match (first.trim().is_empty(), last.trim().is_empty()) {
+        (true, false) => {
+            let suffix = number(last)?;
+            if suffix == 0 || size == 0 {
+                return Err(unsatisfiable());
+            }
+            (size.saturating_sub(suffix), size - 1)
+        }
+        (false, true) => (number(first)?, size.saturating_sub(1)),
+        (false, false) => (number(first)?, number(last)?.min(size.saturating_sub(1))),
+        (true, true) => return Err(unsatisfiable()),
+    };
+    if start >= size {
+        return Err(ApiError::RangeNotSatisfiable(format!(
+            "Invalid start position in Range header. Start position MUST be in the inclusive range [0, {}].",
+            size.saturating_sub(1)
+        )));
+    }
+    if end < start {
+        return Err(unsatisfiable());
+    }
+    Ok((start, end))
+}
+
+#[cfg(test)]
+mod range_tests {
+    use super::parse_range;
+
+    #[test]
+    fn ranges_follow_glance() {
+        assert_eq!(parse_range("bytes=0-9", 100).ok(), Some((0, 9)));
+        assert_eq!(parse_range("bytes=90-200", 100).ok(), Some((90, 99)));
+        assert_eq!(parse_range("bytes=10-", 100).ok(), Some((10, 99)));
+        assert_eq!(parse_range("bytes=-10", 100).ok(), Some((90, 99)));
+        assert_eq!(parse_range("bytes=-1000", 100).ok(), Some((0, 99)));
+        assert!(parse_range("bytes=100-", 100).is_err());
+        assert!(parse_range("bytes=0-1,5-6", 100).is_err());
+        assert!(parse_range("bytes=x-1", 100).is_err());
+        assert!(parse_range("items=0-1", 100).is_err());
+        assert!(parse_range("bytes=5-2", 100).is_err());
+    }
 }

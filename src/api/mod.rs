@@ -53,6 +53,10 @@ pub fn router(context: ApiContext) -> Router {
             "/images/{id}/tags/{tag}",
             put(images::add_tag).delete(images::remove_tag),
         )
+        .route(
+            "/images/{id}/file",
+            get(images::download).put(images::upload),
+        )
         .route("/images/{id}/actions/deactivate", post(images::deactivate))
         .route("/images/{id}/actions/reactivate", post(images::reactivate))
         .route(

@@ -103,8 +103,8 @@ impl Database {
             sqlx::query(
                 "INSERT INTO images (name, status, visibility, protected, os_hidden, checksum, \
                  os_hash_algo, os_hash_value, owner, size, virtual_size, min_ram, min_disk, \
-                 disk_format, container_format, created_at, updated_at, id) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 disk_format, container_format, location, created_at, updated_at, id) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
                  ON CONFLICT (id) DO NOTHING",
             ),
             image,
@@ -130,7 +130,7 @@ impl Database {
                 "UPDATE images SET name = ?, status = ?, visibility = ?, protected = ?, \
                  os_hidden = ?, checksum = ?, os_hash_algo = ?, os_hash_value = ?, owner = ?, \
                  size = ?, virtual_size = ?, min_ram = ?, min_disk = ?, disk_format = ?, \
-                 container_format = ?, updated_at = ? WHERE id = ? AND deleted = 0",
+                 container_format = ?, location = ?, updated_at = ? WHERE id = ? AND deleted = 0",
             ),
             image,
         )
@@ -152,6 +152,53 @@ impl Database {
         write_children(&mut tx, image).await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// Moves the image from `from` to `to` only if it is still in `from`: of two racing
+    /// uploads, exactly one gets `true`.
+    pub async fn transition(
+        &self,
+        id: &str,
+        from: &str,
+        to: &str,
+        now: Timestamp,
+    ) -> Result<bool, DbError> {
+        let moved = sqlx::query(
+            "UPDATE images SET status = ?, updated_at = ? WHERE id = ? AND status = ? AND deleted = 0",
+        )
+        .bind(to)
+        .bind(now)
+        .bind(id)
+        .bind(from)
+        .execute(&self.write)
+        .await?;
+        Ok(moved.rows_affected() == 1)
+    }
+
+    /// Images whose upload a dead process left in `saving` go back to `queued`.
+    pub async fn requeue_interrupted(&self, now: Timestamp) -> Result<u64, DbError> {
+        let requeued = sqlx::query(
+            "UPDATE images SET status = 'queued', size = NULL, virtual_size = NULL, \
+             checksum = NULL, os_hash_algo = NULL, os_hash_value = NULL, location = NULL, \
+             updated_at = ? WHERE status = 'saving' AND deleted = 0",
+        )
+        .bind(now)
+        .execute(&self.write)
+        .await?;
+        Ok(requeued.rows_affected())
+    }
+
+    /// How many live images keep their data under `dir`.
+    pub async fn images_in(&self, dir: &Path) -> Result<i64, DbError> {
+        let prefix = format!("file://{}/", dir.display());
+        let count = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM images WHERE deleted = 0 AND substr(location, 1, length(?)) = ?",
+        )
+        .bind(&prefix)
+        .bind(&prefix)
+        .fetch_one(&self.read)
+        .await?;
+        Ok(count)
     }
 
     /// Marks the image deleted; its id stays taken. `Ok(false)` if it was already gone.
@@ -343,6 +390,7 @@ fn bind_attributes<'q>(query: Statement<'q>, image: &'q Image) -> Statement<'q> 
         .bind(image.min_disk)
         .bind(&image.disk_format)
         .bind(&image.container_format)
+        .bind(&image.location)
 }
 
 async fn write_children(

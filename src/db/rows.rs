@@ -17,7 +17,7 @@ pub const IMAGE_JSON: &str = "json_object('id', i.id, 'name', i.name, 'status', 
      'checksum', i.checksum, 'os_hash_algo', i.os_hash_algo, 'os_hash_value', i.os_hash_value, \
      'owner', i.owner, 'size', i.size, 'virtual_size', i.virtual_size, 'min_ram', i.min_ram, \
      'min_disk', i.min_disk, 'disk_format', i.disk_format, 'container_format', i.container_format, \
-     'created_at', i.created_at, 'updated_at', i.updated_at, \
+     'created_at', i.created_at, 'updated_at', i.updated_at, 'location', i.location, \
      'tags', json((SELECT json_group_array(t.value) FROM image_tags t WHERE t.image_id = i.id)), \
      'properties', json((SELECT json_group_object(p.name, p.value) FROM image_properties p \
                          WHERE p.image_id = i.id)))";
@@ -42,6 +42,7 @@ pub struct ImageRow {
     pub container_format: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    pub location: Option<String>,
     pub tags: BTreeSet<String>,
     pub properties: BTreeMap<String, String>,
 }
@@ -75,6 +76,7 @@ impl ImageRow {
             updated_at: self.updated_at,
             tags: self.tags,
             properties: self.properties,
+            location: self.location,
         })
     }
 }

@@ -189,6 +189,8 @@ pub struct Image {
     pub updated_at: Timestamp,
     pub tags: BTreeSet<String>,
     pub properties: BTreeMap<String, String>,
+    /// Where the store keeps the data; never shown to clients.
+    pub location: Option<String>,
 }
 
 impl Image {
@@ -223,6 +225,10 @@ impl Image {
         if next == Status::Queued {
             self.size = None;
             self.virtual_size = None;
+            self.checksum = None;
+            self.os_hash_algo = None;
+            self.os_hash_value = None;
+            self.location = None;
         }
         self.status = next;
         Ok(())
@@ -392,6 +398,7 @@ pub fn new_image(
         updated_at: now,
         tags: BTreeSet::new(),
         properties: BTreeMap::new(),
+        location: None,
     };
     for (key, value) in attributes {
         if key == "id" {

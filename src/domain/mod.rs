@@ -27,4 +27,7 @@ pub enum DomainError {
     /// A quota or limit would be exceeded.
     #[error("{0}")]
     OverLimit(String),
+    /// The image went away while the request worked on it.
+    #[error("{0}")]
+    Gone(String),
 }

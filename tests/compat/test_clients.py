@@ -164,6 +164,40 @@ def glanceclient_flows(g):
     check(status == 409, "a deleted image's id cannot be reused")
 
 
+def data_flows(g, workdir):
+    import hashlib
+
+    data = os.urandom(3 * 1024 * 1024 + 7)
+    source = os.path.join(workdir, "source.img")
+    with open(source, "wb") as f:
+        f.write(data)
+    code, out, err = glance(g, "image-create", "--name", "with-data", "--disk-format", "raw",
+                            "--container-format", "bare", "--file", source)
+    created = table(out)
+    image_id = created.get("id", "")
+    status, body = g.rest("GET", f"/v2/images/{image_id}")
+    check(code == 0 and created.get("status") == "active" and created.get("checksum") == hashlib.md5(data).hexdigest()
+          and body["os_hash_value"] == hashlib.sha512(data).hexdigest() and body["size"] == len(data),
+          f"glance image-create --file: {created.get('status')} {err.strip()}")
+    target = os.path.join(workdir, "downloaded.img")
+    code, out, err = glance(g, "image-download", image_id, "--file", target)
+    with open(target, "rb") as f:
+        check(code == 0 and f.read() == data, f"glance image-download is byte-exact (the client checks the hash): {err.strip()}")
+
+    code, out, err = glance(g, "image-deactivate", image_id)
+    status, body = g.rest("GET", f"/v2/images/{image_id}")
+    check(code == 0 and body["status"] == "deactivated", f"glance image-deactivate: {err.strip()}")
+    code, out, err = glance(g, "image-reactivate", image_id)
+    status, body = g.rest("GET", f"/v2/images/{image_id}")
+    check(code == 0 and body["status"] == "active", f"glance image-reactivate: {err.strip()}")
+
+    code, out, err = glance(g, "image-create", "--name", "later", "--disk-format", "raw", "--container-format", "bare")
+    later = table(out).get("id", "")
+    code, out, err = glance(g, "image-upload", later, "--file", source)
+    status, body = g.rest("GET", f"/v2/images/{later}")
+    check(code == 0 and body["status"] == "active" and body["size"] == len(data), f"glance image-upload: {err.strip()}")
+
+
 def sdk_flows(g):
     import openstack
 
@@ -188,6 +222,12 @@ def sdk_flows(g):
     conn.image.delete_image(image)
     check(conn.image.find_image(image.id) is None, "openstacksdk delete_image")
 
+    data = os.urandom(1024 * 1024 + 3)
+    image = conn.image.create_image(name="sdk-data", data=data, disk_format="raw", container_format="bare")
+    fetched = conn.image.get_image(image.id)
+    check(fetched.status == "active" and fetched.size == len(data), f"openstacksdk create_image(data=…): {fetched.status}")
+    check(conn.image.download_image(fetched).content == data, "openstacksdk download_image is byte-exact")
+
 
 def main():
     if len(sys.argv) != 2:
@@ -197,6 +237,7 @@ def main():
         g = Glint(os.path.abspath(sys.argv[1]), workdir)
         try:
             glanceclient_flows(g)
+            data_flows(g, workdir)
             sdk_flows(g)
         except Exception as e:
             FAILURES.append(f"aborted: {e!r}")

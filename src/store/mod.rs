@@ -1,0 +1,296 @@
+//! Image data on the filesystem, in several data directories with priorities (Glance's
+//! `filesystem_store_datadirs`). Writes go to a temporary file in the chosen directory, are
+//! hashed (md5 and the configured SHA-2) as they stream, fsynced and renamed; nothing is
+//! ever buffered whole. It knows nothing of images' metadata (that is `db`'s) or of HTTP.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use md5::Md5;
+use sha2::digest::DynDigest;
+use sha2::{Digest, Sha256, Sha384, Sha512};
+
+const TEMP_PREFIX: &str = ".upload-";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("data directory {}: {source}", path.display())]
+    Dir { path: PathBuf, source: io::Error },
+    #[error("no writable data directory has room for {0} bytes")]
+    Full(u64),
+    #[error("image data {}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error("location {0} is not in a configured data directory")]
+    UnknownLocation(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataDir {
+    pub path: PathBuf,
+    pub priority: i64,
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    /// Highest priority first.
+    dirs: Vec<DataDir>,
+    hash_algo: String,
+}
+
+/// What a finished write produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub location: String,
+    pub size: u64,
+    pub md5: String,
+    pub hash_algo: String,
+    pub hash: String,
+}
+
+impl Store {
+    /// Creates missing directories. Nothing else is touched: cleaning up after a crash is
+    /// `remove_orphans`, which only the first generation of a process runs.
+    pub fn open(mut dirs: Vec<DataDir>, hash_algo: &str) -> Result<Store, StoreError> {
+        for dir in &dirs {
+            fs::create_dir_all(&dir.path).map_err(|source| StoreError::Dir {
+                path: dir.path.clone(),
+                source,
+            })?;
+        }
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.priority));
+        Ok(Store {
+            dirs,
+            hash_algo: hash_algo.to_string(),
+        })
+    }
+
+    pub fn dirs(&self) -> &[DataDir] {
+        &self.dirs
+    }
+
+    /// Removes temporary files left by an interrupted process; returns how many.
+    pub fn remove_orphans(&self) -> usize {
+        let mut removed = 0;
+        for dir in &self.dirs {
+            let Ok(entries) = fs::read_dir(&dir.path) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                if name.to_string_lossy().starts_with(TEMP_PREFIX)
+                    && fs::remove_file(entry.path()).is_ok()
+                {
+                    removed += 1;
+                }
+            }
+        }
+        removed
+    }
+
+    /// Starts writing `image_id`'s data in the highest-priority writable directory with
+    /// room for `expected` bytes (when known).
+    pub fn begin(&self, image_id: &str, expected: Option<u64>) -> Result<Upload, StoreError> {
+        let needed = expected.unwrap_or(0);
+        let dir = self
+            .dirs
+            .iter()
+            .filter(|d| !d.read_only)
+            .find(|d| free_bytes(&d.path).is_some_and(|free| free > needed))
+            .ok_or(StoreError::Full(needed))?;
+        let temp = dir
+            .path
+            .join(format!("{TEMP_PREFIX}{image_id}-{}", uuid::Uuid::new_v4()));
+        let file = File::create_new(&temp).map_err(|source| StoreError::Io {
+            path: temp.clone(),
+            source,
+        })?;
+        let hasher: Box<dyn DynDigest + Send> = match self.hash_algo.as_str() {
+            "sha256" => Box::new(Sha256::new()),
+            "sha384" => Box::new(Sha384::new()),
+            _ => Box::new(Sha512::new()),
+        };
+        Ok(Upload {
+            temp: Some(temp),
+            target: dir.path.join(image_id),
+            file,
+            md5: Md5::new(),
+            hasher,
+            hash_algo: self.hash_algo.clone(),
+            size: 0,
+        })
+    }
+
+    /// Opens stored data for reading, if `location` is in a configured directory.
+    pub fn open_read(&self, location: &str) -> Result<File, StoreError> {
+        let path = self.path_of(location)?;
+        File::open(&path).map_err(|source| StoreError::Io { path, source })
+    }
+
+    pub fn delete(&self, location: &str) -> Result<(), StoreError> {
+        let path = self.path_of(location)?;
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(StoreError::Io { path, source }),
+        }
+    }
+
+    fn path_of(&self, location: &str) -> Result<PathBuf, StoreError> {
+        let path = location
+            .strip_prefix("file://")
+            .map(PathBuf::from)
+            .ok_or_else(|| StoreError::UnknownLocation(location.to_string()))?;
+        let inside = self
+            .dirs
+            .iter()
+            .any(|d| path.parent() == Some(d.path.as_path()));
+        if inside {
+            Ok(path)
+        } else {
+            Err(StoreError::UnknownLocation(location.to_string()))
+        }
+    }
+}
+
+fn free_bytes(path: &Path) -> Option<u64> {
+    let stat = rustix::fs::statvfs(path).ok()?;
+    Some(stat.f_bavail.saturating_mul(stat.f_frsize))
+}
+
+/// Data being written. Dropping it without `finish` removes the temporary file, so a
+/// failed or cut upload leaves nothing behind.
+pub struct Upload {
+    temp: Option<PathBuf>,
+    target: PathBuf,
+    file: File,
+    md5: Md5,
+    hasher: Box<dyn DynDigest + Send>,
+    hash_algo: String,
+    size: u64,
+}
+
+impl Upload {
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Appends a chunk (blocking I/O: run it off the async threads).
+    pub fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
+        self.file
+            .write_all(chunk)
+            .map_err(|source| StoreError::Io {
+                path: self.target.clone(),
+                source,
+            })?;
+        Digest::update(&mut self.md5, chunk);
+        self.hasher.update(chunk);
+        self.size += chunk.len() as u64;
+        Ok(())
+    }
+
+    /// Makes the data durable and visible under its final name.
+    pub fn finish(mut self) -> Result<Stored, StoreError> {
+        let io_error = |source| StoreError::Io {
+            path: self.target.clone(),
+            source,
+        };
+        self.file.sync_all().map_err(io_error)?;
+        let temp = self
+            .temp
+            .take()
+            .ok_or_else(|| io_error(io::Error::other("upload already finished")))?;
+        fs::rename(&temp, &self.target).map_err(io_error)?;
+        if let Some(dir) = self.target.parent() {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_error)?;
+        }
+        let md5 = hex::encode(self.md5.clone().finalize());
+        let hash = hex::encode(self.hasher.finalize_reset());
+        Ok(Stored {
+            location: format!("file://{}", self.target.display()),
+            size: self.size,
+            md5,
+            hash_algo: self.hash_algo.clone(),
+            hash,
+        })
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if let Some(temp) = self.temp.take() {
+            let _ = fs::remove_file(temp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(dirs: &[(&Path, i64, bool)]) -> Store {
+        Store::open(
+            dirs.iter()
+                .map(|(p, priority, read_only)| DataDir {
+                    path: p.to_path_buf(),
+                    priority: *priority,
+                    read_only: *read_only,
+                })
+                .collect(),
+            "sha512",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn writes_hash_and_land_in_the_highest_priority_writable_dir() {
+        let root = tempfile::tempdir().unwrap();
+        let (low, high, ro) = (
+            root.path().join("low"),
+            root.path().join("high"),
+            root.path().join("ro"),
+        );
+        let store = store(&[(&low, 10, false), (&high, 50, false), (&ro, 90, true)]);
+        let mut upload = store.begin("img", Some(3)).unwrap();
+        upload.write(b"abc").unwrap();
+        let stored = upload.finish().unwrap();
+        assert_eq!(
+            stored.location,
+            format!("file://{}", high.join("img").display())
+        );
+        assert_eq!(stored.md5, "900150983cd24fb0d6963f7d28e17f72");
+        assert!(stored.hash.starts_with("ddaf35a193617aba"));
+        assert_eq!(fs::read(high.join("img")).unwrap(), b"abc");
+        assert!(store.open_read(&stored.location).is_ok());
+        assert!(store.open_read("file:///etc/passwd").is_err());
+        store.delete(&stored.location).unwrap();
+        assert!(!high.join("img").exists());
+    }
+
+    #[test]
+    fn an_abandoned_upload_leaves_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let store = store(&[(root.path(), 1, false)]);
+        let mut upload = store.begin("img", None).unwrap();
+        upload.write(b"partial").unwrap();
+        drop(upload);
+        assert_eq!(fs::read_dir(root.path()).unwrap().count(), 0);
+        let leftover = store.begin("img2", None).unwrap();
+        std::mem::forget(leftover);
+        assert_eq!(store.remove_orphans(), 1);
+        assert_eq!(fs::read_dir(root.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn no_room_is_full() {
+        let root = tempfile::tempdir().unwrap();
+        let store = store(&[(root.path(), 1, false)]);
+        assert!(matches!(
+            store.begin("img", Some(u64::MAX)),
+            Err(StoreError::Full(_))
+        ));
+    }
+}
