@@ -523,3 +523,148 @@ async fn delete_tags_and_actions() {
         StatusCode::NOT_FOUND
     );
 }
+
+impl Api {
+    async fn raw(&self, method: &str, uri: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Reply {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("x-identity-status", "Confirmed")
+            .header("x-project-id", "p")
+            .header("accept", "application/json");
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let response = self
+            .app
+            .handle(request.body(Body::from(body)).unwrap())
+            .await;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        Reply {
+            status,
+            headers,
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            text: String::from_utf8_lossy(&bytes).into_owned(),
+        }
+    }
+
+    fn data_files(&self) -> Vec<String> {
+        std::fs::read_dir(self._dir.path().join("images"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn upload_and_download_follow_glance() {
+    let api = api().await;
+    let me = As::Project("p");
+    let bare = api.create(me, json!({})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let file = format!("/v2/images/{bare}/file");
+    let octets = [("content-type", "application/octet-stream")];
+    assert_eq!(
+        api.raw("GET", &file, &[], vec![]).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let reply = api.raw("PUT", &file, &octets, b"abc".to_vec()).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::BAD_REQUEST,
+        "formats first: {}",
+        reply.text
+    );
+
+    let id = api
+        .create(
+            me,
+            json!({"disk_format": "raw", "container_format": "bare"}),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let file = format!("/v2/images/{id}/file");
+    let reply = api
+        .raw(
+            "PUT",
+            &file,
+            &[("content-type", "text/plain")],
+            b"abc".to_vec(),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+
+    // A size that does not match: 400, back to queued, nothing left on disk.
+    let reply = api
+        .raw(
+            "PUT",
+            &file,
+            &[octets[0], ("x-openstack-image-size", "5")],
+            b"abc".to_vec(),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text);
+    let image = api
+        .call(me, "GET", &format!("/v2/images/{id}"), None)
+        .await
+        .body;
+    assert_eq!(image["status"], "queued");
+    assert!(api.data_files().is_empty(), "{:?}", api.data_files());
+
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let reply = api.raw("PUT", &file, &octets, data.clone()).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.text);
+    let image = api
+        .call(me, "GET", &format!("/v2/images/{id}"), None)
+        .await
+        .body;
+    assert_eq!(image["status"], "active");
+    assert_eq!(image["size"], 100_000);
+    assert_eq!(image["os_hash_algo"], "sha512");
+    assert_eq!(image["checksum"].as_str().unwrap().len(), 32);
+    assert!(!image.as_object().unwrap().contains_key("location"));
+    assert_eq!(api.data_files(), vec![id.clone()]);
+
+    let again = api.raw("PUT", &file, &octets, data.clone()).await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+
+    let whole = api.raw("GET", &file, &[], vec![]).await;
+    assert_eq!(whole.status, StatusCode::OK);
+    assert_eq!(
+        whole.headers["content-md5"],
+        image["checksum"].as_str().unwrap()
+    );
+    let part = api
+        .raw("GET", &file, &[("range", "bytes=10-19")], vec![])
+        .await;
+    assert_eq!(part.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(part.headers["content-range"], "bytes 10-19/100000");
+    assert_eq!(part.text.as_bytes(), &data[10..20]);
+    let beyond = api
+        .raw("GET", &file, &[("range", "bytes=100000-")], vec![])
+        .await;
+    assert_eq!(beyond.status, StatusCode::RANGE_NOT_SATISFIABLE);
+    let several = api
+        .raw("GET", &file, &[("range", "bytes=0-1,4-5")], vec![])
+        .await;
+    assert_eq!(several.status, StatusCode::BAD_REQUEST);
+
+    assert_eq!(
+        api.call(me, "DELETE", &format!("/v2/images/{id}"), None)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    assert!(
+        api.data_files().is_empty(),
+        "deleting an image deletes its data"
+    );
+}
