@@ -452,3 +452,93 @@ pub async fn get_once(addr: SocketAddr, path: &str) -> Result<Reply, String> {
         .map_err(|e| format!("connect: {e}"))?;
     conn.get(path).await
 }
+
+/// Sends `chunks` as a chunked request body, one every `pause`, on a connection of its own:
+/// an upload that stays in flight as long as the test wants.
+pub async fn send_slowly(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    chunks: Vec<Bytes>,
+    pause: Duration,
+) -> Result<Reply, String> {
+    use http_body_util::{StreamBody, combinators::BoxBody};
+    use hyper::body::Frame;
+
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let (mut send, connection) = hyper::client::conn::http1::handshake::<
+        _,
+        BoxBody<Bytes, std::convert::Infallible>,
+    >(hyper_util::rt::TokioIo::new(stream))
+    .await
+    .map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    let frames = futures_util::stream::unfold(chunks.into_iter(), move |mut rest| async move {
+        let chunk = rest.next()?;
+        tokio::time::sleep(pause).await;
+        Some((Ok(Frame::data(chunk)), rest))
+    });
+    let mut request = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(http::header::HOST, addr.to_string());
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let request = request
+        .body(BodyExt::boxed(StreamBody::new(frames)))
+        .map_err(|e| e.to_string())?;
+    let response = send
+        .send_request(request)
+        .await
+        .map_err(|e| format!("request: {e}"))?;
+    let (parts, body) = response.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map_err(|e| format!("body: {e}"))?
+        .to_bytes();
+    Ok(Reply {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+    })
+}
+
+/// GETs `path` and reads the body one frame at a time with `pause` between frames.
+pub async fn read_slowly(addr: SocketAddr, path: &str, pause: Duration) -> Result<Reply, String> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let (mut send, connection) = hyper::client::conn::http1::handshake::<_, Full<Bytes>>(
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    let request = http::Request::get(path)
+        .header(http::header::HOST, addr.to_string())
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| e.to_string())?;
+    let response = send
+        .send_request(request)
+        .await
+        .map_err(|e| format!("request: {e}"))?;
+    let (parts, mut body) = response.into_parts();
+    let mut collected = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| format!("body: {e}"))?;
+        if let Some(data) = frame.data_ref() {
+            collected.extend_from_slice(data);
+        }
+        tokio::time::sleep(pause).await;
+    }
+    Ok(Reply {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body: Bytes::from(collected),
+    })
+}

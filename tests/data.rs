@@ -1,0 +1,325 @@
+//! The data path across the lifecycle, against the real binary with the harness playing
+//! systemd: uploads and downloads in flight across reloads, a data directory added by
+//! reload, stop during an upload, kill -9 mid-upload, and a full disk.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use nix::sys::signal::Signal;
+use serde_json::{Value, json};
+use support::{Conn, FakeSystemd, PATIENCE, free_addr, read_slowly, send_slowly};
+
+const OCTETS: (&str, &str) = ("content-type", "application/octet-stream");
+
+fn config(extra: &str) -> String {
+    format!("[server]\nlisten = [\"{}\"]\n{extra}\n", free_addr())
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+async fn create(addr: SocketAddr) -> String {
+    let mut conn = Conn::open(addr).await.expect("connect");
+    let (status, image) = conn
+        .json(
+            "POST",
+            "/v2/images",
+            "application/json",
+            &json!({"disk_format": "raw", "container_format": "bare"}),
+        )
+        .await
+        .expect("create");
+    assert_eq!(status, 201, "{image}");
+    image["id"].as_str().expect("id").to_string()
+}
+
+async fn image(addr: SocketAddr, id: &str) -> Value {
+    let mut conn = Conn::open(addr).await.expect("connect");
+    let reply = conn.get(&format!("/v2/images/{id}")).await.expect("show");
+    serde_json::from_slice(&reply.body).expect("json")
+}
+
+fn chunks(data: &[u8], size: usize) -> Vec<Bytes> {
+    data.chunks(size).map(Bytes::copy_from_slice).collect()
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn md5_hex(data: &[u8]) -> String {
+    use md5::Digest;
+    hex::encode(md5::Md5::digest(data))
+}
+
+async fn upload(addr: SocketAddr, id: &str, data: &[u8]) -> u16 {
+    send_slowly(
+        addr,
+        "PUT",
+        &format!("/v2/images/{id}/file"),
+        &[OCTETS],
+        chunks(data, 1 << 20),
+        Duration::ZERO,
+    )
+    .await
+    .expect("upload")
+    .status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_upload_and_a_slow_download_survive_50_reloads_byte_exact() {
+    let mut sd = FakeSystemd::new();
+    let addr = sd.add_socket_unit("api");
+    let text = config("");
+    sd.write_config(&text);
+    sd.start().await;
+
+    let stored = pattern(8 << 20, 7);
+    let stored_id = create(addr).await;
+    assert_eq!(upload(addr, &stored_id, &stored).await, 204);
+
+    let incoming = pattern(3 << 20, 99);
+    let incoming_id = create(addr).await;
+    let path = format!("/v2/images/{incoming_id}/file");
+    let body = chunks(&incoming, 64 << 10);
+    let uploading = tokio::spawn(async move {
+        send_slowly(
+            addr,
+            "PUT",
+            &path,
+            &[OCTETS],
+            body,
+            Duration::from_millis(40),
+        )
+        .await
+    });
+    let path = format!("/v2/images/{stored_id}/file");
+    let downloading =
+        tokio::spawn(async move { read_slowly(addr, &path, Duration::from_millis(60)).await });
+
+    for _ in 0..50 {
+        sd.write_config(&text);
+        sd.reload().await;
+    }
+    let uploaded = uploading.await.expect("join").expect("upload completes");
+    assert_eq!(uploaded.status, 204, "{:?}", uploaded.body);
+    let downloaded = downloading
+        .await
+        .expect("join")
+        .expect("download completes");
+    assert_eq!(downloaded.status, 200);
+    assert!(downloaded.body[..] == stored[..], "download is byte-exact");
+
+    let shown = image(addr, &incoming_id).await;
+    assert_eq!(shown["status"], "active");
+    assert_eq!(shown["checksum"], md5_hex(&incoming));
+    let mut conn = Conn::open(addr).await.expect("connect");
+    let copy = conn
+        .get(&format!("/v2/images/{incoming_id}/file"))
+        .await
+        .expect("download");
+    assert!(copy.body[..] == incoming[..], "upload is byte-exact");
+    assert_eq!(sd.stop().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_data_directory_added_by_reload_receives_the_next_upload() {
+    let mut sd = FakeSystemd::new();
+    let addr = sd.add_socket_unit("api");
+    let listen = free_addr();
+    let with_dirs = |dirs: &str| format!("[server]\nlisten = [\"{listen}\"]\n{dirs}\n");
+    let only_a = "[[store.datadirs]]\npath = \"a\"\npriority = 10\n";
+    let a_and_b = format!("{only_a}[[store.datadirs]]\npath = \"b\"\npriority = 50\n");
+    sd.write_config(&with_dirs(only_a));
+    sd.start().await;
+    let state = sd.path("state");
+
+    let first = create(addr).await;
+    assert_eq!(upload(addr, &first, b"first").await, 204);
+    assert_eq!(files_in(&state.join("a")), vec![first.clone()]);
+
+    sd.write_config(&with_dirs(&a_and_b));
+    let (code, out) = sd.ctl(&["reload"]).await;
+    assert_eq!(code, 0, "{out}");
+    let second = create(addr).await;
+    assert_eq!(upload(addr, &second, b"second").await, 204);
+    assert_eq!(files_in(&state.join("b")), vec![second.clone()]);
+
+    // Dropping a directory that holds an image is refused, and says why.
+    sd.write_config(&with_dirs(
+        "[[store.datadirs]]\npath = \"b\"\npriority = 50\n",
+    ));
+    let (code, out) = sd.ctl(&["reload"]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("1 image") && out.contains("/a"), "{out}");
+    let mut conn = Conn::open(addr).await.expect("connect");
+    let data = conn
+        .get(&format!("/v2/images/{first}/file"))
+        .await
+        .expect("read");
+    assert_eq!(&data.body[..], b"first");
+    assert_eq!(sd.stop().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_lets_an_upload_finish_within_shutdown_timeout() {
+    let mut sd = FakeSystemd::new();
+    let addr = sd.add_socket_unit("api");
+    sd.write_config(&config("shutdown_timeout = \"30s\""));
+    sd.start().await;
+    let id = create(addr).await;
+    let data = pattern(1 << 20, 3);
+    let path = format!("/v2/images/{id}/file");
+    let body = chunks(&data, 64 << 10);
+    let uploading = tokio::spawn(async move {
+        send_slowly(
+            addr,
+            "PUT",
+            &path,
+            &[OCTETS],
+            body,
+            Duration::from_millis(60),
+        )
+        .await
+    });
+    status_saving(addr, &id).await;
+    sd.signal(Signal::SIGTERM);
+    let reply = uploading
+        .await
+        .expect("join")
+        .expect("the upload completes");
+    assert_eq!(reply.status, 204);
+    assert_eq!(sd.wait_exit().await, 0);
+    sd.start().await;
+    let shown = image(addr, &id).await;
+    assert_eq!(
+        (shown["status"].as_str(), shown["size"].as_u64()),
+        (Some("active"), Some(1 << 20))
+    );
+    assert_eq!(sd.stop().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_upload_cut_by_stop_or_kill_leaves_no_data_and_a_queued_image() {
+    let mut sd = FakeSystemd::new();
+    let addr = sd.add_socket_unit("api");
+    sd.write_config(&config("shutdown_timeout = \"1s\""));
+    sd.start().await;
+    let images_dir = sd.path("state").join("images");
+
+    for signal in [Signal::SIGTERM, Signal::SIGKILL] {
+        let id = create(addr).await;
+        let data = pattern(2 << 20, 5);
+        let path = format!("/v2/images/{id}/file");
+        let body = chunks(&data, 64 << 10);
+        let uploading = tokio::spawn(async move {
+            send_slowly(
+                addr,
+                "PUT",
+                &path,
+                &[OCTETS],
+                body,
+                Duration::from_millis(200),
+            )
+            .await
+        });
+        status_saving(addr, &id).await;
+        sd.signal(signal);
+        let code = sd.wait_exit().await;
+        if signal == Signal::SIGTERM {
+            assert_eq!(code, 0, "a stop that cuts an upload still exits 0");
+        }
+        uploading.abort();
+        sd.start().await;
+        let shown = image(addr, &id).await;
+        assert_eq!(shown["status"], "queued", "{signal}: {shown}");
+        assert!(shown["size"].is_null());
+        assert!(
+            files_in(&images_dir).is_empty(),
+            "{signal}: {:?}",
+            files_in(&images_dir)
+        );
+    }
+    assert_eq!(sd.stop().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_disk_is_413_with_no_orphan_and_a_queued_image() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: mounting a small tmpfs needs root");
+        return;
+    }
+    let mut sd = FakeSystemd::new();
+    let small = sd.path("state").join("small");
+    std::fs::create_dir_all(&small).expect("mkdir");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .expect("mount");
+    assert!(mounted.success(), "mount a 1 MiB tmpfs");
+    let addr = sd.add_socket_unit("api");
+    sd.write_config(&config("[[store.datadirs]]\npath = \"small\"\n"));
+    sd.start().await;
+
+    // Size unknown (chunked): the disk fills while writing.
+    let id = create(addr).await;
+    let reply = send_slowly(
+        addr,
+        "PUT",
+        &format!("/v2/images/{id}/file"),
+        &[OCTETS],
+        chunks(&pattern(3 << 20, 1), 256 << 10),
+        Duration::ZERO,
+    )
+    .await
+    .expect("answered");
+    let outcome = (
+        reply.status,
+        image(addr, &id).await["status"].clone(),
+        files_in(&small),
+    );
+    // Size declared: refused before writing.
+    let declared = create(addr).await;
+    let refused = send_slowly(
+        addr,
+        "PUT",
+        &format!("/v2/images/{declared}/file"),
+        &[OCTETS, ("x-openstack-image-size", "3145728")],
+        chunks(&pattern(3 << 20, 1), 256 << 10),
+        Duration::ZERO,
+    )
+    .await
+    .map(|r| r.status);
+    assert_eq!(sd.stop().await, 0);
+    let _ = std::process::Command::new("umount").arg(&small).status();
+
+    assert_eq!(outcome.0, 413, "{:?}", String::from_utf8_lossy(&reply.body));
+    assert!(String::from_utf8_lossy(&reply.body).contains("413"));
+    assert_eq!(outcome.1, "queued");
+    assert!(outcome.2.is_empty(), "{:?}", outcome.2);
+    assert_eq!(refused, Ok(413));
+}
+
+/// Waits until the upload has begun (the image is `saving`): a phase with no notification.
+async fn status_saving(addr: SocketAddr, id: &str) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while image(addr, id).await["status"] != "saving" {
+        assert!(tokio::time::Instant::now() < deadline, "upload never began");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
