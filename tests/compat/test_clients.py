@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Compatibility: the everyday metadata flows of python-glanceclient (the `glance` CLI) and
-openstacksdk against the real glint binary, asserting on what they return and on what
+"""Compatibility: the everyday metadata and data flows of python-glanceclient (the `glance`
+CLI), openstacksdk and `openstack image` against the real glint binary, asserting on what they return and on what
 glint then serves, not only on exit codes.
 
 Usage: tests/compat/test_clients.py GLINT_BINARY   (run with the venv's python; see
@@ -198,6 +198,31 @@ def data_flows(g, workdir):
     check(code == 0 and body["status"] == "active" and body["size"] == len(data), f"glance image-upload: {err.strip()}")
 
 
+def openstack_cli(g, *args):
+    bindir = os.path.dirname(sys.executable)
+    cmd = [os.path.join(bindir, "openstack"), "--os-auth-type", "none", "--os-endpoint", g.url, *args]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    return result.returncode, result.stdout, result.stderr
+
+
+def osc_flows(g, workdir):
+    import hashlib
+
+    data = os.urandom(2 * 1024 * 1024 + 11)
+    source = os.path.join(workdir, "osc-source.img")
+    with open(source, "wb") as f:
+        f.write(data)
+    code, out, err = openstack_cli(g, "image", "create", "--file", source, "--disk-format", "raw",
+                                   "--container-format", "bare", "osc-image", "-f", "json")
+    created = json.loads(out) if code == 0 else {}
+    check(created.get("status") == "active" and created.get("checksum") == hashlib.md5(data).hexdigest(),
+          f"openstack image create --file: {err.strip()[-200:]}")
+    target = os.path.join(workdir, "osc-saved.img")
+    code, out, err = openstack_cli(g, "image", "save", "--file", target, "osc-image")
+    with open(target, "rb") as f:
+        check(code == 0 and f.read() == data, f"openstack image save is byte-exact: {err.strip()[-200:]}")
+
+
 def sdk_flows(g):
     import openstack
 
@@ -238,6 +263,7 @@ def main():
         try:
             glanceclient_flows(g)
             data_flows(g, workdir)
+            osc_flows(g, workdir)
             sdk_flows(g)
         except Exception as e:
             FAILURES.append(f"aborted: {e!r}")
