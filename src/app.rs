@@ -113,6 +113,7 @@ impl App {
                 database.clone(),
                 store.clone(),
                 config.images.size_cap.as_u64(),
+                config.images.user_storage_quota.as_u64(),
             ),
             auth: Arc::new(config.auth.clone()),
         };

@@ -105,6 +105,8 @@ pub struct ImagesConfig {
     pub size_cap: bytesize::ByteSize,
     /// `os_hash_algo` for new data: sha512, sha384 or sha256.
     pub hash_algo: String,
+    /// Image data one project may store in all; 0 means unlimited.
+    pub user_storage_quota: bytesize::ByteSize,
 }
 
 impl Default for ImagesConfig {
@@ -112,6 +114,7 @@ impl Default for ImagesConfig {
         ImagesConfig {
             size_cap: bytesize::ByteSize::tib(1),
             hash_algo: "sha512".into(),
+            user_storage_quota: bytesize::ByteSize::b(0),
         }
     }
 }

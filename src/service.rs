@@ -42,6 +42,8 @@ pub struct Catalog {
     db: Database,
     store: Store,
     size_cap: u64,
+    /// Per-project data quota in bytes; 0 = unlimited.
+    storage_quota: u64,
 }
 
 /// What a download finds.
@@ -57,6 +59,12 @@ pub enum Download {
 
 /// Chunks in flight between the request body and the thread that writes and hashes them.
 const WRITE_QUEUE: usize = 8;
+
+fn over_quota(quota: u64) -> DomainError {
+    DomainError::OverLimit(format!(
+        "Image exceeds the storage quota: the project may store {quota} bytes"
+    ))
+}
 
 fn too_large(size: u64, cap: u64) -> DomainError {
     DomainError::OverLimit(format!(
@@ -82,11 +90,12 @@ fn forbidden(message: impl Into<String>) -> ServiceError {
 }
 
 impl Catalog {
-    pub fn new(db: Database, store: Store, size_cap: u64) -> Self {
+    pub fn new(db: Database, store: Store, size_cap: u64, storage_quota: u64) -> Self {
         Catalog {
             db,
             store,
             size_cap,
+            storage_quota,
         }
     }
 
@@ -254,6 +263,18 @@ impl Catalog {
         if let Some(size) = declared.filter(|s| *s > self.size_cap) {
             return Err(too_large(size, self.size_cap).into());
         }
+        // What the owner may still store: the upload is cut when it would pass it.
+        let allowance = match (&image.owner, self.storage_quota) {
+            (Some(owner), quota) if quota > 0 => {
+                let used = self.db.stored_by(owner).await?;
+                let left = quota.saturating_sub(used);
+                if declared.is_some_and(|size| size > left) {
+                    return Err(over_quota(quota).into());
+                }
+                Some((left, quota))
+            }
+            _ => None,
+        };
         if !self
             .db
             .transition(id, "queued", "saving", time::now())
@@ -263,7 +284,7 @@ impl Catalog {
                 DomainError::Conflict(format!("Image {id} is already being uploaded")).into(),
             );
         }
-        let written = self.receive(id, declared, body).await;
+        let written = self.receive(id, declared, allowance, body).await;
         let stored = match written {
             Ok(stored) => stored,
             Err(e) => {
@@ -298,6 +319,7 @@ impl Catalog {
         &self,
         id: &str,
         declared: Option<u64>,
+        allowance: Option<(u64, u64)>,
         mut body: S,
     ) -> Result<crate::store::Stored>
     where
@@ -321,6 +343,9 @@ impl Catalog {
                 received += chunk.len() as u64;
                 if received > self.size_cap {
                     return Err(too_large(received, self.size_cap).into());
+                }
+                if let Some((_, quota)) = allowance.filter(|(left, _)| received > *left) {
+                    return Err(over_quota(quota).into());
                 }
                 if let Some(expected) = declared.filter(|e| received > *e) {
                     return Err(DomainError::Invalid(format!(

@@ -137,6 +137,35 @@ async fn an_upload_and_a_slow_download_survive_50_reloads_byte_exact() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn of_two_concurrent_uploads_to_one_image_one_wins() {
+    let mut sd = FakeSystemd::new();
+    let addr = sd.add_socket_unit("api");
+    sd.write_config(&config(""));
+    sd.start().await;
+    let id = create(addr).await;
+    let data = pattern(1 << 20, 11);
+    let path = format!("/v2/images/{id}/file");
+    let body = chunks(&data, 64 << 10);
+    let first = tokio::spawn(async move {
+        send_slowly(
+            addr,
+            "PUT",
+            &path,
+            &[OCTETS],
+            body,
+            Duration::from_millis(30),
+        )
+        .await
+    });
+    status_saving(addr, &id).await;
+    assert_eq!(upload(addr, &id, b"intruder").await, 409);
+    let first = first.await.expect("join").expect("answered");
+    assert_eq!(first.status, 204);
+    assert_eq!(image(addr, &id).await["checksum"], md5_hex(&data));
+    assert_eq!(sd.stop().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_data_directory_added_by_reload_receives_the_next_upload() {
     let mut sd = FakeSystemd::new();
     let addr = sd.add_socket_unit("api");

@@ -29,12 +29,17 @@ struct Reply {
 }
 
 async fn api() -> Api {
+    api_with(|_| {}).await
+}
+
+async fn api_with(adjust: impl FnOnce(&mut Config)) -> Api {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config {
         state_dir: dir.path().to_path_buf(),
         ..Config::default()
     };
     config.auth.mode = AuthMode::TrustedHeaders;
+    adjust(&mut config);
     let app = App::build(&config, 1, None).await.unwrap();
     Api { app, _dir: dir }
 }
@@ -667,4 +672,57 @@ async fn upload_and_download_follow_glance() {
         api.data_files().is_empty(),
         "deleting an image deletes its data"
     );
+}
+
+#[tokio::test]
+async fn size_cap_and_storage_quota_are_413_and_leave_the_image_queued() {
+    let api = api_with(|c| {
+        c.images.size_cap = bytesize::ByteSize::b(150_000);
+        c.images.user_storage_quota = bytesize::ByteSize::b(250_000);
+    })
+    .await;
+    let me = As::Project("p");
+    let octets = [("content-type", "application/octet-stream")];
+    let formats = json!({"disk_format": "raw", "container_format": "bare"});
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(
+            api.create(me, formats.clone()).await["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let file = |id: &str| format!("/v2/images/{id}/file");
+    let over_cap = api
+        .raw("PUT", &file(&ids[0]), &octets, vec![1; 150_001])
+        .await;
+    assert_eq!(
+        over_cap.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{}",
+        over_cap.text
+    );
+    for id in &ids[1..3] {
+        let ok = api.raw("PUT", &file(id), &octets, vec![2; 100_000]).await;
+        assert_eq!(ok.status, StatusCode::NO_CONTENT, "{}", ok.text);
+    }
+    let over_quota = api
+        .raw("PUT", &file(&ids[3]), &octets, vec![3; 100_000])
+        .await;
+    assert_eq!(
+        over_quota.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{}",
+        over_quota.text
+    );
+    assert!(over_quota.text.contains("quota"), "{}", over_quota.text);
+    for id in [&ids[0], &ids[3]] {
+        let image = api
+            .call(me, "GET", &format!("/v2/images/{id}"), None)
+            .await
+            .body;
+        assert_eq!(image["status"], "queued");
+    }
+    assert_eq!(api.data_files().len(), 2);
 }

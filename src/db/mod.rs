@@ -188,6 +188,17 @@ impl Database {
         Ok(requeued.rows_affected())
     }
 
+    /// Bytes of image data a project's live images hold.
+    pub async fn stored_by(&self, owner: &str) -> Result<u64, DbError> {
+        let total: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(size), 0) FROM images WHERE owner = ? AND deleted = 0 AND location IS NOT NULL",
+        )
+        .bind(owner)
+        .fetch_one(&self.read)
+        .await?;
+        Ok(u64::try_from(total).unwrap_or(0))
+    }
+
     /// How many live images keep their data under `dir`.
     pub async fn images_in(&self, dir: &Path) -> Result<i64, DbError> {
         let prefix = format!("file://{}/", dir.display());
