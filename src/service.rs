@@ -330,7 +330,7 @@ impl Catalog {
         let writer = tokio::task::spawn_blocking(move || {
             let mut upload: Upload = upload;
             while let Some(chunk) = queue.blocking_recv() {
-                upload.write(&chunk)?;
+                upload.write(chunk)?;
             }
             Ok::<_, StoreError>(upload)
         });

@@ -201,12 +201,74 @@ def catalogue(binary, workers, duration, level):
     return results
 
 
+def data_path(binary, workers, level, size_mib):
+    """Upload (Content-Length and chunked) against sha512sum of the same file, download
+    against nginx serving it with sendfile when nginx is installed, peak RSS."""
+    import shutil
+
+    results = {}
+    with tempfile.TemporaryDirectory(dir="/var/tmp") as workdir:
+        blob = os.path.join(workdir, "blob")
+        with open(blob, "wb") as f:
+            for _ in range(size_mib):
+                f.write(os.urandom(1 << 20))
+        subprocess.run(["cat", blob], stdout=subprocess.DEVNULL, check=True)  # warm the page cache
+        t0 = time.monotonic()
+        subprocess.run(["sha512sum", blob], stdout=subprocess.DEVNULL, check=True)
+        results["sha512sum"] = size_mib / (time.monotonic() - t0)
+
+        g = Glint(binary, workdir, free_port(), workers, level)
+        base = f"http://127.0.0.1:{g.port}"
+
+        def create():
+            out = subprocess.run(["curl", "-s", "-X", "POST", f"{base}/v2/images", "-H", "Content-Type: application/json",
+                                  "-d", '{"disk_format": "raw", "container_format": "bare"}'],
+                                 capture_output=True, text=True, check=True).stdout
+            import json
+            return json.loads(out)["id"]
+
+        for kind, extra in (("upload, Content-Length", ["--data-binary", f"@{blob}"]),
+                            ("upload, chunked", ["-H", "Transfer-Encoding: chunked", "-T", blob])):
+            image = create()
+            t0 = time.monotonic()
+            code = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT",
+                                   "-H", "Content-Type: application/octet-stream", *extra,
+                                   f"{base}/v2/images/{image}/file"], capture_output=True, text=True).stdout
+            results[kind] = (size_mib / (time.monotonic() - t0), code)
+        t0 = time.monotonic()
+        subprocess.run(["curl", "-s", "-o", "/dev/null", f"{base}/v2/images/{image}/file"], check=True)
+        results["download"] = size_mib / (time.monotonic() - t0)
+        results["peak_rss"] = 0
+        with open(f"/proc/{g.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    results["peak_rss"] = int(line.split()[1]) / 1024
+        g.stop()
+
+        if shutil.which("nginx"):
+            port = free_port()
+            conf = os.path.join(workdir, "nginx.conf")
+            with open(conf, "w") as f:
+                f.write(f"daemon off; worker_processes 2; pid {workdir}/nginx.pid; error_log {workdir}/nginx.err;\n"
+                        f"events {{}} http {{ access_log off; sendfile on; server {{ listen 127.0.0.1:{port};"
+                        f" root {workdir}; }} }}\n")
+            nginx = subprocess.Popen(["nginx", "-c", conf], stderr=subprocess.DEVNULL)
+            time.sleep(0.5)
+            t0 = time.monotonic()
+            subprocess.run(["curl", "-s", "-o", "/dev/null", f"http://127.0.0.1:{port}/blob"], check=True)
+            results["nginx"] = size_mib / (time.monotonic() - t0)
+            nginx.terminate()
+            nginx.wait()
+    return results
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--reloads", type=int, default=200)
     parser.add_argument("--log-level", default="info")
+    parser.add_argument("--data-mib", type=int, default=512)
     args = parser.parse_args()
     glint_bin, bare_bin = build()
     print(f"# {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, workers={args.workers}, log.level={args.log_level}, wrk -t2 -c16 -d{args.duration}s")
@@ -249,6 +311,7 @@ def main():
         ready = g.ready_after
 
     cat = catalogue(glint_bin, args.workers, args.duration, args.log_level)
+    data = data_path(glint_bin, args.workers, args.log_level, args.data_mib)
 
     def row(name, value):
         print(f"| {name} | {value} |")
@@ -269,6 +332,14 @@ def main():
         row(f"GET /v2/images (25 of {count:,}) req/s, p50 / p99", f"{r['rps']:,.0f}, {r['p50']:.2f} / {r['p99']:.2f} ms ({r['errors']} failed)")
     r = cat["post"]
     row("POST /v2/images req/s, p50 / p99", f"{r['rps']:,.0f}, {r['p50']:.2f} / {r['p99']:.2f} ms ({r['errors']} failed)")
+    bound = data["sha512sum"]
+    row(f"sha512sum of the same {args.data_mib} MiB (the hash bound)", f"{bound:,.0f} MiB/s")
+    for kind in ("upload, Content-Length", "upload, chunked"):
+        rate, code = data[kind]
+        row(f"{kind} {args.data_mib} MiB (md5 + sha512)", f"{rate:,.0f} MiB/s (HTTP {code}; ratio to sha512sum {rate / bound:.2f})")
+    nginx = data.get("nginx")
+    row(f"download {args.data_mib} MiB", f"{data['download']:,.0f} MiB/s" + (f" (nginx sendfile {nginx:,.0f} MiB/s; ratio {data['download'] / nginx:.2f})" if nginx else " (nginx not installed)"))
+    row("peak RSS over the transfers", f"{data['peak_rss']:.1f} MiB")
     return 0
 
 
