@@ -726,3 +726,49 @@ async fn size_cap_and_storage_quota_are_413_and_leave_the_image_queued() {
     }
     assert_eq!(api.data_files().len(), 2);
 }
+
+#[tokio::test]
+async fn a_deactivated_image_downloads_only_for_admins() {
+    let api = api().await;
+    let me = As::Project("p");
+    let id = api
+        .create(
+            me,
+            json!({"disk_format": "raw", "container_format": "bare"}),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let file = format!("/v2/images/{id}/file");
+    let octets = [("content-type", "application/octet-stream")];
+    assert_eq!(
+        api.raw("PUT", &file, &octets, b"data".to_vec())
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    let deactivate = format!("/v2/images/{id}/actions/deactivate");
+    assert_eq!(
+        api.call(me, "POST", &deactivate, None).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        api.call(me, "POST", &deactivate, None).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let owner = api.raw("GET", &file, &[], vec![]).await;
+    assert_eq!(owner.status, StatusCode::FORBIDDEN, "{}", owner.text);
+    let admin = api.call(As::Admin, "GET", &file, None).await;
+    assert_eq!(admin.status, StatusCode::OK);
+    assert_eq!(admin.text, "data");
+    let reactivate = format!("/v2/images/{id}/actions/reactivate");
+    assert_eq!(
+        api.call(me, "POST", &reactivate, None).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        api.raw("GET", &file, &[], vec![]).await.status,
+        StatusCode::OK
+    );
+}
