@@ -94,19 +94,7 @@ async fn an_upload_and_a_slow_download_survive_50_reloads_byte_exact() {
 
     let incoming = pattern(3 << 20, 99);
     let incoming_id = create(addr).await;
-    let path = format!("/v2/images/{incoming_id}/file");
-    let body = chunks(&incoming, 64 << 10);
-    let uploading = tokio::spawn(async move {
-        send_slowly(
-            addr,
-            "PUT",
-            &path,
-            &[OCTETS],
-            body,
-            Duration::from_millis(40),
-        )
-        .await
-    });
+    let uploading = upload_slowly(addr, &incoming_id, &incoming, Duration::from_millis(40));
     let path = format!("/v2/images/{stored_id}/file");
     let downloading =
         tokio::spawn(async move { read_slowly(addr, &path, Duration::from_millis(60)).await });
@@ -144,19 +132,7 @@ async fn of_two_concurrent_uploads_to_one_image_one_wins() {
     sd.start().await;
     let id = create(addr).await;
     let data = pattern(1 << 20, 11);
-    let path = format!("/v2/images/{id}/file");
-    let body = chunks(&data, 64 << 10);
-    let first = tokio::spawn(async move {
-        send_slowly(
-            addr,
-            "PUT",
-            &path,
-            &[OCTETS],
-            body,
-            Duration::from_millis(30),
-        )
-        .await
-    });
+    let first = upload_slowly(addr, &id, &data, Duration::from_millis(30));
     status_saving(addr, &id).await;
     assert_eq!(upload(addr, &id, b"intruder").await, 409);
     let first = first.await.expect("join").expect("answered");
@@ -212,19 +188,7 @@ async fn sigterm_lets_an_upload_finish_within_shutdown_timeout() {
     sd.start().await;
     let id = create(addr).await;
     let data = pattern(1 << 20, 3);
-    let path = format!("/v2/images/{id}/file");
-    let body = chunks(&data, 64 << 10);
-    let uploading = tokio::spawn(async move {
-        send_slowly(
-            addr,
-            "PUT",
-            &path,
-            &[OCTETS],
-            body,
-            Duration::from_millis(60),
-        )
-        .await
-    });
+    let uploading = upload_slowly(addr, &id, &data, Duration::from_millis(60));
     status_saving(addr, &id).await;
     sd.signal(Signal::SIGTERM);
     let reply = uploading
@@ -253,19 +217,7 @@ async fn an_upload_cut_by_stop_or_kill_leaves_no_data_and_a_queued_image() {
     for signal in [Signal::SIGTERM, Signal::SIGKILL] {
         let id = create(addr).await;
         let data = pattern(2 << 20, 5);
-        let path = format!("/v2/images/{id}/file");
-        let body = chunks(&data, 64 << 10);
-        let uploading = tokio::spawn(async move {
-            send_slowly(
-                addr,
-                "PUT",
-                &path,
-                &[OCTETS],
-                body,
-                Duration::from_millis(200),
-            )
-            .await
-        });
+        let uploading = upload_slowly(addr, &id, &data, Duration::from_millis(200));
         status_saving(addr, &id).await;
         sd.signal(signal);
         let code = sd.wait_exit().await;
@@ -342,6 +294,18 @@ async fn a_full_disk_is_413_with_no_orphan_and_a_queued_image() {
     assert_eq!(outcome.1, "queued");
     assert!(outcome.2.is_empty(), "{:?}", outcome.2);
     assert_eq!(refused, Ok(413));
+}
+
+/// Uploads `data` in 64 KiB chunks, one every `pause`, in the background.
+fn upload_slowly(
+    addr: SocketAddr,
+    id: &str,
+    data: &[u8],
+    pause: Duration,
+) -> tokio::task::JoinHandle<Result<support::Reply, String>> {
+    let path = format!("/v2/images/{id}/file");
+    let body = chunks(data, 64 << 10);
+    tokio::spawn(async move { send_slowly(addr, "PUT", &path, &[OCTETS], body, pause).await })
 }
 
 /// Waits until the upload has begun (the image is `saving`): a phase with no notification.

@@ -100,6 +100,13 @@ impl Api {
         reply.body
     }
 
+    async fn create_id(&self, who: As, body: Value) -> String {
+        self.create(who, body).await["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
     async fn patch(&self, who: As, id: &str, ops: Value) -> Reply {
         self.call(
             who,
@@ -248,10 +255,7 @@ async fn errors_are_glance_shaped_and_never_500() {
 #[tokio::test]
 async fn patch_checks_its_media_type_and_applies_glance_rules() {
     let api = api().await;
-    let id = api.create(As::Project("p1"), json!({"name": "a"})).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = api.create_id(As::Project("p1"), json!({"name": "a"})).await;
     let reply = api
         .call(
             As::Project("p1"),
@@ -302,35 +306,23 @@ async fn patch_checks_its_media_type_and_applies_glance_rules() {
 async fn visibility_and_members_follow_glance() {
     let api = api().await;
     let shared = api
-        .create(As::Project("owner"), json!({"name": "shared"}))
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+        .create_id(As::Project("owner"), json!({"name": "shared"}))
+        .await;
     let private = api
-        .create(
+        .create_id(
             As::Project("owner"),
             json!({"name": "private", "visibility": "private"}),
         )
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+        .await;
     let public = api
-        .create(As::Admin, json!({"name": "public", "visibility": "public"}))
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+        .create_id(As::Admin, json!({"name": "public", "visibility": "public"}))
+        .await;
     let community = api
-        .create(
+        .create_id(
             As::Project("owner"),
             json!({"name": "community", "visibility": "community"}),
         )
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+        .await;
 
     let other = As::Project("other");
     assert_eq!(api.list_ids(other, "").await, vec![public.clone()]);
@@ -418,12 +410,7 @@ async fn listing_filters_sorts_and_pages() {
             "tags": if i < 3 { vec!["small"] } else { vec!["big"] },
             "os_distro": if i == 4 { "arch" } else { "debian" },
         });
-        ids.push(
-            api.create(me, body).await["id"]
-                .as_str()
-                .unwrap()
-                .to_string(),
-        );
+        ids.push(api.create_id(me, body).await);
     }
     assert_eq!(api.list_ids(me, "?disk_format=raw").await.len(), 4);
     assert_eq!(api.list_ids(me, "?disk_format=in:raw,qcow2").await.len(), 7);
@@ -478,10 +465,7 @@ async fn listing_filters_sorts_and_pages() {
 async fn delete_tags_and_actions() {
     let api = api().await;
     let me = As::Project("p");
-    let id = api.create(me, json!({"protected": true})).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = api.create_id(me, json!({"protected": true})).await;
     let uri = format!("/v2/images/{id}");
     assert_eq!(
         api.call(me, "DELETE", &uri, None).await.status,
@@ -569,10 +553,7 @@ impl Api {
 async fn upload_and_download_follow_glance() {
     let api = api().await;
     let me = As::Project("p");
-    let bare = api.create(me, json!({})).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let bare = api.create_id(me, json!({})).await;
     let file = format!("/v2/images/{bare}/file");
     let octets = [("content-type", "application/octet-stream")];
     assert_eq!(
@@ -588,14 +569,11 @@ async fn upload_and_download_follow_glance() {
     );
 
     let id = api
-        .create(
+        .create_id(
             me,
             json!({"disk_format": "raw", "container_format": "bare"}),
         )
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+        .await;
     let file = format!("/v2/images/{id}/file");
     let reply = api
         .raw(
@@ -686,12 +664,7 @@ async fn size_cap_and_storage_quota_are_413_and_leave_the_image_queued() {
     let formats = json!({"disk_format": "raw", "container_format": "bare"});
     let mut ids = Vec::new();
     for _ in 0..4 {
-        ids.push(
-            api.create(me, formats.clone()).await["id"]
-                .as_str()
-                .unwrap()
-                .to_string(),
-        );
+        ids.push(api.create_id(me, formats.clone()).await);
     }
     let file = |id: &str| format!("/v2/images/{id}/file");
     let over_cap = api
@@ -732,14 +705,11 @@ async fn a_deactivated_image_downloads_only_for_admins() {
     let api = api().await;
     let me = As::Project("p");
     let id = api
-        .create(
+        .create_id(
             me,
             json!({"disk_format": "raw", "container_format": "bare"}),
         )
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+        .await;
     let file = format!("/v2/images/{id}/file");
     let octets = [("content-type", "application/octet-stream")];
     assert_eq!(

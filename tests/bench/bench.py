@@ -236,8 +236,11 @@ def data_path(binary, workers, level, size_mib):
                                    f"{base}/v2/images/{image}/file"], capture_output=True, text=True).stdout
             results[kind] = (size_mib / (time.monotonic() - t0), code)
         t0 = time.monotonic()
-        subprocess.run(["curl", "-s", "-o", "/dev/null", f"{base}/v2/images/{image}/file"], check=True)
+        fetched = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download}",
+                                  f"{base}/v2/images/{image}/file"], capture_output=True, text=True, check=True).stdout
         results["download"] = size_mib / (time.monotonic() - t0)
+        if fetched != f"200 {size_mib << 20}":
+            raise RuntimeError(f"glint download: {fetched}")
         results["peak_rss"] = 0
         with open(f"/proc/{g.proc.pid}/status") as f:
             for line in f:
@@ -249,14 +252,18 @@ def data_path(binary, workers, level, size_mib):
             port = free_port()
             conf = os.path.join(workdir, "nginx.conf")
             with open(conf, "w") as f:
-                f.write(f"daemon off; worker_processes 2; pid {workdir}/nginx.pid; error_log {workdir}/nginx.err;\n"
+                # Workers as root: the benchmark's temporary directory is private to root.
+                f.write(f"daemon off; user root; worker_processes 2; pid {workdir}/nginx.pid; error_log {workdir}/nginx.err;\n"
                         f"events {{}} http {{ access_log off; sendfile on; server {{ listen 127.0.0.1:{port};"
                         f" root {workdir}; }} }}\n")
             nginx = subprocess.Popen(["nginx", "-c", conf], stderr=subprocess.DEVNULL)
             time.sleep(0.5)
             t0 = time.monotonic()
-            subprocess.run(["curl", "-s", "-o", "/dev/null", f"http://127.0.0.1:{port}/blob"], check=True)
-            results["nginx"] = size_mib / (time.monotonic() - t0)
+            fetched = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download}",
+                                      f"http://127.0.0.1:{port}/blob"], capture_output=True, text=True, check=True).stdout
+            elapsed = time.monotonic() - t0
+            if fetched == f"200 {size_mib << 20}":
+                results["nginx"] = size_mib / elapsed
             nginx.terminate()
             nginx.wait()
     return results

@@ -407,17 +407,7 @@ impl Conn {
             .send_request(request)
             .await
             .map_err(|e| format!("request: {e}"))?;
-        let (parts, body) = response.into_parts();
-        let body = body
-            .collect()
-            .await
-            .map_err(|e| format!("body: {e}"))?
-            .to_bytes();
-        Ok(Reply {
-            status: parts.status.as_u16(),
-            headers: parts.headers,
-            body,
-        })
+        collect(response).await
     }
 
     /// Sends JSON and parses the JSON answer (Null when there is none).
@@ -495,17 +485,7 @@ pub async fn send_slowly(
         .send_request(request)
         .await
         .map_err(|e| format!("request: {e}"))?;
-    let (parts, body) = response.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map_err(|e| format!("body: {e}"))?
-        .to_bytes();
-    Ok(Reply {
-        status: parts.status.as_u16(),
-        headers: parts.headers,
-        body,
-    })
+    collect(response).await
 }
 
 /// GETs `path` and reads the body one frame at a time with `pause` between frames.
@@ -540,5 +520,19 @@ pub async fn read_slowly(addr: SocketAddr, path: &str, pause: Duration) -> Resul
         status: parts.status.as_u16(),
         headers: parts.headers,
         body: Bytes::from(collected),
+    })
+}
+
+async fn collect(response: http::Response<hyper::body::Incoming>) -> Result<Reply, String> {
+    let (parts, body) = response.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map_err(|e| format!("body: {e}"))?
+        .to_bytes();
+    Ok(Reply {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
     })
 }
