@@ -115,7 +115,17 @@ fn serve(config_arg: Option<PathBuf>) -> ExitCode {
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("glint: {e:#}");
-            ExitCode::FAILURE
+            // A config the listeners contradict (noauth beyond loopback) is a config error:
+            // restarting will not help.
+            let config_error = matches!(
+                e.downcast_ref::<server::ServerError>(),
+                Some(server::ServerError::Config(_))
+            );
+            if config_error {
+                ExitCode::from(EX_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

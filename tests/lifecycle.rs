@@ -710,7 +710,7 @@ async fn noauth_refuses_a_socket_beyond_loopback() {
         .push(("api".into(), std::os::fd::OwnedFd::from(wide)));
     sd.write_config(&config(free_addr(), ""));
     sd.spawn();
-    assert_ne!(sd.wait_exit().await, 0, "noauth must not serve 0.0.0.0");
+    assert_eq!(sd.wait_exit().await, 78, "noauth must not serve 0.0.0.0");
     assert!(sd.logs().contains("allow_remote_noauth"), "{}", sd.logs());
 
     sd.write_config(&config(free_addr(), "[auth]\nmode = \"trusted-headers\""));
