@@ -164,11 +164,42 @@ pub async fn upload(
         )));
     }
     let declared = declared_size(&headers)?;
-    let stream = body
+    let mut stream = body
         .into_data_stream()
         .map(|chunk| chunk.map_err(std::io::Error::other));
-    ctx.catalog.upload(&caller, &id, declared, stream).await?;
-    Ok(StatusCode::NO_CONTENT)
+    match ctx
+        .catalog
+        .upload(&caller, &id, declared, &mut stream)
+        .await
+    {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(e) => {
+            drain(&mut stream).await;
+            Err(e.into())
+        }
+    }
+}
+
+/// How much of a refused upload is still read before answering, and for how long.
+const DRAIN_BYTES: u64 = 64 << 20;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads (and drops) what the client is still sending, within bounds: closing a socket with
+/// unread data resets it, and the client would lose the error response it is owed.
+async fn drain<S>(stream: &mut S)
+where
+    S: futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Unpin,
+{
+    let read = async {
+        let mut total = 0u64;
+        while let Some(Ok(chunk)) = stream.next().await {
+            total += chunk.len() as u64;
+            if total > DRAIN_BYTES {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, read).await;
 }
 
 /// `x-openstack-image-size`, else `Content-Length`; 0 or absent means unknown.
