@@ -125,8 +125,13 @@ impl ErrorFormat {
             .extensions_mut()
             .remove::<PendingError>()
             .or_else(|| {
-                // The router's own 405 (with its Allow header) gets Glance's body too.
-                (response.status() == StatusCode::METHOD_NOT_ALLOWED).then(|| PendingError {
+                // The router's own answers get Glance's body too: 405 (keeping its Allow
+                // header) and 413 from the JSON body limit.
+                matches!(
+                    response.status(),
+                    StatusCode::METHOD_NOT_ALLOWED | StatusCode::PAYLOAD_TOO_LARGE
+                )
+                .then(|| PendingError {
                     detail: String::new(),
                 })
             });

@@ -236,6 +236,18 @@ async fn errors_are_glance_shaped_and_never_500() {
     let reply = api.call(As::Anonymous, "GET", "/v2/images", None).await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
 
+    let huge = json!({"name": "x".repeat(3 << 20)});
+    let reply = api
+        .call(
+            As::Project("p1"),
+            "POST",
+            "/v2/images",
+            Some(("application/json", huge)),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(reply.body["title"], "Payload Too Large", "{}", reply.text);
+
     let reply = api
         .call(
             As::Project("p1"),
