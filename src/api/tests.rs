@@ -100,6 +100,10 @@ impl Api {
         reply.body
     }
 
+    async fn status(&self, who: As, method: &str, uri: &str) -> StatusCode {
+        self.call(who, method, uri, None).await.status
+    }
+
     async fn create_id(&self, who: As, body: Value) -> String {
         self.create(who, body).await["id"]
             .as_str()
@@ -343,9 +347,8 @@ async fn visibility_and_members_follow_glance() {
         vec![community.clone()]
     );
     assert_eq!(
-        api.call(other, "GET", &format!("/v2/images/{private}"), None)
-            .await
-            .status,
+        api.status(other, "GET", &format!("/v2/images/{private}"))
+            .await,
         StatusCode::NOT_FOUND
     );
 
@@ -361,9 +364,8 @@ async fn visibility_and_members_follow_glance() {
     assert_eq!(reply.body["status"], "pending");
     // Pending: visible by id, listed only when asked for.
     assert_eq!(
-        api.call(other, "GET", &format!("/v2/images/{shared}"), None)
-            .await
-            .status,
+        api.status(other, "GET", &format!("/v2/images/{shared}"))
+            .await,
         StatusCode::OK
     );
     assert!(!api.list_ids(other, "").await.contains(&shared));
@@ -479,32 +481,22 @@ async fn delete_tags_and_actions() {
     let me = As::Project("p");
     let id = api.create_id(me, json!({"protected": true})).await;
     let uri = format!("/v2/images/{id}");
+    assert_eq!(api.status(me, "DELETE", &uri).await, StatusCode::FORBIDDEN);
     assert_eq!(
-        api.call(me, "DELETE", &uri, None).await.status,
-        StatusCode::FORBIDDEN
-    );
-    assert_eq!(
-        api.call(me, "PUT", &format!("{uri}/tags/t1"), None)
-            .await
-            .status,
+        api.status(me, "PUT", &format!("{uri}/tags/t1")).await,
         StatusCode::NO_CONTENT
     );
     assert_eq!(
-        api.call(me, "PUT", &format!("{uri}/tags/t1"), None)
-            .await
-            .status,
+        api.status(me, "PUT", &format!("{uri}/tags/t1")).await,
         StatusCode::NO_CONTENT
     );
     assert_eq!(
-        api.call(me, "DELETE", &format!("{uri}/tags/t2"), None)
-            .await
-            .status,
+        api.status(me, "DELETE", &format!("{uri}/tags/t2")).await,
         StatusCode::NOT_FOUND
     );
     assert_eq!(
-        api.call(me, "POST", &format!("{uri}/actions/deactivate"), None)
-            .await
-            .status,
+        api.status(me, "POST", &format!("{uri}/actions/deactivate"))
+            .await,
         StatusCode::FORBIDDEN,
         "a queued image cannot be deactivated"
     );
@@ -519,10 +511,7 @@ async fn delete_tags_and_actions() {
     let deleted = api.call(me, "DELETE", &uri, None).await;
     assert_eq!(deleted.status, StatusCode::NO_CONTENT);
     assert!(!deleted.headers.contains_key("content-type"));
-    assert_eq!(
-        api.call(me, "GET", &uri, None).await.status,
-        StatusCode::NOT_FOUND
-    );
+    assert_eq!(api.status(me, "GET", &uri).await, StatusCode::NOT_FOUND);
 }
 
 impl Api {
@@ -653,9 +642,7 @@ async fn upload_and_download_follow_glance() {
     assert_eq!(several.status, StatusCode::BAD_REQUEST);
 
     assert_eq!(
-        api.call(me, "DELETE", &format!("/v2/images/{id}"), None)
-            .await
-            .status,
+        api.status(me, "DELETE", &format!("/v2/images/{id}")).await,
         StatusCode::NO_CONTENT
     );
     assert!(
@@ -732,11 +719,11 @@ async fn a_deactivated_image_downloads_only_for_admins() {
     );
     let deactivate = format!("/v2/images/{id}/actions/deactivate");
     assert_eq!(
-        api.call(me, "POST", &deactivate, None).await.status,
+        api.status(me, "POST", &deactivate).await,
         StatusCode::NO_CONTENT
     );
     assert_eq!(
-        api.call(me, "POST", &deactivate, None).await.status,
+        api.status(me, "POST", &deactivate).await,
         StatusCode::NO_CONTENT
     );
     let owner = api.raw("GET", &file, &[], vec![]).await;
@@ -746,7 +733,7 @@ async fn a_deactivated_image_downloads_only_for_admins() {
     assert_eq!(admin.text, "data");
     let reactivate = format!("/v2/images/{id}/actions/reactivate");
     assert_eq!(
-        api.call(me, "POST", &reactivate, None).await.status,
+        api.status(me, "POST", &reactivate).await,
         StatusCode::NO_CONTENT
     );
     assert_eq!(
