@@ -72,6 +72,15 @@ fn too_large(size: u64, cap: u64) -> DomainError {
     ))
 }
 
+/// A writer thread that panicked or was cancelled fails the upload like an I/O error.
+fn blocking_failed(id: &str, error: tokio::task::JoinError) -> ServiceError {
+    StoreError::Io {
+        path: id.into(),
+        source: std::io::Error::other(error.to_string()),
+    }
+    .into()
+}
+
 /// A full disk is the client's 413, not the server's 500.
 fn store_error(error: StoreError) -> ServiceError {
     match &error {
@@ -97,10 +106,6 @@ impl Catalog {
             size_cap,
             storage_quota,
         }
-    }
-
-    pub fn database(&self) -> &Database {
-        &self.db
     }
 
     pub async fn create(&self, caller: &Caller, attributes: Map<String, Value>) -> Result<Image> {
@@ -364,13 +369,7 @@ impl Catalog {
         let upload = match writer.await {
             Ok(Ok(upload)) => upload,
             Ok(Err(e)) => return Err(store_error(e)),
-            Err(e) => {
-                return Err(StoreError::Io {
-                    path: id.into(),
-                    source: std::io::Error::other(e.to_string()),
-                }
-                .into());
-            }
+            Err(e) => return Err(blocking_failed(id, e)),
         };
         outcome?;
         if let Some(expected) = declared.filter(|e| *e != upload.size()) {
@@ -382,17 +381,17 @@ impl Catalog {
         }
         tokio::task::spawn_blocking(move || upload.finish())
             .await
-            .map_err(|e| StoreError::Io {
-                path: id.into(),
-                source: std::io::Error::other(e.to_string()),
-            })?
+            .map_err(|e| blocking_failed(id, e))?
             .map_err(store_error)
     }
 
     /// Returns an interrupted upload's image to `queued` (its partial data is already gone).
     async fn requeue(&self, id: &str) {
         let result = async {
-            let mut image = self.db.get_image(id).await?.ok_or(DbError::Duplicate)?;
+            // Deleted meanwhile: nothing to return.
+            let Some(mut image) = self.db.get_image(id).await? else {
+                return Ok(());
+            };
             if image.status == Status::Saving {
                 image.transition(Status::Queued).ok();
                 image.updated_at = time::now();

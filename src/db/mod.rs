@@ -372,12 +372,6 @@ impl Database {
             .await?;
         Ok(deleted.rows_affected() > 0)
     }
-
-    /// Closes the pools once their connections are returned.
-    pub async fn close(&self) {
-        self.read.close().await;
-        self.write.close().await;
-    }
 }
 
 type Statement<'q> = sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>;

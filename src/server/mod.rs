@@ -20,7 +20,6 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::app::{App, AppError};
 use crate::config::{self, ConfigError, ConfigSource, LoadedConfig};
-pub use conn::GENERATION_HEADER;
 use generation::{Draining, Generation};
 use listeners::{ListenerError, ListenerSet, PassedListener};
 use pool::WorkerPool;
