@@ -1,6 +1,6 @@
 //! One generation's application: everything built from one config that serves requests —
-//! the metadata database, the catalogue over it, the router and its middleware. It knows
-//! nothing of listeners, pools or reload.
+//! the metadata database, the stores, the catalogue over both with its background task
+//! executor, the router and its middleware. It knows nothing of listeners, pools or reload.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,10 +11,13 @@ use http::{Request, Response};
 use tower::ServiceExt;
 
 use crate::api;
-use crate::config::Config;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, ImportMethod};
 use crate::db::{self, Database, DbError};
-use crate::service::Catalog;
-use crate::store::{DataDir, Store, StoreError};
+use crate::service::{Catalog, CatalogParts, ImportSettings, TaskBoard, WebDownload};
+use crate::store::{DataDir, StoreError, StoreSpec, Stores};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -35,12 +38,21 @@ pub enum AppError {
         path.display()
     )]
     DirInUse { path: PathBuf, count: i64 },
+    #[error(
+        "stores.{store}: the store still holds {count} image(s); keep it in the config (mark \
+         its directories read_only = true to stop new data going there)"
+    )]
+    StoreInUse { store: String, count: i64 },
 }
 
 pub struct App {
     router: Router,
     database: Database,
-    store: Store,
+    stores: Stores,
+    catalog: Catalog,
+    board: Arc<TaskBoard>,
+    tracker: TaskTracker,
+    cut: CancellationToken,
 }
 
 impl App {
@@ -65,63 +77,114 @@ impl App {
                 Database::open(&path, readers).await?
             }
         };
-        let dirs = config
-            .store
-            .datadirs
-            .iter()
-            .map(|d| DataDir {
-                path: config.state_dir.join(&d.path),
-                priority: d.priority,
-                read_only: d.read_only,
+        let default = config.default_store();
+        let specs = config
+            .named_stores()
+            .into_iter()
+            .map(|(id, store)| StoreSpec {
+                id,
+                description: store.description,
+                dirs: store
+                    .datadirs
+                    .iter()
+                    .map(|d| DataDir {
+                        path: config.state_dir.join(&d.path),
+                        priority: d.priority,
+                        read_only: d.read_only,
+                    })
+                    .collect(),
             })
             .collect();
-        let store = Store::open(dirs, &config.images.hash_algo)?;
-        match previous {
-            Some(app) => {
-                for old in app.store.dirs() {
-                    if store.dirs().iter().any(|d| d.path == old.path) {
-                        continue;
-                    }
-                    let count = database.images_in(&old.path).await?;
-                    if count > 0 {
-                        return Err(AppError::DirInUse {
-                            path: old.path.clone(),
-                            count,
-                        });
-                    }
-                }
-            }
-            None => {
-                // The first generation of a process cleans up after a crash: uploads cut
-                // by it left temporary files and images in `saving`.
-                let removed = store.remove_orphans();
-                let requeued = database
-                    .requeue_interrupted(crate::domain::time::now())
-                    .await?;
-                if removed > 0 || requeued > 0 {
-                    tracing::warn!(
-                        removed,
-                        requeued,
-                        "cleaned up uploads a previous process left unfinished"
-                    );
-                }
+        let stores = Stores::open(
+            specs,
+            &default,
+            config.state_dir.join("staging"),
+            &config.images.hash_algo,
+        )?;
+        if let Some(app) = previous {
+            refuse_dropping_data(&app.stores, &stores, &database).await?;
+        }
+        let board = match previous {
+            Some(app) => app.board.clone(),
+            None => TaskBoard::new(),
+        };
+        let tracker = TaskTracker::new();
+        let cut = CancellationToken::new();
+        let catalog = Catalog::new(CatalogParts {
+            db: database.clone(),
+            stores: stores.clone(),
+            size_cap: config.images.size_cap.as_u64(),
+            storage_quota: config.images.user_storage_quota.as_u64(),
+            import: ImportSettings {
+                methods: {
+                    let mut methods: Vec<ImportMethod> = config.import.methods.clone();
+                    methods.sort();
+                    methods.dedup();
+                    methods
+                },
+                web: WebDownload::new(config.import.web_download.clone()),
+            },
+            board: board.clone(),
+            tracker: tracker.clone(),
+            cut: cut.clone(),
+        });
+        if previous.is_none() {
+            // The first generation of a process cleans up after a crash: uploads cut by
+            // it left temporary files and images in `saving` or `uploading`. Its
+            // unfinished tasks are taken up once the generation is live (`activate`).
+            let removed = stores.remove_orphans();
+            let requeued = database
+                .requeue_interrupted(crate::domain::time::now())
+                .await?;
+            catalog.recover().await?;
+            if removed > 0 || requeued > 0 {
+                tracing::warn!(
+                    removed,
+                    requeued,
+                    "cleaned up uploads a previous process left unfinished"
+                );
             }
         }
         let context = api::ApiContext {
             generation,
-            catalog: Catalog::new(
-                database.clone(),
-                store.clone(),
-                config.images.size_cap.as_u64(),
-                config.images.user_storage_quota.as_u64(),
-            ),
+            catalog: catalog.clone(),
             auth: Arc::new(config.auth.clone()),
         };
         Ok(App {
             router: api::router(context),
             database,
-            store,
+            stores,
+            catalog,
+            board,
+            tracker,
+            cut,
         })
+    }
+
+    /// Every request and background task of this generation holds a token of it.
+    pub fn tracker(&self) -> &TaskTracker {
+        &self.tracker
+    }
+
+    /// Cancelled when the generation's drain deadline cuts its remaining work.
+    pub fn cut(&self) -> &CancellationToken {
+        &self.cut
+    }
+
+    /// Called once the generation is published: tasks are handed on to it from now, and
+    /// it takes up the tasks no generation runs (after a start, those left unfinished).
+    pub async fn activate(&self) {
+        self.catalog.activate().await;
+    }
+
+    /// A stop: every running task ends at its checkpoint, to be resumed by the next start.
+    pub fn stop_tasks(&self) {
+        self.board.stop();
+    }
+
+    /// Background tasks running now, in every generation of the process.
+    pub fn running_tasks(&self) -> usize {
+        self.board.running_count()
     }
 
     pub async fn handle(&self, mut request: Request<Body>) -> Response<Body> {
@@ -131,4 +194,41 @@ impl App {
             Err(never) => match never {},
         }
     }
+}
+
+/// A reload may not drop a store, or a directory of one, that still holds image data.
+async fn refuse_dropping_data(
+    old: &Stores,
+    new: &Stores,
+    database: &Database,
+) -> Result<(), AppError> {
+    for store in old.all() {
+        if new.get(&store.id).is_err() {
+            let count = database.images_in_store(&store.id).await?;
+            if count > 0 {
+                return Err(AppError::StoreInUse {
+                    store: store.id.clone(),
+                    count,
+                });
+            }
+        }
+        for dir in store.dirs() {
+            let kept = new
+                .all()
+                .iter()
+                .flat_map(|s| s.dirs())
+                .any(|d| d.path == dir.path);
+            if kept {
+                continue;
+            }
+            let count = database.images_in(&dir.path).await?;
+            if count > 0 {
+                return Err(AppError::DirInUse {
+                    path: dir.path.clone(),
+                    count,
+                });
+            }
+        }
+    }
+    Ok(())
 }

@@ -59,8 +59,133 @@ pub struct Config {
     pub log: LogConfig,
     pub database: DatabaseConfig,
     pub auth: AuthConfig,
+    /// The single unnamed store of a config without `[stores.*]` (it serves as the store
+    /// named `default`).
     pub store: StoreConfig,
+    /// Named stores (Glance's multi-store); when present they replace `[store]`.
+    pub stores: BTreeMap<String, NamedStoreConfig>,
     pub images: ImagesConfig,
+    pub import: ImportConfig,
+}
+
+/// The id `[store]` is served under, so that a config that names no stores has one.
+pub const LEGACY_STORE: &str = "default";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedStoreConfig {
+    pub datadirs: Vec<DataDirConfig>,
+    /// Where uploads and imports go when they name no store; exactly one store has it
+    /// (a lone store is the default without saying so).
+    #[serde(default)]
+    pub default: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImportConfig {
+    /// The interoperable import methods offered (`/v2/info/import`).
+    pub methods: Vec<ImportMethod>,
+    pub web_download: WebDownloadConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImportMethod {
+    GlanceDirect,
+    WebDownload,
+    CopyImage,
+}
+
+impl ImportMethod {
+    pub const ALL: [ImportMethod; 3] = [
+        ImportMethod::GlanceDirect,
+        ImportMethod::WebDownload,
+        ImportMethod::CopyImage,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImportMethod::GlanceDirect => "glance-direct",
+            ImportMethod::WebDownload => "web-download",
+            ImportMethod::CopyImage => "copy-image",
+        }
+    }
+}
+
+/// Which URLs web-download may fetch (Glance's `import_filtering_opts`) and how patiently.
+/// An `allowed_*` list, when not empty, is the whole truth and its `disallowed_*` twin is
+/// ignored. Hosts that resolve to loopback, private or link-local addresses are refused
+/// unless `allowed_hosts` names them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebDownloadConfig {
+    pub allowed_schemes: Vec<String>,
+    pub disallowed_schemes: Vec<String>,
+    pub allowed_hosts: Vec<String>,
+    pub disallowed_hosts: Vec<String>,
+    pub allowed_ports: Vec<u16>,
+    pub disallowed_ports: Vec<u16>,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// The longest wait for the next bytes of a download.
+    #[serde(with = "humantime_serde")]
+    pub read_timeout: Duration,
+    pub max_redirects: usize,
+}
+
+impl Default for ImportConfig {
+    fn default() -> Self {
+        ImportConfig {
+            methods: ImportMethod::ALL.to_vec(),
+            web_download: WebDownloadConfig::default(),
+        }
+    }
+}
+
+impl Default for WebDownloadConfig {
+    fn default() -> Self {
+        WebDownloadConfig {
+            allowed_schemes: vec!["http".into(), "https".into()],
+            disallowed_schemes: Vec::new(),
+            allowed_hosts: Vec::new(),
+            disallowed_hosts: Vec::new(),
+            allowed_ports: vec![80, 443],
+            disallowed_ports: Vec::new(),
+            connect_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(60),
+            max_redirects: 5,
+        }
+    }
+}
+
+impl Config {
+    /// The stores this config serves, by id: `[stores.*]`, or `[store]` as the one store
+    /// named `default`.
+    pub fn named_stores(&self) -> BTreeMap<String, NamedStoreConfig> {
+        if !self.stores.is_empty() {
+            return self.stores.clone();
+        }
+        BTreeMap::from([(
+            LEGACY_STORE.to_string(),
+            NamedStoreConfig {
+                datadirs: self.store.datadirs.clone(),
+                default: true,
+                description: None,
+            },
+        )])
+    }
+
+    /// The id of the store that takes data when none is named.
+    pub fn default_store(&self) -> String {
+        let stores = self.named_stores();
+        let marked = stores.iter().find(|(_, s)| s.default);
+        marked
+            .or_else(|| stores.iter().next())
+            .map_or_else(|| LEGACY_STORE.to_string(), |(id, _)| id.clone())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -206,7 +331,9 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             auth: AuthConfig::default(),
             store: StoreConfig::default(),
+            stores: BTreeMap::new(),
             images: ImagesConfig::default(),
+            import: ImportConfig::default(),
         }
     }
 }
@@ -478,17 +605,26 @@ fn validate(loaded: &LoadedConfig) -> Result<(), ConfigError> {
             ),
         ));
     }
-    if config.store.datadirs.is_empty() {
+    validate_stores(config, &invalid)?;
+    if config.import.methods.is_empty() {
         return Err(invalid(
-            "store.datadirs",
-            "must list at least one directory".into(),
+            "import.methods",
+            "must list at least one of glance-direct, web-download, copy-image".into(),
         ));
     }
-    if config.store.datadirs.iter().all(|d| d.read_only) {
-        return Err(invalid(
-            "store.datadirs",
-            "every directory is read_only: new data would have nowhere to go".into(),
-        ));
+    for (key, value) in [
+        (
+            "import.web_download.connect_timeout",
+            config.import.web_download.connect_timeout,
+        ),
+        (
+            "import.web_download.read_timeout",
+            config.import.web_download.read_timeout,
+        ),
+    ] {
+        if value.is_zero() {
+            return Err(invalid(key, "must be longer than 0s".into()));
+        }
     }
     if crate::db::sqlite_path(&config.database.url, &config.state_dir).is_none() {
         return Err(invalid(
@@ -497,6 +633,89 @@ fn validate(loaded: &LoadedConfig) -> Result<(), ConfigError> {
                 "`{}` is not supported: use sqlite://PATH (relative to state_dir)",
                 config.database.url
             ),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_stores(
+    config: &Config,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    if !config.stores.is_empty() && config.store != StoreConfig::default() {
+        return Err(invalid(
+            "store.datadirs",
+            "[store] describes the one unnamed store, and [stores.*] names stores: use one \
+             of them (the unnamed store is the store `default`)"
+                .into(),
+        ));
+    }
+    let stores = config.named_stores();
+    let mut seen = std::collections::BTreeSet::new();
+    for (id, store) in &stores {
+        let key = if config.stores.is_empty() {
+            "store.datadirs".to_string()
+        } else {
+            format!("stores.{id}.datadirs")
+        };
+        let valid_id = !id.is_empty()
+            && id.len() <= 64
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            && !id.starts_with("os_glance_");
+        if !valid_id {
+            return Err(invalid(
+                &format!("stores.{id}"),
+                "a store id is 1 to 64 letters, digits, '-' or '_', and does not start \
+                 with os_glance_"
+                    .into(),
+            ));
+        }
+        if store.datadirs.is_empty() {
+            return Err(invalid(&key, "must list at least one directory".into()));
+        }
+        for dir in &store.datadirs {
+            if !seen.insert(dir.path.clone()) {
+                return Err(invalid(
+                    &key,
+                    format!(
+                        "{} is listed twice: a directory belongs to one store",
+                        dir.path.display()
+                    ),
+                ));
+            }
+        }
+    }
+    let defaults: Vec<&String> = stores
+        .iter()
+        .filter(|(_, s)| s.default)
+        .map(|(id, _)| id)
+        .collect();
+    if stores.len() > 1 && defaults.len() != 1 {
+        return Err(invalid(
+            "stores",
+            format!(
+                "exactly one store must be marked `default = true`, found {}",
+                defaults.len()
+            ),
+        ));
+    }
+    let default = config.default_store();
+    if stores
+        .get(&default)
+        .is_some_and(|s| s.datadirs.iter().all(|d| d.read_only))
+    {
+        let key = if config.stores.is_empty() {
+            "store.datadirs".to_string()
+        } else {
+            format!("stores.{default}.datadirs")
+        };
+        return Err(invalid(
+            &key,
+            "every directory of the default store is read_only: new data would have \
+             nowhere to go"
+                .into(),
         ));
     }
     Ok(())

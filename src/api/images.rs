@@ -50,8 +50,23 @@ pub async fn create(
         .and_then(|h| h.to_str().ok())
         .unwrap_or("localhost");
     let mut response = (StatusCode::CREATED, Json(wire::image(&image))).into_response();
+    let headers = response.headers_mut();
     if let Ok(location) = HeaderValue::from_str(&format!("http://{host}/v2/images/{}", image.id)) {
-        response.headers_mut().insert(LOCATION, location);
+        headers.insert(LOCATION, location);
+    }
+    // What openstacksdk reads to decide whether it may import into this image.
+    if let Ok(methods) = HeaderValue::from_str(&ctx.catalog.import_methods().join(",")) {
+        headers.insert("openstack-image-import-methods", methods);
+    }
+    let stores: Vec<&str> = ctx
+        .catalog
+        .stores()
+        .all()
+        .iter()
+        .map(|s| s.id.as_str())
+        .collect();
+    if let Ok(stores) = HeaderValue::from_str(&stores.join(",")) {
+        headers.insert("openstack-image-store-ids", stores);
     }
     Ok(response)
 }
@@ -154,6 +169,59 @@ pub async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
+    require_octet_stream(&headers)?;
+    let declared = declared_size(&headers)?;
+    let store = header_store(&headers)?;
+    let mut stream = body
+        .into_data_stream()
+        .map(|chunk| chunk.map_err(std::io::Error::other));
+    match ctx
+        .catalog
+        .upload(&caller, &id, store, declared, &mut stream)
+        .await
+    {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(e) => {
+            drain(&mut stream).await;
+            Err(e.into())
+        }
+    }
+}
+
+/// `PUT /v2/images/{id}/stage`: the body streams into the staging area (chunked or not).
+pub async fn stage(
+    State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    require_octet_stream(&headers)?;
+    let declared = declared_size(&headers)?;
+    let mut stream = body
+        .into_data_stream()
+        .map(|chunk| chunk.map_err(std::io::Error::other));
+    match ctx.catalog.stage(&caller, &id, declared, &mut stream).await {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(e) => {
+            drain(&mut stream).await;
+            Err(e.into())
+        }
+    }
+}
+
+/// `X-Image-Meta-Store`: the store an upload or import names.
+pub fn header_store(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    match headers.get("x-image-meta-store") {
+        None => Ok(None),
+        Some(value) => value
+            .to_str()
+            .map(|v| Some(v.trim()))
+            .map_err(|_| ApiError::BadRequest("Invalid X-Image-Meta-Store header.".into())),
+    }
+}
+
+fn require_octet_stream(headers: &HeaderMap) -> Result<(), ApiError> {
     let media = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -163,21 +231,7 @@ pub async fn upload(
             "Invalid content type {media}"
         )));
     }
-    let declared = declared_size(&headers)?;
-    let mut stream = body
-        .into_data_stream()
-        .map(|chunk| chunk.map_err(std::io::Error::other));
-    match ctx
-        .catalog
-        .upload(&caller, &id, declared, &mut stream)
-        .await
-    {
-        Ok(()) => Ok(StatusCode::NO_CONTENT),
-        Err(e) => {
-            drain(&mut stream).await;
-            Err(e.into())
-        }
-    }
+    Ok(())
 }
 
 /// How much of a refused upload is still read before answering, and for how long.

@@ -3,12 +3,14 @@
 //! server implements.
 
 use axum::Json;
-use axum::extract::Path;
+use axum::extract::{Extension, Path, State};
 use axum::response::{IntoResponse, Response};
 use http::header::CONTENT_TYPE;
-use serde_json::json;
+use serde_json::{Value, json};
 
-use super::ApiError;
+use super::{ApiContext, ApiError};
+use crate::domain::caller::Caller;
+use crate::store::Store;
 
 const IMAGE: &str = include_str!("schemas/schema-image.json");
 const IMAGES: &str = include_str!("schemas/schema-images.json");
@@ -34,19 +36,76 @@ pub async fn schema(Path(name): Path<String>) -> Result<Response, ApiError> {
     Ok(([(CONTENT_TYPE, "application/json")], body).into_response())
 }
 
-/// No import method is implemented yet, so none is advertised.
-pub async fn import() -> Response {
+/// The import methods this generation's config offers, each implemented.
+pub async fn import(State(ctx): State<ApiContext>) -> Response {
     Json(json!({"import-methods": {
         "description": "Import methods available.",
         "type": "array",
-        "value": [],
+        "value": ctx.catalog.import_methods(),
     }}))
     .into_response()
 }
 
-/// One unnamed store: Glance answers 404 when multistore is off, and clients read it so.
-pub async fn stores() -> ApiError {
-    ApiError::NotFound("Multi backend is not supported at this site.".into())
+/// Every store, Glance's multi-store way: `default` and `read-only` are the string
+/// `"true"`, present only when true. A config without `[stores.*]` has one, `default`.
+pub async fn stores(State(ctx): State<ApiContext>) -> Response {
+    let stores: Vec<Value> = ctx
+        .catalog
+        .stores()
+        .all()
+        .iter()
+        .map(|store| describe(store, store.id == ctx.catalog.stores().default_id()))
+        .collect();
+    Json(json!({"stores": stores})).into_response()
+}
+
+/// The stores with their type and driver properties; for admins.
+pub async fn stores_detail(
+    State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, ApiError> {
+    if !caller.is_admin {
+        return Err(ApiError::Forbidden(
+            "You are not authorized to complete stores_info_detail action.".into(),
+        ));
+    }
+    let stores: Vec<Value> = ctx
+        .catalog
+        .stores()
+        .all()
+        .iter()
+        .map(|store| {
+            let mut entry = describe(store, store.id == ctx.catalog.stores().default_id());
+            let dirs: Vec<String> = store
+                .dirs()
+                .iter()
+                .map(|d| format!("{}:{}", d.path.display(), d.priority))
+                .collect();
+            entry["type"] = json!("file");
+            entry["weight"] = json!(0);
+            entry["properties"] = json!({
+                "data_dir": dirs.join(","),
+                "chunk_size": 65536,
+                "thin_provisioning": false,
+            });
+            entry
+        })
+        .collect();
+    Ok(Json(json!({"stores": stores})).into_response())
+}
+
+fn describe(store: &Store, default: bool) -> Value {
+    let mut entry = json!({"id": store.id});
+    if let Some(description) = &store.description {
+        entry["description"] = json!(description);
+    }
+    if default {
+        entry["default"] = json!("true");
+    }
+    if store.read_only() {
+        entry["read-only"] = json!("true");
+    }
+    entry
 }
 
 /// Unified limits are not enforced, so there is no usage to report.

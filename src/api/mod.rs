@@ -4,6 +4,7 @@
 mod auth;
 mod error;
 mod images;
+mod import;
 mod info;
 mod members;
 #[cfg(feature = "testing")]
@@ -40,6 +41,10 @@ pub struct ApiContext {
 
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-openstack-request-id");
 
+/// The id of the request being served, for what records it (an import's task).
+#[derive(Clone)]
+pub struct RequestId(pub String);
+
 pub fn router(context: ApiContext) -> Router {
     let v2 = Router::new()
         .route("/images", get(images::list).post(images::create))
@@ -57,6 +62,10 @@ pub fn router(context: ApiContext) -> Router {
             "/images/{id}/file",
             get(images::download).put(images::upload),
         )
+        .route("/images/{id}/stage", put(images::stage))
+        .route("/images/{id}/import", post(import::import))
+        .route("/images/{id}/tasks", get(import::image_tasks))
+        .route("/tasks/{id}", get(import::task))
         .route("/images/{id}/actions/deactivate", post(images::deactivate))
         .route("/images/{id}/actions/reactivate", post(images::reactivate))
         .route(
@@ -72,6 +81,7 @@ pub fn router(context: ApiContext) -> Router {
         .route("/schemas/{name}", get(info::schema))
         .route("/info/import", get(info::import))
         .route("/info/stores", get(info::stores))
+        .route("/info/stores/detail", get(info::stores_detail))
         .route("/info/usage", get(info::usage))
         .fallback(|OriginalUri(uri): OriginalUri| async move {
             ApiError::NotFound(format!("The resource {} could not be found.", uri.path()))
@@ -164,11 +174,14 @@ pub fn negotiate_version(request: &mut Request) {
 /// several: each layer costs a boxed future per request.
 async fn request_context(
     State(context): State<ApiContext>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     let request_id = auth::client_request_id(request.headers(), &context.auth)
         .unwrap_or_else(|| format!("req-{}", uuid::Uuid::new_v4()));
+    request
+        .extensions_mut()
+        .insert(RequestId(request_id.clone()));
     let under_v2 = request.uri().path().starts_with("/v2");
     let errors = ErrorFormat::of(request.headers());
     let span = tracing::info_span!(

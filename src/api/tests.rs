@@ -156,7 +156,11 @@ async fn create_answers_like_glance() {
         format!("http://glint.test:9292/v2/images/{id}").as_str()
     );
     assert!(reply.headers.contains_key("x-openstack-request-id"));
-    assert!(!reply.headers.contains_key("openstack-image-import-methods"));
+    assert_eq!(
+        reply.headers["openstack-image-import-methods"],
+        "glance-direct,web-download,copy-image"
+    );
+    assert_eq!(reply.headers["openstack-image-store-ids"], "default");
     for key in [
         "checksum",
         "container_format",
@@ -219,7 +223,22 @@ async fn errors_are_glance_shaped_and_never_500() {
         ("DELETE", "/v2/images", None, StatusCode::METHOD_NOT_ALLOWED),
         ("GET", "/v2/nothing/here", None, StatusCode::NOT_FOUND),
         ("GET", "/v2/schemas/image", None, StatusCode::OK),
-        ("GET", "/v2/info/stores", None, StatusCode::NOT_FOUND),
+        ("GET", "/v2/info/stores", None, StatusCode::OK),
+        ("GET", "/v2/tasks/nope", None, StatusCode::FORBIDDEN),
+        ("GET", "/v2/images/nope/tasks", None, StatusCode::NOT_FOUND),
+        ("PUT", "/v2/images/nope/stage", None, StatusCode::UNSUPPORTED_MEDIA_TYPE),
+        (
+            "POST",
+            "/v2/images/nope/import",
+            Some(("application/json", json!({"method": {"name": "glance-direct"}}))),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "POST",
+            "/v2/images/nope/import",
+            Some(("application/json", json!({"method": {"name": "glance-download"}}))),
+            StatusCode::BAD_REQUEST,
+        ),
     ];
     for (method, uri, body, expected) in cases {
         let reply = api.call(As::Project("p1"), method, uri, body).await;

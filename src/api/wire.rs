@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use crate::domain::image::Image;
 use crate::domain::member::Member;
+use crate::domain::task::Task;
 use crate::domain::time;
 
 /// An image as every response shows it: all base keys (null where unset), custom
@@ -38,6 +39,9 @@ pub struct WireImage<'a> {
     self_link: String,
     file: String,
     schema: &'static str,
+    /// Glance shows the stores only of an image that has data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stores: Option<String>,
     #[serde(flatten)]
     properties: &'a BTreeMap<String, String>,
 }
@@ -66,6 +70,7 @@ pub fn image(image: &Image) -> WireImage<'_> {
         self_link: format!("/v2/images/{}", image.id),
         file: format!("/v2/images/{}/file", image.id),
         schema: "/v2/schemas/image",
+        stores: (!image.locations.is_empty()).then(|| image.stores()),
         properties: &image.properties,
     }
 }
@@ -79,6 +84,54 @@ pub fn member(member: &Member) -> Value {
         "updated_at": time::format(member.updated_at),
         "schema": "/v2/schemas/member",
     })
+}
+
+/// A task as `GET /v2/tasks/{id}` shows it.
+pub fn task(task: &Task) -> Value {
+    json!({
+        "id": task.id,
+        "type": task.kind,
+        "status": task.status.as_str(),
+        "input": task.input,
+        "result": task.result,
+        "owner": task.owner,
+        "message": task.message,
+        "expires_at": task.expires_at.map(time::format),
+        "created_at": time::format(task.created_at),
+        "updated_at": time::format(task.updated_at),
+        "image_id": task.image_id,
+        "request_id": task.request_id,
+        "user_id": task.user_id,
+        "self": format!("/v2/tasks/{}", task.id),
+        "schema": "/v2/schemas/task",
+    })
+}
+
+/// `GET /v2/images/{id}/tasks`: the tasks as Glance's image-task view lists them.
+pub fn image_tasks(tasks: &[Task]) -> Value {
+    let tasks: Vec<Value> = tasks
+        .iter()
+        .map(|task| {
+            json!({
+                "id": task.id,
+                "image_id": task.image_id,
+                "request_id": task.request_id,
+                "user_id": task.user_id,
+                "type": task.kind,
+                "status": task.status.as_str(),
+                "owner": task.owner,
+                "expires_at": task.expires_at.map(time::format),
+                "created_at": time::format(task.created_at),
+                "updated_at": time::format(task.updated_at),
+                "deleted_at": Value::Null,
+                "deleted": false,
+                "input": task.input,
+                "result": task.result,
+                "message": task.message,
+            })
+        })
+        .collect();
+    json!({"tasks": tasks})
 }
 
 pub fn members(members: &[Member]) -> Value {

@@ -13,11 +13,12 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 
 use crate::domain::caller::Caller;
-use crate::domain::image::Image;
+use crate::domain::image::{Image, Location, Status};
 use crate::domain::member::{Member, MemberStatus};
 use crate::domain::query::{Column, Compare, Direction, Filter, ListQuery, VisibilityFilter};
+use crate::domain::task::{Task, TaskStatus};
 use crate::domain::time::Timestamp;
-use rows::{IMAGE_JSON, ImageRow, MemberRow};
+use rows::{IMAGE_JSON, ImageRow, MemberRow, TASK_COLUMNS, TaskRow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -31,6 +32,48 @@ pub enum DbError {
     Duplicate,
     #[error("database holds an invalid row: {0}")]
     Corrupt(String),
+}
+
+/// A targeted change to one image: what an upload or an import writes as it goes, without
+/// rewriting (and racing) what clients edit.
+#[derive(Debug, Default)]
+pub struct ImageChange {
+    /// Write only if the image is in one of these statuses.
+    pub expect_status: Option<&'static [&'static str]>,
+    /// Write only if the image has no property of this name (the import lock).
+    pub require_absent: Option<&'static str>,
+    pub status: Option<Status>,
+    pub data: Option<ImageData>,
+    pub set_properties: Vec<(&'static str, String)>,
+    pub remove_properties: Vec<&'static str>,
+    pub clear_locations: bool,
+    /// Stores whose locations go.
+    pub remove_locations: Vec<String>,
+    pub add_location: Option<Location>,
+}
+
+/// Size and hashes of an image's data (all `None` clears them).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ImageData {
+    pub size: Option<i64>,
+    pub checksum: Option<String>,
+    pub os_hash_algo: Option<String>,
+    pub os_hash_value: Option<String>,
+}
+
+/// What `change_image` writes to the tasks table in the same transaction.
+pub enum TaskWrite<'a> {
+    None,
+    Insert(&'a Task),
+    Update(&'a TaskUpdate),
+}
+
+#[derive(Debug, Clone)]
+pub struct TaskUpdate {
+    pub id: String,
+    pub status: TaskStatus,
+    pub message: Option<String>,
+    pub result: Option<serde_json::Value>,
 }
 
 /// How long a statement waits for a lock before failing: long enough that only a stuck
@@ -103,8 +146,8 @@ impl Database {
             sqlx::query(
                 "INSERT INTO images (name, status, visibility, protected, os_hidden, checksum, \
                  os_hash_algo, os_hash_value, owner, size, virtual_size, min_ram, min_disk, \
-                 disk_format, container_format, location, created_at, updated_at, id) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 disk_format, container_format, created_at, updated_at, id) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
                  ON CONFLICT (id) DO NOTHING",
             ),
             image,
@@ -122,20 +165,24 @@ impl Database {
         Ok(())
     }
 
-    /// Writes every attribute of an existing, not deleted image. `Ok(false)` if it is gone.
-    pub async fn save_image(&self, image: &Image) -> Result<bool, DbError> {
+    /// Writes the attributes, tags and custom properties of an existing image read while
+    /// it was in status `read_in`. `Ok(false)` if it is gone or its status moved meanwhile
+    /// (an upload or import finished): the caller reads it again. Locations and the
+    /// service's own `os_glance_*` properties are left alone; `change_image` writes those.
+    pub async fn save_image(&self, image: &Image, read_in: Status) -> Result<bool, DbError> {
         let mut tx = self.write.begin().await?;
         let updated = bind_attributes(
             sqlx::query(
                 "UPDATE images SET name = ?, status = ?, visibility = ?, protected = ?, \
                  os_hidden = ?, checksum = ?, os_hash_algo = ?, os_hash_value = ?, owner = ?, \
                  size = ?, virtual_size = ?, min_ram = ?, min_disk = ?, disk_format = ?, \
-                 container_format = ?, location = ?, updated_at = ? WHERE id = ? AND deleted = 0",
+                 container_format = ?, updated_at = ? WHERE id = ? AND deleted = 0 AND status = ?",
             ),
             image,
         )
         .bind(image.updated_at)
         .bind(&image.id)
+        .bind(read_in.as_str())
         .execute(&mut *tx)
         .await?;
         if updated.rows_affected() == 0 {
@@ -145,10 +192,12 @@ impl Database {
             .bind(&image.id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM image_properties WHERE image_id = ?")
-            .bind(&image.id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(&format!(
+            "DELETE FROM image_properties WHERE image_id = ? AND NOT {SERVICE_PROPERTY}"
+        ))
+        .bind(&image.id)
+        .execute(&mut *tx)
+        .await?;
         write_children(&mut tx, image).await?;
         tx.commit().await?;
         Ok(true)
@@ -175,23 +224,202 @@ impl Database {
         Ok(moved.rows_affected() == 1)
     }
 
-    /// Images whose upload a dead process left in `saving` go back to `queued`.
+    /// Images whose upload or staging a dead process left in `saving` or `uploading` go
+    /// back to `queued` (their partial data is gone with the process's temporary files).
     pub async fn requeue_interrupted(&self, now: Timestamp) -> Result<u64, DbError> {
+        let mut tx = self.write.begin().await?;
         let requeued = sqlx::query(
             "UPDATE images SET status = 'queued', size = NULL, virtual_size = NULL, \
-             checksum = NULL, os_hash_algo = NULL, os_hash_value = NULL, location = NULL, \
-             updated_at = ? WHERE status = 'saving' AND deleted = 0",
+             checksum = NULL, os_hash_algo = NULL, os_hash_value = NULL, updated_at = ? \
+             WHERE status IN ('saving', 'uploading') AND deleted = 0",
         )
         .bind(now)
-        .execute(&self.write)
+        .execute(&mut *tx)
         .await?;
+        sqlx::query(
+            "DELETE FROM image_locations WHERE image_id IN \
+             (SELECT id FROM images WHERE status = 'queued' AND deleted = 0)",
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
         Ok(requeued.rows_affected())
+    }
+
+    /// Applies `change` to image `id` and writes `task`, in one transaction. `Ok(false)`
+    /// (and nothing written) if the image is gone or a precondition of `change` fails.
+    pub async fn change_image(
+        &self,
+        id: &str,
+        change: &ImageChange,
+        task: TaskWrite<'_>,
+        now: Timestamp,
+    ) -> Result<bool, DbError> {
+        let mut tx = self.write.begin().await?;
+        let status: Option<String> =
+            sqlx::query_scalar("SELECT status FROM images WHERE id = ? AND deleted = 0")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(status) = status else {
+            return Ok(false);
+        };
+        if change
+            .expect_status
+            .is_some_and(|expected| !expected.contains(&status.as_str()))
+        {
+            return Ok(false);
+        }
+        if let Some(name) = change.require_absent {
+            let present: Option<String> = sqlx::query_scalar(
+                "SELECT value FROM image_properties WHERE image_id = ? AND name = ?",
+            )
+            .bind(id)
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if present.is_some() {
+                return Ok(false);
+            }
+        }
+        sqlx::query("UPDATE images SET status = COALESCE(?, status), updated_at = ? WHERE id = ?")
+            .bind(change.status.map(Status::as_str))
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if let Some(data) = &change.data {
+            sqlx::query(
+                "UPDATE images SET size = ?, checksum = ?, os_hash_algo = ?, os_hash_value = ?, \
+                 virtual_size = NULL WHERE id = ?",
+            )
+            .bind(data.size)
+            .bind(&data.checksum)
+            .bind(&data.os_hash_algo)
+            .bind(&data.os_hash_value)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for name in &change.remove_properties {
+            sqlx::query("DELETE FROM image_properties WHERE image_id = ? AND name = ?")
+                .bind(id)
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for (name, value) in &change.set_properties {
+            sqlx::query(
+                "INSERT INTO image_properties (image_id, name, value) VALUES (?, ?, ?) \
+                 ON CONFLICT (image_id, name) DO UPDATE SET value = excluded.value",
+            )
+            .bind(id)
+            .bind(name)
+            .bind(value)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if change.clear_locations {
+            sqlx::query("DELETE FROM image_locations WHERE image_id = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for store in &change.remove_locations {
+            sqlx::query("DELETE FROM image_locations WHERE image_id = ? AND store = ?")
+                .bind(id)
+                .bind(store)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(location) = &change.add_location {
+            sqlx::query(
+                "INSERT INTO image_locations (image_id, store, url, position) VALUES (?, ?, ?, \
+                 (SELECT COALESCE(MAX(position) + 1, 0) FROM image_locations WHERE image_id = ?)) \
+                 ON CONFLICT (image_id, store) DO UPDATE SET url = excluded.url",
+            )
+            .bind(id)
+            .bind(&location.store)
+            .bind(&location.url)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        match task {
+            TaskWrite::None => {}
+            TaskWrite::Insert(task) => insert_task(&mut tx, task).await?,
+            TaskWrite::Update(update) => update_task(&mut tx, update, now).await?,
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Writes a task's progress on its own (the image it worked on may be gone).
+    pub async fn update_task(&self, update: &TaskUpdate, now: Timestamp) -> Result<(), DbError> {
+        let mut tx = self.write.begin().await?;
+        update_task(&mut tx, update, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn get_task(&self, id: &str) -> Result<Option<Task>, DbError> {
+        let row: Option<TaskRow> =
+            sqlx::query_as(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?"))
+                .bind(id)
+                .fetch_optional(&self.read)
+                .await?;
+        row.map(TaskRow::into_task).transpose()
+    }
+
+    /// An image's tasks, newest first.
+    pub async fn tasks_of_image(&self, image_id: &str) -> Result<Vec<Task>, DbError> {
+        let rows: Vec<TaskRow> = sqlx::query_as(&format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE image_id = ? ORDER BY created_at DESC, id"
+        ))
+        .bind(image_id)
+        .fetch_all(&self.read)
+        .await?;
+        rows.into_iter().map(TaskRow::into_task).collect()
+    }
+
+    /// Tasks neither succeeded nor failed: what a new process (or generation) takes over.
+    pub async fn unfinished_tasks(&self) -> Result<Vec<Task>, DbError> {
+        let rows: Vec<TaskRow> = sqlx::query_as(&format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE status IN ('pending', 'processing') \
+             ORDER BY created_at, id"
+        ))
+        .fetch_all(&self.write)
+        .await?;
+        rows.into_iter().map(TaskRow::into_task).collect()
+    }
+
+    /// The live images in `status`.
+    pub async fn image_ids_in(&self, status: &str) -> Result<Vec<String>, DbError> {
+        Ok(
+            sqlx::query_scalar("SELECT id FROM images WHERE status = ? AND deleted = 0")
+                .bind(status)
+                .fetch_all(&self.read)
+                .await?,
+        )
+    }
+
+    /// How many live images have data in store `store`.
+    pub async fn images_in_store(&self, store: &str) -> Result<i64, DbError> {
+        let count = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM image_locations l JOIN images i ON i.id = l.image_id \
+             WHERE i.deleted = 0 AND l.store = ?",
+        )
+        .bind(store)
+        .fetch_one(&self.read)
+        .await?;
+        Ok(count)
     }
 
     /// Bytes of image data a project's live images hold.
     pub async fn stored_by(&self, owner: &str) -> Result<u64, DbError> {
         let total: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(SUM(size), 0) FROM images WHERE owner = ? AND deleted = 0 AND location IS NOT NULL",
+            "SELECT COALESCE(SUM(size), 0) FROM images i WHERE owner = ? AND deleted = 0 \
+             AND EXISTS (SELECT 1 FROM image_locations l WHERE l.image_id = i.id)",
         )
         .bind(owner)
         .fetch_one(&self.read)
@@ -203,7 +431,8 @@ impl Database {
     pub async fn images_in(&self, dir: &Path) -> Result<i64, DbError> {
         let prefix = format!("file://{}/", dir.display());
         let count = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM images WHERE deleted = 0 AND substr(location, 1, length(?)) = ?",
+            "SELECT COUNT(*) FROM image_locations l JOIN images i ON i.id = l.image_id \
+             WHERE i.deleted = 0 AND substr(l.url, 1, length(?)) = ?",
         )
         .bind(&prefix)
         .bind(&prefix)
@@ -224,7 +453,12 @@ impl Database {
         .bind(id)
         .execute(&mut *tx)
         .await?;
-        for table in ["image_tags", "image_properties", "image_members"] {
+        for table in [
+            "image_tags",
+            "image_properties",
+            "image_members",
+            "image_locations",
+        ] {
             sqlx::query(&format!("DELETE FROM {table} WHERE image_id = ?"))
                 .bind(id)
                 .execute(&mut *tx)
@@ -395,7 +629,6 @@ fn bind_attributes<'q>(query: Statement<'q>, image: &'q Image) -> Statement<'q> 
         .bind(image.min_disk)
         .bind(&image.disk_format)
         .bind(&image.container_format)
-        .bind(&image.location)
 }
 
 async fn write_children(
@@ -409,7 +642,11 @@ async fn write_children(
             .execute(&mut **tx)
             .await?;
     }
-    for (name, value) in &image.properties {
+    for (name, value) in image
+        .properties
+        .iter()
+        .filter(|(name, _)| !is_service_property(name))
+    {
         sqlx::query("INSERT INTO image_properties (image_id, name, value) VALUES (?, ?, ?)")
             .bind(&image.id)
             .bind(name)
@@ -417,6 +654,62 @@ async fn write_children(
             .execute(&mut **tx)
             .await?;
     }
+    Ok(())
+}
+
+/// Properties only the service writes (`os_glance_*`, Glance's reserved namespace): a
+/// client's save never overwrites them, so a PATCH cannot undo an import's progress.
+const SERVICE_PROPERTY: &str = "name LIKE 'os\\_glance\\_%' ESCAPE '\\'";
+
+fn is_service_property(name: &str) -> bool {
+    name.starts_with("os_glance_")
+}
+
+async fn insert_task(tx: &mut sqlx::Transaction<'_, Sqlite>, task: &Task) -> Result<(), DbError> {
+    sqlx::query(
+        "INSERT INTO tasks (id, type, status, owner, image_id, request_id, user_id, input, \
+         result, message, created_at, updated_at, expires_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&task.id)
+    .bind(&task.kind)
+    .bind(task.status.as_str())
+    .bind(&task.owner)
+    .bind(&task.image_id)
+    .bind(&task.request_id)
+    .bind(&task.user_id)
+    .bind(task.input.to_string())
+    .bind(task.result.as_ref().map(|r| r.to_string()))
+    .bind(&task.message)
+    .bind(task.created_at)
+    .bind(task.updated_at)
+    .bind(task.expires_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn update_task(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    update: &TaskUpdate,
+    now: Timestamp,
+) -> Result<(), DbError> {
+    let expires_at = update
+        .status
+        .is_final()
+        .then_some(now + crate::domain::task::TIME_TO_LIVE);
+    sqlx::query(
+        "UPDATE tasks SET status = ?, message = COALESCE(?, message), \
+         result = COALESCE(?, result), updated_at = ?, expires_at = ? WHERE id = ?",
+    )
+    .bind(update.status.as_str())
+    .bind(&update.message)
+    .bind(update.result.as_ref().map(|r| r.to_string()))
+    .bind(now)
+    .bind(expires_at)
+    .bind(&update.id)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 

@@ -189,8 +189,15 @@ pub struct Image {
     pub updated_at: Timestamp,
     pub tags: BTreeSet<String>,
     pub properties: BTreeMap<String, String>,
-    /// Where the store keeps the data; never shown to clients.
-    pub location: Option<String>,
+    /// Where the stores keep the data, one per store; shown to clients only as `stores`.
+    pub locations: Vec<Location>,
+}
+
+/// A copy of an image's data in one store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub store: String,
+    pub url: String,
 }
 
 impl Image {
@@ -207,6 +214,19 @@ impl Image {
     /// Whether the caller may change the image (owner or admin).
     pub fn modifiable_by(&self, caller: &Caller) -> bool {
         !caller.read_only && (caller.is_admin || caller.owns(self.owner.as_deref()))
+    }
+
+    /// The ids of the stores holding the data, as Glance's `stores` attribute lists them.
+    pub fn stores(&self) -> String {
+        self.locations
+            .iter()
+            .map(|l| l.store.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn location_in(&self, store: &str) -> Option<&Location> {
+        self.locations.iter().find(|l| l.store == store)
     }
 
     pub fn not_found(id: &str) -> DomainError {
@@ -228,7 +248,7 @@ impl Image {
             self.checksum = None;
             self.os_hash_algo = None;
             self.os_hash_value = None;
-            self.location = None;
+            self.locations.clear();
         }
         self.status = next;
         Ok(())
@@ -398,7 +418,7 @@ pub fn new_image(
         updated_at: now,
         tags: BTreeSet::new(),
         properties: BTreeMap::new(),
-        location: None,
+        locations: Vec::new(),
     };
     for (key, value) in attributes {
         if key == "id" {

@@ -4,9 +4,11 @@
 
 pub mod caller;
 pub mod image;
+pub mod import;
 pub mod member;
 pub mod patch;
 pub mod query;
+pub mod task;
 pub mod time;
 
 /// A rule the request broke. Each kind has one meaning for every layer above.

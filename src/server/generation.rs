@@ -17,7 +17,8 @@ pub struct Generation {
     pub app: App,
     pub config: LoadedConfig,
     pub created: SystemTime,
-    /// Every in-flight request holds a token of it; background tasks are spawned on it.
+    /// The app's: every in-flight request holds a token of it, and its background tasks
+    /// run on it.
     pub tracker: TaskTracker,
     /// Cancelled when the drain deadline (or the draining bound) cuts the remaining work.
     pub cut: CancellationToken,
@@ -29,11 +30,11 @@ impl Generation {
     pub fn new(id: u64, app: App, config: LoadedConfig) -> Self {
         Generation {
             id,
+            tracker: app.tracker().clone(),
+            cut: app.cut().clone(),
             app,
             config,
             created: SystemTime::now(),
-            tracker: TaskTracker::new(),
-            cut: CancellationToken::new(),
             header: HeaderValue::from(id),
         }
     }

@@ -121,6 +121,7 @@ pub async fn run(mut args: RunArgs) -> Result<(), ServerError> {
     let app = App::build(settings, 1, None).await?;
     let workers = settings.server.workers;
     let generation = Arc::new(Generation::new(1, app, args.config));
+    generation.app.activate().await;
     let shared = Arc::new(Shared {
         current: ArcSwap::from(generation),
         stopping: AtomicBool::new(false),
@@ -300,7 +301,8 @@ impl Lifecycle {
             tracing::warn!(error = %e, "log.level not applied");
         }
         let generation = Arc::new(Generation::new(generation_id, app, loaded));
-        let old = self.shared.current.swap(generation);
+        let old = self.shared.current.swap(generation.clone());
+        generation.app.activate().await;
         let pool_rebuilt = new_pool.is_some();
         if let Some(pool) = new_pool {
             self.next_pool += 1;
@@ -448,6 +450,9 @@ impl Lifecycle {
         let current = self.shared.current.load_full();
         let timeout = current.config.config.server.shutdown_timeout;
         tracing::info!(?timeout, "stopping");
+        // Tasks do not hold the stop up: each ends at its checkpoint and the next start
+        // takes it up again.
+        current.app.stop_tasks();
         let pools = self.all_pools();
         for pool in &pools {
             pool.close_connections();

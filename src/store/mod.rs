@@ -1,5 +1,6 @@
-//! Image data on the filesystem, in several data directories with priorities (Glance's
-//! `filesystem_store_datadirs`). Writes go to a temporary file in the chosen directory, are
+//! Image data on the filesystem: named stores (Glance's multi-store), each in several data
+//! directories with priorities (Glance's `filesystem_store_datadirs`), and the staging area
+//! of interoperable import. Writes go to a temporary file in the chosen directory, are
 //! hashed (md5 and the configured SHA-2) as they stream, fsynced and renamed; nothing is
 //! ever buffered whole. It knows nothing of images' metadata (that is `db`'s) or of HTTP.
 
@@ -26,6 +27,91 @@ pub enum StoreError {
     Io { path: PathBuf, source: io::Error },
     #[error("location {0} is not in a configured data directory")]
     UnknownLocation(String),
+    #[error("store {0} is not configured")]
+    UnknownStore(String),
+}
+
+/// The id Glance gives its staging area; reserved, never listed as a store.
+pub const STAGING_ID: &str = "os_glance_staging_store";
+
+/// One store as the config describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreSpec {
+    pub id: String,
+    pub description: Option<String>,
+    pub dirs: Vec<DataDir>,
+}
+
+/// Every store of a generation, the default one, and the staging area.
+#[derive(Debug, Clone)]
+pub struct Stores {
+    /// By id.
+    stores: Vec<Store>,
+    default: String,
+    staging: Store,
+}
+
+impl Stores {
+    /// Opens each store (creating missing directories) and the staging area in `staging`.
+    pub fn open(
+        specs: Vec<StoreSpec>,
+        default: &str,
+        staging: PathBuf,
+        hash_algo: &str,
+    ) -> Result<Stores, StoreError> {
+        let mut stores = specs
+            .into_iter()
+            .map(|spec| Store::open(spec.id, spec.description, spec.dirs, hash_algo))
+            .collect::<Result<Vec<_>, _>>()?;
+        stores.sort_by(|a, b| a.id.cmp(&b.id));
+        if !stores.iter().any(|s| s.id == default) {
+            return Err(StoreError::UnknownStore(default.to_string()));
+        }
+        let staging = Store::open(
+            STAGING_ID.to_string(),
+            None,
+            vec![DataDir {
+                path: staging,
+                priority: 0,
+                read_only: false,
+            }],
+            hash_algo,
+        )?;
+        Ok(Stores {
+            stores,
+            default: default.to_string(),
+            staging,
+        })
+    }
+
+    pub fn all(&self) -> &[Store] {
+        &self.stores
+    }
+
+    pub fn get(&self, id: &str) -> Result<&Store, StoreError> {
+        self.stores
+            .iter()
+            .find(|s| s.id == id)
+            .ok_or_else(|| StoreError::UnknownStore(id.to_string()))
+    }
+
+    pub fn default_id(&self) -> &str {
+        &self.default
+    }
+
+    pub fn staging(&self) -> &Store {
+        &self.staging
+    }
+
+    /// Removes temporary files an interrupted process left in any store or the staging
+    /// area; returns how many.
+    pub fn remove_orphans(&self) -> usize {
+        self.stores
+            .iter()
+            .chain(std::iter::once(&self.staging))
+            .map(Store::remove_orphans)
+            .sum()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +123,8 @@ pub struct DataDir {
 
 #[derive(Debug, Clone)]
 pub struct Store {
+    pub id: String,
+    pub description: Option<String>,
     /// Highest priority first.
     dirs: Vec<DataDir>,
     hash_algo: String,
@@ -55,7 +143,12 @@ pub struct Stored {
 impl Store {
     /// Creates missing directories. Nothing else is touched: cleaning up after a crash is
     /// `remove_orphans`, which only the first generation of a process runs.
-    pub fn open(mut dirs: Vec<DataDir>, hash_algo: &str) -> Result<Store, StoreError> {
+    pub fn open(
+        id: String,
+        description: Option<String>,
+        mut dirs: Vec<DataDir>,
+        hash_algo: &str,
+    ) -> Result<Store, StoreError> {
         for dir in &dirs {
             fs::create_dir_all(&dir.path).map_err(|source| StoreError::Dir {
                 path: dir.path.clone(),
@@ -64,6 +157,8 @@ impl Store {
         }
         dirs.sort_by_key(|d| std::cmp::Reverse(d.priority));
         Ok(Store {
+            id,
+            description,
             dirs,
             hash_algo: hash_algo.to_string(),
         })
@@ -71,6 +166,32 @@ impl Store {
 
     pub fn dirs(&self) -> &[DataDir] {
         &self.dirs
+    }
+
+    /// A store none of whose directories takes new data (Glance's read-only store).
+    pub fn read_only(&self) -> bool {
+        self.dirs.iter().all(|d| d.read_only)
+    }
+
+    /// Where `image_id`'s finished data would be in this store, if it is there (the staging
+    /// area keeps one file per image).
+    pub fn find(&self, image_id: &str) -> Option<String> {
+        self.dirs
+            .iter()
+            .map(|d| d.path.join(image_id))
+            .find(|p| p.is_file())
+            .map(|p| format!("file://{}", p.display()))
+    }
+
+    /// The names of the finished files in this store's directories (image ids).
+    pub fn entries(&self) -> Vec<String> {
+        self.dirs
+            .iter()
+            .filter_map(|d| fs::read_dir(&d.path).ok())
+            .flat_map(|entries| entries.flatten())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| !name.starts_with(TEMP_PREFIX))
+            .collect()
     }
 
     /// Removes temporary files left by an interrupted process; returns how many.
@@ -264,6 +385,8 @@ mod tests {
 
     fn store(dirs: &[(&Path, i64, bool)]) -> Store {
         Store::open(
+            "s".into(),
+            None,
             dirs.iter()
                 .map(|(p, priority, read_only)| DataDir {
                     path: p.to_path_buf(),

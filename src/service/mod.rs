@@ -1,5 +1,10 @@
 //! Image use-cases: the one place where callers, domain rules and the repository meet
-//! (and, with the data path, image bytes). It names no HTTP type.
+//! (and, with the data path, image bytes). Import and its background tasks are in
+//! `import`, `tasks` and `fetch`. It names no HTTP type.
+
+mod fetch;
+mod import;
+mod tasks;
 
 use std::fs::File;
 
@@ -8,15 +13,22 @@ use futures_util::{Stream, StreamExt};
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
-use crate::db::{Database, DbError};
+use crate::db::{Database, DbError, ImageChange, ImageData, TaskWrite};
 use crate::domain::DomainError;
 use crate::domain::caller::Caller;
-use crate::domain::image::{self, Image, MEMBER_QUOTA, Status, Visibility, check_value, new_image};
+use crate::domain::image::{
+    self, Image, Location, MEMBER_QUOTA, Status, Visibility, check_value, new_image,
+};
 use crate::domain::member::{Member, MemberStatus};
 use crate::domain::patch::{self, Dialect};
 use crate::domain::query::ListQuery;
 use crate::domain::time;
-use crate::store::{Store, StoreError, Upload};
+use crate::store::{Store, StoreError, Stored, Stores, Upload};
+
+pub use fetch::{FetchError, WebDownload};
+pub use import::ImportSettings;
+use tasks::Executor;
+pub use tasks::TaskBoard;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -26,6 +38,17 @@ pub enum ServiceError {
     Db(#[from] DbError),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<tokio::task::JoinError> for ServiceError {
+    /// A writer thread that panicked or was cancelled fails like an I/O error.
+    fn from(error: tokio::task::JoinError) -> Self {
+        StoreError::Io {
+            path: "writer thread".into(),
+            source: std::io::Error::other(error.to_string()),
+        }
+        .into()
+    }
 }
 
 type Result<T> = std::result::Result<T, ServiceError>;
@@ -40,11 +63,28 @@ pub struct Page {
 #[derive(Clone)]
 pub struct Catalog {
     db: Database,
-    store: Store,
+    stores: Stores,
     size_cap: u64,
     /// Per-project data quota in bytes; 0 = unlimited.
     storage_quota: u64,
+    import: std::sync::Arc<ImportSettings>,
+    executor: Executor,
 }
+
+/// What a catalogue is built from (one generation's settings).
+pub struct CatalogParts {
+    pub db: Database,
+    pub stores: Stores,
+    pub size_cap: u64,
+    pub storage_quota: u64,
+    pub import: ImportSettings,
+    pub board: std::sync::Arc<TaskBoard>,
+    pub tracker: tokio_util::task::TaskTracker,
+    pub cut: tokio_util::sync::CancellationToken,
+}
+
+/// How often a save that lost a race with an upload or import is retried on fresh data.
+const SAVE_ATTEMPTS: usize = 8;
 
 /// What a download finds.
 pub enum Download {
@@ -72,15 +112,6 @@ fn too_large(size: u64, cap: u64) -> DomainError {
     ))
 }
 
-/// A writer thread that panicked or was cancelled fails the upload like an I/O error.
-fn blocking_failed(id: &str, error: tokio::task::JoinError) -> ServiceError {
-    StoreError::Io {
-        path: id.into(),
-        source: std::io::Error::other(error.to_string()),
-    }
-    .into()
-}
-
 /// A full disk is the client's 413, not the server's 500.
 fn store_error(error: StoreError) -> ServiceError {
     match &error {
@@ -94,18 +125,60 @@ fn store_error(error: StoreError) -> ServiceError {
     }
 }
 
+/// Size and hashes as a finished write computed them.
+fn data_of(stored: &Stored) -> ImageData {
+    ImageData {
+        size: i64::try_from(stored.size).ok(),
+        checksum: Some(stored.md5.clone()),
+        os_hash_algo: Some(stored.hash_algo.clone()),
+        os_hash_value: Some(stored.hash.clone()),
+    }
+}
+
+/// Data needs both formats first; `message` has a `{}` for the missing names.
+fn require_formats(image: &Image, message: &str) -> Result<()> {
+    let missing: Vec<&str> = [
+        ("disk_format", &image.disk_format),
+        ("container_format", &image.container_format),
+    ]
+    .into_iter()
+    .filter(|(_, v)| v.is_none())
+    .map(|(k, _)| k)
+    .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let (noun, names) = if missing.len() == 1 {
+        ("Property", missing[0].to_string())
+    } else {
+        ("Properties", missing.join(", "))
+    };
+    Err(DomainError::Invalid(
+        message
+            .replacen("Properties", noun, 1)
+            .replacen("{}", &names, 1),
+    )
+    .into())
+}
+
 fn forbidden(message: impl Into<String>) -> ServiceError {
     DomainError::Forbidden(message.into()).into()
 }
 
 impl Catalog {
-    pub fn new(db: Database, store: Store, size_cap: u64, storage_quota: u64) -> Self {
+    pub fn new(parts: CatalogParts) -> Self {
         Catalog {
-            db,
-            store,
-            size_cap,
-            storage_quota,
+            db: parts.db,
+            stores: parts.stores,
+            size_cap: parts.size_cap,
+            storage_quota: parts.storage_quota,
+            import: std::sync::Arc::new(parts.import),
+            executor: Executor::new(parts.board, parts.tracker, parts.cut),
         }
+    }
+
+    pub fn stores(&self) -> &Stores {
+        &self.stores
     }
 
     pub async fn create(&self, caller: &Caller, attributes: Map<String, Value>) -> Result<Image> {
@@ -181,18 +254,38 @@ impl Catalog {
         dialect: Dialect,
     ) -> Result<Image> {
         let operations = patch::parse(body, dialect)?;
-        let mut image = self.get_modifiable(caller, id, "modify_image").await?;
-        patch::apply(&mut image, &operations, dialect, caller)?;
-        self.save(image).await
+        self.modify(caller, id, "modify_image", |image| {
+            patch::apply(image, &operations, dialect, caller)?;
+            Ok(true)
+        })
+        .await
     }
 
-    async fn save(&self, mut image: Image) -> Result<Image> {
-        image.updated_at = time::now();
-        if self.db.save_image(&image).await? {
-            Ok(image)
-        } else {
-            Err(Image::not_found(&image.id).into())
+    /// Reads the image, lets `edit` change it (returning whether it did) and saves it.
+    /// When an upload or import moved the image's status in between, the edit is applied
+    /// again to the fresh image, so a client's save never undoes the service's own.
+    async fn modify(
+        &self,
+        caller: &Caller,
+        id: &str,
+        action: &str,
+        mut edit: impl FnMut(&mut Image) -> Result<bool>,
+    ) -> Result<Image> {
+        for _ in 0..SAVE_ATTEMPTS {
+            let mut image = self.get_modifiable(caller, id, action).await?;
+            let read_in = image.status;
+            if !edit(&mut image)? {
+                return Ok(image);
+            }
+            image.updated_at = time::now();
+            if self.db.save_image(&image, read_in).await? {
+                return Ok(image);
+            }
         }
+        Err(DomainError::Conflict(format!(
+            "Image {id} kept changing while it was being saved; try again"
+        ))
+        .into())
     }
 
     pub async fn delete(&self, caller: &Caller, id: &str) -> Result<()> {
@@ -213,20 +306,23 @@ impl Catalog {
         if !self.db.delete_image(id, time::now()).await? {
             return Err(Image::not_found(id).into());
         }
-        if let Some(location) = &image.location {
-            if let Err(e) = self.store.delete(location) {
+        for location in &image.locations {
+            if let Err(e) = self.delete_data(location) {
                 tracing::warn!(image_id = id, error = %e, "deleted image's data not removed");
             }
         }
+        self.remove_staged(id);
         Ok(())
     }
 
-    /// Streams `body` into the store while hashing it: `queued` → `saving` → `active`. Any
-    /// failure removes the partial data and returns the image to `queued`.
+    /// Streams `body` into `store` (the default store when `None`) while hashing it:
+    /// `queued` → `saving` → `active`. Any failure removes the partial data and returns the
+    /// image to `queued`.
     pub async fn upload<S>(
         &self,
         caller: &Caller,
         id: &str,
+        store: Option<&str>,
         declared: Option<u64>,
         body: S,
     ) -> Result<()>
@@ -234,6 +330,7 @@ impl Catalog {
         S: Stream<Item = std::result::Result<Bytes, std::io::Error>> + Send + Unpin,
     {
         let image = self.get_modifiable(caller, id, "upload_image").await?;
+        let target = self.writable_store(store.unwrap_or(self.stores.default_id()))?;
         if image.status != Status::Queued {
             return Err(DomainError::Conflict(format!(
                 "Image status transition from {} to saving is not allowed",
@@ -241,45 +338,11 @@ impl Catalog {
             ))
             .into());
         }
-        let missing: Vec<&str> = [
-            ("disk_format", &image.disk_format),
-            ("container_format", &image.container_format),
-        ]
-        .into_iter()
-        .filter(|(_, v)| v.is_none())
-        .map(|(k, _)| k)
-        .collect();
-        match missing[..] {
-            [] => {}
-            [one] => {
-                return Err(DomainError::Invalid(format!(
-                    "Property {one} must be set prior to saving data."
-                ))
-                .into());
-            }
-            _ => {
-                return Err(DomainError::Invalid(
-                    "Properties disk_format, container_format must be set prior to saving data."
-                        .into(),
-                )
-                .into());
-            }
-        }
+        require_formats(&image, "Properties {} must be set prior to saving data.")?;
         if let Some(size) = declared.filter(|s| *s > self.size_cap) {
             return Err(too_large(size, self.size_cap).into());
         }
-        // What the owner may still store: the upload is cut when it would pass it.
-        let allowance = match (&image.owner, self.storage_quota) {
-            (Some(owner), quota) if quota > 0 => {
-                let used = self.db.stored_by(owner).await?;
-                let left = quota.saturating_sub(used);
-                if declared.is_some_and(|size| size > left) {
-                    return Err(over_quota(quota).into());
-                }
-                Some((left, quota))
-            }
-            _ => None,
-        };
+        let allowance = self.allowance(&image, declared).await?;
         if !self
             .db
             .transition(id, "queued", "saving", time::now())
@@ -289,48 +352,82 @@ impl Catalog {
                 DomainError::Conflict(format!("Image {id} is already being uploaded")).into(),
             );
         }
-        let written = self.receive(id, declared, allowance, body).await;
-        let stored = match written {
+        let stored = match self.receive(target, id, declared, allowance, body).await {
             Ok(stored) => stored,
             Err(e) => {
                 self.requeue(id).await;
                 return Err(e);
             }
         };
-        let Some(mut image) = self.db.get_image(id).await? else {
-            let _ = self.store.delete(&stored.location);
+        let change = ImageChange {
+            expect_status: Some(&["saving"]),
+            status: Some(Status::Active),
+            data: Some(data_of(&stored)),
+            add_location: Some(Location {
+                store: target.id.clone(),
+                url: stored.location.clone(),
+            }),
+            ..ImageChange::default()
+        };
+        let saved = self
+            .db
+            .change_image(id, &change, TaskWrite::None, time::now())
+            .await;
+        if !matches!(saved, Ok(true)) {
+            let _ = target.delete(&stored.location);
+            self.requeue(id).await;
+            saved?;
             return Err(
                 DomainError::Gone(format!("Image {id} was deleted during the upload.")).into(),
             );
-        };
-        image.size = i64::try_from(stored.size).ok();
-        image.checksum = Some(stored.md5);
-        image.os_hash_algo = Some(stored.hash_algo);
-        image.os_hash_value = Some(stored.hash);
-        image.location = Some(stored.location.clone());
-        image.status = Status::Active;
-        if let Err(e) = self.save(image).await {
-            let _ = self.store.delete(&stored.location);
-            self.requeue(id).await;
-            return Err(e);
         }
-        tracing::info!(image_id = id, size = stored.size, "image data stored");
+        tracing::info!(image_id = id, store = %target.id, size = stored.size, "image data stored");
         Ok(())
     }
 
-    /// Writes the body through a blocking thread (file I/O and hashing stay off the async
-    /// workers); checks size cap and declared size as bytes arrive.
+    /// A store that may take new data, or the 4xx a client gets for naming another.
+    fn writable_store(&self, id: &str) -> Result<&Store> {
+        let store = self
+            .stores
+            .get(id)
+            .map_err(|_| DomainError::Invalid(format!("Store for identifier {id} not found")))?;
+        if store.read_only() {
+            return Err(forbidden(format!("Store {id} is read-only")));
+        }
+        Ok(store)
+    }
+
+    /// What the owner may still store, as `(bytes left, quota)`; refuses a declared size
+    /// that would not fit. The write is cut when it passes the allowance.
+    async fn allowance(&self, image: &Image, declared: Option<u64>) -> Result<Option<(u64, u64)>> {
+        match (&image.owner, self.storage_quota) {
+            (Some(owner), quota) if quota > 0 => {
+                let used = self.db.stored_by(owner).await?;
+                let left = quota.saturating_sub(used);
+                if declared.is_some_and(|size| size > left) {
+                    return Err(over_quota(quota).into());
+                }
+                Ok(Some((left, quota)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Writes `body` into `store` through a blocking thread (file I/O and hashing stay off
+    /// the async workers); checks size cap and declared size as bytes arrive. Dropping the
+    /// returned future removes whatever was written.
     async fn receive<S>(
         &self,
+        store: &Store,
         id: &str,
         declared: Option<u64>,
         allowance: Option<(u64, u64)>,
         mut body: S,
-    ) -> Result<crate::store::Stored>
+    ) -> Result<Stored>
     where
         S: Stream<Item = std::result::Result<Bytes, std::io::Error>> + Send + Unpin,
     {
-        let upload = self.store.begin(id, declared).map_err(store_error)?;
+        let upload = store.begin(id, declared).map_err(store_error)?;
         let (chunks, mut queue) = mpsc::channel::<Bytes>(WRITE_QUEUE);
         let writer = tokio::task::spawn_blocking(move || {
             let mut upload: Upload = upload;
@@ -366,11 +463,7 @@ impl Catalog {
         }
         .await;
         drop(chunks);
-        let upload = match writer.await {
-            Ok(Ok(upload)) => upload,
-            Ok(Err(e)) => return Err(store_error(e)),
-            Err(e) => return Err(blocking_failed(id, e)),
-        };
+        let upload = writer.await?.map_err(store_error)?;
         outcome?;
         if let Some(expected) = declared.filter(|e| *e != upload.size()) {
             return Err(DomainError::Invalid(format!(
@@ -380,29 +473,30 @@ impl Catalog {
             .into());
         }
         tokio::task::spawn_blocking(move || upload.finish())
-            .await
-            .map_err(|e| blocking_failed(id, e))?
+            .await?
             .map_err(store_error)
     }
 
     /// Returns an interrupted upload's image to `queued` (its partial data is already gone).
     async fn requeue(&self, id: &str) {
-        let result = async {
-            // Deleted meanwhile: nothing to return.
-            let Some(mut image) = self.db.get_image(id).await? else {
-                return Ok(());
-            };
-            if image.status == Status::Saving {
-                image.transition(Status::Queued).ok();
-                image.updated_at = time::now();
-                self.db.save_image(&image).await?;
-            }
-            Ok::<_, DbError>(())
-        }
-        .await;
-        if let Err(e) = result {
+        let change = ImageChange {
+            expect_status: Some(&["saving"]),
+            status: Some(Status::Queued),
+            data: Some(ImageData::default()),
+            clear_locations: true,
+            ..ImageChange::default()
+        };
+        if let Err(e) = self
+            .db
+            .change_image(id, &change, TaskWrite::None, time::now())
+            .await
+        {
             tracing::error!(image_id = id, error = %e, "could not return the image to queued");
         }
+    }
+
+    fn delete_data(&self, location: &Location) -> std::result::Result<(), StoreError> {
+        self.stores.get(&location.store)?.delete(&location.url)
     }
 
     pub async fn download(&self, caller: &Caller, id: &str) -> Result<Download> {
@@ -412,33 +506,55 @@ impl Catalog {
                 "The requested image has been deactivated. Image data download is forbidden.",
             ));
         }
-        let (Some(location), Some(size)) = (&image.location, image.size) else {
+        let Some(size) = image.size.filter(|_| !image.locations.is_empty()) else {
             return Ok(Download::NoData);
         };
-        let file = self.store.open_read(location)?;
-        Ok(Download::Data {
-            file,
-            size: u64::try_from(size).unwrap_or(0),
-            checksum: image.checksum,
-        })
+        // The first copy in a store this generation knows; a store can only be dropped
+        // from the config once it holds nothing.
+        let mut last_error = None;
+        for location in &image.locations {
+            match self
+                .stores
+                .get(&location.store)
+                .and_then(|store| store.open_read(&location.url))
+            {
+                Ok(file) => {
+                    return Ok(Download::Data {
+                        file,
+                        size: u64::try_from(size).unwrap_or(0),
+                        checksum: image.checksum,
+                    });
+                }
+                Err(e) => last_error = Some(e),
+            }
+        }
+        match last_error {
+            Some(e) => Err(e.into()),
+            None => Ok(Download::NoData),
+        }
     }
 
     pub async fn add_tag(&self, caller: &Caller, id: &str, tag: &str) -> Result<()> {
         check_value("tags", &Value::Array(vec![Value::String(tag.to_string())]))?;
-        let mut image = self.get_modifiable(caller, id, "modify_image").await?;
-        if image.tags.insert(tag.to_string()) {
-            image::check_quotas(&image)?;
-            self.save(image).await?;
-        }
+        self.modify(caller, id, "modify_image", |image| {
+            if !image.tags.insert(tag.to_string()) {
+                return Ok(false);
+            }
+            image::check_quotas(image)?;
+            Ok(true)
+        })
+        .await?;
         Ok(())
     }
 
     pub async fn remove_tag(&self, caller: &Caller, id: &str, tag: &str) -> Result<()> {
-        let mut image = self.get_modifiable(caller, id, "modify_image").await?;
-        if !image.tags.remove(tag) {
-            return Err(DomainError::NotFound(format!("Tag {tag} not found")).into());
-        }
-        self.save(image).await?;
+        self.modify(caller, id, "modify_image", |image| {
+            if !image.tags.remove(tag) {
+                return Err(DomainError::NotFound(format!("Tag {tag} not found")).into());
+            }
+            Ok(true)
+        })
+        .await?;
         Ok(())
     }
 
@@ -449,18 +565,20 @@ impl Catalog {
         } else {
             ("deactivate", Status::Active, Status::Deactivated)
         };
-        let mut image = self.get_modifiable(caller, id, action).await?;
-        if image.status == to {
-            return Ok(());
-        }
-        if image.status != from {
-            return Err(forbidden(format!(
-                "Not allowed to {action} image in status '{}'",
-                image.status.as_str()
-            )));
-        }
-        image.transition(to)?;
-        self.save(image).await?;
+        self.modify(caller, id, action, |image| {
+            if image.status == to {
+                return Ok(false);
+            }
+            if image.status != from {
+                return Err(forbidden(format!(
+                    "Not allowed to {action} image in status '{}'",
+                    image.status.as_str()
+                )));
+            }
+            image.transition(to)?;
+            Ok(true)
+        })
+        .await?;
         Ok(())
     }
 
