@@ -226,17 +226,28 @@ async fn errors_are_glance_shaped_and_never_500() {
         ("GET", "/v2/info/stores", None, StatusCode::OK),
         ("GET", "/v2/tasks/nope", None, StatusCode::FORBIDDEN),
         ("GET", "/v2/images/nope/tasks", None, StatusCode::NOT_FOUND),
-        ("PUT", "/v2/images/nope/stage", None, StatusCode::UNSUPPORTED_MEDIA_TYPE),
+        (
+            "PUT",
+            "/v2/images/nope/stage",
+            None,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
         (
             "POST",
             "/v2/images/nope/import",
-            Some(("application/json", json!({"method": {"name": "glance-direct"}}))),
+            Some((
+                "application/json",
+                json!({"method": {"name": "glance-direct"}}),
+            )),
             StatusCode::NOT_FOUND,
         ),
         (
             "POST",
             "/v2/images/nope/import",
-            Some(("application/json", json!({"method": {"name": "glance-download"}}))),
+            Some((
+                "application/json",
+                json!({"method": {"name": "glance-download"}}),
+            )),
             StatusCode::BAD_REQUEST,
         ),
     ];

@@ -6,11 +6,17 @@ use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use http::header::{CONTENT_TYPE, HOST};
 
-/// The versions Glance 33 lists without multistore and without the image cache, in its
-/// order; the path aliases it accepts (`/v2.1/...`) are the same ids.
+/// The versions Glance 33 lists with multistore (glint always has named stores) and
+/// without the image cache, in its order; the path aliases it accepts (`/v2.1/...`) are
+/// the same ids. v2.12 is what glanceclient looks for before `image-tasks`.
 const VERSIONS: &[(&str, &str)] = &[
     ("v2.15", "SUPPORTED"),
+    ("v2.13", "SUPPORTED"),
+    ("v2.12", "SUPPORTED"),
+    ("v2.11", "SUPPORTED"),
+    ("v2.10", "SUPPORTED"),
     ("v2.9", "SUPPORTED"),
+    ("v2.8", "SUPPORTED"),
     ("v2.17", "CURRENT"),
     ("v2.7", "SUPPORTED"),
     ("v2.6", "SUPPORTED"),
@@ -79,8 +85,8 @@ mod tests {
         let value: serde_json::Value = serde_json::from_str(&body).unwrap();
         let versions = value["versions"].as_array().unwrap();
         assert_eq!(versions.len(), VERSIONS.len());
-        assert_eq!(versions[2]["id"], "v2.17");
-        assert_eq!(versions[2]["status"], "CURRENT");
+        assert_eq!(versions[7]["id"], "v2.17");
+        assert_eq!(versions[7]["status"], "CURRENT");
         assert_eq!(
             versions[0]["links"][0]["href"],
             "http://images.example:9292/v2/"

@@ -374,7 +374,7 @@ impl Database {
     /// An image's tasks, newest first.
     pub async fn tasks_of_image(&self, image_id: &str) -> Result<Vec<Task>, DbError> {
         let rows: Vec<TaskRow> = sqlx::query_as(&format!(
-            "SELECT {TASK_COLUMNS} FROM tasks WHERE image_id = ? ORDER BY created_at DESC, id"
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE image_id = ? ORDER BY created_at DESC, rowid DESC"
         ))
         .bind(image_id)
         .fetch_all(&self.read)

@@ -1,0 +1,593 @@
+//! Interoperable import against the real binary, with the harness playing systemd and a
+//! local HTTP server playing the web: glance-direct, web-download and copy-image into named
+//! stores; all_stores with a failing store; an import across 20 reloads and across a drain
+//! deadline; SIGTERM and kill -9 in the middle of a web-download and of a copy-image.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use nix::sys::signal::Signal;
+use serde_json::{Value, json};
+use sha2::Digest;
+use support::{Conn, FakeSystemd, PATIENCE, free_addr, send_slowly};
+
+const OCTETS: (&str, &str) = ("content-type", "application/octet-stream");
+
+/// Two writable stores (`fast` the default, `cheap`), a read-only one, and web-download
+/// allowed to reach the test's own server on loopback.
+fn config(extra: &str) -> String {
+    format!(
+        "[server]\nlisten = [\"{}\"]\n{extra}\n\
+         [stores.fast]\ndefault = true\ndescription = \"SSD\"\ndatadirs = [{{ path = \"fast\" }}]\n\
+         [stores.cheap]\ndatadirs = [{{ path = \"cheap\" }}]\n\
+         [stores.archive]\ndatadirs = [{{ path = \"archive\", read_only = true }}]\n\
+         [import.web_download]\nallowed_hosts = [\"127.0.0.1\"]\nallowed_ports = []\n",
+        free_addr()
+    )
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(29).wrapping_add(seed))
+        .collect()
+}
+
+fn sha512_hex(data: &[u8]) -> String {
+    hex::encode(sha2::Sha512::digest(data))
+}
+
+fn md5_hex(data: &[u8]) -> String {
+    use md5::Digest;
+    hex::encode(md5::Md5::digest(data))
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+async fn call(addr: SocketAddr, method: &str, path: &str, body: Value) -> (u16, Value) {
+    let mut conn = Conn::open(addr).await.expect("connect");
+    if method == "GET" {
+        let reply = conn.get(path).await.expect("get");
+        let value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
+        return (reply.status, value);
+    }
+    conn.json(method, path, "application/json", &body)
+        .await
+        .expect("request")
+}
+
+async fn create(addr: SocketAddr, name: &str) -> String {
+    let (status, image) = call(
+        addr,
+        "POST",
+        "/v2/images",
+        json!({"name": name, "disk_format": "raw", "container_format": "bare"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{image}");
+    image["id"].as_str().expect("id").to_string()
+}
+
+async fn image(addr: SocketAddr, id: &str) -> Value {
+    call(addr, "GET", &format!("/v2/images/{id}"), Value::Null)
+        .await
+        .1
+}
+
+async fn import(addr: SocketAddr, id: &str, body: Value) -> (u16, Value) {
+    call(addr, "POST", &format!("/v2/images/{id}/import"), body).await
+}
+
+async fn put_data(
+    addr: SocketAddr,
+    id: &str,
+    what: &str,
+    data: &[u8],
+    extra: &[(&str, &str)],
+) -> u16 {
+    let mut headers = vec![OCTETS];
+    headers.extend_from_slice(extra);
+    let chunks = data.chunks(256 << 10).map(Bytes::copy_from_slice).collect();
+    send_slowly(
+        addr,
+        "PUT",
+        &format!("/v2/images/{id}/{what}"),
+        &headers,
+        chunks,
+        Duration::ZERO,
+    )
+    .await
+    .expect("answered")
+    .status
+}
+
+/// Waits until the image's task has finished (the lock is gone), and returns the image
+/// and its newest task. Polls: a task's end has no notification.
+async fn finished(addr: SocketAddr, id: &str) -> (Value, Value) {
+    let deadline = tokio::time::Instant::now() + PATIENCE * 3;
+    loop {
+        let (_, tasks) = call(addr, "GET", &format!("/v2/images/{id}/tasks"), Value::Null).await;
+        let task = tasks["tasks"][0].clone();
+        if matches!(task["status"].as_str(), Some("success" | "failure")) {
+            let shown = image(addr, id).await;
+            assert!(shown.get("os_glance_import_task").is_none(), "{shown}");
+            return (shown, task);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "import never finished: {tasks}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Checks that the image is active with `data`'s size and hashes, and that every store it
+/// lists holds exactly `data`.
+fn assert_holds(state: &Path, shown: &Value, data: &[u8]) {
+    assert_eq!(shown["status"], "active", "{shown}");
+    assert_eq!(shown["size"].as_u64(), Some(data.len() as u64), "{shown}");
+    assert_eq!(shown["checksum"], md5_hex(data), "{shown}");
+    assert_eq!(shown["os_hash_value"], sha512_hex(data), "{shown}");
+    let id = shown["id"].as_str().expect("id");
+    for store in shown["stores"].as_str().expect("stores").split(',') {
+        let copy = std::fs::read(state.join(store).join(id)).expect("the store holds the data");
+        assert!(copy == data, "the copy in {store} is byte-exact");
+    }
+}
+
+/// No staged data and no partial file anywhere under the state directory.
+fn assert_nothing_left(state: &Path) {
+    assert!(
+        files_in(&state.join("staging")).is_empty(),
+        "{:?}",
+        files_in(&state.join("staging"))
+    );
+    for store in ["fast", "cheap", "archive"] {
+        let partial: Vec<String> = files_in(&state.join(store))
+            .into_iter()
+            .filter(|f| f.starts_with('.'))
+            .collect();
+        assert!(partial.is_empty(), "{store}: {partial:?}");
+    }
+}
+
+/// A web server for web-download: serves `data` at any path, `chunk` bytes at a time with
+/// `pause` between chunks, and counts requests and chunks sent.
+struct Web {
+    addr: SocketAddr,
+    requests: Arc<AtomicUsize>,
+    chunks_sent: Arc<AtomicUsize>,
+}
+
+impl Web {
+    fn serve(data: Vec<u8>, chunk: usize, pause: Duration) -> Web {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let requests = Arc::new(AtomicUsize::new(0));
+        let chunks_sent = Arc::new(AtomicUsize::new(0));
+        let (counted, sent) = (requests.clone(), chunks_sent.clone());
+        let data = Arc::new(data);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let (data, sent) = (data.clone(), sent.clone());
+                std::thread::spawn(move || {
+                    let mut stream = stream;
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                        head.push(byte[0]);
+                    }
+                    let header = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
+                        data.len()
+                    );
+                    if stream.write_all(header.as_bytes()).is_err() {
+                        return;
+                    }
+                    for piece in data.chunks(chunk) {
+                        if stream.write_all(piece).is_err() {
+                            return;
+                        }
+                        sent.fetch_add(1, Ordering::SeqCst);
+                        std::thread::sleep(pause);
+                    }
+                });
+            }
+        });
+        Web {
+            addr,
+            requests,
+            chunks_sent,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/images/disk.raw", self.addr)
+    }
+
+    /// Waits until the download is under way (some chunks are out).
+    async fn wait_for_chunks(&self, at_least: usize) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while self.chunks_sent.load(Ordering::SeqCst) < at_least {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the download never began"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+fn state(sd: &FakeSystemd) -> PathBuf {
+    sd.path("state")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_three_methods_import_into_named_stores() {
+    let mut sd = FakeSystemd::new();
+    let addr = sd.add_socket_unit("api");
+    sd.write_config(&config(""));
+    sd.start().await;
+    let state = state(&sd);
+
+    let (status, stores) = call(addr, "GET", "/v2/info/stores", Value::Null).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        stores,
+        json!({"stores": [
+            {"id": "archive", "read-only": "true"},
+            {"id": "cheap"},
+            {"id": "fast", "default": "true", "description": "SSD"},
+        ]})
+    );
+    let (_, methods) = call(addr, "GET", "/v2/info/import", Value::Null).await;
+    assert_eq!(
+        methods["import-methods"]["value"],
+        json!(["glance-direct", "web-download", "copy-image"])
+    );
+
+    // glance-direct: stage (chunked, without a declared size), then import.
+    let direct = pattern(3 << 20, 1);
+    let id = create(addr, "direct").await;
+    assert_eq!(put_data(addr, &id, "stage", &direct, &[]).await, 204);
+    let staged = image(addr, &id).await;
+    assert_eq!(staged["status"], "uploading");
+    assert_eq!(staged["size"].as_u64(), Some(direct.len() as u64));
+    assert_eq!(files_in(&state.join("staging")), vec![id.clone()]);
+    assert_eq!(put_data(addr, &id, "stage", b"again", &[]).await, 409);
+    let (status, body) = import(addr, &id, json!({"method": {"name": "glance-direct"}})).await;
+    assert_eq!(status, 202, "{body}");
+    let (shown, task) = finished(addr, &id).await;
+    assert_eq!(task["status"], "success", "{task}");
+    assert_eq!(task["result"], json!({"image_id": id}));
+    assert_eq!(task["type"], "api_image_import");
+    assert_eq!(shown["stores"], "fast");
+    assert_eq!(shown["os_glance_importing_to_stores"], "");
+    assert_eq!(shown["os_glance_failed_import"], "");
+    assert_holds(&state, &shown, &direct);
+    let (status, by_id) = call(
+        addr,
+        "GET",
+        &format!("/v2/tasks/{}", task["id"].as_str().unwrap()),
+        Value::Null,
+    )
+    .await;
+    assert_eq!((status, &by_id["status"]), (200, &json!("success")));
+
+    // web-download into a named store; a refused URL is a 400 and never a fetch.
+    let fetched = pattern(2 << 20, 2);
+    let web = Web::serve(fetched.clone(), 64 << 10, Duration::ZERO);
+    let id = create(addr, "web").await;
+    for refused in [
+        "http://169.254.169.254/latest/meta-data".to_string(),
+        "file:///etc/passwd".to_string(),
+        format!("ftp://{}/x", web.addr),
+    ] {
+        let (status, body) = import(
+            addr,
+            &id,
+            json!({"method": {"name": "web-download", "uri": refused}}),
+        )
+        .await;
+        assert_eq!(status, 400, "{refused}: {body}");
+    }
+    assert_eq!(image(addr, &id).await["status"], "queued");
+    assert_eq!(web.requests.load(Ordering::SeqCst), 0);
+    let (status, body) = import(
+        addr,
+        &id,
+        json!({"method": {"name": "web-download", "uri": web.url()}, "stores": ["cheap"]}),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let (again, _) = import(
+        addr,
+        &id,
+        json!({"method": {"name": "web-download", "uri": web.url()}}),
+    )
+    .await;
+    assert_eq!(again, 409, "a second import while one holds the lock");
+    let (shown, task) = finished(addr, &id).await;
+    assert_eq!(task["status"], "success", "{task}");
+    assert_eq!(shown["stores"], "cheap");
+    assert_holds(&state, &shown, &fetched);
+
+    // copy-image into every other writable store (the read-only one is skipped).
+    let (status, body) = import(
+        addr,
+        &id,
+        json!({"method": {"name": "copy-image"}, "all_stores": true}),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let (shown, task) = finished(addr, &id).await;
+    assert_eq!(task["status"], "success", "{task}");
+    assert_eq!(shown["stores"], "cheap,fast");
+    assert_holds(&state, &shown, &fetched);
+    let (status, _) = import(
+        addr,
+        &id,
+        json!({"method": {"name": "copy-image"}, "stores": ["fast"]}),
+    )
+    .await;
+    assert_eq!(status, 400, "already in that store");
+
+    // Uploads may name a store; a read-only or unknown one is refused.
+    let id = create(addr, "upload").await;
+    assert_eq!(
+        put_data(
+            addr,
+            &id,
+            "file",
+            b"bytes",
+            &[("x-image-meta-store", "archive")]
+        )
+        .await,
+        403
+    );
+    assert_eq!(
+        put_data(
+            addr,
+            &id,
+            "file",
+            b"bytes",
+            &[("x-image-meta-store", "nope")]
+        )
+        .await,
+        400
+    );
+    assert_eq!(
+        put_data(
+            addr,
+            &id,
+            "file",
+            b"bytes",
+            &[("x-image-meta-store", "cheap")]
+        )
+        .await,
+        204
+    );
+    assert_eq!(image(addr, &id).await["stores"], "cheap");
+
+    // Staging that fails half-way leaves no staged data and a queued image.
+    let id = create(addr, "short").await;
+    let status = put_data(
+        addr,
+        &id,
+        "stage",
+        &pattern(1 << 20, 3),
+        &[("x-openstack-image-size", "2097152")],
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(image(addr, &id).await["status"], "queued");
+    assert_nothing_left(&state);
+    assert_eq!(sd.stop().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn all_stores_with_a_failing_store_follows_all_stores_must_succeed() {
+    let mut sd = FakeSystemd::new();
+    let addr = sd.add_socket_unit("api");
+    sd.write_config(&config(""));
+    sd.start().await;
+    let state = state(&sd);
+    // The `cheap` store breaks under the running service: its directory becomes a file,
+    // so nothing can be written there, not even by root.
+    std::fs::remove_dir(state.join("cheap")).expect("rmdir");
+    std::fs::write(state.join("cheap"), b"not a directory").expect("write");
+
+    let data = pattern(1 << 20, 4);
+    for must_succeed in [true, false] {
+        let id = create(addr, "all").await;
+        assert_eq!(put_data(addr, &id, "stage", &data, &[]).await, 204);
+        let (status, body) = import(
+            addr,
+            &id,
+            json!({"method": {"name": "glance-direct"}, "all_stores": true,
+                   "all_stores_must_succeed": must_succeed}),
+        )
+        .await;
+        assert_eq!(status, 202, "{body}");
+        let (shown, task) = finished(addr, &id).await;
+        assert_eq!(shown["os_glance_failed_import"], "cheap", "{shown}");
+        assert_eq!(shown["os_glance_importing_to_stores"], "");
+        if must_succeed {
+            assert_eq!(task["status"], "failure", "{task}");
+            assert!(task["message"].as_str().is_some_and(|m| !m.is_empty()));
+            assert_eq!(shown["status"], "queued");
+            assert!(shown.get("stores").is_none(), "{shown}");
+            assert!(shown["checksum"].is_null());
+            assert!(
+                !files_in(&state.join("fast")).contains(&id),
+                "the good copy is rolled back"
+            );
+        } else {
+            assert_eq!(task["status"], "success", "{task}");
+            assert_eq!(shown["stores"], "fast");
+            assert_holds(&state, &shown, &data);
+        }
+        assert!(files_in(&state.join("staging")).is_empty());
+    }
+    assert_eq!(sd.stop().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_import_completes_across_20_reloads_and_a_drain_deadline() {
+    let mut sd = FakeSystemd::new();
+    let addr = sd.add_socket_unit("api");
+    // A drain deadline shorter than the download: the task is cut and handed on.
+    let text = config("drain_timeout = \"300ms\"");
+    sd.write_config(&text);
+    sd.start().await;
+    let state = state(&sd);
+
+    let data = pattern(4 << 20, 5);
+    let web = Web::serve(data.clone(), 64 << 10, Duration::from_millis(25));
+    let id = create(addr, "reloads").await;
+    let (status, body) = import(
+        addr,
+        &id,
+        json!({"method": {"name": "web-download", "uri": web.url()}, "all_stores": true}),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    web.wait_for_chunks(1).await;
+    for _ in 0..20 {
+        sd.write_config(&text);
+        let (_, ready) = sd.reload().await;
+        assert!(
+            support::field(&ready, "STATUS").is_some_and(|s| !s.contains("fail")),
+            "{ready:?}"
+        );
+    }
+    let (shown, task) = finished(addr, &id).await;
+    assert_eq!(task["status"], "success", "{task}");
+    assert_eq!(shown["stores"], "cheap,fast");
+    assert_holds(&state, &shown, &data);
+    assert_nothing_left(&state);
+    assert!(
+        sd.logs().contains("handed on"),
+        "the cut task was handed on"
+    );
+    assert_eq!(sd.stop().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_and_kill_during_a_web_download_resume_at_the_next_start() {
+    let mut sd = FakeSystemd::new();
+    let addr = sd.add_socket_unit("api");
+    sd.write_config(&config("shutdown_timeout = \"30s\""));
+    sd.start().await;
+    let state = state(&sd);
+    let data = pattern(3 << 20, 6);
+    let web = Web::serve(data.clone(), 64 << 10, Duration::from_millis(20));
+
+    for signal in [Signal::SIGTERM, Signal::SIGKILL] {
+        let id = create(addr, "interrupted").await;
+        let before = web.chunks_sent.load(Ordering::SeqCst);
+        let requests_before = web.requests.load(Ordering::SeqCst) as u32;
+        let (status, body) = import(
+            addr,
+            &id,
+            json!({"method": {"name": "web-download", "uri": web.url()}}),
+        )
+        .await;
+        assert_eq!(status, 202, "{body}");
+        web.wait_for_chunks(before + 2).await;
+        sd.signal(signal);
+        let code = sd.wait_exit().await;
+        if signal == Signal::SIGTERM {
+            assert_eq!(code, 0);
+            // The stop did not wait for the download: the task stopped at its checkpoint.
+            assert!(
+                web.chunks_sent.load(Ordering::SeqCst) < before + 48,
+                "{signal}"
+            );
+            assert!(sd.logs().contains("checkpoint"), "{}", sd.logs());
+        }
+        let resumed_before = sd.logs().matches("resuming task").count();
+        sd.start().await;
+        let (shown, task) = finished(addr, &id).await;
+        assert_eq!(task["status"], "success", "{signal}: {task}");
+        assert_eq!(
+            sd.logs().matches("resuming task").count(),
+            resumed_before + 1
+        );
+        assert_eq!(
+            web.requests.load(Ordering::SeqCst) as u32,
+            requests_before + 2,
+            "fetched again after the restart"
+        );
+        assert_eq!(shown["stores"], "fast");
+        assert_holds(&state, &shown, &data);
+        assert_nothing_left(&state);
+    }
+    assert_eq!(sd.stop().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_during_a_copy_image_resumes_at_the_next_start() {
+    let mut sd = FakeSystemd::new();
+    let addr = sd.add_socket_unit("api");
+    sd.write_config(&config(""));
+    sd.start().await;
+    let state = state(&sd);
+    let data = pattern(64 << 20, 7);
+    let id = create(addr, "copied").await;
+    assert_eq!(put_data(addr, &id, "file", &data, &[]).await, 204);
+
+    let (status, body) = import(
+        addr,
+        &id,
+        json!({"method": {"name": "copy-image"}, "stores": ["cheap"]}),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    // The copy is under way once its temporary file exists in the target store.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !files_in(&state.join("cheap"))
+        .iter()
+        .any(|f| f.starts_with(".upload-"))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the copy never began"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    sd.signal(Signal::SIGKILL);
+    sd.wait_exit().await;
+    let interrupted = image(addr, &id);
+    sd.start().await;
+    assert_eq!(
+        interrupted.await["os_glance_importing_to_stores"],
+        "cheap",
+        "killed mid-copy"
+    );
+    let (shown, task) = finished(addr, &id).await;
+    assert_eq!(task["status"], "success", "{task}");
+    assert!(sd.logs().contains("resuming task"));
+    assert_eq!(shown["stores"], "fast,cheap");
+    assert_holds(&state, &shown, &data);
+    assert_nothing_left(&state);
+    assert_eq!(sd.stop().await, 0);
+}
