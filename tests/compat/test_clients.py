@@ -43,7 +43,10 @@ class Glint:
         config = os.path.join(workdir, "glint.toml")
         with open(config, "w") as f:
             f.write(f'state_dir = "{workdir}/state"\n[server]\nlisten = ["127.0.0.1:{self.port}"]\n'
-                    '[log]\nlevel = "warn"\n')
+                    '[log]\nlevel = "warn"\n'
+                    '[stores.fast]\ndefault = true\ndescription = "Fast"\ndatadirs = [{ path = "fast" }]\n'
+                    '[stores.cheap]\ndatadirs = [{ path = "cheap" }]\n'
+                    '[import.web_download]\nallowed_hosts = ["127.0.0.1"]\nallowed_ports = []\n')
         self.proc = subprocess.Popen([binary, "serve", "--config", config],
                                      stderr=open(os.path.join(workdir, "glint.log"), "w"))
         deadline = time.monotonic() + 20
@@ -254,6 +257,98 @@ def sdk_flows(g):
     check(conn.image.download_image(fetched).content == data, "openstacksdk download_image is byte-exact")
 
 
+def wait_imported(g, image_id, stores=None):
+    """Polls until the image's import task is done (no lock) and, if given, it is in `stores`."""
+    deadline = time.monotonic() + 60
+    body = {}
+    while time.monotonic() < deadline:
+        status, body = g.rest("GET", f"/v2/images/{image_id}")
+        done = status == 200 and "os_glance_import_task" not in body and body.get("status") in ("active", "queued")
+        if done and (stores is None or sorted(body.get("stores", "").split(",")) == sorted(stores)):
+            return body
+        time.sleep(0.05)
+    return body
+
+
+def serve_directory(directory):
+    """A local web server for web-download, in a thread; returns its base URL."""
+    import functools
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=directory)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def import_flows(g, workdir):
+    import hashlib
+
+    data = os.urandom(3 * 1024 * 1024 + 5)
+    source = os.path.join(workdir, "import-source.img")
+    with open(source, "wb") as f:
+        f.write(data)
+    md5, sha512 = hashlib.md5(data).hexdigest(), hashlib.sha512(data).hexdigest()
+
+    def holds_data(body):
+        return (body.get("status") == "active" and body.get("checksum") == md5
+                and body.get("os_hash_value") == sha512 and body.get("size") == len(data))
+
+    code, out, err = glance(g, "stores-info")
+    check(code == 0 and '"id": "fast"' in out and '"default": "true"' in out and '"id": "cheap"' in out,
+          f"glance stores-info: {out.strip()} {err.strip()}")
+
+    code, out, err = glance(g, "image-create-via-import", "--name", "via-direct", "--disk-format", "raw",
+                            "--container-format", "bare", "--import-method", "glance-direct", "--file", source)
+    direct = table(out).get("id", "")
+    body = wait_imported(g, direct)
+    check(code == 0 and holds_data(body) and body.get("stores") == "fast",
+          f"glance image-create-via-import --import-method glance-direct --file: {body.get('status')} {err.strip()}")
+
+    base = serve_directory(workdir)
+    code, out, err = glance(g, "image-create-via-import", "--name", "via-web", "--disk-format", "raw",
+                            "--container-format", "bare", "--import-method", "web-download",
+                            "--uri", f"{base}/import-source.img")
+    web = table(out).get("id", "")
+    body = wait_imported(g, web)
+    check(code == 0 and holds_data(body),
+          f"glance image-create-via-import --import-method web-download --uri: {body.get('status')} {err.strip()}")
+
+    code, out, err = glance(g, "image-import", direct, "--import-method", "copy-image", "--stores", "cheap")
+    body = wait_imported(g, direct, stores=["fast", "cheap"])
+    copied = os.path.join(workdir, "state", "cheap", direct)
+    with open(copied, "rb") as f:
+        check(code == 0 and holds_data(body) and body.get("stores") == "fast,cheap" and f.read() == data,
+              f"glance image-import --import-method copy-image --stores cheap: {body.get('stores')} {err.strip()}")
+
+    code, out, err = glance(g, "image-tasks", direct)
+    check(code == 0 and out.count("success") == 2, f"glance image-tasks: {out.strip()} {err.strip()}")
+
+    import openstack
+
+    conn = openstack.connection.Connection(auth_type="none", auth={"endpoint": g.url}, image_api_version="2")
+    image = conn.image.create_image(name="sdk-import", data=data, disk_format="raw", container_format="bare",
+                                    use_import=True)
+    body = wait_imported(g, image.id)
+    check(holds_data(body) and body.get("stores") == "fast", f"openstacksdk create_image(use_import=True): {body.get('status')} {body.get('stores')}")
+    image = conn.image.create_image(name="sdk-import-stores", data=data, disk_format="raw",
+                                    container_format="bare", use_import=True, stores=["cheap", "fast"])
+    body = wait_imported(g, image.id, stores=["cheap", "fast"])
+    check(holds_data(body), f"openstacksdk create_image(use_import=True, stores=[…]): {body.get('stores')}")
+    check(sorted(s.id for s in conn.image.stores()) == ["cheap", "fast"], "openstacksdk stores()")
+
+    code, out, err = openstack_cli(g, "image", "create", "--import", "--file", source, "--disk-format", "raw",
+                                   "--container-format", "bare", "osc-import", "-f", "json")
+    created = json.loads(out) if code == 0 else {}
+    body = wait_imported(g, created.get("id", "missing"))
+    check(holds_data(body), f"openstack image create --import: {err.strip()[-200:]}")
+
+
 def main():
     if len(sys.argv) != 2:
         print(__doc__)
@@ -265,6 +360,7 @@ def main():
             data_flows(g, workdir)
             osc_flows(g, workdir)
             sdk_flows(g)
+            import_flows(g, workdir)
         except Exception as e:
             FAILURES.append(f"aborted: {e!r}")
             log(f"FAIL: aborted: {e!r}")
