@@ -827,6 +827,62 @@ mod tests {
     }
 
     #[test]
+    fn the_unnamed_store_is_the_store_default_and_named_stores_replace_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let loaded = load(&source_with(dir.path(), Some(""))).unwrap();
+        let stores = loaded.config.named_stores();
+        assert_eq!(stores.keys().collect::<Vec<_>>(), ["default"]);
+        assert_eq!(stores["default"].datadirs[0].path, Path::new("images"));
+        assert_eq!(loaded.config.default_store(), "default");
+        let text = "[stores.fast]\ndefault = true\ndatadirs = [{ path = \"f\" }]\n\
+                    [stores.cold]\ndatadirs = [{ path = \"c\", read_only = true }]\n";
+        let loaded = load(&source_with(dir.path(), Some(text))).unwrap();
+        assert_eq!(loaded.config.named_stores().len(), 2);
+        assert_eq!(loaded.config.default_store(), "fast");
+    }
+
+    #[test]
+    fn store_mistakes_name_the_file_and_the_key() {
+        let cases = [
+            (
+                "[stores.a]\ndatadirs = [{ path = \"a\" }]\n[stores.b]\ndatadirs = [{ path = \"b\" }]\n",
+                "exactly one store",
+            ),
+            ("[stores.a]\ndatadirs = []\n", "stores.a.datadirs"),
+            (
+                "[stores.a]\ndefault = true\ndatadirs = [{ path = \"x\" }]\n\
+                 [stores.b]\ndatadirs = [{ path = \"x\" }]\n",
+                "listed twice",
+            ),
+            (
+                "[stores.\"os_glance_x\"]\ndatadirs = [{ path = \"x\" }]\n",
+                "os_glance_",
+            ),
+            (
+                "[stores.a]\ndatadirs = [{ path = \"x\", read_only = true }]\n",
+                "stores.a.datadirs",
+            ),
+            (
+                "[store]\ndatadirs = [{ path = \"old\" }]\n[stores.a]\ndatadirs = [{ path = \"a\" }]\n",
+                "store.datadirs",
+            ),
+            ("[import]\nmethods = []\n", "import.methods"),
+            (
+                "[import]\nmethods = [\"glance-download\"]\n",
+                "import.methods",
+            ),
+        ];
+        for (text, expected) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let err = load(&source_with(dir.path(), Some(text)))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("glint.toml"), "{text}: {err}");
+            assert!(err.contains(expected), "{text}: {err}");
+        }
+    }
+
+    #[test]
     fn unknown_keys_name_the_file_and_the_key() {
         let dir = tempfile::tempdir().unwrap();
         let err = load(&source_with(dir.path(), Some("[server]\nworkerz = 3\n"))).unwrap_err();

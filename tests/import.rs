@@ -471,6 +471,7 @@ async fn an_import_completes_across_20_reloads_and_a_drain_deadline() {
     .await;
     assert_eq!(status, 202, "{body}");
     web.wait_for_chunks(1).await;
+    assert_eq!(sd.status().await["tasks_running"], 1);
     for _ in 0..20 {
         sd.write_config(&text);
         let (_, ready) = sd.reload().await;
@@ -589,5 +590,69 @@ async fn kill_during_a_copy_image_resumes_at_the_next_start() {
     assert_eq!(shown["stores"], "fast,cheap");
     assert_holds(&state, &shown, &data);
     assert_nothing_left(&state);
+    assert_eq!(sd.stop().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stores_are_added_by_reload_and_kept_while_they_hold_images() {
+    let mut sd = FakeSystemd::new();
+    let addr = sd.add_socket_unit("api");
+    let listen = free_addr();
+    let with = |stores: &str| format!("[server]\nlisten = [\"{listen}\"]\n{stores}\n");
+    // The config of earlier versions: one unnamed store, served as `default`.
+    sd.write_config(&with(""));
+    sd.start().await;
+    let first = create(addr, "first").await;
+    assert_eq!(put_data(addr, &first, "file", b"first", &[]).await, 204);
+    assert_eq!(image(addr, &first).await["stores"], "default");
+
+    // The same directory as a named store, and a second store beside it.
+    let named = "[stores.default]\ndefault = true\ndatadirs = [{ path = \"images\" }]\n\
+                 [stores.extra]\ndatadirs = [{ path = \"extra\" }]\n";
+    sd.write_config(&with(named));
+    let (code, out) = sd.ctl(&["reload"]).await;
+    assert_eq!(code, 0, "{out}");
+    let (_, stores) = call(addr, "GET", "/v2/info/stores", Value::Null).await;
+    assert_eq!(
+        stores,
+        json!({"stores": [{"id": "default", "default": "true"}, {"id": "extra"}]})
+    );
+    let second = create(addr, "second").await;
+    assert_eq!(
+        put_data(
+            addr,
+            &second,
+            "file",
+            b"second",
+            &[("x-image-meta-store", "extra")]
+        )
+        .await,
+        204
+    );
+    assert_eq!(image(addr, &second).await["stores"], "extra");
+
+    // Dropping a store that holds an image is refused and says which and how many.
+    sd.write_config(&with(
+        "[stores.default]\ndatadirs = [{ path = \"images\" }]\n",
+    ));
+    let (code, out) = sd.ctl(&["reload"]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("stores.extra") && out.contains("1 image"),
+        "{out}"
+    );
+    // Both kinds of store config at once is refused by key.
+    sd.write_config(&with(&format!(
+        "{named}[store]\ndatadirs = [{{ path = \"old\" }}]\n"
+    )));
+    let (code, out) = sd.ctl(&["reload"]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("store.datadirs"), "{out}");
+    let mut conn = Conn::open(addr).await.expect("connect");
+    let data = conn
+        .get(&format!("/v2/images/{second}/file"))
+        .await
+        .expect("read");
+    assert_eq!(&data.body[..], b"second");
     assert_eq!(sd.stop().await, 0);
 }

@@ -433,6 +433,7 @@ impl Lifecycle {
                     origin: l.origin,
                 })
                 .collect(),
+            tasks_running: current.app.running_tasks(),
             reloads_applied: self.reloads_applied,
             reloads_rejected: self.reloads_rejected,
             last_reload: self.last_reload.clone(),

@@ -78,6 +78,8 @@ pub struct StatusReport {
     pub max_draining_generations: usize,
     pub pools: Vec<PoolStatus>,
     pub listeners: Vec<ListenerStatus>,
+    /// Background tasks (imports) running now, in every generation.
+    pub tasks_running: usize,
     pub reloads_applied: u64,
     pub reloads_rejected: u64,
     pub last_reload: Option<LastReload>,
