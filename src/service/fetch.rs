@@ -123,19 +123,11 @@ impl WebDownload {
         for _ in 0..=self.config.max_redirects {
             let address = self.resolve(&url).await?;
             let host = url.host_str().unwrap_or_default().to_string();
-            let client = reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .connect_timeout(self.config.connect_timeout)
-                .read_timeout(self.config.read_timeout)
-                .resolve(&host, address)
-                .no_proxy()
-                .build()
-                .map_err(|e| FetchError::Failed(format!("HTTP client: {e}")))?;
-            let response = client
-                .get(url.clone())
-                .send()
-                .await
-                .map_err(|e| FetchError::Failed(format!("Fetching {url} failed: {e}")))?;
+            let client = self.client(&host, address)?;
+            let response =
+                client.get(url.clone()).send().await.map_err(|e| {
+                    FetchError::Failed(format!("Fetching {url} failed: {}", chain(&e)))
+                })?;
             let status = response.status();
             if status.is_redirection() {
                 let next = response
@@ -176,6 +168,33 @@ impl WebDownload {
         )))
     }
 
+    /// A client that connects `host` to `address` only and follows no redirect itself. It
+    /// trusts the system's CAs; a system without a trust store (no ca-certificates) gets
+    /// Mozilla's roots, built in, rather than no web-download at all.
+    fn client(&self, host: &str, address: SocketAddr) -> Result<reqwest::Client, FetchError> {
+        let builder = || {
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .connect_timeout(self.config.connect_timeout)
+                .read_timeout(self.config.read_timeout)
+                .resolve(host, address)
+                .no_proxy()
+        };
+        match builder().build() {
+            Ok(client) => Ok(client),
+            Err(system) => {
+                tracing::debug!(error = %chain(&system), "system trust store unusable; using built-in roots");
+                let roots = webpki_root_certs::TLS_SERVER_ROOT_CERTS
+                    .iter()
+                    .filter_map(|der| reqwest::Certificate::from_der(der).ok());
+                builder()
+                    .tls_certs_only(roots)
+                    .build()
+                    .map_err(|e| FetchError::Failed(format!("HTTP client: {}", chain(&e))))
+            }
+        }
+    }
+
     /// The address to connect to: the first the host resolves to, refused when it is not
     /// public and the operator did not name the host.
     async fn resolve(&self, url: &Url) -> Result<SocketAddr, FetchError> {
@@ -196,6 +215,18 @@ impl WebDownload {
         }
         Ok(address)
     }
+}
+
+/// An error with its causes, which reqwest keeps out of its own message.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn host_matches(pattern: &str, host: &str) -> bool {

@@ -5,8 +5,8 @@ Builds (or reuses) a bookworm root with mmdebstrap, boots it with its own system
 private mount namespace (tmpfs /tmp and /run, a cgroup subtree of its own, a throw-away
 overlay over the image), installs the .deb built by packaging/build.sh and checks what
 operators rely on: socket activation, reload under keep-alive load, a rejected reload,
-restarts under load, the fd store kept across stop/start, journald fields and the
-`systemd-analyze security` exposure. Every systemctl call runs under `timeout`.
+restarts under load, a web-download import across `systemctl restart`, the fd store kept across
+stop/start, journald fields and the `systemd-analyze security` exposure. Every systemctl call runs under `timeout`.
 
 Usage: tests/e2e/systemd_e2e.py path/to/glint.deb    (root only; skips otherwise)
 """
@@ -287,6 +287,51 @@ class Load:
         return self.ok, self.errors
 
 
+class SlowWeb:
+    """A web server on the host's loopback (the box shares the network) that sends `data`
+    slowly, for a web-download that is still running when glint is restarted."""
+
+    def __init__(self, data, chunk=64 * 1024, pause=0.03):
+        self.data, self.chunk, self.pause = data, chunk, pause
+        self.sent = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            conn, _ = self.listener.accept()
+            threading.Thread(target=self.answer, args=(conn,), daemon=True).start()
+
+    def answer(self, conn):
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                piece = conn.recv(4096)
+                if not piece:
+                    return
+                head += piece
+            try:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n"
+                             + f"Content-Length: {len(self.data)}\r\n\r\n".encode())
+                for start in range(0, len(self.data), self.chunk):
+                    conn.sendall(self.data[start:start + self.chunk])
+                    self.sent += 1
+                    time.sleep(self.pause)
+            except OSError:
+                return
+
+
+def rest(port, method, path, body=None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request(method, path, body=json.dumps(body) if body is not None else None,
+                 headers={"Content-Type": "application/json"})
+    response = conn.getresponse()
+    text = response.read()
+    conn.close()
+    return response.status, (json.loads(text) if text else None)
+
+
 def status_text(box, unit="glint.service"):
     return box.systemctl("show", "-P", "StatusText", unit).stdout.strip()
 
@@ -353,6 +398,39 @@ def scenario(box, port, standalone_port):
     refused = [e for e in errors if "Refused" in e]
     check(not errors and ok > 0,
           f"10 restarts under load: {ok} requests, {len(refused)} refused, {len(errors)} failed {errors[:3]}")
+
+    # An import across `systemctl restart`: the task stops at its checkpoint and the new
+    # process takes it up; the image ends active with the right hashes, nothing staged left.
+    box.write("/etc/glint/conf.d/60-import.toml",
+              '[import.web_download]\nallowed_hosts = ["127.0.0.1"]\nallowed_ports = []\n')
+    box.systemctl("reload", "glint")
+    data = os.urandom(4 * 1024 * 1024)
+    web = SlowWeb(data)
+    status, image = rest(port, "POST", "/v2/images", {"name": "e2e-import", "disk_format": "raw",
+                                                     "container_format": "bare"})
+    image_id = image["id"]
+    status, _ = rest(port, "POST", f"/v2/images/{image_id}/import",
+                     {"method": {"name": "web-download", "uri": f"http://127.0.0.1:{web.port}/disk.raw"}})
+    check(status == 202, f"import accepted: {status}")
+    deadline = time.monotonic() + 30
+    while web.sent < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    box.systemctl("restart", "glint")
+    deadline = time.monotonic() + 60
+    shown = {}
+    while time.monotonic() < deadline:
+        status, shown = rest(port, "GET", f"/v2/images/{image_id}")
+        if shown.get("status") in ("active", "queued") and "os_glance_import_task" not in shown:
+            break
+        time.sleep(0.1)
+    journal = box.run(["journalctl", "-u", "glint.service", "--no-pager"]).stdout
+    _, tasks = rest(port, "GET", f"/v2/images/{image_id}/tasks")
+    task = (tasks or {}).get("tasks", [{}])[0]
+    staged = box.run(["ls", "-A", "/var/lib/glint/staging"], check=False).stdout.strip()
+    check(shown.get("status") == "active" and shown.get("os_hash_value") == hashlib.sha512(data).hexdigest()
+          and "resuming task" in journal and not staged,
+          f"a web-download survives systemctl restart: {shown.get('status')}, resumed "
+          f"{'resuming task' in journal}, staging {staged!r}, task {task.get('status')} {task.get('message')!r}")
 
     # The fd store: a glint that binds its own listener keeps it across stop/start.
     box.write("/etc/glint/standalone.toml",
