@@ -63,8 +63,11 @@ fn files_in(dir: &Path) -> Vec<String> {
 
 async fn call(addr: SocketAddr, method: &str, path: &str, body: Value) -> (u16, Value) {
     let mut conn = Conn::open(addr).await.expect("connect");
-    if method == "GET" {
-        let reply = conn.get(path).await.expect("get");
+    if body.is_null() {
+        let reply = conn
+            .send(method, path, None, Bytes::new())
+            .await
+            .expect("request");
         let value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
         return (reply.status, value);
     }
@@ -349,6 +352,42 @@ async fn the_three_methods_import_into_named_stores() {
     )
     .await;
     assert_eq!(status, 400, "already in that store");
+    // A copy can go again, but not the last one.
+    let (status, _) = call(
+        addr,
+        "DELETE",
+        &format!("/v2/stores/cheap/{id}"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 204);
+    assert!(!files_in(&state.join("cheap")).contains(&id));
+    let shown = image(addr, &id).await;
+    assert_eq!(shown["stores"], "fast");
+    assert_holds(&state, &shown, &fetched);
+    let (status, _) = call(
+        addr,
+        "DELETE",
+        &format!("/v2/stores/fast/{id}"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _) = call(
+        addr,
+        "DELETE",
+        &format!("/v2/stores/cheap/{id}"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, tasks) = call(addr, "GET", "/v2/tasks?limit=2", Value::Null).await;
+    assert_eq!(status, 200);
+    assert_eq!(tasks["tasks"].as_array().map(Vec::len), Some(2), "{tasks}");
+    assert_eq!(tasks["tasks"][0]["status"], "success");
+    let next = tasks["next"].as_str().expect("a next page");
+    let (_, rest) = call(addr, "GET", next, Value::Null).await;
+    assert_eq!(rest["tasks"].as_array().map(Vec::len), Some(1), "{rest}");
 
     // Uploads may name a store; a read-only or unknown one is refused.
     let id = create(addr, "upload").await;
@@ -654,5 +693,55 @@ async fn stores_are_added_by_reload_and_kept_while_they_hold_images() {
         .await
         .expect("read");
     assert_eq!(&data.body[..], b"second");
+    assert_eq!(sd.stop().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn staging_cut_by_kill_leaves_a_queued_image_and_nothing_staged() {
+    let mut sd = FakeSystemd::new();
+    let addr = sd.add_socket_unit("api");
+    sd.write_config(&config(""));
+    sd.start().await;
+    let state = state(&sd);
+    let id = create(addr, "cut").await;
+    let chunks = pattern(2 << 20, 8)
+        .chunks(64 << 10)
+        .map(Bytes::copy_from_slice)
+        .collect();
+    let path = format!("/v2/images/{id}/stage");
+    let staging = tokio::spawn(async move {
+        send_slowly(
+            addr,
+            "PUT",
+            &path,
+            &[OCTETS],
+            chunks,
+            Duration::from_millis(100),
+        )
+        .await
+    });
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while image(addr, &id).await["status"] != "uploading" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "staging never began"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    sd.signal(Signal::SIGKILL);
+    sd.wait_exit().await;
+    staging.abort();
+    sd.start().await;
+    let shown = image(addr, &id).await;
+    assert_eq!(shown["status"], "queued", "{shown}");
+    assert!(shown["size"].is_null(), "{shown}");
+    assert_nothing_left(&state);
+    // The image takes a new staging and import as if nothing happened.
+    let data = pattern(1 << 20, 9);
+    assert_eq!(put_data(addr, &id, "stage", &data, &[]).await, 204);
+    let (status, _) = import(addr, &id, json!({"method": {"name": "glance-direct"}})).await;
+    assert_eq!(status, 202);
+    let (shown, _) = finished(addr, &id).await;
+    assert_holds(&state, &shown, &data);
     assert_eq!(sd.stop().await, 0);
 }

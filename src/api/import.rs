@@ -1,16 +1,18 @@
 //! Interoperable import and tasks over HTTP: `POST /v2/images/{id}/import` (202, the work
-//! continues as a task), `GET /v2/images/{id}/tasks`, `GET /v2/tasks/{id}`. Staging is a
+//! continues as a task), `GET /v2/images/{id}/tasks`, `GET /v2/tasks[/{id}]`, and
+//! `DELETE /v2/stores/{store}/{id}` (a copy made by an import goes again). Staging is a
 //! data transfer and lives with the other transfers in `images`.
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Extension, Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode};
 
 use super::images::{header_store, json_body};
 use super::{ApiContext, ApiError, RequestId, wire};
 use crate::domain::caller::Caller;
+use crate::domain::task::TaskStatus;
 
 pub async fn import(
     State(ctx): State<ApiContext>,
@@ -34,6 +36,62 @@ pub async fn image_tasks(
 ) -> Result<Response, ApiError> {
     let tasks = ctx.catalog.image_tasks(&caller, &id).await?;
     Ok(Json(wire::image_tasks(&tasks)).into_response())
+}
+
+/// Largest page of `GET /v2/tasks`, and the default one.
+const TASK_PAGE_MAX: u32 = 1000;
+const TASK_PAGE_DEFAULT: u32 = 25;
+
+pub async fn tasks(
+    State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let params: Vec<(String, String)> =
+        form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
+    let param = |key: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    };
+    let limit = match param("limit") {
+        None => TASK_PAGE_DEFAULT,
+        Some(text) => text
+            .parse::<u32>()
+            .map_err(|_| ApiError::BadRequest(format!("Invalid limit value: {text}")))?
+            .min(TASK_PAGE_MAX),
+    };
+    if let Some(status) = param("status") {
+        if TaskStatus::parse(status).is_none() {
+            return Err(ApiError::BadRequest(format!(
+                "Invalid status value: {status}"
+            )));
+        }
+    }
+    let tasks = ctx
+        .catalog
+        .tasks(
+            &caller,
+            param("type"),
+            param("status"),
+            param("marker"),
+            limit,
+        )
+        .await?;
+    let full = limit > 0 && tasks.len() == limit as usize;
+    Ok(Json(wire::task_list(&tasks, &params, full)).into_response())
+}
+
+pub async fn delete_from_store(
+    State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
+    Path((store, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    ctx.catalog.delete_from_store(&caller, &store, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 pub async fn task(

@@ -65,7 +65,12 @@ pub fn router(context: ApiContext) -> Router {
         .route("/images/{id}/stage", put(images::stage))
         .route("/images/{id}/import", post(import::import))
         .route("/images/{id}/tasks", get(import::image_tasks))
+        .route("/tasks", get(import::tasks))
         .route("/tasks/{id}", get(import::task))
+        .route(
+            "/stores/{store}/{id}",
+            axum::routing::delete(import::delete_from_store),
+        )
         .route("/images/{id}/actions/deactivate", post(images::deactivate))
         .route("/images/{id}/actions/reactivate", post(images::reactivate))
         .route(

@@ -107,6 +107,43 @@ pub fn task(task: &Task) -> Value {
     })
 }
 
+/// `GET /v2/tasks`: task stubs (no input, result or message, as Glance lists them) with
+/// `first`/`next` links that keep every parameter but the marker.
+pub fn task_list(tasks: &[Task], params: &[(String, String)], more: bool) -> Value {
+    let link = |marker: Option<&str>| {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in params.iter().filter(|(k, _)| k != "marker") {
+            query.append_pair(k, v);
+        }
+        if let Some(marker) = marker {
+            query.append_pair("marker", marker);
+        }
+        let query = query.finish();
+        if query.is_empty() {
+            "/v2/tasks".to_string()
+        } else {
+            format!("/v2/tasks?{query}")
+        }
+    };
+    let stubs: Vec<Value> = tasks
+        .iter()
+        .map(|t| {
+            let mut stub = task(t);
+            if let Some(fields) = stub.as_object_mut() {
+                for key in ["input", "result", "message"] {
+                    fields.remove(key);
+                }
+            }
+            stub
+        })
+        .collect();
+    let mut list = json!({"tasks": stubs, "first": link(None), "schema": "/v2/schemas/tasks"});
+    if let Some(last) = tasks.last().filter(|_| more) {
+        list["next"] = json!(link(Some(&last.id)));
+    }
+    list
+}
+
 /// `GET /v2/images/{id}/tasks`: the tasks as Glance's image-task view lists them.
 pub fn image_tasks(tasks: &[Task]) -> Value {
     let tasks: Vec<Value> = tasks

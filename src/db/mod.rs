@@ -382,6 +382,43 @@ impl Database {
         rows.into_iter().map(TaskRow::into_task).collect()
     }
 
+    /// Tasks newest first, optionally of one type and status, after task `marker`.
+    pub async fn list_tasks(
+        &self,
+        kind: Option<&str>,
+        status: Option<&str>,
+        marker: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Task>, DbError> {
+        let mut sql =
+            QueryBuilder::<Sqlite>::new(format!("SELECT {TASK_COLUMNS} FROM tasks WHERE 1 = 1"));
+        if let Some(kind) = kind {
+            sql.push(" AND type = ").push_bind(kind.to_string());
+        }
+        if let Some(status) = status {
+            sql.push(" AND status = ").push_bind(status.to_string());
+        }
+        if let Some(marker) = marker {
+            sql.push(" AND rowid < (SELECT rowid FROM tasks WHERE id = ")
+                .push_bind(marker.to_string())
+                .push(")");
+        }
+        sql.push(" ORDER BY rowid DESC LIMIT ")
+            .push_bind(i64::from(limit));
+        let rows: Vec<TaskRow> = sql.build_query_as().fetch_all(&self.read).await?;
+        rows.into_iter().map(TaskRow::into_task).collect()
+    }
+
+    /// Forgets finished tasks whose time to live has passed; returns how many.
+    pub async fn purge_expired_tasks(&self, now: Timestamp) -> Result<u64, DbError> {
+        let purged =
+            sqlx::query("DELETE FROM tasks WHERE expires_at IS NOT NULL AND expires_at < ?")
+                .bind(now)
+                .execute(&self.write)
+                .await?;
+        Ok(purged.rows_affected())
+    }
+
     /// Tasks neither succeeded nor failed: what a new process (or generation) takes over.
     pub async fn unfinished_tasks(&self) -> Result<Vec<Task>, DbError> {
         let rows: Vec<TaskRow> = sqlx::query_as(&format!(

@@ -376,6 +376,11 @@ impl Catalog {
     /// generation of this process runs (after a start, those a stop or a crash left).
     pub async fn activate(&self) {
         self.executor.board().set_live(self.clone());
+        match self.db.purge_expired_tasks(time::now()).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "expired tasks purged"),
+            Err(e) => tracing::warn!(error = %e, "expired tasks could not be purged"),
+        }
         match self.db.unfinished_tasks().await {
             Ok(tasks) => {
                 for task in tasks {
@@ -700,6 +705,81 @@ impl Catalog {
     pub async fn image_tasks(&self, caller: &Caller, id: &str) -> Result<Vec<Task>> {
         self.get(caller, id).await?;
         Ok(self.db.tasks_of_image(id).await?)
+    }
+
+    /// `GET /v2/tasks`: newest first; for admins.
+    pub async fn tasks(
+        &self,
+        caller: &Caller,
+        kind: Option<&str>,
+        status: Option<&str>,
+        marker: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Task>> {
+        if !caller.is_admin {
+            return Err(forbidden(
+                "You are not authorized to complete get_tasks action.",
+            ));
+        }
+        if let Some(marker) = marker {
+            if self.db.get_task(marker).await?.is_none() {
+                return Err(DomainError::Invalid(format!("Invalid marker {marker}")).into());
+            }
+        }
+        Ok(self.db.list_tasks(kind, status, marker, limit).await?)
+    }
+
+    /// `DELETE /v2/stores/{store}/{id}`: drops the image's copy in one store (an admin's
+    /// call, as Glance's `delete_image_location`). The last copy cannot go this way.
+    pub async fn delete_from_store(&self, caller: &Caller, store: &str, id: &str) -> Result<()> {
+        if !caller.is_admin {
+            return Err(forbidden(
+                "You are not authorized to complete delete_image_location action.",
+            ));
+        }
+        let image = self.get(caller, id).await?;
+        if self.stores.get(store).is_err() {
+            return Err(conflict(format!("Unknown store {store}")));
+        }
+        if image.status != Status::Active {
+            return Err(conflict(format!(
+                "It's not allowed to remove image data from store if image status is not \
+                 'active'. Image {id} is {}",
+                image.status.as_str()
+            )));
+        }
+        let Some(location) = image.location_in(store).cloned() else {
+            return Err(DomainError::NotFound(format!(
+                "Image {id} is not available in store {store}"
+            ))
+            .into());
+        };
+        if image.locations.len() == 1 {
+            return Err(forbidden(
+                "Cannot delete image data from the only store containing it. Consider deleting \
+                 the image instead.",
+            ));
+        }
+        let change = ImageChange {
+            expect_status: Some(&["active"]),
+            require_absent: Some(LOCK),
+            remove_locations: vec![store.to_string()],
+            ..ImageChange::default()
+        };
+        if !self
+            .db
+            .change_image(id, &change, TaskWrite::None, time::now())
+            .await?
+        {
+            return Err(conflict(format!(
+                "Image {id} changed or is being imported; try again"
+            )));
+        }
+        if let Err(e) = self.delete_data(&location) {
+            tracing::warn!(image_id = id, store, error = %e, "removed copy's data not deleted");
+        }
+        tracing::info!(image_id = id, store, "image data removed from store");
+        Ok(())
     }
 
     /// `GET /v2/tasks/{id}`: the tasks API is for admins.
