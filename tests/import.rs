@@ -274,7 +274,17 @@ async fn the_three_methods_import_into_named_stores() {
     let staged = image(addr, &id).await;
     assert_eq!(staged["status"], "uploading");
     assert_eq!(staged["size"].as_u64(), Some(direct.len() as u64));
-    assert_eq!(files_in(&state.join("staging")), vec![id.clone()]);
+    assert_eq!(
+        files_in(&state.join("staging")),
+        vec![format!(".hashes-{id}"), id.clone()],
+        "staged data keeps its hashes beside it"
+    );
+    let staged_inode = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(state.join("staging").join(&id))
+            .expect("staged")
+            .ino()
+    };
     assert_eq!(put_data(addr, &id, "stage", b"again", &[]).await, 409);
     let (status, body) = import(addr, &id, json!({"method": {"name": "glance-direct"}})).await;
     assert_eq!(status, 202, "{body}");
@@ -284,6 +294,15 @@ async fn the_three_methods_import_into_named_stores() {
     assert_eq!(task["type"], "api_image_import");
     assert_eq!(shown["stores"], "fast");
     assert_eq!(shown["os_glance_importing_to_stores"], "");
+    {
+        use std::os::unix::fs::MetadataExt;
+        let stored = std::fs::metadata(state.join("fast").join(&id)).expect("stored");
+        assert_eq!(
+            stored.ino(),
+            staged_inode,
+            "linked from staging, not copied"
+        );
+    }
     assert_eq!(shown["os_glance_failed_import"], "");
     assert_holds(&state, &shown, &direct);
     let (status, by_id) = call(

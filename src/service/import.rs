@@ -143,8 +143,15 @@ impl Catalog {
         {
             return Err(conflict(format!("Image {id} is already being uploaded")));
         }
+        let allowance = match self.allowance(&image, declared).await {
+            Ok(allowance) => allowance,
+            Err(e) => {
+                self.unstage(id).await;
+                return Err(e);
+            }
+        };
         let staging = self.stores.staging();
-        let staged = match self.receive(staging, id, declared, None, body).await {
+        let staged = match self.receive(staging, id, declared, allowance, body).await {
             Ok(staged) => staged,
             Err(e) => {
                 self.unstage(id).await;
@@ -169,6 +176,7 @@ impl Catalog {
                 DomainError::Gone(format!("Image {id} was deleted during staging.")).into(),
             );
         }
+        self.keep_staged_hashes(id, &staged);
         tracing::info!(image_id = id, size = staged.size, "image data staged");
         Ok(())
     }
@@ -192,11 +200,16 @@ impl Catalog {
     }
 
     pub(super) fn remove_staged(&self, id: &str) {
-        let staging = self.stores.staging();
-        if let Some(url) = staging.find(id) {
-            if let Err(e) = staging.delete(&url) {
-                tracing::warn!(image_id = id, error = %e, "staged data not removed");
-            }
+        if let Err(e) = self.stores.staging().delete_with_hashes(id) {
+            tracing::warn!(image_id = id, error = %e, "staged data not removed");
+        }
+    }
+
+    /// Staged data keeps its hashes, so the import can link it into a store on the same
+    /// filesystem instead of copying it; without them it is copied and hashed again.
+    fn keep_staged_hashes(&self, id: &str, staged: &Stored) {
+        if let Err(e) = self.stores.staging().keep_hashes(id, staged) {
+            tracing::warn!(image_id = id, error = %e, "staged data's hashes not kept; the import copies it");
         }
     }
 
@@ -547,10 +560,15 @@ impl Catalog {
                     .open(uri, self.size_cap)
                     .await
                     .map_err(|e| e.to_string())?;
+                let allowance = self
+                    .allowance(image, length)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 let fetched = self
-                    .receive(staging, &image.id, length, None, body)
+                    .receive(staging, &image.id, length, allowance, body)
                     .await
                     .map_err(|e| format!("Downloading {uri} failed: {e}"))?;
+                self.keep_staged_hashes(&image.id, &fetched);
                 tracing::info!(image_id = %image.id, size = fetched.size, "web-download fetched");
                 Ok(staged(fetched.location))
             }
@@ -583,6 +601,16 @@ impl Catalog {
         if target.read_only() || store_id == STAGING_ID {
             return Err(format!("Store {store_id} does not take new data"));
         }
+        if let Some(stored) = self.link_staged(image_id, source, target)? {
+            if let Some(expected) = expected.filter(|e| *e != stored.md5) {
+                let _ = target.delete(&stored.location);
+                return Err(format!(
+                    "The staged data has checksum {}, expected {expected}",
+                    stored.md5
+                ));
+            }
+            return Ok(stored);
+        }
         let file = self
             .store_of(&source.store)?
             .open_read(&source.url)
@@ -601,6 +629,28 @@ impl Catalog {
             ));
         }
         Ok(stored)
+    }
+
+    /// Staged data with its kept hashes goes into `target` as a hard link when they share a
+    /// filesystem: the import then costs no copy and no second hashing.
+    fn link_staged(
+        &self,
+        image_id: &str,
+        source: &Location,
+        target: &Store,
+    ) -> std::result::Result<Option<Stored>, String> {
+        if source.store != STAGING_ID {
+            return Ok(None);
+        }
+        let staging = self.stores.staging();
+        let Some(kept) = staging.kept_hashes(image_id) else {
+            return Ok(None);
+        };
+        let path = staging.file_of(&source.url).map_err(|e| e.to_string())?;
+        let linked = target
+            .link_from(image_id, &path)
+            .map_err(|e| e.to_string())?;
+        Ok(linked.map(|location| Stored { location, ..kept }))
     }
 
     /// Ends an import that failed: what it wrote is removed (every copy for a new image,

@@ -14,6 +14,8 @@ use sha2::digest::DynDigest;
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
 const TEMP_PREFIX: &str = ".upload-";
+/// What a finished write computed, kept beside the data (`.hashes-<image id>`).
+const HASHES_PREFIX: &str = ".hashes-";
 /// Chunks queued for the md5 thread before the writer waits for it.
 const MD5_QUEUE: usize = 16;
 
@@ -131,7 +133,7 @@ pub struct Store {
 }
 
 /// What a finished write produced.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Stored {
     pub location: String,
     pub size: u64,
@@ -190,8 +192,98 @@ impl Store {
             .filter_map(|d| fs::read_dir(&d.path).ok())
             .flat_map(|entries| entries.flatten())
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|name| !name.starts_with(TEMP_PREFIX))
+            .filter(|name| !name.starts_with('.'))
             .collect()
+    }
+
+    /// Keeps what the write of `stored` computed beside it, so the data can later go into a
+    /// store by `link_from` without being read again. Written whole or not at all; a file
+    /// without its hashes is simply copied.
+    pub fn keep_hashes(&self, image_id: &str, stored: &Stored) -> Result<(), StoreError> {
+        let Some(dir) = self.dirs.first() else {
+            return Ok(());
+        };
+        let path = dir.path.join(format!("{HASHES_PREFIX}{image_id}"));
+        let temp = dir
+            .path
+            .join(format!("{TEMP_PREFIX}{HASHES_PREFIX}{image_id}"));
+        let io_error = |source| StoreError::Io {
+            path: path.clone(),
+            source,
+        };
+        let text = serde_json::to_vec(stored).map_err(|e| io_error(io::Error::other(e)))?;
+        fs::write(&temp, text).map_err(io_error)?;
+        fs::rename(&temp, &path).map_err(io_error)
+    }
+
+    /// The hashes kept for `image_id`'s data in this store, if they still describe it.
+    pub fn kept_hashes(&self, image_id: &str) -> Option<Stored> {
+        let location = self.find(image_id)?;
+        let dir = self.dirs.first()?;
+        let text = fs::read(dir.path.join(format!("{HASHES_PREFIX}{image_id}"))).ok()?;
+        let kept: Stored = serde_json::from_slice(&text).ok()?;
+        let size = fs::metadata(self.path_of(&location).ok()?).ok()?.len();
+        (kept.location == location && kept.size == size).then_some(kept)
+    }
+
+    /// Removes `image_id`'s data and its kept hashes.
+    pub fn delete_with_hashes(&self, image_id: &str) -> Result<(), StoreError> {
+        for dir in &self.dirs {
+            let _ = fs::remove_file(dir.path.join(format!("{HASHES_PREFIX}{image_id}")));
+        }
+        match self.find(image_id) {
+            Some(location) => self.delete(&location),
+            None => Ok(()),
+        }
+    }
+
+    /// Makes `image_id`'s data in this store a hard link to `source` (a finished file of
+    /// another store), when one of this store's writable directories is on the same
+    /// filesystem: no byte is copied. `None` when none is, and the data must be copied.
+    pub fn link_from(&self, image_id: &str, source: &Path) -> Result<Option<String>, StoreError> {
+        use std::os::unix::fs::MetadataExt;
+        let device = fs::metadata(source)
+            .map_err(|e| StoreError::Io {
+                path: source.to_path_buf(),
+                source: e,
+            })?
+            .dev();
+        let Some(dir) = self
+            .dirs
+            .iter()
+            .filter(|d| !d.read_only)
+            .find(|d| fs::metadata(&d.path).is_ok_and(|m| m.dev() == device))
+        else {
+            return Ok(None);
+        };
+        let target = dir.path.join(image_id);
+        let temp = dir
+            .path
+            .join(format!("{TEMP_PREFIX}{image_id}-{}", uuid::Uuid::new_v4()));
+        let io_error = |source| StoreError::Io {
+            path: target.clone(),
+            source,
+        };
+        match fs::hard_link(source, &temp) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) => {
+                return Ok(None);
+            }
+            Err(e) => return Err(io_error(e)),
+        }
+        if let Err(e) = fs::rename(&temp, &target) {
+            let _ = fs::remove_file(&temp);
+            return Err(io_error(e));
+        }
+        File::open(&dir.path)
+            .and_then(|d| d.sync_all())
+            .map_err(io_error)?;
+        Ok(Some(format!("file://{}", target.display())))
+    }
+
+    /// The file behind a location of this store.
+    pub fn file_of(&self, location: &str) -> Result<PathBuf, StoreError> {
+        self.path_of(location)
     }
 
     /// Removes temporary files left by an interrupted process; returns how many.
