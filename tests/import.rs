@@ -764,3 +764,67 @@ async fn staging_cut_by_kill_leaves_a_queued_image_and_nothing_staged() {
     assert_holds(&state, &shown, &data);
     assert_eq!(sd.stop().await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_copy_cut_short_by_deactivation_releases_the_image() {
+    let mut sd = FakeSystemd::new();
+    let addr = sd.add_socket_unit("api");
+    sd.write_config(&config(""));
+    sd.start().await;
+    let state = state(&sd);
+    let data = pattern(128 << 20, 10);
+    let id = create(addr, "deactivated").await;
+    assert_eq!(put_data(addr, &id, "file", &data, &[]).await, 204);
+    let (status, _) = import(
+        addr,
+        &id,
+        json!({"method": {"name": "copy-image"}, "stores": ["cheap"]}),
+    )
+    .await;
+    assert_eq!(status, 202);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !files_in(&state.join("cheap"))
+        .iter()
+        .any(|f| f.starts_with(".upload-"))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the copy never began"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let (status, _) = call(
+        addr,
+        "POST",
+        &format!("/v2/images/{id}/actions/deactivate"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 204);
+    let (shown, task) = finished(addr, &id).await;
+    assert_eq!(task["status"], "failure", "{task}");
+    assert_eq!(shown["status"], "deactivated");
+    assert_eq!(shown["stores"], "fast");
+    assert!(!files_in(&state.join("cheap")).contains(&id));
+    assert_nothing_left(&state);
+    // Reactivated, the image copies as if nothing happened.
+    let (status, _) = call(
+        addr,
+        "POST",
+        &format!("/v2/images/{id}/actions/reactivate"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 204);
+    let (status, _) = import(
+        addr,
+        &id,
+        json!({"method": {"name": "copy-image"}, "stores": ["cheap"]}),
+    )
+    .await;
+    assert_eq!(status, 202);
+    let (shown, task) = finished(addr, &id).await;
+    assert_eq!(task["status"], "success", "{task}");
+    assert_holds(&state, &shown, &data);
+    assert_eq!(sd.stop().await, 0);
+}

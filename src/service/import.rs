@@ -471,14 +471,15 @@ impl Catalog {
                         .change_image(id, &change, TaskWrite::None, time::now())
                         .await?
                     {
+                        // Deleted, or (copy-image) deactivated meanwhile: what this
+                        // import wrote goes, and the lock with it if the image is there.
                         let _ = self
                             .stores
                             .get(&store_id)
                             .map(|s| s.delete(&stored.location));
-                        let message = format!("Image {id} was deleted during the import");
-                        return self
-                            .finish_task(task_id, TaskStatus::Failure, message)
-                            .await;
+                        let message =
+                            format!("Image {id} was deleted or deactivated during the import");
+                        return self.fail(&plan, task_id, &image, message).await;
                     }
                     tracing::info!(image_id = id, task_id, store = %store_id, size = stored.size, "image data imported into store");
                     expected = Some(stored.md5);
@@ -527,9 +528,16 @@ impl Catalog {
             message: Some(String::new()),
             result: Some(json!({"image_id": id})),
         };
-        self.db
+        if !self
+            .db
             .change_image(id, &change, TaskWrite::Update(&update), time::now())
-            .await?;
+            .await?
+        {
+            let message = format!("Image {id} was deleted during the import");
+            return self
+                .finish_task(task_id, TaskStatus::Failure, message)
+                .await;
+        }
         if !plan.copies() {
             self.remove_staged(id);
         }
@@ -653,9 +661,10 @@ impl Catalog {
         Ok(linked.map(|location| Stored { location, ..kept }))
     }
 
-    /// Ends an import that failed: what it wrote is removed (every copy for a new image,
-    /// the new copies for copy-image), staged data is dropped, the image returns to
-    /// `queued` (copy-image leaves it `active`), the lock is released, the task fails.
+    /// Ends an import that failed: the image returns to `queued` (copy-image leaves it as
+    /// it is), the lock is released and the task fails, in one transaction; then what the
+    /// import wrote is removed (every copy for a new image, the new copies for copy-image)
+    /// and the staged data dropped.
     async fn fail(
         &self,
         plan: &Plan,
@@ -672,14 +681,6 @@ impl Catalog {
             .into_iter()
             .filter(|l| !plan.copies() || plan.stores.contains(&l.store))
             .collect();
-        for location in &written {
-            if let Err(e) = self.delete_data(location) {
-                tracing::warn!(image_id = id, error = %e, "data of a failed import not removed");
-            }
-        }
-        if !plan.copies() {
-            self.remove_staged(id);
-        }
         let change = ImageChange {
             status: (!plan.copies()).then_some(Status::Queued),
             data: (!plan.copies()).then(ImageData::default),
@@ -691,7 +692,7 @@ impl Catalog {
                 ),
             ],
             remove_properties: vec![LOCK],
-            remove_locations: written.into_iter().map(|l| l.store).collect(),
+            remove_locations: written.iter().map(|l| l.store.clone()).collect(),
             ..ImageChange::default()
         };
         let update = TaskUpdate {
@@ -707,6 +708,16 @@ impl Catalog {
         {
             self.finish_task(task_id, TaskStatus::Failure, message)
                 .await?;
+        }
+        // Only once no location points at them: a crash before this line leaves unused
+        // files, never an image whose data is gone.
+        for location in &written {
+            if let Err(e) = self.delete_data(location) {
+                tracing::warn!(image_id = id, error = %e, "data of a failed import not removed");
+            }
+        }
+        if !plan.copies() {
+            self.remove_staged(id);
         }
         Ok(())
     }
