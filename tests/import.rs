@@ -828,3 +828,43 @@ async fn a_copy_cut_short_by_deactivation_releases_the_image() {
     assert_holds(&state, &shown, &data);
     assert_eq!(sd.stop().await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redirect_to_a_refused_address_fails_the_task_without_following_it() {
+    let mut sd = FakeSystemd::new();
+    let addr = sd.add_socket_unit("api");
+    sd.write_config(&config(""));
+    sd.start().await;
+    // A server the filter allows, answering with a redirect to the metadata address.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let redirector = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut head = [0u8; 1024];
+            let _ = stream.read(&mut head);
+            let _ = stream.write_all(
+                b"HTTP/1.1 302 Found\r\nLocation: http://169.254.169.254/latest/meta-data\r\n\
+                  Content-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    let id = create(addr, "redirected").await;
+    let (status, body) = import(
+        addr,
+        &id,
+        json!({"method": {"name": "web-download", "uri": format!("http://{redirector}/disk.raw")}}),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let (shown, task) = finished(addr, &id).await;
+    assert_eq!(task["status"], "failure", "{task}");
+    assert!(
+        task["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("169.254.169.254") && m.contains("not allowed")),
+        "{task}"
+    );
+    assert_eq!(shown["status"], "queued");
+    assert_nothing_left(&state(&sd));
+    assert_eq!(sd.stop().await, 0);
+}
