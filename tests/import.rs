@@ -239,6 +239,18 @@ impl Web {
     }
 }
 
+/// Waits until a copy into `store` is under way: its temporary file exists there.
+async fn copy_under_way(store: &Path) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !files_in(store).iter().any(|f| f.starts_with(".upload-")) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the copy never began"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 fn state(sd: &FakeSystemd) -> PathBuf {
     sd.path("state")
 }
@@ -621,18 +633,7 @@ async fn kill_during_a_copy_image_resumes_at_the_next_start() {
     )
     .await;
     assert_eq!(status, 202, "{body}");
-    // The copy is under way once its temporary file exists in the target store.
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !files_in(&state.join("cheap"))
-        .iter()
-        .any(|f| f.starts_with(".upload-"))
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the copy never began"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    copy_under_way(&state.join("cheap")).await;
     sd.signal(Signal::SIGKILL);
     sd.wait_exit().await;
     let interrupted = image(addr, &id);
@@ -782,17 +783,7 @@ async fn a_copy_cut_short_by_deactivation_releases_the_image() {
     )
     .await;
     assert_eq!(status, 202);
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !files_in(&state.join("cheap"))
-        .iter()
-        .any(|f| f.starts_with(".upload-"))
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the copy never began"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    copy_under_way(&state.join("cheap")).await;
     let (status, _) = call(
         addr,
         "POST",

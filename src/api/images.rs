@@ -16,7 +16,7 @@ use super::{ApiContext, ApiError, wire};
 use crate::domain::caller::Caller;
 use crate::domain::patch::Dialect;
 use crate::domain::query::ListQuery;
-use crate::service::Download;
+use crate::service::{Download, ServiceError};
 
 /// Parses a JSON request body the way Glance's deserializer does.
 pub fn json_body(body: &Bytes) -> Result<Value, ApiError> {
@@ -172,20 +172,12 @@ pub async fn upload(
     require_octet_stream(&headers)?;
     let declared = declared_size(&headers)?;
     let store = header_store(&headers)?;
-    let mut stream = body
-        .into_data_stream()
-        .map(|chunk| chunk.map_err(std::io::Error::other));
-    match ctx
-        .catalog
-        .upload(&caller, &id, store, declared, &mut stream)
-        .await
-    {
-        Ok(()) => Ok(StatusCode::NO_CONTENT),
-        Err(e) => {
-            drain(&mut stream).await;
-            Err(e.into())
-        }
-    }
+    take_data(body, async |stream| {
+        ctx.catalog
+            .upload(&caller, &id, store, declared, stream)
+            .await
+    })
+    .await
 }
 
 /// `PUT /v2/images/{id}/stage`: the body streams into the staging area (chunked or not).
@@ -198,10 +190,28 @@ pub async fn stage(
 ) -> Result<StatusCode, ApiError> {
     require_octet_stream(&headers)?;
     let declared = declared_size(&headers)?;
-    let mut stream = body
-        .into_data_stream()
-        .map(|chunk| chunk.map_err(std::io::Error::other));
-    match ctx.catalog.stage(&caller, &id, declared, &mut stream).await {
+    take_data(body, async |stream| {
+        ctx.catalog.stage(&caller, &id, declared, stream).await
+    })
+    .await
+}
+
+/// A request body as the catalogue reads image data.
+type DataStream = futures_util::stream::Map<
+    axum::body::BodyDataStream,
+    fn(Result<Bytes, axum::Error>) -> Result<Bytes, std::io::Error>,
+>;
+
+/// Hands the body of a data transfer (upload or staging) to `write`; if `write` refuses it,
+/// what the client is still sending is drained before the error is answered.
+async fn take_data(
+    body: Body,
+    write: impl AsyncFnOnce(&mut DataStream) -> Result<(), ServiceError>,
+) -> Result<StatusCode, ApiError> {
+    let to_io: fn(Result<Bytes, axum::Error>) -> Result<Bytes, std::io::Error> =
+        |chunk| chunk.map_err(std::io::Error::other);
+    let mut stream: DataStream = body.into_data_stream().map(to_io);
+    match write(&mut stream).await {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
         Err(e) => {
             drain(&mut stream).await;

@@ -136,6 +136,7 @@ impl Catalog {
         if self.stores.staging().find(id).is_some() {
             return Err(conflict(format!("Image {id} already has staged data")));
         }
+        let allowance = self.allowance(&image, declared).await?;
         if !self
             .db
             .transition(id, "queued", "uploading", time::now())
@@ -143,13 +144,6 @@ impl Catalog {
         {
             return Err(conflict(format!("Image {id} is already being uploaded")));
         }
-        let allowance = match self.allowance(&image, declared).await {
-            Ok(allowance) => allowance,
-            Err(e) => {
-                self.unstage(id).await;
-                return Err(e);
-            }
-        };
         let staging = self.stores.staging();
         let staged = match self.receive(staging, id, declared, allowance, body).await {
             Ok(staged) => staged,
