@@ -514,6 +514,19 @@ async fn all_stores_with_a_failing_store_follows_all_stores_must_succeed() {
             assert_eq!(task["status"], "success", "{task}");
             assert_eq!(shown["stores"], "fast");
             assert_holds(&state, &shown, &data);
+            // A copy whose every target fails is a failed task, whatever may fail.
+            let (status, body) = import(
+                addr,
+                &id,
+                json!({"method": {"name": "copy-image"}, "stores": ["cheap"],
+                       "all_stores_must_succeed": false}),
+            )
+            .await;
+            assert_eq!(status, 202, "{body}");
+            let (shown, task) = finished(addr, &id).await;
+            assert_eq!(task["status"], "failure", "{task}");
+            assert_eq!(shown["os_glance_failed_import"], "cheap", "{shown}");
+            assert_holds(&state, &shown, &data);
         }
         assert!(files_in(&state.join("staging")).is_empty());
     }

@@ -499,11 +499,9 @@ impl Catalog {
                 }
             }
         }
-        let imported = self
-            .db
-            .get_image(id)
-            .await?
-            .is_some_and(|i| !i.locations.is_empty());
+        // Every target has been tried: the ones not failed hold a copy. (The image's own
+        // locations would not tell: copy-image starts with one.)
+        let imported = plan.stores.iter().any(|s| !failed.contains(s));
         if !imported {
             let mut image = image.clone();
             image.properties.insert(FAILED.into(), failed.join(","));
