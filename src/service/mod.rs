@@ -1,9 +1,10 @@
 //! Image use-cases: the one place where callers, domain rules and the repository meet
 //! (and, with the data path, image bytes). Import and its background tasks are in
-//! `import`, `tasks` and `fetch`. It names no HTTP type.
+//! `import`, `import_task`, `tasks` and `fetch`. It names no HTTP type.
 
 mod fetch;
 mod import;
+mod import_task;
 mod tasks;
 
 use std::fs::File;

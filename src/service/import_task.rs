@@ -1,0 +1,462 @@
+//! The task that carries out an import, step by step from its persisted state: it reads its
+//! plan from the task's input and its progress from where Glance shows it — the stores still
+//! to do in `os_glance_importing_to_stores`, the failed ones in `os_glance_failed_import`,
+//! each finished copy as a location — so a task cut by a drain deadline, a stop or a crash is
+//! taken up again from there. Also what a process's first generation recovers.
+
+use serde_json::{Value, json};
+use tokio_util::io::ReaderStream;
+
+use super::import::{FAILED, IMPORTING, LOCK};
+use super::{Catalog, data_of};
+use crate::db::{DbError, ImageChange, ImageData, TaskUpdate, TaskWrite};
+use crate::domain::image::{Image, Location, Status};
+use crate::domain::import::{self, ImportRequest, Method};
+use crate::domain::task::{Task, TaskStatus};
+use crate::domain::time;
+use crate::store::{STAGING_ID, Store, Stored};
+
+/// Chunk size when copying stored or staged data into a store.
+const COPY_CHUNK: usize = 1 << 20;
+
+/// A task's plan, as its input recorded it.
+struct Plan {
+    image_id: String,
+    request: ImportRequest,
+    stores: Vec<String>,
+}
+
+impl Plan {
+    fn of(task: &Task) -> std::result::Result<Plan, String> {
+        let image_id = task
+            .input
+            .get("image_id")
+            .and_then(Value::as_str)
+            .ok_or("task input has no image_id")?
+            .to_string();
+        let request = task
+            .input
+            .get("import_req")
+            .ok_or("task input has no import_req")?;
+        let request = import::parse(request, None, |_| true).map_err(|e| e.to_string())?;
+        let stores = task
+            .input
+            .get("backend")
+            .and_then(Value::as_array)
+            .ok_or("task input has no backend")?
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect();
+        Ok(Plan {
+            image_id,
+            request,
+            stores,
+        })
+    }
+
+    fn copies(&self) -> bool {
+        self.request.method == Method::CopyImage
+    }
+}
+
+fn store_list(image: &Image, key: &str) -> Vec<String> {
+    image
+        .properties
+        .get(key)
+        .map(|v| {
+            v.split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl Catalog {
+    /// Runs task `id` on this generation's executor, unless it runs already.
+    pub async fn resume(&self, id: &str) {
+        let catalog = self.clone();
+        let task_id = id.to_string();
+        self.executor.spawn(id.to_string(), async move {
+            if let Err(e) = catalog.carry_out(&task_id).await {
+                // Only the database failing gets here; the task stays unfinished and is
+                // taken up again by the next generation or process.
+                tracing::error!(task_id, error = %e, "task could not record its progress");
+            }
+        });
+    }
+
+    /// Makes this generation the one tasks are handed on to, and takes up every task no
+    /// generation of this process runs (after a start, those a stop or a crash left).
+    pub async fn activate(&self) {
+        self.executor.board().set_live(self.clone());
+        match self.db.purge_expired_tasks(time::now()).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "expired tasks purged"),
+            Err(e) => tracing::warn!(error = %e, "expired tasks could not be purged"),
+        }
+        match self.db.unfinished_tasks().await {
+            Ok(tasks) => {
+                for task in tasks {
+                    if !self.executor.board().is_running(&task.id) {
+                        tracing::info!(task_id = %task.id, status = task.status.as_str(), "resuming task");
+                        self.resume(&task.id).await;
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "unfinished tasks could not be read"),
+        }
+    }
+
+    /// Carries out import task `task_id` from wherever its persisted state says it is.
+    async fn carry_out(&self, task_id: &str) -> std::result::Result<(), DbError> {
+        let Some(task) = self.db.get_task(task_id).await? else {
+            return Ok(());
+        };
+        if task.status.is_final() {
+            return Ok(());
+        }
+        let plan = match Plan::of(&task) {
+            Ok(plan) => plan,
+            Err(message) => {
+                return self
+                    .finish_task(task_id, TaskStatus::Failure, message)
+                    .await;
+            }
+        };
+        if task.status == TaskStatus::Pending {
+            let update = TaskUpdate {
+                id: task_id.into(),
+                status: TaskStatus::Processing,
+                message: None,
+                result: None,
+            };
+            self.db.update_task(&update, time::now()).await?;
+        }
+        let id = plan.image_id.as_str();
+        let image = match self.db.get_image(id).await? {
+            Some(image) if image.properties.get(LOCK).map(String::as_str) == Some(task_id) => image,
+            _ => {
+                if !plan.copies() {
+                    self.remove_staged(id);
+                }
+                let message = format!("Image {id} was deleted or changed during the import");
+                return self
+                    .finish_task(task_id, TaskStatus::Failure, message)
+                    .await;
+            }
+        };
+        let source = match self.source(&image, &plan).await {
+            Ok(source) => source,
+            Err(message) => return self.fail(&plan, task_id, &image, message).await,
+        };
+        let mut remaining = store_list(&image, IMPORTING);
+        let mut failed = store_list(&image, FAILED);
+        let mut expected = image.checksum.clone();
+        while let Some(store_id) = remaining.first().cloned() {
+            remaining.remove(0);
+            match self.copy(id, &source, &store_id, expected.as_deref()).await {
+                Ok(stored) => {
+                    let change = ImageChange {
+                        expect_status: Some(&["importing", "active"]),
+                        data: (!plan.copies()).then(|| data_of(&stored)),
+                        set_properties: vec![(IMPORTING, remaining.join(","))],
+                        add_location: Some(Location {
+                            store: store_id.clone(),
+                            url: stored.location.clone(),
+                        }),
+                        ..ImageChange::default()
+                    };
+                    if !self
+                        .db
+                        .change_image(id, &change, TaskWrite::None, time::now())
+                        .await?
+                    {
+                        // Deleted, or (copy-image) deactivated meanwhile: what this
+                        // import wrote goes, and the lock with it if the image is there.
+                        let _ = self
+                            .stores
+                            .get(&store_id)
+                            .map(|s| s.delete(&stored.location));
+                        let message =
+                            format!("Image {id} was deleted or deactivated during the import");
+                        return self.fail(&plan, task_id, &image, message).await;
+                    }
+                    tracing::info!(image_id = id, task_id, store = %store_id, size = stored.size, "image data imported into store");
+                    expected = Some(stored.md5);
+                }
+                Err(message) => {
+                    tracing::warn!(image_id = id, task_id, store = %store_id, %message, "import into store failed");
+                    failed.push(store_id);
+                    if plan.request.all_stores_must_succeed {
+                        let mut image = image.clone();
+                        image.properties.insert(FAILED.into(), failed.join(","));
+                        return self.fail(&plan, task_id, &image, message).await;
+                    }
+                    let change = ImageChange {
+                        set_properties: vec![
+                            (IMPORTING, remaining.join(",")),
+                            (FAILED, failed.join(",")),
+                        ],
+                        ..ImageChange::default()
+                    };
+                    self.db
+                        .change_image(id, &change, TaskWrite::None, time::now())
+                        .await?;
+                }
+            }
+        }
+        // Every target has been tried: the ones not failed hold a copy. (The image's own
+        // locations would not tell: copy-image starts with one.)
+        let imported = plan.stores.iter().any(|s| !failed.contains(s));
+        if !imported {
+            let mut image = image.clone();
+            image.properties.insert(FAILED.into(), failed.join(","));
+            let message = format!("Import failed for every store: {}", failed.join(", "));
+            return self.fail(&plan, task_id, &image, message).await;
+        }
+        let change = ImageChange {
+            status: (!plan.copies()).then_some(Status::Active),
+            set_properties: vec![(IMPORTING, String::new()), (FAILED, failed.join(","))],
+            remove_properties: vec![LOCK],
+            ..ImageChange::default()
+        };
+        let update = TaskUpdate {
+            id: task_id.into(),
+            status: TaskStatus::Success,
+            message: Some(String::new()),
+            result: Some(json!({"image_id": id})),
+        };
+        if !self
+            .db
+            .change_image(id, &change, TaskWrite::Update(&update), time::now())
+            .await?
+        {
+            let message = format!("Image {id} was deleted during the import");
+            return self
+                .finish_task(task_id, TaskStatus::Failure, message)
+                .await;
+        }
+        if !plan.copies() {
+            self.remove_staged(id);
+        }
+        tracing::info!(image_id = id, task_id, "import finished");
+        Ok(())
+    }
+
+    /// Where the data comes from: the staged file (fetched first for web-download, unless
+    /// an earlier attempt already did), or for copy-image the image's first readable copy.
+    async fn source(&self, image: &Image, plan: &Plan) -> std::result::Result<Location, String> {
+        let staging = self.stores.staging();
+        let staged = |url| Location {
+            store: STAGING_ID.into(),
+            url,
+        };
+        match &plan.request.method {
+            Method::GlanceDirect => staging
+                .find(&image.id)
+                .map(staged)
+                .ok_or_else(|| format!("The staged data of image {} is missing", image.id)),
+            Method::WebDownload { uri } => {
+                if let Some(url) = staging.find(&image.id) {
+                    return Ok(staged(url));
+                }
+                let (length, body) = self
+                    .import
+                    .web
+                    .open(uri, self.size_cap)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let allowance = self
+                    .allowance(image, length)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let fetched = self
+                    .receive(staging, &image.id, length, allowance, body)
+                    .await
+                    .map_err(|e| format!("Downloading {uri} failed: {e}"))?;
+                self.keep_staged_hashes(&image.id, &fetched);
+                tracing::info!(image_id = %image.id, size = fetched.size, "web-download fetched");
+                Ok(staged(fetched.location))
+            }
+            Method::CopyImage => image
+                .locations
+                .iter()
+                .find(|l| self.stores.get(&l.store).is_ok())
+                .cloned()
+                .ok_or_else(|| format!("Image {} has no data in a store of this node", image.id)),
+        }
+    }
+
+    fn store_of(&self, id: &str) -> std::result::Result<&Store, String> {
+        if id == STAGING_ID {
+            return Ok(self.stores.staging());
+        }
+        self.stores.get(id).map_err(|e| e.to_string())
+    }
+
+    /// Copies `source` into store `store_id`, checking the copy against `expected` (the
+    /// md5 of an earlier copy) when there is one.
+    async fn copy(
+        &self,
+        image_id: &str,
+        source: &Location,
+        store_id: &str,
+        expected: Option<&str>,
+    ) -> std::result::Result<Stored, String> {
+        let target = self.store_of(store_id)?;
+        if target.read_only() || store_id == STAGING_ID {
+            return Err(format!("Store {store_id} does not take new data"));
+        }
+        if let Some(stored) = self.link_staged(image_id, source, target)? {
+            if let Some(expected) = expected.filter(|e| *e != stored.md5) {
+                let _ = target.delete(&stored.location);
+                return Err(format!(
+                    "The staged data has checksum {}, expected {expected}",
+                    stored.md5
+                ));
+            }
+            return Ok(stored);
+        }
+        let file = self
+            .store_of(&source.store)?
+            .open_read(&source.url)
+            .map_err(|e| e.to_string())?;
+        let length = file.metadata().map(|m| m.len()).ok();
+        let body = ReaderStream::with_capacity(tokio::fs::File::from_std(file), COPY_CHUNK);
+        let stored = self
+            .receive(target, image_id, length, None, body)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(expected) = expected.filter(|e| *e != stored.md5) {
+            let _ = target.delete(&stored.location);
+            return Err(format!(
+                "The copy in store {store_id} has checksum {}, expected {expected}",
+                stored.md5
+            ));
+        }
+        Ok(stored)
+    }
+
+    /// Staged data with its kept hashes goes into `target` as a hard link when they share a
+    /// filesystem: the import then costs no copy and no second hashing.
+    fn link_staged(
+        &self,
+        image_id: &str,
+        source: &Location,
+        target: &Store,
+    ) -> std::result::Result<Option<Stored>, String> {
+        if source.store != STAGING_ID {
+            return Ok(None);
+        }
+        let staging = self.stores.staging();
+        let Some(kept) = staging.kept_hashes(image_id) else {
+            return Ok(None);
+        };
+        let path = staging.file_of(&source.url).map_err(|e| e.to_string())?;
+        let linked = target
+            .link_from(image_id, &path)
+            .map_err(|e| e.to_string())?;
+        Ok(linked.map(|location| Stored { location, ..kept }))
+    }
+
+    /// Ends an import that failed: the image returns to `queued` (copy-image leaves it as
+    /// it is), the lock is released and the task fails, in one transaction; then what the
+    /// import wrote is removed (every copy for a new image, the new copies for copy-image)
+    /// and the staged data dropped.
+    async fn fail(
+        &self,
+        plan: &Plan,
+        task_id: &str,
+        image: &Image,
+        message: String,
+    ) -> std::result::Result<(), DbError> {
+        let id = image.id.as_str();
+        tracing::warn!(image_id = id, task_id, %message, "import failed");
+        let current = self.db.get_image(id).await?;
+        let written: Vec<Location> = current
+            .map(|i| i.locations)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|l| !plan.copies() || plan.stores.contains(&l.store))
+            .collect();
+        let change = ImageChange {
+            status: (!plan.copies()).then_some(Status::Queued),
+            data: (!plan.copies()).then(ImageData::default),
+            set_properties: vec![
+                (IMPORTING, String::new()),
+                (
+                    FAILED,
+                    image.properties.get(FAILED).cloned().unwrap_or_default(),
+                ),
+            ],
+            remove_properties: vec![LOCK],
+            remove_locations: written.iter().map(|l| l.store.clone()).collect(),
+            ..ImageChange::default()
+        };
+        let update = TaskUpdate {
+            id: task_id.into(),
+            status: TaskStatus::Failure,
+            message: Some(message.clone()),
+            result: None,
+        };
+        if !self
+            .db
+            .change_image(id, &change, TaskWrite::Update(&update), time::now())
+            .await?
+        {
+            self.finish_task(task_id, TaskStatus::Failure, message)
+                .await?;
+        }
+        // Only once no location points at them: a crash before this line leaves unused
+        // files, never an image whose data is gone.
+        for location in &written {
+            if let Err(e) = self.delete_data(location) {
+                tracing::warn!(image_id = id, error = %e, "data of a failed import not removed");
+            }
+        }
+        if !plan.copies() {
+            self.remove_staged(id);
+        }
+        Ok(())
+    }
+
+    async fn finish_task(
+        &self,
+        task_id: &str,
+        status: TaskStatus,
+        message: String,
+    ) -> std::result::Result<(), DbError> {
+        let update = TaskUpdate {
+            id: task_id.into(),
+            status,
+            message: Some(message),
+            result: None,
+        };
+        self.db.update_task(&update, time::now()).await
+    }
+
+    /// After a crash or a restart, before any request: staging the dead process cut
+    /// returns its image to `queued`; staged data no image waits for is removed.
+    pub async fn recover(&self) -> std::result::Result<(), DbError> {
+        let staging = self.stores.staging();
+        for id in self.db.image_ids_in("uploading").await? {
+            if staging.find(&id).is_none() {
+                self.unstage(&id).await;
+                tracing::warn!(image_id = %id, "staging cut by the previous process; image queued again");
+            }
+        }
+        for id in staging.entries() {
+            let waiting = self
+                .db
+                .get_image(&id)
+                .await?
+                .is_some_and(|i| matches!(i.status, Status::Uploading | Status::Importing));
+            if !waiting {
+                self.remove_staged(&id);
+            }
+        }
+        Ok(())
+    }
+}
