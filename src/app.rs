@@ -30,6 +30,10 @@ pub enum AppError {
     DatabaseUrl(String),
     #[error(transparent)]
     Database(#[from] DbError),
+    #[error("cannot start the task runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error(transparent)]
+    Service(#[from] crate::service::ServiceError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(
@@ -53,6 +57,7 @@ pub struct App {
     board: Arc<TaskBoard>,
     tracker: TaskTracker,
     cut: CancellationToken,
+    max_transfers: usize,
 }
 
 impl App {
@@ -106,7 +111,7 @@ impl App {
         }
         let board = match previous {
             Some(app) => app.board.clone(),
-            None => TaskBoard::new(),
+            None => TaskBoard::new(config.server.max_transfers).map_err(AppError::Runtime)?,
         };
         let tracker = TaskTracker::new();
         let cut = CancellationToken::new();
@@ -124,13 +129,15 @@ impl App {
                 },
                 web: WebDownload::new(config.import.web_download.clone()),
             },
+            transfer_wait: config.server.transfer_wait,
             board: board.clone(),
             tracker: tracker.clone(),
             cut: cut.clone(),
         });
         if previous.is_none() {
             // The first generation of a process cleans up after a crash: uploads cut by
-            // it left temporary files and images in `saving` or `uploading`. Its
+            // it left temporary files and images in `saving`, stages cut part-way images
+            // in `uploading` without their data (a completed stage keeps both). Its
             // unfinished tasks are taken up once the generation is live (`activate`).
             let removed = stores.remove_orphans();
             let requeued = database
@@ -158,6 +165,7 @@ impl App {
             board,
             tracker,
             cut,
+            max_transfers: config.server.max_transfers,
         })
     }
 
@@ -174,6 +182,7 @@ impl App {
     /// Called once the generation is published: tasks are handed on to it from now, and
     /// it takes up the tasks no generation runs (after a start, those left unfinished).
     pub async fn activate(&self) {
+        self.board.transfers.set_limit(self.max_transfers);
         self.catalog.activate().await;
     }
 

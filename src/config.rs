@@ -304,6 +304,20 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// How many old generations may drain at once before the oldest is cut.
     pub max_draining_generations: usize,
+    /// How long a request's head may take from its first byte; idle time between
+    /// requests does not count.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// How long a request body may send nothing before it is cut.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// Open connections at most; `None`: a share of the file descriptor limit.
+    pub max_connections: Option<usize>,
+    /// Data transfers in (uploads, stages, copies) at once.
+    pub max_transfers: usize,
+    /// How long a transfer waits for a free slot before it is refused with 503.
+    #[serde(with = "humantime_serde")]
+    pub transfer_wait: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -346,6 +360,11 @@ impl Default for ServerConfig {
             drain_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(60),
             max_draining_generations: 8,
+            header_read_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(60),
+            max_connections: None,
+            max_transfers: 16,
+            transfer_wait: Duration::from_secs(10),
         }
     }
 }
@@ -361,6 +380,8 @@ impl Default for LogConfig {
 
 /// Upper bound on `server.workers`: more threads than this is a typo, not a tuning.
 const MAX_WORKERS: usize = 1024;
+/// The longest duration a key takes: a year.
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -576,10 +597,37 @@ fn validate(loaded: &LoadedConfig) -> Result<(), ConfigError> {
     for (key, value) in [
         ("server.drain_timeout", config.server.drain_timeout),
         ("server.shutdown_timeout", config.server.shutdown_timeout),
+        (
+            "server.header_read_timeout",
+            config.server.header_read_timeout,
+        ),
+        ("server.body_read_timeout", config.server.body_read_timeout),
+        ("server.transfer_wait", config.server.transfer_wait),
+        (
+            "import.web_download.connect_timeout",
+            config.import.web_download.connect_timeout,
+        ),
+        (
+            "import.web_download.read_timeout",
+            config.import.web_download.read_timeout,
+        ),
     ] {
         if value.is_zero() {
             return Err(invalid(key, "must be longer than 0s".into()));
         }
+        // Deadlines are `Instant`s: a duration that far out would overflow adding to one.
+        if value > MAX_DURATION {
+            return Err(invalid(key, "must be at most 365 days".into()));
+        }
+    }
+    if config.server.max_connections == Some(0) {
+        return Err(invalid(
+            "server.max_connections",
+            "must be at least 1 (leave it out for a share of the file descriptor limit)".into(),
+        ));
+    }
+    if config.server.max_transfers == 0 {
+        return Err(invalid("server.max_transfers", "must be at least 1".into()));
     }
     if config.server.max_draining_generations == 0 {
         return Err(invalid(

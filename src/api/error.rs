@@ -33,6 +33,9 @@ pub enum ApiError {
     /// A PATCH with a media type other than the two JSON-patch dialects.
     #[error("Image PATCH expects Content-Type one of: {ACCEPT_PATCH}")]
     PatchMediaType,
+    /// Too busy now; the client may try again after `retry_after` seconds.
+    #[error("{message}")]
+    Unavailable { message: String, retry_after: u64 },
     /// The service failed, not the request; the detail is logged, not shown.
     #[error("{0}")]
     Internal(String),
@@ -55,6 +58,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::PatchMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -66,6 +70,10 @@ impl From<ServiceError> for ApiError {
             ServiceError::Domain(e) => e.into(),
             ServiceError::Db(e) => ApiError::Internal(e.to_string()),
             ServiceError::Store(e) => ApiError::Internal(e.to_string()),
+            busy @ ServiceError::Busy { retry_after } => ApiError::Unavailable {
+                message: busy.to_string(),
+                retry_after: retry_after.as_secs().max(1),
+            },
         }
     }
 }
@@ -100,10 +108,18 @@ impl IntoResponse for ApiError {
             other => other.to_string(),
         };
         let mut response = status.into_response();
-        if let ApiError::PatchMediaType = self {
-            response
-                .headers_mut()
-                .insert("accept-patch", HeaderValue::from_static(ACCEPT_PATCH));
+        match &self {
+            ApiError::PatchMediaType => {
+                response
+                    .headers_mut()
+                    .insert("accept-patch", HeaderValue::from_static(ACCEPT_PATCH));
+            }
+            ApiError::Unavailable { retry_after, .. } => {
+                response
+                    .headers_mut()
+                    .insert(http::header::RETRY_AFTER, HeaderValue::from(*retry_after));
+            }
+            _ => {}
         }
         response.extensions_mut().insert(PendingError { detail });
         response

@@ -211,14 +211,15 @@ impl Database {
         Ok(moved.rows_affected() == 1)
     }
 
-    /// Images whose upload or staging a dead process left in `saving` or `uploading` go
-    /// back to `queued` (their partial data is gone with the process's temporary files).
+    /// Images whose upload a dead process left in `saving` go back to `queued` (their
+    /// partial data is gone with the process's temporary files). `uploading` is also a
+    /// completed stage's status: the service tells those apart by their staged data.
     pub async fn requeue_interrupted(&self, now: Timestamp) -> Result<u64, DbError> {
         let mut tx = self.write.begin().await?;
         let requeued = sqlx::query(
             "UPDATE images SET status = 'queued', size = NULL, virtual_size = NULL, \
              checksum = NULL, os_hash_algo = NULL, os_hash_value = NULL, updated_at = ? \
-             WHERE status IN ('saving', 'uploading') AND deleted = 0",
+             WHERE status = 'saving' AND deleted = 0",
         )
         .bind(now)
         .execute(&mut *tx)

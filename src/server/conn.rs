@@ -1,11 +1,17 @@
 //! One HTTP/1.1 connection: each request on it is served by the generation current when the
-//! request starts, and is tracked by that generation until its response body is done.
-//! Deliberately no idle timeout: closing an idle keep-alive connection races with a client
-//! that reuses it, so idle connections close only on stop or at a retired pool's deadline.
+//! request starts, and is tracked by that generation until its response body is done. It
+//! also keeps the connection's phase for the connection table and enforces
+//! `server.header_read_timeout` (from a head's first byte, 408 and close) and
+//! `server.body_read_timeout` (a body that sends nothing is cut). Deliberately no idle
+//! timeout: closing an idle keep-alive connection races with a client that reuses it, so
+//! idle connections close only on stop, at a retired pool's deadline, or to make room at
+//! `server.max_connections`.
 
 use std::future::Future;
+use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -16,13 +22,45 @@ use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_util::sync::WaitForCancellationFutureOwned;
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use super::Shared;
+use super::connections::{Entry, Phase};
 use super::generation::Generation;
-use super::pool::PoolState;
+
+/// The part of a worker pool that its connection tasks see.
+pub struct PoolState {
+    retired: AtomicBool,
+    /// Cancelled on stop: connections finish their request in flight, then close.
+    pub(super) closing: CancellationToken,
+}
+
+impl PoolState {
+    pub fn new() -> Self {
+        PoolState {
+            retired: AtomicBool::new(false),
+            closing: CancellationToken::new(),
+        }
+    }
+
+    /// A retired pool answers with `Connection: close`, so its clients move to a new
+    /// connection (on the new pool) after a response, never while idle.
+    pub fn retired(&self) -> bool {
+        self.retired.load(Ordering::Relaxed)
+    }
+
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
+    }
+}
+
+/// What a client whose request head did not arrive in time reads before the close.
+const REQUEST_TIMEOUT: &[u8] =
+    b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
 
 /// Which generation answered: lets clients and tests see a reload take effect.
 pub const GENERATION_HEADER: HeaderName = HeaderName::from_static("x-glint-generation");
@@ -35,28 +73,75 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 #[error("request cut: its generation's drain deadline passed")]
 struct Cut;
 
-pub(super) async fn serve(stream: TcpStream, shared: Arc<Shared>, pool: Arc<PoolState>) {
-    let _ = stream.set_nodelay(true);
-    let closing = pool.closing.clone();
-    let service = service_fn(move |request: Request<Incoming>| {
+#[derive(Debug, thiserror::Error)]
+#[error("the request body sent nothing for {0:?} (server.body_read_timeout)")]
+struct BodyTimeout(Duration);
+
+/// The current generation with an in-flight token of it. The token is taken before the
+/// generation is checked to still be current: a drain starts only after the swap, so it
+/// counts this request, and a request never joins a generation already judged drained.
+fn current_generation(shared: &Shared) -> (Arc<Generation>, TaskTrackerToken) {
+    loop {
         let generation = shared.current.load_full();
+        let token = generation.tracker.token();
+        if Arc::ptr_eq(&generation, &shared.current.load()) {
+            return (generation, token);
+        }
+    }
+}
+
+pub(super) async fn serve(
+    stream: TcpStream,
+    shared: Arc<Shared>,
+    pool: Arc<PoolState>,
+    entry: Arc<Entry>,
+) {
+    let _ = stream.set_nodelay(true);
+    entry.set_phase(Phase::Idle);
+    let closing = pool.closing.clone();
+    let evict = entry.evict.clone();
+    let io = ConnIo {
+        stream,
+        entry: entry.clone(),
+        shared: shared.clone(),
+        head_deadline: None,
+        timed_out: false,
+    };
+    let service = service_fn(move |request: Request<Incoming>| {
+        entry.set_phase(Phase::Busy);
+        let (generation, token) = current_generation(&shared);
         let shared = shared.clone();
         let pool = pool.clone();
+        let entry = entry.clone();
         async move {
-            let token = generation.tracker.token();
+            let body_timeout = generation.config.config.server.body_read_timeout;
+            let request = request.map(|body| {
+                Body::new(TimedBody {
+                    inner: body,
+                    timeout: body_timeout,
+                    deadline: None,
+                    armed: false,
+                })
+            });
             let response = tokio::select! {
                 biased;
-                response = generation.app.handle(request.map(Body::new)) => response,
+                response = generation.app.handle(request) => response,
                 _ = generation.cut.cancelled() => return Err(Cut),
             };
-            Ok::<_, Cut>(finish(response, generation, token, &shared, &pool))
+            Ok::<_, Cut>(finish(response, generation, token, entry, &shared, &pool))
         }
     });
     let connection =
-        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,
+        _ = evict.cancelled() => {
+            // Chosen as the connection idle longest at `server.max_connections`: closed
+            // now if still idle, else after the request that just began.
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
         _ = closing.cancelled() => {
             // Closing an idle connection races with a client sending on it right now. So
             // the client gets a moment to send its next request (or, on a connection just
@@ -83,6 +168,7 @@ fn finish(
     response: Response<Body>,
     generation: Arc<Generation>,
     token: TaskTrackerToken,
+    entry: Arc<Entry>,
     shared: &Shared,
     pool: &PoolState,
 ) -> Response<TrackedBody> {
@@ -102,18 +188,27 @@ fn finish(
             _token: token,
             generation,
             cut: None,
+            entry,
         },
     )
 }
 
 /// A response body that keeps its request counted as in flight until it is done, and
-/// aborts (so hyper resets the connection) if its generation is cut.
+/// aborts (so hyper resets the connection) if its generation is cut. When it is done, the
+/// connection is idle again.
 struct TrackedBody {
     inner: Body,
     _token: TaskTrackerToken,
     generation: Arc<Generation>,
     /// Made only once the body has to wait: bodies ready at once never allocate it.
     cut: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+    entry: Arc<Entry>,
+}
+
+impl Drop for TrackedBody {
+    fn drop(&mut self) {
+        self.entry.set_phase(Phase::Idle);
+    }
 }
 
 impl http_body::Body for TrackedBody {
@@ -146,5 +241,151 @@ impl http_body::Body for TrackedBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// A request body cut when it sends nothing for `timeout` while the handler waits for it.
+/// The timer runs only while a read is pending, so a handler slow to consume is not cut.
+struct TimedBody {
+    inner: Incoming,
+    timeout: Duration,
+    /// Made on the first wait only.
+    deadline: Option<Pin<Box<Sleep>>>,
+    armed: bool,
+}
+
+impl http_body::Body for TimedBody {
+    type Data = axum::body::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.armed = false;
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                let until = Instant::now() + this.timeout;
+                let deadline = this
+                    .deadline
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
+                if !this.armed {
+                    deadline.as_mut().reset(until);
+                    this.armed = true;
+                }
+                match deadline.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyTimeout(this.timeout))))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The connection's socket as hyper reads it: marks when a request's head begins and
+/// closes with 408 when the head is not complete within `server.header_read_timeout`.
+struct ConnIo {
+    stream: TcpStream,
+    entry: Arc<Entry>,
+    shared: Arc<Shared>,
+    /// Made when the first head begins; reset for each later one.
+    head_deadline: Option<Pin<Box<Sleep>>>,
+    timed_out: bool,
+}
+
+impl AsyncRead for ConnIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.timed_out {
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        match Pin::new(&mut this.stream).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before && this.entry.phase() == Phase::Idle {
+                    this.entry.set_phase(Phase::Head);
+                    let timeout = this
+                        .shared
+                        .current
+                        .load()
+                        .config
+                        .config
+                        .server
+                        .header_read_timeout;
+                    let until = Instant::now() + timeout;
+                    match &mut this.head_deadline {
+                        Some(deadline) => deadline.as_mut().reset(until),
+                        None => {
+                            this.head_deadline = Some(Box::pin(tokio::time::sleep_until(until)))
+                        }
+                    }
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                let expired = this.entry.phase() == Phase::Head
+                    && this
+                        .head_deadline
+                        .as_mut()
+                        .is_some_and(|d| d.as_mut().poll(cx).is_ready());
+                if !expired {
+                    return Poll::Pending;
+                }
+                // Best effort: the 408 fits any socket buffer; if it does not go now, the
+                // close alone tells the client.
+                let _ = Pin::new(&mut this.stream).poll_write(cx, REQUEST_TIMEOUT);
+                this.timed_out = true;
+                tracing::debug!("request head incomplete after server.header_read_timeout: 408");
+                // End of input: hyper drops the incomplete head and closes.
+                Poll::Ready(Ok(()))
+            }
+        }
+    }
+}
+
+impl AsyncWrite for ConnIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }

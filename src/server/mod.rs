@@ -3,6 +3,7 @@
 //! installs no signal handler: the supervisor, the log level and the events are passed in.
 
 mod conn;
+mod connections;
 mod generation;
 pub mod listeners;
 mod pool;
@@ -20,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::app::{App, AppError};
 use crate::config::{self, ConfigError, ConfigSource, LoadedConfig};
+use connections::Connections;
 use generation::{Draining, Generation};
 use listeners::{ListenerError, ListenerSet, PassedListener};
 use pool::WorkerPool;
@@ -77,6 +79,8 @@ enum ReloadError {
 pub(crate) struct Shared {
     current: ArcSwap<Generation>,
     stopping: AtomicBool,
+    /// Every open connection, across pools: admission at `server.max_connections`.
+    connections: Arc<Connections>,
 }
 
 impl Shared {
@@ -120,11 +124,13 @@ pub async fn run(mut args: RunArgs) -> Result<(), ServerError> {
     config::check_exposure(settings, listeners.iter().map(|l| l.addr))?;
     let app = App::build(settings, 1, None).await?;
     let workers = settings.server.workers;
+    let connections = Connections::new(max_connections(&settings.server));
     let generation = Arc::new(Generation::new(1, app, args.config));
     generation.app.activate().await;
     let shared = Arc::new(Shared {
         current: ArcSwap::from(generation),
         stopping: AtomicBool::new(false),
+        connections,
     });
     let pool = WorkerPool::new(1, workers).map_err(ServerError::Pool)?;
     for listener in listeners.iter() {
@@ -171,6 +177,19 @@ pub async fn run(mut args: RunArgs) -> Result<(), ServerError> {
     }
     lifecycle.stop().await;
     Ok(())
+}
+
+/// `server.max_connections`, or by default what the file descriptor limit leaves after a
+/// reserve for data files, the database, the listeners and the control socket.
+fn max_connections(server: &config::ServerConfig) -> usize {
+    server.max_connections.unwrap_or_else(|| {
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+            .current
+            .unwrap_or(u64::MAX);
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        let reserve = (limit / 4).clamp(64, 1024);
+        limit.saturating_sub(reserve).max(1)
+    })
 }
 
 impl Lifecycle {
@@ -297,6 +316,9 @@ impl Lifecycle {
         };
 
         // Publish: nothing below can fail.
+        self.shared
+            .connections
+            .set_limit(max_connections(&settings.server));
         if let Err(e) = self.log_level.set_level(&settings.log.level) {
             tracing::warn!(error = %e, "log.level not applied");
         }
@@ -433,6 +455,8 @@ impl Lifecycle {
                     origin: l.origin,
                 })
                 .collect(),
+            connections_open: self.shared.connections.open(),
+            max_connections: self.shared.connections.limit(),
             tasks_running: current.app.running_tasks(),
             reloads_applied: self.reloads_applied,
             reloads_rejected: self.reloads_rejected,

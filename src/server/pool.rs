@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -15,23 +14,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::Shared;
-use super::conn;
+use super::conn::{self, PoolState};
 use super::listeners::Listener;
-
-/// The part of a pool that its connection tasks see.
-pub struct PoolState {
-    retired: AtomicBool,
-    /// Cancelled on stop: connections finish their request in flight, then close.
-    pub(super) closing: CancellationToken,
-}
-
-impl PoolState {
-    /// A retired pool answers with `Connection: close`, so its clients move to a new
-    /// connection (on the new pool) after a response, never while idle.
-    pub fn retired(&self) -> bool {
-        self.retired.load(Ordering::Relaxed)
-    }
-}
 
 pub struct WorkerPool {
     pub id: u64,
@@ -63,10 +47,7 @@ impl WorkerPool {
             accepting: Mutex::new(HashMap::new()),
             acceptors: TaskTracker::new(),
             connections: TaskTracker::new(),
-            state: Arc::new(PoolState {
-                retired: AtomicBool::new(false),
-                closing: CancellationToken::new(),
-            }),
+            state: Arc::new(PoolState::new()),
         }))
     }
 
@@ -115,6 +96,13 @@ impl WorkerPool {
         let name = listener.name.clone();
         handle.spawn(self.acceptors.track_future(async move {
             loop {
+                // Room first: at `server.max_connections` new connections wait in the
+                // backlog rather than being accepted and dropped.
+                let entry = tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => break,
+                    entry = shared.connections.admit() => entry,
+                };
                 let accepted = tokio::select! {
                     biased;
                     _ = stop.cancelled() => break,
@@ -122,9 +110,15 @@ impl WorkerPool {
                 };
                 match accepted {
                     Ok((stream, _peer)) => {
-                        connections.spawn(conn::serve(stream, shared.clone(), state.clone()));
+                        connections.spawn(conn::serve(
+                            stream,
+                            shared.clone(),
+                            state.clone(),
+                            entry,
+                        ));
                     }
                     Err(e) => {
+                        drop(entry);
                         tracing::warn!(listener = %name, error = %e, "accept failed");
                         tokio::time::sleep(ACCEPT_BACKOFF).await;
                     }
@@ -142,7 +136,7 @@ impl WorkerPool {
 
     /// Stops accepting on every listener; live connections carry on.
     pub fn retire(&self) {
-        self.state.retired.store(true, Ordering::Relaxed);
+        self.state.retire();
         for (_, stop) in self.accepting().drain() {
             stop.cancel();
         }

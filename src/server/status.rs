@@ -78,6 +78,9 @@ pub struct StatusReport {
     pub max_draining_generations: usize,
     pub pools: Vec<PoolStatus>,
     pub listeners: Vec<ListenerStatus>,
+    /// Open connections (accepted, or admitted and waiting in accept) and their cap.
+    pub connections_open: usize,
+    pub max_connections: usize,
     /// Background tasks (imports) running now, in every generation.
     pub tasks_running: usize,
     pub reloads_applied: u64,

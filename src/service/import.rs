@@ -5,6 +5,7 @@
 
 use serde_json::{Value, json};
 
+use super::data::{ClaimKind, blocking, too_large};
 use super::{Catalog, Result, ServiceError, WebDownload, forbidden};
 use crate::config::ImportMethod;
 use crate::db::{ImageChange, ImageData, TaskWrite};
@@ -43,8 +44,8 @@ impl Catalog {
     }
 
     /// `PUT /v2/images/{id}/stage`: streams the data into the staging area, hashing it as
-    /// an upload does; `queued` → `uploading`. A failure removes the staged data and
-    /// returns the image to `queued`.
+    /// an upload does; `queued` → `uploading`. A failure, or the request ending, removes
+    /// the staged data and returns the image to `queued`.
     pub async fn stage<S>(
         &self,
         caller: &Caller,
@@ -63,6 +64,7 @@ impl Catalog {
             )
             .into());
         }
+        self.settled(id).await;
         let image = self.get_modifiable(caller, id, "modify_image").await?;
         if image.status != Status::Queued {
             return Err(conflict(format!(
@@ -71,27 +73,26 @@ impl Catalog {
             )));
         }
         if let Some(size) = declared.filter(|s| *s > self.size_cap) {
-            return Err(super::too_large(size, self.size_cap).into());
+            return Err(too_large(size, self.size_cap).into());
         }
-        if self.stores.staging().find(id).is_some() {
+        if self.staged_location(id).await?.is_some() {
             return Err(conflict(format!("Image {id} already has staged data")));
         }
         let allowance = self.allowance(&image, declared).await?;
-        if !self
-            .db
-            .transition(id, "queued", "uploading", time::now())
-            .await?
+        let slot = self.transfer_slot().await?;
+        let claim = self.claim(id, ClaimKind::Stage).await?;
+        let staging = self.stores.staging().clone();
+        let staged = match self
+            .receive(&staging, id, declared, allowance, body, slot)
+            .await
         {
-            return Err(conflict(format!("Image {id} is already being uploaded")));
-        }
-        let staging = self.stores.staging();
-        let staged = match self.receive(staging, id, declared, allowance, body).await {
             Ok(staged) => staged,
             Err(e) => {
-                self.unstage(id).await;
+                claim.release().await;
                 return Err(e);
             }
         };
+        self.keep_staged_hashes(id, &staged).await;
         let change = ImageChange {
             expect_status: Some(&["uploading"]),
             data: Some(ImageData {
@@ -100,49 +101,51 @@ impl Catalog {
             }),
             ..ImageChange::default()
         };
-        if !self
-            .db
-            .change_image(id, &change, TaskWrite::None, time::now())
-            .await?
-        {
-            self.remove_staged(id);
-            return Err(
-                DomainError::Gone(format!("Image {id} was deleted during staging.")).into(),
-            );
-        }
-        self.keep_staged_hashes(id, &staged);
-        tracing::info!(image_id = id, size = staged.size, "image data staged");
-        Ok(())
-    }
-
-    /// Staging failed: the image goes back to `queued` without data.
-    pub(super) async fn unstage(&self, id: &str) {
-        self.remove_staged(id);
-        let change = ImageChange {
-            expect_status: Some(&["uploading"]),
-            status: Some(Status::Queued),
-            data: Some(ImageData::default()),
-            ..ImageChange::default()
-        };
-        if let Err(e) = self
+        match self
             .db
             .change_image(id, &change, TaskWrite::None, time::now())
             .await
         {
-            tracing::error!(image_id = id, error = %e, "could not return the image to queued");
+            Ok(true) => claim.commit(),
+            Ok(false) => {
+                claim.release().await;
+                return Err(
+                    DomainError::Gone(format!("Image {id} was deleted during staging.")).into(),
+                );
+            }
+            Err(e) => {
+                claim.release().await;
+                return Err(e.into());
+            }
         }
+        tracing::info!(image_id = id, size = staged.size, "image data staged");
+        Ok(())
     }
 
-    pub(super) fn remove_staged(&self, id: &str) {
-        if let Err(e) = self.stores.staging().delete_with_hashes(id) {
-            tracing::warn!(image_id = id, error = %e, "staged data not removed");
+    /// Where image `id`'s staged data is, if there is any.
+    pub(super) async fn staged_location(&self, id: &str) -> Result<Option<String>> {
+        let staging = self.stores.staging().clone();
+        let id = id.to_string();
+        blocking(move || staging.find(&id)).await
+    }
+
+    pub(super) async fn remove_staged(&self, id: &str) {
+        let staging = self.stores.staging().clone();
+        let image_id = id.to_string();
+        match blocking(move || staging.delete_with_hashes(&image_id)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(image_id = id, error = %e, "staged data not removed"),
+            Err(e) => tracing::warn!(image_id = id, error = %e, "staged data not removed"),
         }
     }
 
     /// Staged data keeps its hashes, so the import can link it into a store on the same
     /// filesystem instead of copying it; without them it is copied and hashed again.
-    pub(super) fn keep_staged_hashes(&self, id: &str, staged: &Stored) {
-        if let Err(e) = self.stores.staging().keep_hashes(id, staged) {
+    pub(super) async fn keep_staged_hashes(&self, id: &str, staged: &Stored) {
+        let staging = self.stores.staging().clone();
+        let (image_id, staged) = (id.to_string(), staged.clone());
+        let kept = blocking(move || staging.keep_hashes(&image_id, &staged)).await;
+        if let Err(e) = kept.and_then(|kept| kept.map_err(ServiceError::from)) {
             tracing::warn!(image_id = id, error = %e, "staged data's hashes not kept; the import copies it");
         }
     }
@@ -382,7 +385,7 @@ impl Catalog {
                 "Image {id} changed or is being imported; try again"
             )));
         }
-        if let Err(e) = self.delete_data(&location) {
+        if let Err(e) = self.delete_data(&location).await {
             tracing::warn!(image_id = id, store, error = %e, "removed copy's data not deleted");
         }
         tracing::info!(image_id = id, store, "image data removed from store");

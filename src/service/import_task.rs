@@ -7,8 +7,9 @@
 use serde_json::{Value, json};
 use tokio_util::io::ReaderStream;
 
+use super::data::{ClaimKind, blocking};
 use super::import::{FAILED, IMPORTING, LOCK};
-use super::{Catalog, data_of};
+use super::{Catalog, ServiceError, data_of};
 use crate::db::{DbError, ImageChange, ImageData, TaskUpdate, TaskWrite};
 use crate::domain::image::{Image, Location, Status};
 use crate::domain::import::{self, ImportRequest, Method};
@@ -139,7 +140,7 @@ impl Catalog {
             Some(image) if image.properties.get(LOCK).map(String::as_str) == Some(task_id) => image,
             _ => {
                 if !plan.copies() {
-                    self.remove_staged(id);
+                    self.remove_staged(id).await;
                 }
                 let message = format!("Image {id} was deleted or changed during the import");
                 return self
@@ -175,10 +176,11 @@ impl Catalog {
                     {
                         // Deleted, or (copy-image) deactivated meanwhile: what this
                         // import wrote goes, and the lock with it if the image is there.
-                        let _ = self
-                            .stores
-                            .get(&store_id)
-                            .map(|s| s.delete(&stored.location));
+                        let written = Location {
+                            store: store_id.clone(),
+                            url: stored.location.clone(),
+                        };
+                        let _ = self.delete_data(&written).await;
                         let message =
                             format!("Image {id} was deleted or deactivated during the import");
                         return self.fail(&plan, task_id, &image, message).await;
@@ -239,7 +241,7 @@ impl Catalog {
                 .await;
         }
         if !plan.copies() {
-            self.remove_staged(id);
+            self.remove_staged(id).await;
         }
         tracing::info!(image_id = id, task_id, "import finished");
         Ok(())
@@ -248,18 +250,21 @@ impl Catalog {
     /// Where the data comes from: the staged file (fetched first for web-download, unless
     /// an earlier attempt already did), or for copy-image the image's first readable copy.
     async fn source(&self, image: &Image, plan: &Plan) -> std::result::Result<Location, String> {
-        let staging = self.stores.staging();
+        let staging = self.stores.staging().clone();
         let staged = |url| Location {
             store: STAGING_ID.into(),
             url,
         };
+        let found = self
+            .staged_location(&image.id)
+            .await
+            .map_err(|e| e.to_string())?;
         match &plan.request.method {
-            Method::GlanceDirect => staging
-                .find(&image.id)
+            Method::GlanceDirect => found
                 .map(staged)
                 .ok_or_else(|| format!("The staged data of image {} is missing", image.id)),
             Method::WebDownload { uri } => {
-                if let Some(url) = staging.find(&image.id) {
+                if let Some(url) = found {
                     return Ok(staged(url));
                 }
                 let (length, body) = self
@@ -272,11 +277,12 @@ impl Catalog {
                     .allowance(image, length)
                     .await
                     .map_err(|e| e.to_string())?;
+                let slot = self.task_slot().await;
                 let fetched = self
-                    .receive(staging, &image.id, length, allowance, body)
+                    .receive(&staging, &image.id, length, allowance, body, slot)
                     .await
                     .map_err(|e| format!("Downloading {uri} failed: {e}"))?;
-                self.keep_staged_hashes(&image.id, &fetched);
+                self.keep_staged_hashes(&image.id, &fetched).await;
                 tracing::info!(image_id = %image.id, size = fetched.size, "web-download fetched");
                 Ok(staged(fetched.location))
             }
@@ -305,13 +311,17 @@ impl Catalog {
         store_id: &str,
         expected: Option<&str>,
     ) -> std::result::Result<Stored, String> {
-        let target = self.store_of(store_id)?;
+        let target = self.store_of(store_id)?.clone();
         if target.read_only() || store_id == STAGING_ID {
             return Err(format!("Store {store_id} does not take new data"));
         }
-        if let Some(stored) = self.link_staged(image_id, source, target)? {
+        let remove = |stored: &Stored| {
+            let (target, location) = (target.clone(), stored.location.clone());
+            blocking(move || target.delete(&location))
+        };
+        if let Some(stored) = self.link_staged(image_id, source, &target).await? {
             if let Some(expected) = expected.filter(|e| *e != stored.md5) {
-                let _ = target.delete(&stored.location);
+                let _ = remove(&stored).await;
                 return Err(format!(
                     "The staged data has checksum {}, expected {expected}",
                     stored.md5
@@ -319,18 +329,24 @@ impl Catalog {
             }
             return Ok(stored);
         }
-        let file = self
-            .store_of(&source.store)?
-            .open_read(&source.url)
-            .map_err(|e| e.to_string())?;
-        let length = file.metadata().map(|m| m.len()).ok();
+        let source_store = self.store_of(&source.store)?.clone();
+        let url = source.url.clone();
+        let file = blocking(move || {
+            let file = source_store.open_read(&url)?;
+            let length = file.metadata().map(|m| m.len()).ok();
+            Ok::<_, crate::store::StoreError>((file, length))
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        let (file, length) = file.map_err(|e| e.to_string())?;
         let body = ReaderStream::with_capacity(tokio::fs::File::from_std(file), COPY_CHUNK);
+        let slot = self.task_slot().await;
         let stored = self
-            .receive(target, image_id, length, None, body)
+            .receive(&target, image_id, length, None, body, slot)
             .await
             .map_err(|e| e.to_string())?;
         if let Some(expected) = expected.filter(|e| *e != stored.md5) {
-            let _ = target.delete(&stored.location);
+            let _ = remove(&stored).await;
             return Err(format!(
                 "The copy in store {store_id} has checksum {}, expected {expected}",
                 stored.md5
@@ -341,7 +357,7 @@ impl Catalog {
 
     /// Staged data with its kept hashes goes into `target` as a hard link when they share a
     /// filesystem: the import then costs no copy and no second hashing.
-    fn link_staged(
+    async fn link_staged(
         &self,
         image_id: &str,
         source: &Location,
@@ -350,15 +366,31 @@ impl Catalog {
         if source.store != STAGING_ID {
             return Ok(None);
         }
-        let staging = self.stores.staging();
-        let Some(kept) = staging.kept_hashes(image_id) else {
-            return Ok(None);
-        };
-        let path = staging.file_of(&source.url).map_err(|e| e.to_string())?;
-        let linked = target
-            .link_from(image_id, &path)
-            .map_err(|e| e.to_string())?;
-        Ok(linked.map(|location| Stored { location, ..kept }))
+        let staging = self.stores.staging().clone();
+        let target = target.clone();
+        let (image_id, url) = (image_id.to_string(), source.url.clone());
+        blocking(move || {
+            let Some(kept) = staging.kept_hashes(&image_id) else {
+                return Ok(None);
+            };
+            let path = staging.file_of(&url).map_err(|e| e.to_string())?;
+            let linked = target
+                .link_from(&image_id, &path)
+                .map_err(|e| e.to_string())?;
+            Ok(linked.map(|location| Stored { location, ..kept }))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
+    /// A transfer slot for a background task: it waits as long as it takes.
+    async fn task_slot(&self) -> super::data::Slot {
+        let transfers = self.executor.board().transfers.clone();
+        loop {
+            if let Some(slot) = transfers.acquire(None).await {
+                return slot;
+            }
+        }
     }
 
     /// Ends an import that failed: the image returns to `queued` (copy-image leaves it as
@@ -412,12 +444,12 @@ impl Catalog {
         // Only once no location points at them: a crash before this line leaves unused
         // files, never an image whose data is gone.
         for location in &written {
-            if let Err(e) = self.delete_data(location) {
+            if let Err(e) = self.delete_data(location).await {
                 tracing::warn!(image_id = id, error = %e, "data of a failed import not removed");
             }
         }
         if !plan.copies() {
-            self.remove_staged(id);
+            self.remove_staged(id).await;
         }
         Ok(())
     }
@@ -437,26 +469,75 @@ impl Catalog {
         self.db.update_task(&update, time::now()).await
     }
 
-    /// After a crash or a restart, before any request: staging the dead process cut
-    /// returns its image to `queued`; staged data no image waits for is removed.
-    pub async fn recover(&self) -> std::result::Result<(), DbError> {
-        let staging = self.stores.staging();
+    /// After a crash or a restart, before any request. A completed stage (its file in
+    /// the staging area, as long as the image says) waits for its import, as it would
+    /// have without the restart; a stage cut part-way returns its image to `queued`;
+    /// staged data no image waits for is removed.
+    pub async fn recover(&self) -> std::result::Result<(), ServiceError> {
+        let staging = self.stores.staging().clone();
         for id in self.db.image_ids_in("uploading").await? {
-            if staging.find(&id).is_none() {
-                self.unstage(&id).await;
-                tracing::warn!(image_id = %id, "staging cut by the previous process; image queued again");
+            let Some(image) = self.db.get_image(&id).await? else {
+                continue;
+            };
+            let file = self
+                .staged_location(&image.id)
+                .await?
+                .and_then(|location| staging.file_of(&location).ok());
+            let staged_size = match file {
+                Some(path) => {
+                    blocking(move || std::fs::metadata(path).map(|m| m.len()).ok()).await?
+                }
+                None => None,
+            };
+            let complete = matches!(
+                (staged_size, image.size),
+                (Some(on_disk), Some(recorded)) if i64::try_from(on_disk).ok() == Some(recorded)
+            );
+            if !complete {
+                self.release(&image.id, ClaimKind::Stage).await;
+                tracing::warn!(image_id = %image.id, "staging cut by the previous process; image queued again");
             }
         }
-        for id in staging.entries() {
+        let entries = blocking(move || staging.entries()).await?;
+        for id in entries {
             let waiting = self
                 .db
                 .get_image(&id)
                 .await?
                 .is_some_and(|i| matches!(i.status, Status::Uploading | Status::Importing));
             if !waiting {
-                self.remove_staged(&id);
+                self.remove_staged(&id).await;
             }
         }
         Ok(())
+    }
+
+    /// Ends task `task_id` as failed without carrying it further (it panicked): its image
+    /// is released as for any failed import.
+    pub(super) async fn abandon(&self, task_id: &str, message: String) {
+        let outcome: std::result::Result<(), DbError> = async {
+            let Some(task) = self.db.get_task(task_id).await? else {
+                return Ok(());
+            };
+            let plan = match Plan::of(&task) {
+                Ok(plan) => plan,
+                Err(reason) => {
+                    return self.finish_task(task_id, TaskStatus::Failure, reason).await;
+                }
+            };
+            match self.db.get_image(&plan.image_id).await? {
+                Some(image) if image.properties.get(LOCK).map(String::as_str) == Some(task_id) => {
+                    self.fail(&plan, task_id, &image, message).await
+                }
+                _ => {
+                    self.finish_task(task_id, TaskStatus::Failure, message)
+                        .await
+                }
+            }
+        }
+        .await;
+        if let Err(e) = outcome {
+            tracing::error!(task_id, error = %e, "failed task could not be recorded");
+        }
     }
 }

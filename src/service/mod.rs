@@ -1,31 +1,30 @@
-//! Image use-cases: the one place where callers, domain rules and the repository meet
-//! (and, with the data path, image bytes). Import and its background tasks are in
-//! `import`, `import_task`, `tasks` and `fetch`. It names no HTTP type.
+//! Image use-cases: the one place where callers, domain rules and the repository meet.
+//! The data path (claim → receive → commit or undo, and downloads) is in `data`; import
+//! and its background tasks are in `import`, `import_task`, `tasks` and `fetch`. It names
+//! no HTTP type.
 
+mod data;
 mod fetch;
 mod import;
 mod import_task;
 mod tasks;
 
-use std::fs::File;
+use std::time::Duration;
 
-use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
 use serde_json::{Map, Value};
-use tokio::sync::mpsc;
 
-use crate::db::{Database, DbError, ImageChange, ImageData, TaskWrite};
+use crate::db::{Database, DbError};
 use crate::domain::DomainError;
 use crate::domain::caller::Caller;
-use crate::domain::image::{
-    self, Image, Location, MEMBER_QUOTA, Status, Visibility, check_value, new_image,
-};
+use crate::domain::image::{self, Image, MEMBER_QUOTA, Status, Visibility, check_value, new_image};
 use crate::domain::member::{Member, MemberStatus};
 use crate::domain::patch::{self, Dialect};
 use crate::domain::query::ListQuery;
 use crate::domain::time;
-use crate::store::{Store, StoreError, Stored, Stores, Upload};
+use crate::store::{StoreError, Stores};
 
+use data::data_of;
+pub use data::{Download, TransferSlots};
 pub use fetch::{FetchError, WebDownload};
 pub use import::ImportSettings;
 use tasks::Executor;
@@ -39,6 +38,9 @@ pub enum ServiceError {
     Db(#[from] DbError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Every transfer slot stayed taken for `server.transfer_wait`.
+    #[error("glint is busy with other transfers; try again in {} s", retry_after.as_secs().max(1))]
+    Busy { retry_after: Duration },
 }
 
 impl From<tokio::task::JoinError> for ServiceError {
@@ -70,6 +72,8 @@ pub struct Catalog {
     storage_quota: u64,
     import: std::sync::Arc<ImportSettings>,
     executor: Executor,
+    /// How long a client's transfer waits for a slot before a 503.
+    transfer_wait: Duration,
 }
 
 /// What a catalogue is built from (one generation's settings).
@@ -79,6 +83,7 @@ pub struct CatalogParts {
     pub size_cap: u64,
     pub storage_quota: u64,
     pub import: ImportSettings,
+    pub transfer_wait: Duration,
     pub board: std::sync::Arc<TaskBoard>,
     pub tracker: tokio_util::task::TaskTracker,
     pub cut: tokio_util::sync::CancellationToken,
@@ -86,55 +91,6 @@ pub struct CatalogParts {
 
 /// How often a save that lost a race with an upload or import is retried on fresh data.
 const SAVE_ATTEMPTS: usize = 8;
-
-/// What a download finds.
-pub enum Download {
-    /// The image has no data yet.
-    NoData,
-    Data {
-        file: File,
-        size: u64,
-        checksum: Option<String>,
-    },
-}
-
-/// Chunks in flight between the request body and the thread that writes and hashes them.
-const WRITE_QUEUE: usize = 8;
-
-fn over_quota(quota: u64) -> DomainError {
-    DomainError::OverLimit(format!(
-        "Image exceeds the storage quota: the project may store {quota} bytes"
-    ))
-}
-
-fn too_large(size: u64, cap: u64) -> DomainError {
-    DomainError::OverLimit(format!(
-        "The incoming image is too large: {size} bytes exceed the size cap of {cap} bytes"
-    ))
-}
-
-/// A full disk is the client's 413, not the server's 500.
-fn store_error(error: StoreError) -> ServiceError {
-    match &error {
-        StoreError::Full(_) => {
-            DomainError::OverLimit(format!("Image storage media is full: {error}")).into()
-        }
-        StoreError::Io { source, .. } if source.raw_os_error() == Some(28) => {
-            DomainError::OverLimit(format!("Image storage media is full: {error}")).into()
-        }
-        _ => error.into(),
-    }
-}
-
-/// Size and hashes as a finished write computed them.
-fn data_of(stored: &Stored) -> ImageData {
-    ImageData {
-        size: i64::try_from(stored.size).ok(),
-        checksum: Some(stored.md5.clone()),
-        os_hash_algo: Some(stored.hash_algo.clone()),
-        os_hash_value: Some(stored.hash.clone()),
-    }
-}
 
 /// Data needs both formats first; `message` has a `{}` for the missing names.
 fn require_formats(image: &Image, message: &str) -> Result<()> {
@@ -175,6 +131,7 @@ impl Catalog {
             storage_quota: parts.storage_quota,
             import: std::sync::Arc::new(parts.import),
             executor: Executor::new(parts.board, parts.tracker, parts.cut),
+            transfer_wait: parts.transfer_wait,
         }
     }
 
@@ -308,231 +265,12 @@ impl Catalog {
             return Err(Image::not_found(id).into());
         }
         for location in &image.locations {
-            if let Err(e) = self.delete_data(location) {
+            if let Err(e) = self.delete_data(location).await {
                 tracing::warn!(image_id = id, error = %e, "deleted image's data not removed");
             }
         }
-        self.remove_staged(id);
+        self.remove_staged(id).await;
         Ok(())
-    }
-
-    /// Streams `body` into `store` (the default store when `None`) while hashing it:
-    /// `queued` → `saving` → `active`. Any failure removes the partial data and returns the
-    /// image to `queued`.
-    pub async fn upload<S>(
-        &self,
-        caller: &Caller,
-        id: &str,
-        store: Option<&str>,
-        declared: Option<u64>,
-        body: S,
-    ) -> Result<()>
-    where
-        S: Stream<Item = std::result::Result<Bytes, std::io::Error>> + Send + Unpin,
-    {
-        let image = self.get_modifiable(caller, id, "upload_image").await?;
-        let target = self.writable_store(store.unwrap_or(self.stores.default_id()))?;
-        if image.status != Status::Queued {
-            return Err(DomainError::Conflict(format!(
-                "Image status transition from {} to saving is not allowed",
-                image.status.as_str()
-            ))
-            .into());
-        }
-        require_formats(&image, "Properties {} must be set prior to saving data.")?;
-        if let Some(size) = declared.filter(|s| *s > self.size_cap) {
-            return Err(too_large(size, self.size_cap).into());
-        }
-        let allowance = self.allowance(&image, declared).await?;
-        if !self
-            .db
-            .transition(id, "queued", "saving", time::now())
-            .await?
-        {
-            return Err(
-                DomainError::Conflict(format!("Image {id} is already being uploaded")).into(),
-            );
-        }
-        let stored = match self.receive(target, id, declared, allowance, body).await {
-            Ok(stored) => stored,
-            Err(e) => {
-                self.requeue(id).await;
-                return Err(e);
-            }
-        };
-        let change = ImageChange {
-            expect_status: Some(&["saving"]),
-            status: Some(Status::Active),
-            data: Some(data_of(&stored)),
-            add_location: Some(Location {
-                store: target.id.clone(),
-                url: stored.location.clone(),
-            }),
-            ..ImageChange::default()
-        };
-        let saved = self
-            .db
-            .change_image(id, &change, TaskWrite::None, time::now())
-            .await;
-        if !matches!(saved, Ok(true)) {
-            let _ = target.delete(&stored.location);
-            self.requeue(id).await;
-            saved?;
-            return Err(
-                DomainError::Gone(format!("Image {id} was deleted during the upload.")).into(),
-            );
-        }
-        tracing::info!(image_id = id, store = %target.id, size = stored.size, "image data stored");
-        Ok(())
-    }
-
-    /// A store that may take new data, or the 4xx a client gets for naming another.
-    fn writable_store(&self, id: &str) -> Result<&Store> {
-        let store = self
-            .stores
-            .get(id)
-            .map_err(|_| DomainError::Invalid(format!("Store for identifier {id} not found")))?;
-        if store.read_only() {
-            return Err(forbidden(format!("Store {id} is read-only")));
-        }
-        Ok(store)
-    }
-
-    /// What the owner may still store, as `(bytes left, quota)`; refuses a declared size
-    /// that would not fit. The write is cut when it passes the allowance.
-    async fn allowance(&self, image: &Image, declared: Option<u64>) -> Result<Option<(u64, u64)>> {
-        match (&image.owner, self.storage_quota) {
-            (Some(owner), quota) if quota > 0 => {
-                let used = self.db.stored_by(owner).await?;
-                let left = quota.saturating_sub(used);
-                if declared.is_some_and(|size| size > left) {
-                    return Err(over_quota(quota).into());
-                }
-                Ok(Some((left, quota)))
-            }
-            _ => Ok(None),
-        }
-    }
-
-    /// Writes `body` into `store` through a blocking thread (file I/O and hashing stay off
-    /// the async workers); checks size cap and declared size as bytes arrive. Dropping the
-    /// returned future removes whatever was written.
-    async fn receive<S>(
-        &self,
-        store: &Store,
-        id: &str,
-        declared: Option<u64>,
-        allowance: Option<(u64, u64)>,
-        mut body: S,
-    ) -> Result<Stored>
-    where
-        S: Stream<Item = std::result::Result<Bytes, std::io::Error>> + Send + Unpin,
-    {
-        let upload = store.begin(id, declared).map_err(store_error)?;
-        let (chunks, mut queue) = mpsc::channel::<Bytes>(WRITE_QUEUE);
-        let writer = tokio::task::spawn_blocking(move || {
-            let mut upload: Upload = upload;
-            while let Some(chunk) = queue.blocking_recv() {
-                upload.write(chunk)?;
-            }
-            Ok::<_, StoreError>(upload)
-        });
-        let mut received: u64 = 0;
-        let outcome: Result<()> = async {
-            while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(|e| {
-                    DomainError::Invalid(format!("The upload was interrupted: {e}"))
-                })?;
-                received += chunk.len() as u64;
-                if received > self.size_cap {
-                    return Err(too_large(received, self.size_cap).into());
-                }
-                if let Some((_, quota)) = allowance.filter(|(left, _)| received > *left) {
-                    return Err(over_quota(quota).into());
-                }
-                if let Some(expected) = declared.filter(|e| received > *e) {
-                    return Err(DomainError::Invalid(format!(
-                        "Size exceeds: expected {expected} bytes, got {received} bytes"
-                    ))
-                    .into());
-                }
-                if chunks.send(chunk).await.is_err() {
-                    break;
-                }
-            }
-            Ok(())
-        }
-        .await;
-        drop(chunks);
-        let upload = writer.await?.map_err(store_error)?;
-        outcome?;
-        if let Some(expected) = declared.filter(|e| *e != upload.size()) {
-            return Err(DomainError::Invalid(format!(
-                "Size mismatch: expected {expected} bytes, got {} bytes",
-                upload.size()
-            ))
-            .into());
-        }
-        tokio::task::spawn_blocking(move || upload.finish())
-            .await?
-            .map_err(store_error)
-    }
-
-    /// Returns an interrupted upload's image to `queued` (its partial data is already gone).
-    async fn requeue(&self, id: &str) {
-        let change = ImageChange {
-            expect_status: Some(&["saving"]),
-            status: Some(Status::Queued),
-            data: Some(ImageData::default()),
-            clear_locations: true,
-            ..ImageChange::default()
-        };
-        if let Err(e) = self
-            .db
-            .change_image(id, &change, TaskWrite::None, time::now())
-            .await
-        {
-            tracing::error!(image_id = id, error = %e, "could not return the image to queued");
-        }
-    }
-
-    fn delete_data(&self, location: &Location) -> std::result::Result<(), StoreError> {
-        self.stores.get(&location.store)?.delete(&location.url)
-    }
-
-    pub async fn download(&self, caller: &Caller, id: &str) -> Result<Download> {
-        let image = self.get(caller, id).await?;
-        if image.status == Status::Deactivated && !caller.is_admin {
-            return Err(forbidden(
-                "The requested image has been deactivated. Image data download is forbidden.",
-            ));
-        }
-        let Some(size) = image.size.filter(|_| !image.locations.is_empty()) else {
-            return Ok(Download::NoData);
-        };
-        // The first copy in a store this generation knows; a store can only be dropped
-        // from the config once it holds nothing.
-        let mut last_error = None;
-        for location in &image.locations {
-            match self
-                .stores
-                .get(&location.store)
-                .and_then(|store| store.open_read(&location.url))
-            {
-                Ok(file) => {
-                    return Ok(Download::Data {
-                        file,
-                        size: u64::try_from(size).unwrap_or(0),
-                        checksum: image.checksum,
-                    });
-                }
-                Err(e) => last_error = Some(e),
-            }
-        }
-        match last_error {
-            Some(e) => Err(e.into()),
-            None => Ok(Download::NoData),
-        }
     }
 
     pub async fn add_tag(&self, caller: &Caller, id: &str, tag: &str) -> Result<()> {

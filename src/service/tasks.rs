@@ -2,17 +2,26 @@
 //! a draining generation waits for them), and the process-wide `TaskBoard` knows which
 //! tasks run right now and which generation is live, so a task cut at a drain deadline is
 //! handed on to the live generation, and a stop leaves every task at its last checkpoint.
-//! What a task does is `import`'s; this knows only ids and futures.
+//! What a task does is `import`'s; this knows only ids and futures. Tasks, and the release
+//! of a dropped claim, run on the board's own runtime: never on the thread that owns the
+//! lifecycle, and never on a worker pool that a reload may retire.
 
 use std::collections::HashSet;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use tokio::runtime::Handle;
+use futures_util::FutureExt;
+use tokio::runtime::{Handle, Runtime};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::Catalog;
+use super::data::{Releases, TransferSlots};
+
+/// Threads of the task runtime: tasks mostly wait on the network, the database and the
+/// blocking pool.
+const TASK_THREADS: usize = 2;
 
 /// Shared by every generation of one process.
 pub struct TaskBoard {
@@ -20,19 +29,39 @@ pub struct TaskBoard {
     live: Mutex<Option<Catalog>>,
     /// Cancelled by a stop: every task ends at its checkpoint and nothing is handed on.
     stop: CancellationToken,
-    /// Tasks run on the control runtime, which outlives every worker pool.
-    runtime: Handle,
+    /// The board's own runtime; it outlives every worker pool and generation.
+    runtime: Option<Runtime>,
+    handle: Handle,
+    /// `server.max_transfers`, across generations.
+    pub transfers: Arc<TransferSlots>,
+    /// Dropped claims being released now.
+    pub(super) releases: Releases,
 }
 
 impl TaskBoard {
-    /// Must be called inside the runtime tasks should run on.
-    pub fn new() -> Arc<TaskBoard> {
-        Arc::new(TaskBoard {
+    pub fn new(max_transfers: usize) -> std::io::Result<Arc<TaskBoard>> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(TASK_THREADS)
+            .thread_name("glint-tasks")
+            .enable_all()
+            .build()?;
+        Ok(Arc::new(TaskBoard {
             running: Mutex::default(),
             live: Mutex::default(),
             stop: CancellationToken::new(),
-            runtime: Handle::current(),
-        })
+            handle: runtime.handle().clone(),
+            runtime: Some(runtime),
+            transfers: TransferSlots::new(max_transfers),
+            releases: Releases::default(),
+        }))
+    }
+
+    /// Runs `work` on the board's runtime, detached.
+    pub(super) fn spawn<F>(&self, work: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.handle.spawn(work);
     }
 
     fn running(&self) -> MutexGuard<'_, HashSet<String>> {
@@ -76,6 +105,7 @@ pub struct Executor {
 
 enum Ending {
     Finished,
+    Panicked,
     Cut,
     Stopped,
 }
@@ -108,13 +138,23 @@ impl Executor {
         self.tracker.spawn_on(
             async move {
                 let ending = tokio::select! {
-                    () = work => Ending::Finished,
+                    finished = AssertUnwindSafe(work).catch_unwind() => match finished {
+                        Ok(()) => Ending::Finished,
+                        Err(_) => Ending::Panicked,
+                    },
                     () = cut.cancelled() => Ending::Cut,
                     () = board.stop.cancelled() => Ending::Stopped,
                 };
                 board.running().remove(&id);
                 match ending {
                     Ending::Finished => {}
+                    Ending::Panicked => {
+                        tracing::error!(task_id = %id, "task panicked; it fails and its image is released");
+                        let live = board.live().clone();
+                        if let Some(catalog) = live {
+                            catalog.abandon(&id, "Internal error while importing".into()).await;
+                        }
+                    }
                     Ending::Stopped => {
                         tracing::info!(task_id = %id, "task stopped at its checkpoint");
                     }
@@ -130,7 +170,17 @@ impl Executor {
                     }
                 }
             },
-            &self.board.runtime,
+            &self.board.handle,
         );
+    }
+}
+
+impl Drop for TaskBoard {
+    /// The last generation may drop the board inside the control runtime, where dropping
+    /// a runtime the blocking way panics.
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }

@@ -1,0 +1,533 @@
+//! The data path: the one way image bytes come in — claim the image, receive the bytes
+//! into a store through a bounded transfer slot, then commit or undo — and the way they go
+//! out (download). A `Claim` dropped without `commit`, by whatever ended its request (client
+//! gone, body error, drain cut, retired pool, panic), is released at once on the task
+//! runtime. File I/O and hashing never run on an async worker. Import's task logic is not
+//! here (`import_task`); only its transfers are.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use tokio::sync::{Notify, mpsc};
+
+use super::{Catalog, Result, ServiceError, require_formats};
+use crate::db::{ImageChange, ImageData, TaskWrite};
+use crate::domain::DomainError;
+use crate::domain::caller::Caller;
+use crate::domain::image::{Image, Location, Status};
+use crate::domain::time;
+use crate::store::{Store, StoreError, Stored};
+
+/// What a download finds.
+pub enum Download {
+    /// The image has no data yet.
+    NoData,
+    Data {
+        file: File,
+        size: u64,
+        checksum: Option<String>,
+    },
+}
+
+/// Chunks in flight between the request body and the thread that writes and hashes them.
+const WRITE_QUEUE: usize = 8;
+
+pub(super) fn over_quota(quota: u64) -> DomainError {
+    DomainError::OverLimit(format!(
+        "Image exceeds the storage quota: the project may store {quota} bytes"
+    ))
+}
+
+pub(super) fn too_large(size: u64, cap: u64) -> DomainError {
+    DomainError::OverLimit(format!(
+        "The incoming image is too large: {size} bytes exceed the size cap of {cap} bytes"
+    ))
+}
+
+/// A full disk is the client's 413, not the server's 500.
+fn store_error(error: StoreError) -> ServiceError {
+    match &error {
+        StoreError::Full(_) => {
+            DomainError::OverLimit(format!("Image storage media is full: {error}")).into()
+        }
+        StoreError::Io { source, .. } if source.raw_os_error() == Some(28) => {
+            DomainError::OverLimit(format!("Image storage media is full: {error}")).into()
+        }
+        _ => error.into(),
+    }
+}
+
+/// Size and hashes as a finished write computed them.
+pub(super) fn data_of(stored: &Stored) -> ImageData {
+    ImageData {
+        size: i64::try_from(stored.size).ok(),
+        checksum: Some(stored.md5.clone()),
+        os_hash_algo: Some(stored.hash_algo.clone()),
+        os_hash_value: Some(stored.hash.clone()),
+    }
+}
+
+/// Runs blocking filesystem work on the blocking pool, never on an async worker.
+pub(super) async fn blocking<T, F>(work: F) -> Result<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    Ok(tokio::task::spawn_blocking(work).await?)
+}
+
+/// The process-wide bound on data transfers in (`server.max_transfers`): each holds a slot
+/// while its bytes are written, so uploads, stages and copies share a bounded set of
+/// writer threads. The limit changes at reload; slots taken stay valid.
+pub struct TransferSlots {
+    state: Mutex<(usize, usize)>,
+    freed: Notify,
+}
+
+/// A transfer's slot, given back on drop.
+pub struct Slot {
+    slots: Arc<TransferSlots>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.slots.lock().0 -= 1;
+        self.slots.freed.notify_one();
+    }
+}
+
+impl TransferSlots {
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(TransferSlots {
+            state: Mutex::new((0, limit.max(1))),
+            freed: Notify::new(),
+        })
+    }
+
+    /// `(in use, limit)`.
+    fn lock(&self) -> MutexGuard<'_, (usize, usize)> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn set_limit(&self, limit: usize) {
+        self.lock().1 = limit.max(1);
+        self.freed.notify_waiters();
+    }
+
+    pub fn in_use(&self) -> usize {
+        self.lock().0
+    }
+
+    /// Waits for a slot, at most `wait` when given.
+    pub async fn acquire(self: &Arc<Self>, wait: Option<Duration>) -> Option<Slot> {
+        let deadline = wait.map(|w| tokio::time::Instant::now() + w);
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            {
+                let mut state = self.lock();
+                if state.0 < state.1 {
+                    state.0 += 1;
+                    return Some(Slot {
+                        slots: self.clone(),
+                    });
+                }
+            }
+            match deadline {
+                Some(deadline) => {
+                    if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                        return None;
+                    }
+                }
+                None => freed.await,
+            }
+        }
+    }
+}
+
+/// Image ids whose dropped claim is being released right now: a retry waits for the
+/// release instead of finding the image still claimed.
+#[derive(Default)]
+pub struct Releases {
+    pending: Mutex<HashMap<String, Arc<Notify>>>,
+}
+
+impl Releases {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<Notify>>> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn begin(&self, id: &str) {
+        self.lock().entry(id.to_string()).or_default();
+    }
+
+    fn end(&self, id: &str) {
+        if let Some(done) = self.lock().remove(id) {
+            done.notify_waiters();
+        }
+    }
+
+    /// Returns once no release of `id` is under way.
+    pub async fn settled(&self, id: &str) {
+        loop {
+            let Some(done) = self.lock().get(id).cloned() else {
+                return;
+            };
+            let notified = done.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if !self.lock().contains_key(id) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// What a claim took the image from and to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ClaimKind {
+    /// `queued` → `saving`: an upload into a store.
+    Upload,
+    /// `queued` → `uploading`: data staged for glance-direct.
+    Stage,
+}
+
+impl ClaimKind {
+    fn status(self) -> &'static str {
+        match self {
+            ClaimKind::Upload => "saving",
+            ClaimKind::Stage => "uploading",
+        }
+    }
+}
+
+/// An image claimed for incoming data. `commit` once the data is recorded; `release` to
+/// undo on an error; a drop without either releases it in the background at once.
+pub(super) struct Claim {
+    catalog: Catalog,
+    image_id: String,
+    kind: ClaimKind,
+    settled: bool,
+}
+
+impl Claim {
+    pub(super) fn commit(mut self) {
+        self.settled = true;
+    }
+
+    /// Undoes the claim now: the image goes back to `queued` without data, staged data
+    /// goes, and its size no longer counts against the quota.
+    pub(super) async fn release(mut self) {
+        self.settled = true;
+        self.catalog.release(&self.image_id, self.kind).await;
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        let board = self.catalog.executor.board().clone();
+        board.releases.begin(&self.image_id);
+        let catalog = self.catalog.clone();
+        let id = std::mem::take(&mut self.image_id);
+        let kind = self.kind;
+        tracing::warn!(image_id = %id, status = kind.status(), "transfer ended before its data was recorded; image released");
+        board.spawn(async move {
+            catalog.release(&id, kind).await;
+            catalog.executor.board().releases.end(&id);
+        });
+    }
+}
+
+impl Catalog {
+    /// Claims image `id` for incoming data: `queued` → `saving` or `uploading`, as one
+    /// compare-and-set, so of two concurrent transfers one wins.
+    pub(super) async fn claim(&self, id: &str, kind: ClaimKind) -> Result<Claim> {
+        if !self
+            .db
+            .transition(id, "queued", kind.status(), time::now())
+            .await?
+        {
+            return Err(
+                DomainError::Conflict(format!("Image {id} is already being uploaded")).into(),
+            );
+        }
+        Ok(Claim {
+            catalog: self.clone(),
+            image_id: id.to_string(),
+            kind,
+            settled: false,
+        })
+    }
+
+    pub(super) async fn release(&self, id: &str, kind: ClaimKind) {
+        if kind == ClaimKind::Stage {
+            self.remove_staged(id).await;
+        }
+        let change = ImageChange {
+            expect_status: Some(match kind {
+                ClaimKind::Upload => &["saving"],
+                ClaimKind::Stage => &["uploading"],
+            }),
+            status: Some(Status::Queued),
+            data: Some(ImageData::default()),
+            clear_locations: kind == ClaimKind::Upload,
+            ..ImageChange::default()
+        };
+        if let Err(e) = self
+            .db
+            .change_image(id, &change, TaskWrite::None, time::now())
+            .await
+        {
+            tracing::error!(image_id = id, error = %e, "could not return the image to queued");
+        }
+    }
+
+    /// A slot for a client's transfer, or 503 once `server.transfer_wait` has passed.
+    pub(super) async fn transfer_slot(&self) -> Result<Slot> {
+        let board = self.executor.board();
+        board
+            .transfers
+            .acquire(Some(self.transfer_wait))
+            .await
+            .ok_or(ServiceError::Busy {
+                retry_after: self.transfer_wait,
+            })
+    }
+
+    /// Waits for the release of a dropped claim on `id`, if one is under way.
+    pub(super) async fn settled(&self, id: &str) {
+        self.executor.board().releases.settled(id).await;
+    }
+
+    /// Streams `body` into `store` (the default store when `None`) while hashing it:
+    /// `queued` → `saving` → `active`. Any failure, or the request ending, removes the
+    /// partial data and returns the image to `queued`.
+    pub async fn upload<S>(
+        &self,
+        caller: &Caller,
+        id: &str,
+        store: Option<&str>,
+        declared: Option<u64>,
+        body: S,
+    ) -> Result<()>
+    where
+        S: Stream<Item = std::result::Result<Bytes, std::io::Error>> + Send + Unpin,
+    {
+        self.settled(id).await;
+        let image = self.get_modifiable(caller, id, "upload_image").await?;
+        let target = self
+            .writable_store(store.unwrap_or(self.stores.default_id()))?
+            .clone();
+        if image.status != Status::Queued {
+            return Err(DomainError::Conflict(format!(
+                "Image status transition from {} to saving is not allowed",
+                image.status.as_str()
+            ))
+            .into());
+        }
+        require_formats(&image, "Properties {} must be set prior to saving data.")?;
+        if let Some(size) = declared.filter(|s| *s > self.size_cap) {
+            return Err(too_large(size, self.size_cap).into());
+        }
+        let allowance = self.allowance(&image, declared).await?;
+        let slot = self.transfer_slot().await?;
+        let claim = self.claim(id, ClaimKind::Upload).await?;
+        let stored = match self
+            .receive(&target, id, declared, allowance, body, slot)
+            .await
+        {
+            Ok(stored) => stored,
+            Err(e) => {
+                claim.release().await;
+                return Err(e);
+            }
+        };
+        let change = ImageChange {
+            expect_status: Some(&["saving"]),
+            status: Some(Status::Active),
+            data: Some(data_of(&stored)),
+            add_location: Some(Location {
+                store: target.id.clone(),
+                url: stored.location.clone(),
+            }),
+            ..ImageChange::default()
+        };
+        let saved = self
+            .db
+            .change_image(id, &change, TaskWrite::None, time::now())
+            .await;
+        if !matches!(saved, Ok(true)) {
+            let location = stored.location.clone();
+            let _ = blocking(move || target.delete(&location)).await;
+            claim.release().await;
+            saved?;
+            return Err(
+                DomainError::Gone(format!("Image {id} was deleted during the upload.")).into(),
+            );
+        }
+        claim.commit();
+        tracing::info!(image_id = id, store = %target.id, size = stored.size, "image data stored");
+        Ok(())
+    }
+
+    /// A store that may take new data, or the 4xx a client gets for naming another.
+    fn writable_store(&self, id: &str) -> Result<&Store> {
+        let store = self
+            .stores
+            .get(id)
+            .map_err(|_| DomainError::Invalid(format!("Store for identifier {id} not found")))?;
+        if store.read_only() {
+            return Err(super::forbidden(format!("Store {id} is read-only")));
+        }
+        Ok(store)
+    }
+
+    /// What the owner may still store, as `(bytes left, quota)`; refuses a declared size
+    /// that would not fit. The write is cut when it passes the allowance.
+    pub(super) async fn allowance(
+        &self,
+        image: &Image,
+        declared: Option<u64>,
+    ) -> Result<Option<(u64, u64)>> {
+        match (&image.owner, self.storage_quota) {
+            (Some(owner), quota) if quota > 0 => {
+                let used = self.db.stored_by(owner).await?;
+                let left = quota.saturating_sub(used);
+                if declared.is_some_and(|size| size > left) {
+                    return Err(over_quota(quota).into());
+                }
+                Ok(Some((left, quota)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Writes `body` into `store` on a blocking thread that holds `slot` (file I/O and
+    /// hashing stay off the async workers); checks size cap and declared size as bytes
+    /// arrive. Dropping the returned future removes whatever was written.
+    pub(super) async fn receive<S>(
+        &self,
+        store: &Store,
+        id: &str,
+        declared: Option<u64>,
+        allowance: Option<(u64, u64)>,
+        mut body: S,
+        slot: Slot,
+    ) -> Result<Stored>
+    where
+        S: Stream<Item = std::result::Result<Bytes, std::io::Error>> + Send + Unpin,
+    {
+        let (chunks, mut queue) = mpsc::channel::<Bytes>(WRITE_QUEUE);
+        let store = store.clone();
+        let image_id = id.to_string();
+        let writer = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            let mut upload = store.begin(&image_id, declared)?;
+            while let Some(chunk) = queue.blocking_recv() {
+                upload.write(chunk)?;
+            }
+            Ok::<_, StoreError>(upload)
+        });
+        let mut received: u64 = 0;
+        let outcome: Result<()> = async {
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|e| {
+                    DomainError::Invalid(format!("The upload was interrupted: {e}"))
+                })?;
+                received += chunk.len() as u64;
+                if received > self.size_cap {
+                    return Err(too_large(received, self.size_cap).into());
+                }
+                if let Some((_, quota)) = allowance.filter(|(left, _)| received > *left) {
+                    return Err(over_quota(quota).into());
+                }
+                if let Some(expected) = declared.filter(|e| received > *e) {
+                    return Err(DomainError::Invalid(format!(
+                        "Size exceeds: expected {expected} bytes, got {received} bytes"
+                    ))
+                    .into());
+                }
+                if chunks.send(chunk).await.is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        }
+        .await;
+        drop(chunks);
+        let upload = writer.await?.map_err(store_error)?;
+        if let Err(e) = outcome {
+            // Dropped on the blocking pool: removing the temporary file is file I/O.
+            let _ = blocking(move || drop(upload)).await;
+            return Err(e);
+        }
+        if let Some(expected) = declared.filter(|e| *e != upload.size()) {
+            let size = upload.size();
+            let _ = blocking(move || drop(upload)).await;
+            return Err(DomainError::Invalid(format!(
+                "Size mismatch: expected {expected} bytes, got {size} bytes"
+            ))
+            .into());
+        }
+        tokio::task::spawn_blocking(move || upload.finish())
+            .await?
+            .map_err(store_error)
+    }
+
+    pub(super) async fn delete_data(&self, location: &Location) -> Result<()> {
+        let store = self.stores.get(&location.store)?.clone();
+        let url = location.url.clone();
+        blocking(move || store.delete(&url)).await??;
+        Ok(())
+    }
+
+    pub async fn download(&self, caller: &Caller, id: &str) -> Result<Download> {
+        let image = self.get(caller, id).await?;
+        if image.status == Status::Deactivated && !caller.is_admin {
+            return Err(super::forbidden(
+                "The requested image has been deactivated. Image data download is forbidden.",
+            ));
+        }
+        let Some(size) = image.size.filter(|_| !image.locations.is_empty()) else {
+            return Ok(Download::NoData);
+        };
+        // The first copy in a store this generation knows; a store can only be dropped
+        // from the config once it holds nothing.
+        let stores = self.stores.clone();
+        let locations = image.locations.clone();
+        let opened = blocking(move || {
+            let mut last_error = None;
+            for location in &locations {
+                match stores
+                    .get(&location.store)
+                    .and_then(|store| store.open_read(&location.url))
+                {
+                    Ok(file) => return Ok(Some(file)),
+                    Err(e) => last_error = Some(e),
+                }
+            }
+            match last_error {
+                Some(e) => Err(e),
+                None => Ok(None),
+            }
+        })
+        .await??;
+        Ok(match opened {
+            Some(file) => Download::Data {
+                file,
+                size: u64::try_from(size).unwrap_or(0),
+                checksum: image.checksum,
+            },
+            None => Download::NoData,
+        })
+    }
+}
