@@ -296,6 +296,126 @@ async fn a_full_disk_is_413_with_no_orphan_and_a_queued_image() {
     assert_eq!(refused, Ok(413));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_upload_and_a_stage_cut_by_the_drain_deadline_release_their_image_at_once() {
+    let mut sd = FakeSystemd::new();
+    let addr = sd.add_socket_unit("api");
+    let text = config("drain_timeout = \"1s\"");
+    sd.write_config(&text);
+    sd.start().await;
+    let state = sd.path("state");
+    for (what, claimed) in [("file", "saving"), ("stage", "uploading")] {
+        let id = create(addr).await;
+        let path = format!("/v2/images/{id}/{what}");
+        let body = chunks(&pattern(2 << 20, 4), 64 << 10);
+        let cut = tokio::spawn(async move {
+            send_slowly(
+                addr,
+                "PUT",
+                &path,
+                &[OCTETS],
+                body,
+                Duration::from_millis(200),
+            )
+            .await
+        });
+        status_is(addr, &id, claimed).await;
+        sd.reload().await;
+        let reply = cut.await.expect("join");
+        assert!(reply.is_err(), "{what}: the cut transfer got {reply:?}");
+        // The retry comes right after the cut and succeeds.
+        let data = pattern(300 << 10, 5);
+        let retried = send_slowly(
+            addr,
+            "PUT",
+            &format!("/v2/images/{id}/{what}"),
+            &[OCTETS],
+            chunks(&data, 64 << 10),
+            Duration::ZERO,
+        )
+        .await
+        .expect("answered");
+        assert_eq!(retried.status, 204, "{what}: {:?}", retried.body);
+        let shown = image(addr, &id).await;
+        let expected = if what == "file" {
+            "active"
+        } else {
+            "uploading"
+        };
+        assert_eq!(shown["status"], expected, "{what}: {shown}");
+        assert_eq!(shown["size"].as_u64(), Some(data.len() as u64), "{shown}");
+        let leftovers: Vec<String> = [state.join("images"), state.join("staging")]
+            .iter()
+            .flat_map(|d| files_in(d))
+            .filter(|f| f.starts_with(".upload-"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+    assert_eq!(sd.stop().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_body_that_stops_arriving_is_cut_and_its_image_released() {
+    let mut sd = FakeSystemd::new();
+    let addr = sd.add_socket_unit("api");
+    sd.write_config(&config("body_read_timeout = \"1s\""));
+    sd.start().await;
+    let id = create(addr).await;
+    // The head goes at once; the body's first byte would come only after 3 s.
+    let stalled = send_slowly(
+        addr,
+        "PUT",
+        &format!("/v2/images/{id}/file"),
+        &[OCTETS],
+        chunks(&pattern(128 << 10, 6), 64 << 10),
+        Duration::from_secs(3),
+    )
+    .await;
+    if let Ok(reply) = &stalled {
+        assert_eq!(reply.status, 400, "{:?}", reply.body);
+        assert!(String::from_utf8_lossy(&reply.body).contains("body_read_timeout"));
+    }
+    assert_eq!(image(addr, &id).await["status"], "queued");
+    assert!(files_in(&sd.path("state").join("images")).is_empty());
+    assert_eq!(upload(addr, &id, b"on time").await, 204);
+    assert_eq!(sd.stop().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn past_max_transfers_an_upload_waits_then_gets_503_with_retry_after() {
+    let mut sd = FakeSystemd::new();
+    let addr = sd.add_socket_unit("api");
+    sd.write_config(&config("max_transfers = 1\ntransfer_wait = \"1s\""));
+    sd.start().await;
+    let first = create(addr).await;
+    let data = pattern(1 << 20, 8);
+    let uploading = upload_slowly(addr, &first, &data, Duration::from_millis(150));
+    status_is(addr, &first, "saving").await;
+    let second = create(addr).await;
+    let refused = send_slowly(
+        addr,
+        "PUT",
+        &format!("/v2/images/{second}/file"),
+        &[OCTETS],
+        chunks(b"waits its turn", 64),
+        Duration::ZERO,
+    )
+    .await
+    .expect("answered");
+    assert_eq!(refused.status, 503, "{:?}", refused.body);
+    assert_eq!(
+        refused.headers.get("retry-after").map(|v| v.as_bytes()),
+        Some(&b"1"[..])
+    );
+    let body = String::from_utf8_lossy(&refused.body);
+    assert!(body.contains("503 Service Unavailable"), "{body}");
+    assert_eq!(image(addr, &second).await["status"], "queued");
+    let first_reply = uploading.await.expect("join").expect("answered");
+    assert_eq!(first_reply.status, 204);
+    assert_eq!(upload(addr, &second, b"its turn").await, 204);
+    assert_eq!(sd.stop().await, 0);
+}
+
 /// Uploads `data` in 64 KiB chunks, one every `pause`, in the background.
 fn upload_slowly(
     addr: SocketAddr,
@@ -310,9 +430,13 @@ fn upload_slowly(
 
 /// Waits until the upload has begun (the image is `saving`): a phase with no notification.
 async fn status_saving(addr: SocketAddr, id: &str) {
+    status_is(addr, id, "saving").await;
+}
+
+async fn status_is(addr: SocketAddr, id: &str, status: &str) {
     let deadline = tokio::time::Instant::now() + PATIENCE;
-    while image(addr, id).await["status"] != "saving" {
-        assert!(tokio::time::Instant::now() < deadline, "upload never began");
+    while image(addr, id).await["status"] != status {
+        assert!(tokio::time::Instant::now() < deadline, "never {status}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

@@ -872,3 +872,29 @@ async fn a_redirect_to_a_refused_address_fails_the_task_without_following_it() {
     assert_nothing_left(&state(&sd));
     assert_eq!(sd.stop().await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_completed_stage_survives_sigterm_and_kill_and_imports_byte_exact() {
+    let mut sd = FakeSystemd::new();
+    let addr = sd.add_socket_unit("api");
+    sd.write_config(&config(""));
+    sd.start().await;
+    let state = state(&sd);
+    for (seed, signal) in [(21, Signal::SIGTERM), (22, Signal::SIGKILL)] {
+        let id = create(addr, "staged").await;
+        let data = pattern((1 << 20) + 17, seed);
+        assert_eq!(put_data(addr, &id, "stage", &data, &[]).await, 204);
+        sd.signal(signal);
+        sd.wait_exit().await;
+        sd.start().await;
+        let shown = image(addr, &id).await;
+        assert_eq!(shown["status"], "uploading", "{signal}: {shown}");
+        assert_eq!(shown["size"].as_u64(), Some(data.len() as u64), "{shown}");
+        let (status, body) = import(addr, &id, json!({"method": {"name": "glance-direct"}})).await;
+        assert_eq!(status, 202, "{signal}: {body}");
+        let (shown, task) = finished(addr, &id).await;
+        assert_eq!(task["status"], "success", "{task}");
+        assert_holds(&state, &shown, &data);
+    }
+    assert_eq!(sd.stop().await, 0);
+}

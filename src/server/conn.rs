@@ -100,6 +100,7 @@ pub(super) async fn serve(
     entry.set_phase(Phase::Idle);
     let closing = pool.closing.clone();
     let evict = entry.evict.clone();
+    let phase = entry.clone();
     let io = ConnIo {
         stream,
         entry: entry.clone(),
@@ -149,6 +150,11 @@ pub(super) async fn serve(
             // is still idle closed.
             if let Ok(result) = tokio::time::timeout(CLOSE_GRACE, connection.as_mut()).await {
                 log_end(result);
+                return;
+            }
+            if phase.phase() == Phase::Head {
+                // A head still incomplete after the grace is not a request anyone is
+                // served: waiting for it would hold the stop up to header_read_timeout.
                 return;
             }
             connection.as_mut().graceful_shutdown();

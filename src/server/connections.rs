@@ -15,12 +15,14 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Phase {
-    /// Not yet accepted, or accepted with a request in flight: never closed to make room.
+    /// A request in flight: never closed to make room.
     Busy = 0,
     /// Waiting for a request; no byte of one has arrived.
     Idle = 1,
     /// The first bytes of a request's head arrived; the head is not complete.
     Head = 2,
+    /// Admitted, not serving yet.
+    Accepting = 3,
 }
 
 /// One connection as the table sees it; its connection task moves it between phases.
@@ -39,6 +41,7 @@ impl Entry {
         match self.phase.load(Ordering::Acquire) {
             1 => Phase::Idle,
             2 => Phase::Head,
+            3 => Phase::Accepting,
             _ => Phase::Busy,
         }
     }
@@ -91,8 +94,20 @@ impl Connections {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    pub fn open(&self) -> usize {
-        self.entries().len()
+    /// `(open, idle)`: accepted connections, and those of them waiting for a request with
+    /// nothing of one begun.
+    pub fn counts(&self) -> (usize, usize) {
+        let live: Vec<Arc<Entry>> = self
+            .entries()
+            .values()
+            .filter_map(std::sync::Weak::upgrade)
+            .collect();
+        let open = live
+            .iter()
+            .filter(|e| e.phase() != Phase::Accepting)
+            .count();
+        let idle = live.iter().filter(|e| e.phase() == Phase::Idle).count();
+        (open, idle)
     }
 
     pub fn limit(&self) -> usize {
@@ -105,9 +120,9 @@ impl Connections {
         self.room.notify_waiters();
     }
 
-    /// Waits until there is room for one more connection and takes it (as `Busy`, so that
-    /// it is not closed before it is even accepted). At the cap, asks the connections idle
-    /// longest to close.
+    /// Waits until there is room for one more connection (one just accepted) and takes it.
+    /// At the cap, asks the connections idle longest to close: only on demand, so idle
+    /// connections are never closed while no one waits.
     pub async fn admit(self: &Arc<Self>) -> Arc<Entry> {
         loop {
             let room = self.room.notified();
@@ -123,7 +138,7 @@ impl Connections {
                     let id = self.next_id.fetch_add(1, Ordering::Relaxed);
                     let entry = Arc::new(Entry {
                         id,
-                        phase: AtomicU8::new(Phase::Busy as u8),
+                        phase: AtomicU8::new(Phase::Accepting as u8),
                         since: AtomicU64::new(self.now_ms()),
                         evict: CancellationToken::new(),
                         table: self.clone(),
@@ -185,8 +200,8 @@ mod tests {
         assert!(!second.evict.is_cancelled());
         drop(first);
         let third = waiting.await.unwrap();
-        assert_eq!(table.open(), 2);
-        assert_eq!(third.phase(), Phase::Busy);
+        assert_eq!(third.phase(), Phase::Accepting);
+        assert_eq!(table.counts(), (1, 1));
     }
 
     #[tokio::test]
@@ -210,14 +225,16 @@ mod tests {
     #[tokio::test]
     async fn a_raised_limit_admits_the_waiting() {
         let table = Connections::new(1);
-        let _busy = table.admit().await;
+        let busy = table.admit().await;
+        busy.set_phase(Phase::Busy);
         let waiting = tokio::spawn({
             let table = table.clone();
             async move { table.admit().await }
         });
         tokio::task::yield_now().await;
         table.set_limit(2);
-        let _second = waiting.await.unwrap();
-        assert_eq!(table.open(), 2);
+        let second = waiting.await.unwrap();
+        second.set_phase(Phase::Idle);
+        assert_eq!(table.counts(), (2, 1));
     }
 }

@@ -418,6 +418,7 @@ impl Lifecycle {
 
     fn status(&self) -> StatusReport {
         let current = self.shared.current.load_full();
+        let (connections_open, connections_idle) = self.shared.connections.counts();
         let describe = |g: &Generation| GenerationStatus {
             id: g.id,
             in_flight: g.in_flight(),
@@ -455,7 +456,8 @@ impl Lifecycle {
                     origin: l.origin,
                 })
                 .collect(),
-            connections_open: self.shared.connections.open(),
+            connections_open,
+            connections_idle,
             max_connections: self.shared.connections.limit(),
             tasks_running: current.app.running_tasks(),
             reloads_applied: self.reloads_applied,

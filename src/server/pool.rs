@@ -96,13 +96,6 @@ impl WorkerPool {
         let name = listener.name.clone();
         handle.spawn(self.acceptors.track_future(async move {
             loop {
-                // Room first: at `server.max_connections` new connections wait in the
-                // backlog rather than being accepted and dropped.
-                let entry = tokio::select! {
-                    biased;
-                    _ = stop.cancelled() => break,
-                    entry = shared.connections.admit() => entry,
-                };
                 let accepted = tokio::select! {
                     biased;
                     _ = stop.cancelled() => break,
@@ -110,6 +103,14 @@ impl WorkerPool {
                 };
                 match accepted {
                     Ok((stream, _peer)) => {
+                        // At `server.max_connections` this one waits for room (made by
+                        // closing an idle connection), and while it waits no other is
+                        // accepted: the rest wait in the backlog.
+                        let entry = tokio::select! {
+                            biased;
+                            _ = stop.cancelled() => break,
+                            entry = shared.connections.admit() => entry,
+                        };
                         connections.spawn(conn::serve(
                             stream,
                             shared.clone(),
@@ -118,7 +119,6 @@ impl WorkerPool {
                         ));
                     }
                     Err(e) => {
-                        drop(entry);
                         tracing::warn!(listener = %name, error = %e, "accept failed");
                         tokio::time::sleep(ACCEPT_BACKOFF).await;
                     }

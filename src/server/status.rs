@@ -80,6 +80,7 @@ pub struct StatusReport {
     pub listeners: Vec<ListenerStatus>,
     /// Open connections (accepted, or admitted and waiting in accept) and their cap.
     pub connections_open: usize,
+    pub connections_idle: usize,
     pub max_connections: usize,
     /// Background tasks (imports) running now, in every generation.
     pub tasks_running: usize,
