@@ -31,6 +31,8 @@ pub enum Reply {
 
 /// How long `glint ctl` waits for an answer: a reload builds a whole generation.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long the accept loop waits after a failed accept.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest request line accepted from a client.
 const MAX_REQUEST: usize = 4096;
 
@@ -73,7 +75,9 @@ pub async fn serve(listener: UnixListener, events: mpsc::Sender<Control>) {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(e) => {
+                // EMFILE and the like persist for a while: retrying at once would spin.
                 tracing::warn!(error = %e, "control socket accept failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
                 continue;
             }
         };

@@ -62,6 +62,7 @@ fn serve(config_arg: Option<PathBuf>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    raise_fd_limit();
     let source = config_source(config_arg);
     let loaded = match config::load(&source) {
         Ok(loaded) => loaded,
@@ -197,5 +198,19 @@ fn ctl(action: CtlAction, socket: Option<PathBuf>, config_arg: Option<PathBuf>) 
             eprintln!("glint: {e}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// Raises the soft file descriptor limit to the hard one (best effort): the default
+/// `server.max_connections` is a share of it, and the soft limit is often a legacy 1024.
+fn raise_fd_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        let _ = setrlimit(Resource::Nofile, raised);
     }
 }
