@@ -58,12 +58,11 @@ pub async fn create(
     if let Ok(methods) = HeaderValue::from_str(&ctx.catalog.import_methods().join(",")) {
         headers.insert("openstack-image-import-methods", methods);
     }
-    let stores: Vec<&str> = ctx
+    let stores: Vec<String> = ctx
         .catalog
-        .stores()
-        .all()
-        .iter()
-        .map(|s| s.id.as_str())
+        .store_infos()
+        .into_iter()
+        .map(|s| s.id)
         .collect();
     if let Ok(stores) = HeaderValue::from_str(&stores.join(",")) {
         headers.insert("openstack-image-store-ids", stores);

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::{ApiContext, ApiError};
 use crate::domain::caller::Caller;
-use crate::store::Store;
+use crate::service::StoreInfo;
 
 const IMAGE: &str = include_str!("schemas/schema-image.json");
 const IMAGES: &str = include_str!("schemas/schema-images.json");
@@ -49,13 +49,7 @@ pub async fn import(State(ctx): State<ApiContext>) -> Response {
 /// Every store, Glance's multi-store way: `default` and `read-only` are the string
 /// `"true"`, present only when true. A config without `[stores.*]` has one, `default`.
 pub async fn stores(State(ctx): State<ApiContext>) -> Response {
-    let stores: Vec<Value> = ctx
-        .catalog
-        .stores()
-        .all()
-        .iter()
-        .map(|store| describe(store, store.id == ctx.catalog.stores().default_id()))
-        .collect();
+    let stores: Vec<Value> = ctx.catalog.store_infos().iter().map(describe).collect();
     Json(json!({"stores": stores})).into_response()
 }
 
@@ -71,15 +65,14 @@ pub async fn stores_detail(
     }
     let stores: Vec<Value> = ctx
         .catalog
-        .stores()
-        .all()
+        .store_infos()
         .iter()
         .map(|store| {
-            let mut entry = describe(store, store.id == ctx.catalog.stores().default_id());
+            let mut entry = describe(store);
             let dirs: Vec<String> = store
-                .dirs()
+                .data_dirs
                 .iter()
-                .map(|d| format!("{}:{}", d.path.display(), d.priority))
+                .map(|(path, priority)| format!("{}:{priority}", path.display()))
                 .collect();
             entry["type"] = json!("file");
             entry["weight"] = json!(0);
@@ -94,15 +87,15 @@ pub async fn stores_detail(
     Ok(Json(json!({"stores": stores})).into_response())
 }
 
-fn describe(store: &Store, default: bool) -> Value {
+fn describe(store: &StoreInfo) -> Value {
     let mut entry = json!({"id": store.id});
     if let Some(description) = &store.description {
         entry["description"] = json!(description);
     }
-    if default {
+    if store.default {
         entry["default"] = json!("true");
     }
-    if store.read_only() {
+    if store.read_only {
         entry["read-only"] = json!("true");
     }
     entry

@@ -56,6 +56,16 @@ impl From<tokio::task::JoinError> for ServiceError {
 
 type Result<T> = std::result::Result<T, ServiceError>;
 
+/// A store as clients are told of it.
+pub struct StoreInfo {
+    pub id: String,
+    pub description: Option<String>,
+    pub default: bool,
+    pub read_only: bool,
+    /// Each data directory with its priority, highest first.
+    pub data_dirs: Vec<(std::path::PathBuf, i64)>,
+}
+
 /// One page of a listing; `full` when the repository returned `limit` rows, which is
 /// when Glance offers a `next` link.
 pub struct Page {
@@ -135,8 +145,24 @@ impl Catalog {
         }
     }
 
-    pub fn stores(&self) -> &Stores {
-        &self.stores
+    /// What `/v2/info/stores` shows of each store.
+    pub fn store_infos(&self) -> Vec<StoreInfo> {
+        let default = self.stores.default_id();
+        self.stores
+            .all()
+            .iter()
+            .map(|store| StoreInfo {
+                id: store.id.clone(),
+                description: store.description.clone(),
+                default: store.id == default,
+                read_only: store.read_only(),
+                data_dirs: store
+                    .dirs()
+                    .iter()
+                    .map(|d| (d.path.clone(), d.priority))
+                    .collect(),
+            })
+            .collect()
     }
 
     pub async fn create(&self, caller: &Caller, attributes: Map<String, Value>) -> Result<Image> {
