@@ -117,8 +117,8 @@ impl ImportMethod {
 
 /// Which URLs web-download may fetch (Glance's `import_filtering_opts`) and how patiently.
 /// An `allowed_*` list, when not empty, is the whole truth and its `disallowed_*` twin is
-/// ignored. Hosts that resolve to loopback, private or link-local addresses are refused
-/// unless `allowed_hosts` names them.
+/// ignored. Addresses that are not globally routable (loopback, private, link-local and the
+/// other special-purpose blocks) are refused unless `allowed_hosts` names the host.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebDownloadConfig {
@@ -128,6 +128,7 @@ pub struct WebDownloadConfig {
     pub disallowed_hosts: Vec<String>,
     pub allowed_ports: Vec<u16>,
     pub disallowed_ports: Vec<u16>,
+    /// The longest wait to resolve the host, and then to connect.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// The longest wait for the next bytes of a download.
