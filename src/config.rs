@@ -3,12 +3,13 @@
 //! reload may change. It performs no side effect beyond reading the config files.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::{Figment, Metadata};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 /// Where the config is read from. Built once by `main` and reused by every reload.
@@ -270,6 +271,9 @@ pub struct AuthConfig {
     /// noauth makes everyone who reaches glint an admin, so it serves only loopback
     /// unless this says otherwise.
     pub allow_remote_noauth: bool,
+    /// trusted-headers: the peers whose identity headers are believed (the authenticating
+    /// proxy). Anyone else could write the headers themselves.
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 impl Default for AuthConfig {
@@ -278,6 +282,10 @@ impl Default for AuthConfig {
             mode: AuthMode::Noauth,
             project: String::new(),
             allow_remote_noauth: false,
+            trusted_proxies: vec![
+                IpNet::V4(Ipv4Net::new_assert(Ipv4Addr::new(127, 0, 0, 0), 8)),
+                IpNet::V6(Ipv6Net::new_assert(Ipv6Addr::LOCALHOST, 128)),
+            ],
         }
     }
 }
@@ -952,6 +960,22 @@ mod tests {
         config.auth.allow_remote_noauth = false;
         config.auth.mode = AuthMode::TrustedHeaders;
         assert!(check_exposure(&config, [remote]).is_ok());
+    }
+
+    #[test]
+    fn a_trusted_proxy_that_is_not_a_network_names_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        for bad in ["\"10.0.0.5\"", "\"10.0.0.0/33\"", "\"proxy.example\"", "5"] {
+            let text = format!("[auth]\ntrusted_proxies = [{bad}]\n");
+            let err = load(&source_with(dir.path(), Some(&text)))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("glint.toml"), "{bad}: {err}");
+            assert!(err.contains("auth.trusted_proxies"), "{bad}: {err}");
+        }
+        let text = "[auth]\ntrusted_proxies = [\"10.0.0.0/8\", \"2001:db8::/32\"]\n";
+        let loaded = load(&source_with(dir.path(), Some(text))).unwrap();
+        assert_eq!(loaded.config.auth.trusted_proxies.len(), 2);
     }
 
     #[test]

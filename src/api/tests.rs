@@ -298,6 +298,57 @@ async fn errors_are_glance_shaped_and_never_500() {
     );
 }
 
+/// Identity headers count only from a peer in `auth.trusted_proxies`; from any other they
+/// are ignored, so the request is a 401 like one without identity, and its request id is
+/// not reused.
+#[tokio::test]
+async fn identity_headers_from_an_untrusted_peer_are_401() {
+    let api = api_with(|c| c.auth.trusted_proxies = vec!["10.0.0.0/24".parse().unwrap()]).await;
+    let from = |peer: &str| {
+        let mut request = Request::builder()
+            .uri("/v2/images")
+            .header("accept", "application/json")
+            .header("x-identity-status", "Confirmed")
+            .header("x-project-id", "p1")
+            .header("x-roles", "admin")
+            .header("x-openstack-request-id", "req-chosen-by-the-client")
+            .body(Body::empty())
+            .unwrap();
+        request
+            .extensions_mut()
+            .insert(super::PeerAddr(peer.parse().unwrap()));
+        request
+    };
+    let response = api.app.handle(from("192.0.2.9:41000")).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let id = response.headers()["x-openstack-request-id"]
+        .to_str()
+        .unwrap();
+    assert_ne!(id, "req-chosen-by-the-client");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/json",
+        "Glance's error body"
+    );
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let body: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(body["code"], "401 Unauthorized", "{body}");
+    assert_eq!(body["title"], "Unauthorized", "{body}");
+    assert!(body["message"].is_string(), "{body}");
+
+    let response = api.app.handle(from("10.0.0.7:41000")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["x-openstack-request-id"],
+        "req-chosen-by-the-client"
+    );
+    // Without the extension (no socket): loopback, which this config does not trust.
+    let reply = api.call(As::Admin, "GET", "/v2/images", None).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+}
+
 #[tokio::test]
 async fn patch_checks_its_media_type_and_applies_glance_rules() {
     let api = api().await;

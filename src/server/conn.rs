@@ -4,6 +4,7 @@
 //! that reuses it, so idle connections close only on stop or at a retired pool's deadline.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -23,6 +24,7 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 use super::Shared;
 use super::generation::Generation;
 use super::pool::PoolState;
+use crate::api::PeerAddr;
 
 /// Which generation answered: lets clients and tests see a reload take effect.
 pub const GENERATION_HEADER: HeaderName = HeaderName::from_static("x-glint-generation");
@@ -35,10 +37,17 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 #[error("request cut: its generation's drain deadline passed")]
 struct Cut;
 
-pub(super) async fn serve(stream: TcpStream, shared: Arc<Shared>, pool: Arc<PoolState>) {
+pub(super) async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    pool: Arc<PoolState>,
+) {
     let _ = stream.set_nodelay(true);
     let closing = pool.closing.clone();
-    let service = service_fn(move |request: Request<Incoming>| {
+    let service = service_fn(move |mut request: Request<Incoming>| {
+        // Whom auth believes identity headers from (auth.trusted_proxies).
+        request.extensions_mut().insert(PeerAddr(peer));
         let generation = shared.current.load_full();
         let shared = shared.clone();
         let pool = pool.clone();

@@ -121,8 +121,8 @@ impl WorkerPool {
                     accepted = tokio_listener.accept() => accepted,
                 };
                 match accepted {
-                    Ok((stream, _peer)) => {
-                        connections.spawn(conn::serve(stream, shared.clone(), state.clone()));
+                    Ok((stream, peer)) => {
+                        connections.spawn(conn::serve(stream, peer, shared.clone(), state.clone()));
                     }
                     Err(e) => {
                         tracing::warn!(listener = %name, error = %e, "accept failed");
