@@ -556,6 +556,71 @@ async fn listing_filters_sorts_and_pages() {
     );
 }
 
+/// Images created within one second list newest first in the order they were created:
+/// created_at keeps sub-second precision, though it is shown, and filtered on, in whole
+/// seconds as Glance does.
+#[tokio::test]
+async fn newest_first_is_creation_order_and_times_show_whole_seconds() {
+    let api = api().await;
+    let me = As::Project("p");
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(api.create_id(me, json!({"name": format!("n-{i}")})).await);
+    }
+    let newest_first: Vec<String> = ids.iter().rev().cloned().collect();
+    assert_eq!(api.list_ids(me, "").await, newest_first);
+    assert_eq!(api.list_ids(me, "?sort=created_at:asc").await, ids);
+
+    // Pages of 2 follow the same order: the marker keys on the precise time.
+    let mut seen = Vec::new();
+    let mut next = Some("/v2/images?limit=2".to_string());
+    while let Some(uri) = next {
+        let reply = api.call(me, "GET", &uri, None).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+        for image in reply.body["images"].as_array().unwrap() {
+            seen.push(image["id"].as_str().unwrap().to_string());
+        }
+        next = reply.body["next"].as_str().map(String::from);
+    }
+    assert_eq!(seen, newest_first);
+
+    let reply = api.call(me, "GET", "/v2/images", None).await;
+    let shown = |id: &str| -> String {
+        let images = reply.body["images"].as_array().unwrap();
+        let image = images.iter().find(|i| i["id"] == id).unwrap();
+        for key in ["created_at", "updated_at"] {
+            let text = image[key].as_str().unwrap();
+            assert!(
+                text.len() == 20 && text.ends_with('Z') && !text.contains('.'),
+                "{key}: {text}"
+            );
+        }
+        image["created_at"].as_str().unwrap().to_string()
+    };
+    // Filters compare the second shown: an image is not `gt:` its own created_at.
+    let oldest = &ids[0];
+    let at = shown(oldest);
+    let same_second: Vec<&String> = ids.iter().filter(|id| shown(id) == at).collect();
+    let later: Vec<&String> = ids.iter().filter(|id| shown(id) > at).collect();
+    for (op, includes_oldest, count) in [
+        ("", true, same_second.len()),
+        ("eq:", true, same_second.len()),
+        ("gte:", true, ids.len()),
+        ("lte:", true, same_second.len()),
+        ("gt:", false, later.len()),
+        ("lt:", false, 0),
+        ("neq:", false, later.len()),
+    ] {
+        let found = api.list_ids(me, &format!("?created_at={op}{at}")).await;
+        assert_eq!(
+            found.contains(oldest),
+            includes_oldest,
+            "{op}{at}: {found:?}"
+        );
+        assert_eq!(found.len(), count, "{op}{at}: {found:?}");
+    }
+}
+
 #[tokio::test]
 async fn delete_tags_and_actions() {
     let api = api().await;
