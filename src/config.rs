@@ -3,12 +3,13 @@
 //! reload may change. It performs no side effect beyond reading the config files.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::{Figment, Metadata};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 /// Where the config is read from. Built once by `main` and reused by every reload.
@@ -117,8 +118,8 @@ impl ImportMethod {
 
 /// Which URLs web-download may fetch (Glance's `import_filtering_opts`) and how patiently.
 /// An `allowed_*` list, when not empty, is the whole truth and its `disallowed_*` twin is
-/// ignored. Hosts that resolve to loopback, private or link-local addresses are refused
-/// unless `allowed_hosts` names them.
+/// ignored. Addresses that are not globally routable (loopback, private, link-local and the
+/// other special-purpose blocks) are refused unless `allowed_hosts` names the host.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebDownloadConfig {
@@ -128,6 +129,7 @@ pub struct WebDownloadConfig {
     pub disallowed_hosts: Vec<String>,
     pub allowed_ports: Vec<u16>,
     pub disallowed_ports: Vec<u16>,
+    /// The longest wait to resolve the host, and then to connect.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// The longest wait for the next bytes of a download.
@@ -269,6 +271,9 @@ pub struct AuthConfig {
     /// noauth makes everyone who reaches glint an admin, so it serves only loopback
     /// unless this says otherwise.
     pub allow_remote_noauth: bool,
+    /// trusted-headers: the peers whose identity headers are believed (the authenticating
+    /// proxy). Anyone else could write the headers themselves.
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 impl Default for AuthConfig {
@@ -277,7 +282,24 @@ impl Default for AuthConfig {
             mode: AuthMode::Noauth,
             project: String::new(),
             allow_remote_noauth: false,
+            trusted_proxies: vec![
+                IpNet::V4(Ipv4Net::new_assert(Ipv4Addr::new(127, 0, 0, 0), 8)),
+                IpNet::V6(Ipv6Net::new_assert(Ipv6Addr::LOCALHOST, 128)),
+            ],
         }
+    }
+}
+
+impl AuthConfig {
+    /// Whether `trusted_proxies` names a proxy beyond this host: loopback networks only (the
+    /// default) mean the operator configured none.
+    pub fn names_a_proxy(&self) -> bool {
+        self.trusted_proxies.iter().any(|net| {
+            // Loopback blocks are contiguous (127/8, ::1, ::ffff:127.0.0.0/104), so a
+            // network whose first and last addresses are loopback holds nothing else.
+            let loopback = |ip: IpAddr| ip.to_canonical().is_loopback();
+            !(loopback(net.network()) && loopback(net.broadcast()))
+        })
     }
 }
 
@@ -403,6 +425,13 @@ pub enum ConfigError {
          auth.allow_remote_noauth = true if that is really meant"
     )]
     Exposed(SocketAddr),
+    #[error(
+        "{origin}: auth.mode = \"trusted-headers\" believes identity headers only from \
+         auth.trusted_proxies, which names no proxy beyond loopback, and {addr} is not a \
+         loopback address: set auth.trusted_proxies to the networks of the authenticating \
+         proxy (such as [\"10.0.0.5/32\"])"
+    )]
+    NoTrustedProxy { origin: String, addr: SocketAddr },
     #[error("`{key}` cannot change at reload: {hint}")]
     NotReloadable { key: &'static str, hint: String },
 }
@@ -769,18 +798,31 @@ fn validate_stores(
     Ok(())
 }
 
-/// noauth makes every caller an admin: refuse to serve it beyond loopback unless the
-/// config says so explicitly.
+/// What a listener beyond loopback must not serve: noauth, which makes every caller an
+/// admin (unless the config says so explicitly), and trusted-headers without a proxy to
+/// trust, where every request from beyond loopback would be refused.
 pub fn check_exposure(
-    config: &Config,
+    loaded: &LoadedConfig,
     addresses: impl IntoIterator<Item = SocketAddr>,
 ) -> Result<(), ConfigError> {
-    if config.auth.mode != AuthMode::Noauth || config.auth.allow_remote_noauth {
+    let auth = &loaded.config.auth;
+    let Some(addr) = addresses.into_iter().find(|a| !a.ip().is_loopback()) else {
         return Ok(());
-    }
-    match addresses.into_iter().find(|a| !a.ip().is_loopback()) {
-        Some(addr) => Err(ConfigError::Exposed(addr)),
-        None => Ok(()),
+    };
+    match auth.mode {
+        AuthMode::Noauth if !auth.allow_remote_noauth => Err(ConfigError::Exposed(addr)),
+        AuthMode::TrustedHeaders if !auth.names_a_proxy() => {
+            // The file to edit: where the proxies were listed, else where the mode was set
+            // (trusted-headers is never the default, so some layer set it).
+            let default = "built-in default";
+            let origin = ["auth.trusted_proxies", "auth.mode"]
+                .into_iter()
+                .filter_map(|key| loaded.figment.find_metadata(key).map(describe))
+                .find(|origin| origin != default)
+                .unwrap_or_else(|| default.to_string());
+            Err(ConfigError::NoTrustedProxy { origin, addr })
+        }
+        _ => Ok(()),
     }
 }
 
@@ -987,18 +1029,65 @@ mod tests {
 
     #[test]
     fn noauth_serves_only_loopback_unless_told_otherwise() {
-        let mut config = Config::default();
+        let dir = tempfile::tempdir().unwrap();
         let loopback: SocketAddr = "127.0.0.1:9292".parse().unwrap();
         let remote: SocketAddr = "0.0.0.0:9292".parse().unwrap();
-        assert!(check_exposure(&config, [loopback]).is_ok());
-        let err = check_exposure(&config, [loopback, remote]).unwrap_err();
+        let loaded = load(&source_with(dir.path(), Some(""))).unwrap();
+        assert!(check_exposure(&loaded, [loopback]).is_ok());
+        let err = check_exposure(&loaded, [loopback, remote]).unwrap_err();
         assert!(err.to_string().contains("0.0.0.0:9292"), "{err}");
         assert!(err.to_string().contains("allow_remote_noauth"), "{err}");
-        config.auth.allow_remote_noauth = true;
-        assert!(check_exposure(&config, [remote]).is_ok());
-        config.auth.allow_remote_noauth = false;
-        config.auth.mode = AuthMode::TrustedHeaders;
-        assert!(check_exposure(&config, [remote]).is_ok());
+        let text = "[auth]\nallow_remote_noauth = true\n";
+        let loaded = load(&source_with(dir.path(), Some(text))).unwrap();
+        assert!(check_exposure(&loaded, [remote]).is_ok());
+    }
+
+    #[test]
+    fn trusted_headers_beyond_loopback_need_a_proxy_to_trust() {
+        let dir = tempfile::tempdir().unwrap();
+        let loopback: SocketAddr = "[::1]:9292".parse().unwrap();
+        let remote: SocketAddr = "192.0.2.7:9292".parse().unwrap();
+        let mode = "[auth]\nmode = \"trusted-headers\"\n";
+        // Unset, or loopback networks only: no proxy was configured.
+        for proxies in [
+            "",
+            "trusted_proxies = []\n",
+            "trusted_proxies = [\"127.0.0.1/32\", \"127.8.0.0/16\", \"::1/128\"]\n",
+            "trusted_proxies = [\"::ffff:127.0.0.0/104\"]\n",
+        ] {
+            let loaded = load(&source_with(dir.path(), Some(&format!("{mode}{proxies}")))).unwrap();
+            assert!(check_exposure(&loaded, [loopback]).is_ok(), "{proxies}");
+            let err = check_exposure(&loaded, [loopback, remote])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("auth.trusted_proxies"), "{proxies}: {err}");
+            assert!(err.contains("glint.toml"), "{proxies}: {err}");
+            assert!(err.contains("192.0.2.7:9292"), "{proxies}: {err}");
+        }
+        for proxies in [
+            "trusted_proxies = [\"10.0.0.5/32\"]\n",
+            "trusted_proxies = [\"127.0.0.1/32\", \"fd00::/8\"]\n",
+            "trusted_proxies = [\"126.0.0.0/7\"]\n",
+        ] {
+            let loaded = load(&source_with(dir.path(), Some(&format!("{mode}{proxies}")))).unwrap();
+            assert!(check_exposure(&loaded, [remote]).is_ok(), "{proxies}");
+        }
+    }
+
+    #[test]
+    fn a_trusted_proxy_that_is_not_a_network_names_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        for bad in ["\"10.0.0.5\"", "\"10.0.0.0/33\"", "\"proxy.example\"", "5"] {
+            let text = format!("[auth]\ntrusted_proxies = [{bad}]\n");
+            let err = load(&source_with(dir.path(), Some(&text)))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("glint.toml"), "{bad}: {err}");
+            assert!(err.contains("auth.trusted_proxies"), "{bad}: {err}");
+        }
+        let text = "[auth]\ntrusted_proxies = [\"10.0.0.0/8\", \"2001:db8::/32\"]\n";
+        let loaded = load(&source_with(dir.path(), Some(text))).unwrap();
+        assert_eq!(loaded.config.auth.trusted_proxies.len(), 2);
     }
 
     #[test]

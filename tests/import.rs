@@ -898,3 +898,47 @@ async fn a_completed_stage_survives_sigterm_and_kill_and_imports_byte_exact() {
     }
     assert_eq!(sd.stop().await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_name_that_resolves_to_loopback_fails_the_task_without_a_connection() {
+    let mut sd = FakeSystemd::new();
+    let addr = sd.add_socket_unit("api");
+    // No host named: `localhost` is judged by the addresses it resolves to.
+    sd.write_config(&config("").replace("allowed_hosts = [\"127.0.0.1\"]", "allowed_hosts = []"));
+    sd.start().await;
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    std::thread::spawn(move || {
+        for _ in listener.incoming() {
+            counted.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let id = create(addr, "rebound").await;
+    let uri = format!("http://localhost:{port}/disk.raw");
+    let (status, body) = import(
+        addr,
+        &id,
+        json!({"method": {"name": "web-download", "uri": uri}}),
+    )
+    .await;
+    // A name passes the check at import time; only resolving it can tell.
+    assert_eq!(status, 202, "{body}");
+    let (shown, task) = finished(addr, &id).await;
+    assert_eq!(task["status"], "failure", "{task}");
+    assert!(
+        task["message"].as_str().is_some_and(|m| {
+            m.contains("localhost resolves only to") && m.contains("(loopback)")
+        }),
+        "{task}"
+    );
+    assert_eq!(shown["status"], "queued");
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        0,
+        "the server was reached"
+    );
+    assert_nothing_left(&state(&sd));
+    assert_eq!(sd.stop().await, 0);
+}

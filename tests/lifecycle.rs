@@ -703,9 +703,10 @@ async fn api_traffic_across_reloads_loses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn noauth_refuses_a_socket_beyond_loopback() {
+async fn beyond_loopback_noauth_is_refused_and_trusted_headers_need_a_proxy() {
     let mut sd = FakeSystemd::new();
     let wide = std::net::TcpListener::bind("0.0.0.0:0").expect("bind");
+    let port = wide.local_addr().expect("addr").port();
     sd.socket_unit
         .push(("api".into(), std::os::fd::OwnedFd::from(wide)));
     sd.write_config(&config(free_addr(), ""));
@@ -713,7 +714,73 @@ async fn noauth_refuses_a_socket_beyond_loopback() {
     assert_eq!(sd.wait_exit().await, 78, "noauth must not serve 0.0.0.0");
     assert!(sd.logs().contains("allow_remote_noauth"), "{}", sd.logs());
 
-    sd.write_config(&config(free_addr(), "[auth]\nmode = \"trusted-headers\""));
+    // trusted-headers beyond loopback needs a proxy named: the default trusts loopback only.
+    let trusted = "[auth]\nmode = \"trusted-headers\"\n";
+    sd.write_config(&config(free_addr(), trusted));
+    sd.spawn();
+    assert_eq!(sd.wait_exit().await, 78, "no proxy to trust");
+    let logs = sd.logs();
+    assert!(
+        logs.contains("auth.trusted_proxies") && logs.contains("glint.toml"),
+        "{logs}"
+    );
+
+    // The proxy is 127.0.0.2; 127.0.0.1 is a peer like any other. Both are loopback, so
+    // only the peer address the server saw can tell them apart.
+    let with_proxy = format!("{trusted}trusted_proxies = [\"127.0.0.2/32\", \"192.0.2.0/24\"]\n");
+    let listen = free_addr();
+    sd.write_config(&config(listen, &with_proxy));
     sd.start().await;
+    let (status, id) = identified_request([127, 0, 0, 2], port).await;
+    assert_eq!(status, 200, "from the proxy");
+    assert_eq!(id, "req-from-the-proxy");
+    let (status, id) = identified_request([127, 0, 0, 1], port).await;
+    assert_eq!(
+        status, 401,
+        "identity headers from a peer that is not the proxy"
+    );
+    assert_ne!(id, "req-from-the-proxy");
+
+    // A reload back to no proxy is refused, and the proxy is still trusted.
+    sd.write_config(&config(listen, trusted));
+    let (code, out) = sd.ctl(&["reload"]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("auth.trusted_proxies"), "{out}");
+    assert_eq!(identified_request([127, 0, 0, 2], port).await.0, 200);
     assert_eq!(sd.stop().await, 0);
+}
+
+/// A GET with identity headers and a request id, from `source` to `port` on loopback:
+/// the status and the request id answered.
+async fn identified_request(source: [u8; 4], port: u16) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(SocketAddr::from((source, 0)))
+        .expect("bind the source address");
+    let mut stream = socket
+        .connect(SocketAddr::from(([127, 0, 0, 1], port)))
+        .await
+        .expect("connect");
+    stream
+        .write_all(
+            b"GET /v2/images HTTP/1.1\r\nHost: glint\r\nX-Identity-Status: Confirmed\r\n\
+              X-Project-Id: p1\r\nX-Roles: member\r\nX-Openstack-Request-Id: req-from-the-proxy\r\n\
+              Connection: close\r\n\r\n",
+        )
+        .await
+        .expect("send");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.expect("answer");
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status line");
+    let id = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("x-openstack-request-id: "))
+        .unwrap_or_default()
+        .to_string();
+    (status, id)
 }

@@ -1,9 +1,12 @@
 //! Who the caller is, per `auth.mode`: noauth (everyone is admin of one configured project)
-//! or trusted headers set by an authenticating proxy (Glance's ContextMiddleware).
+//! or trusted headers set by an authenticating proxy (Glance's ContextMiddleware), believed
+//! only from the peers in `auth.trusted_proxies`.
+
+use std::net::{IpAddr, Ipv4Addr};
 
 use http::HeaderMap;
 
-use super::ApiError;
+use super::{ApiError, PeerAddr};
 use crate::config::{AuthConfig, AuthMode};
 use crate::domain::caller::Caller;
 
@@ -15,7 +18,26 @@ fn header<'a>(headers: &'a HeaderMap, names: &[&str]) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
-pub fn caller(headers: &HeaderMap, auth: &AuthConfig) -> Result<Caller, ApiError> {
+/// Whether the request's headers come from a proxy `auth.trusted_proxies` names. Anyone
+/// else who reaches glint could have written X-Identity-Status and X-Roles themselves.
+fn from_trusted_proxy(peer: Option<PeerAddr>, auth: &AuthConfig) -> bool {
+    let ip = peer.map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |p| p.0.ip());
+    // A dual-stack listener sees IPv4 peers as ::ffff:a.b.c.d, and the list may spell a
+    // proxy either way: an IPv4 peer is looked up in both spellings.
+    let spellings = match ip.to_canonical() {
+        IpAddr::V4(v4) => [IpAddr::V4(v4), IpAddr::V6(v4.to_ipv6_mapped())],
+        v6 => [v6, v6],
+    };
+    auth.trusted_proxies
+        .iter()
+        .any(|net| spellings.iter().any(|ip| net.contains(ip)))
+}
+
+pub fn caller(
+    headers: &HeaderMap,
+    peer: Option<PeerAddr>,
+    auth: &AuthConfig,
+) -> Result<Caller, ApiError> {
     match auth.mode {
         AuthMode::Noauth => Ok(Caller {
             project: (!auth.project.is_empty()).then(|| auth.project.clone()),
@@ -24,6 +46,15 @@ pub fn caller(headers: &HeaderMap, auth: &AuthConfig) -> Result<Caller, ApiError
             read_only: false,
         }),
         AuthMode::TrustedHeaders => {
+            if !from_trusted_proxy(peer, auth) {
+                // Answered like a request without a confirmed identity: the headers are
+                // ignored, not reported, so a prober learns nothing about the proxy.
+                tracing::debug!(
+                    peer = ?peer.map(|p| p.0),
+                    "identity headers ignored: the peer is not in auth.trusted_proxies"
+                );
+                return Err(ApiError::Unauthorized(String::new()));
+            }
             if header(headers, &["x-identity-status"]) != Some("Confirmed") {
                 return Err(ApiError::Unauthorized(String::new()));
             }
@@ -44,9 +75,14 @@ pub fn caller(headers: &HeaderMap, auth: &AuthConfig) -> Result<Caller, ApiError
     }
 }
 
-/// In trusted-headers mode Glance reuses a client's request id (at most 64 characters).
-pub fn client_request_id(headers: &HeaderMap, auth: &AuthConfig) -> Option<String> {
-    if auth.mode != AuthMode::TrustedHeaders {
+/// In trusted-headers mode Glance reuses a client's request id (at most 64 characters),
+/// when the trusted proxy passed it on: from anyone else it could forge log lines.
+pub fn client_request_id(
+    headers: &HeaderMap,
+    peer: Option<PeerAddr>,
+    auth: &AuthConfig,
+) -> Option<String> {
+    if auth.mode != AuthMode::TrustedHeaders || !from_trusted_proxy(peer, auth) {
         return None;
     }
     let id = header(headers, &["x-openstack-request-id"])?;
@@ -71,25 +107,82 @@ mod tests {
         }
     }
 
-    #[test]
-    fn trusted_headers_need_a_confirmed_identity() {
+    fn peer(addr: &str) -> Option<PeerAddr> {
+        Some(PeerAddr(addr.parse().unwrap()))
+    }
+
+    fn confirmed() -> HeaderMap {
         let mut headers = HeaderMap::new();
-        assert!(caller(&headers, &trusted()).is_err());
         headers.insert("x-identity-status", "Confirmed".parse().unwrap());
         headers.insert("x-roles", "Member, ADMIN".parse().unwrap());
         headers.insert("x-tenant-id", "p1".parse().unwrap());
-        let c = caller(&headers, &trusted()).unwrap();
+        headers.insert("x-openstack-request-id", "req-from-proxy".parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn trusted_headers_need_a_confirmed_identity() {
+        assert!(caller(&HeaderMap::new(), None, &trusted()).is_err());
+        let c = caller(&confirmed(), None, &trusted()).unwrap();
         assert!(c.is_admin);
         assert_eq!(c.project.as_deref(), Some("p1"));
     }
 
     #[test]
+    fn identity_headers_are_believed_only_from_a_trusted_proxy() {
+        let mut auth = trusted();
+        // The default: loopback only; a request built in-process counts as loopback.
+        for from in [
+            None,
+            peer("127.0.0.1:50000"),
+            peer("127.9.9.9:50000"),
+            peer("[::1]:50000"),
+            peer("[::ffff:127.0.0.1]:50000"),
+        ] {
+            assert!(caller(&confirmed(), from, &auth).is_ok(), "{from:?}");
+            assert_eq!(
+                client_request_id(&confirmed(), from, &auth).as_deref(),
+                Some("req-from-proxy")
+            );
+        }
+        for from in [peer("10.0.0.5:50000"), peer("[2001:db8::5]:50000")] {
+            assert!(
+                matches!(
+                    caller(&confirmed(), from, &auth),
+                    Err(ApiError::Unauthorized(_))
+                ),
+                "{from:?}"
+            );
+            assert_eq!(client_request_id(&confirmed(), from, &auth), None);
+        }
+        auth.trusted_proxies = vec!["10.0.0.0/24".parse().unwrap()];
+        for from in [peer("10.0.0.5:50000"), peer("[::ffff:10.0.0.5]:50000")] {
+            assert!(caller(&confirmed(), from, &auth).is_ok(), "{from:?}");
+            assert!(client_request_id(&confirmed(), from, &auth).is_some());
+        }
+        for from in [None, peer("127.0.0.1:50000"), peer("10.0.1.5:50000")] {
+            assert!(caller(&confirmed(), from, &auth).is_err(), "{from:?}");
+            assert_eq!(client_request_id(&confirmed(), from, &auth), None);
+        }
+        // A mapped spelling in the list matches the peer however the socket reports it.
+        auth.trusted_proxies = vec!["::ffff:10.0.0.5/128".parse().unwrap()];
+        for from in [peer("10.0.0.5:50000"), peer("[::ffff:10.0.0.5]:50000")] {
+            assert!(caller(&confirmed(), from, &auth).is_ok(), "{from:?}");
+        }
+    }
+
+    #[test]
     fn noauth_is_admin_of_the_configured_project() {
         let mut auth = AuthConfig::default();
-        assert_eq!(caller(&HeaderMap::new(), &auth).unwrap().project, None);
+        assert_eq!(
+            caller(&HeaderMap::new(), None, &auth).unwrap().project,
+            None
+        );
         auth.project = "p".into();
-        let c = caller(&HeaderMap::new(), &auth).unwrap();
+        // noauth has no identity headers to believe: the peer does not matter.
+        let c = caller(&HeaderMap::new(), peer("192.0.2.1:1"), &auth).unwrap();
         assert!(c.is_admin);
         assert_eq!(c.project.as_deref(), Some("p"));
+        assert_eq!(client_request_id(&confirmed(), None, &auth), None);
     }
 }

@@ -21,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use http::header::CONTENT_TYPE;
 use http::{HeaderName, HeaderValue, Method, StatusCode, Uri};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tracing::Instrument;
@@ -44,6 +45,12 @@ pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-openstack-r
 /// The id of the request being served, for what records it (an import's task).
 #[derive(Clone)]
 pub struct RequestId(pub String);
+
+/// The address of the peer a request came from, put in the request's extensions by the
+/// server that accepted the connection. Defined here so the API does not depend on the
+/// server; a request without it (built in-process, as in tests) is from loopback.
+#[derive(Clone, Copy, Debug)]
+pub struct PeerAddr(pub SocketAddr);
 
 pub fn router(context: ApiContext) -> Router {
     let v2 = Router::new()
@@ -121,7 +128,8 @@ async fn authenticate(
         return ApiError::BadRequest("A body is not expected with this request.".into())
             .into_response();
     }
-    match auth::caller(request.headers(), &context.auth) {
+    let peer = request.extensions().get::<PeerAddr>().copied();
+    match auth::caller(request.headers(), peer, &context.auth) {
         Ok(caller) => {
             request.extensions_mut().insert(caller);
             next.run(request).await
@@ -182,7 +190,8 @@ async fn request_context(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let request_id = auth::client_request_id(request.headers(), &context.auth)
+    let peer = request.extensions().get::<PeerAddr>().copied();
+    let request_id = auth::client_request_id(request.headers(), peer, &context.auth)
         .unwrap_or_else(|| format!("req-{}", uuid::Uuid::new_v4()));
     request
         .extensions_mut()

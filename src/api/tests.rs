@@ -298,6 +298,57 @@ async fn errors_are_glance_shaped_and_never_500() {
     );
 }
 
+/// Identity headers count only from a peer in `auth.trusted_proxies`; from any other they
+/// are ignored, so the request is a 401 like one without identity, and its request id is
+/// not reused.
+#[tokio::test]
+async fn identity_headers_from_an_untrusted_peer_are_401() {
+    let api = api_with(|c| c.auth.trusted_proxies = vec!["10.0.0.0/24".parse().unwrap()]).await;
+    let from = |peer: &str| {
+        let mut request = Request::builder()
+            .uri("/v2/images")
+            .header("accept", "application/json")
+            .header("x-identity-status", "Confirmed")
+            .header("x-project-id", "p1")
+            .header("x-roles", "admin")
+            .header("x-openstack-request-id", "req-chosen-by-the-client")
+            .body(Body::empty())
+            .unwrap();
+        request
+            .extensions_mut()
+            .insert(super::PeerAddr(peer.parse().unwrap()));
+        request
+    };
+    let response = api.app.handle(from("192.0.2.9:41000")).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let id = response.headers()["x-openstack-request-id"]
+        .to_str()
+        .unwrap();
+    assert_ne!(id, "req-chosen-by-the-client");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/json",
+        "Glance's error body"
+    );
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let body: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(body["code"], "401 Unauthorized", "{body}");
+    assert_eq!(body["title"], "Unauthorized", "{body}");
+    assert!(body["message"].is_string(), "{body}");
+
+    let response = api.app.handle(from("10.0.0.7:41000")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["x-openstack-request-id"],
+        "req-chosen-by-the-client"
+    );
+    // Without the extension (no socket): loopback, which this config does not trust.
+    let reply = api.call(As::Admin, "GET", "/v2/images", None).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+}
+
 #[tokio::test]
 async fn patch_checks_its_media_type_and_applies_glance_rules() {
     let api = api().await;
@@ -503,6 +554,71 @@ async fn listing_filters_sorts_and_pages() {
             "img-5", "img-3", "img-1", "img-6", "img-4", "img-2", "img-0"
         ]
     );
+}
+
+/// Images created within one second list newest first in the order they were created:
+/// created_at keeps sub-second precision, though it is shown, and filtered on, in whole
+/// seconds as Glance does.
+#[tokio::test]
+async fn newest_first_is_creation_order_and_times_show_whole_seconds() {
+    let api = api().await;
+    let me = As::Project("p");
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(api.create_id(me, json!({"name": format!("n-{i}")})).await);
+    }
+    let newest_first: Vec<String> = ids.iter().rev().cloned().collect();
+    assert_eq!(api.list_ids(me, "").await, newest_first);
+    assert_eq!(api.list_ids(me, "?sort=created_at:asc").await, ids);
+
+    // Pages of 2 follow the same order: the marker keys on the precise time.
+    let mut seen = Vec::new();
+    let mut next = Some("/v2/images?limit=2".to_string());
+    while let Some(uri) = next {
+        let reply = api.call(me, "GET", &uri, None).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+        for image in reply.body["images"].as_array().unwrap() {
+            seen.push(image["id"].as_str().unwrap().to_string());
+        }
+        next = reply.body["next"].as_str().map(String::from);
+    }
+    assert_eq!(seen, newest_first);
+
+    let reply = api.call(me, "GET", "/v2/images", None).await;
+    let shown = |id: &str| -> String {
+        let images = reply.body["images"].as_array().unwrap();
+        let image = images.iter().find(|i| i["id"] == id).unwrap();
+        for key in ["created_at", "updated_at"] {
+            let text = image[key].as_str().unwrap();
+            assert!(
+                text.len() == 20 && text.ends_with('Z') && !text.contains('.'),
+                "{key}: {text}"
+            );
+        }
+        image["created_at"].as_str().unwrap().to_string()
+    };
+    // Filters compare the second shown: an image is not `gt:` its own created_at.
+    let oldest = &ids[0];
+    let at = shown(oldest);
+    let same_second: Vec<&String> = ids.iter().filter(|id| shown(id) == at).collect();
+    let later: Vec<&String> = ids.iter().filter(|id| shown(id) > at).collect();
+    for (op, includes_oldest, count) in [
+        ("", true, same_second.len()),
+        ("eq:", true, same_second.len()),
+        ("gte:", true, ids.len()),
+        ("lte:", true, same_second.len()),
+        ("gt:", false, later.len()),
+        ("lt:", false, 0),
+        ("neq:", false, later.len()),
+    ] {
+        let found = api.list_ids(me, &format!("?created_at={op}{at}")).await;
+        assert_eq!(
+            found.contains(oldest),
+            includes_oldest,
+            "{op}{at}: {found:?}"
+        );
+        assert_eq!(found.len(), count, "{op}{at}: {found:?}");
+    }
 }
 
 #[tokio::test]

@@ -17,7 +17,7 @@ use crate::domain::caller::Caller;
 use crate::domain::image::{Image, Location, Status};
 use crate::domain::member::{Member, MemberStatus};
 use crate::domain::query::{Column, Compare, Direction, Filter, ListQuery, VisibilityFilter};
-use crate::domain::time::Timestamp;
+use crate::domain::time::{SECOND, Timestamp};
 use rows::{IMAGE_JSON, ImageRow, MemberRow};
 pub use tasks::{TaskUpdate, TaskWrite};
 use tasks::{insert_task, update_task};
@@ -661,16 +661,34 @@ fn push_filter(sql: &mut QueryBuilder<'_, Sqlite>, filter: &Filter) {
             sql.push_bind(*n);
         }
         Filter::Time(column, compare, at) => {
-            let op = match compare {
-                Compare::Eq => "=",
-                Compare::Neq => "!=",
-                Compare::Gt => ">",
-                Compare::Gte => ">=",
-                Compare::Lt => "<",
-                Compare::Lte => "<=",
+            // Times are kept to the microsecond but shown, and named by filters, in whole
+            // seconds; a filter compares the second a time falls in, as Glance's database
+            // keeps whole seconds: `gt:` the created_at an image shows does not list it.
+            let start = at.div_euclid(SECOND) * SECOND;
+            let end = start + SECOND;
+            let name = column.name();
+            let bound = |sql: &mut QueryBuilder<'_, Sqlite>, op: &str, at: Timestamp| {
+                sql.push(format!("i.{name} {op} "));
+                sql.push_bind(at);
             };
-            sql.push(format!(" AND i.{} {op} ", column.name()));
-            sql.push_bind(*at);
+            sql.push(" AND (");
+            match compare {
+                Compare::Eq => {
+                    bound(sql, ">=", start);
+                    sql.push(" AND ");
+                    bound(sql, "<", end);
+                }
+                Compare::Neq => {
+                    bound(sql, "<", start);
+                    sql.push(" OR ");
+                    bound(sql, ">=", end);
+                }
+                Compare::Gt => bound(sql, ">=", end),
+                Compare::Gte => bound(sql, ">=", start),
+                Compare::Lt => bound(sql, "<", start),
+                Compare::Lte => bound(sql, "<", end),
+            }
+            sql.push(")");
         }
         Filter::AtLeast(column, n) => {
             sql.push(format!(" AND i.{} >= ", column.name()));
@@ -791,4 +809,64 @@ fn push_after(sql: &mut QueryBuilder<'_, Sqlite>, sort: &[(Column, Direction)], 
         sql.push(")");
     }
     sql.push(")");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::time;
+
+    /// A database an older glint wrote (whole-second timestamps) opens with its times
+    /// intact: the migration to microseconds converts every stored time.
+    #[tokio::test]
+    async fn times_of_a_database_from_before_microseconds_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("old-migrations");
+        std::fs::create_dir(&old).unwrap();
+        let migrations = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        for entry in std::fs::read_dir(&migrations).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_name().to_string_lossy().as_ref() < "20261127000001" {
+                std::fs::copy(entry.path(), old.join(entry.file_name())).unwrap();
+            }
+        }
+        let path = dir.path().join("glint.db");
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true);
+        let pool = SqlitePool::connect_with(options).await.unwrap();
+        sqlx::migrate::Migrator::new(old.as_path())
+            .await
+            .unwrap()
+            .run(&pool)
+            .await
+            .unwrap();
+        let seconds = 1_448_835_702_i64;
+        for statement in [
+            "INSERT INTO images (id, status, visibility, created_at, updated_at) \
+             VALUES ('a', 'active', 'shared', ?1, ?1 + 1)",
+            "INSERT INTO image_members (image_id, member, status, created_at, updated_at) \
+             VALUES ('a', 'p2', 'pending', ?1, ?1)",
+            "INSERT INTO tasks (id, type, status, input, created_at, updated_at, expires_at) \
+             VALUES ('t', 'api_image_import', 'success', '{}', ?1, ?1, ?1 + 172800)",
+        ] {
+            sqlx::query(statement)
+                .bind(seconds)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        pool.close().await;
+
+        let db = Database::open(&path, 1).await.unwrap();
+        let image = db.get_image("a").await.unwrap().unwrap();
+        assert_eq!(image.created_at, seconds * SECOND);
+        assert_eq!(image.updated_at, (seconds + 1) * SECOND);
+        assert_eq!(time::format(image.created_at), "2015-11-29T22:21:42Z");
+        let members = db.members("a").await.unwrap();
+        assert_eq!(members[0].created_at, seconds * SECOND);
+        let task = db.get_task("t").await.unwrap().unwrap();
+        assert_eq!(task.created_at, seconds * SECOND);
+        assert_eq!(task.expires_at, Some((seconds + 172_800) * SECOND));
+    }
 }

@@ -112,7 +112,7 @@ pub enum Filter {
     In(Column, Vec<String>),
     /// A numeric column equals the value.
     NumberEq(Column, i64),
-    /// A timestamp comparison.
+    /// A timestamp comparison with the whole second named (times are shown in seconds).
     Time(Column, Compare, Timestamp),
     /// `<column>_min` / `<column>_max`, inclusive.
     AtLeast(Column, i64),

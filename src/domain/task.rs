@@ -3,10 +3,10 @@
 
 use serde_json::Value;
 
-use super::time::Timestamp;
+use super::time::{SECOND, Timestamp};
 
 /// How long a finished task stays listed (Glance's `task_time_to_live`, 48 h).
-pub const TIME_TO_LIVE: Timestamp = 48 * 3600;
+pub const TIME_TO_LIVE: Timestamp = 48 * 3600 * SECOND;
 
 /// The task type of every import.
 pub const IMPORT: &str = "api_image_import";

@@ -9,6 +9,7 @@
 
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,6 +32,7 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 use super::Shared;
 use super::connections::{Entry, Phase};
 use super::generation::Generation;
+use crate::api::PeerAddr;
 
 /// The part of a worker pool that its connection tasks see.
 pub struct PoolState {
@@ -92,6 +94,7 @@ fn current_generation(shared: &Shared) -> (Arc<Generation>, TaskTrackerToken) {
 
 pub(super) async fn serve(
     stream: TcpStream,
+    peer: SocketAddr,
     shared: Arc<Shared>,
     pool: Arc<PoolState>,
     entry: Arc<Entry>,
@@ -108,8 +111,10 @@ pub(super) async fn serve(
         head_deadline: None,
         timed_out: false,
     };
-    let service = service_fn(move |request: Request<Incoming>| {
+    let service = service_fn(move |mut request: Request<Incoming>| {
         entry.set_phase(Phase::Busy);
+        // Whom auth believes identity headers from (auth.trusted_proxies).
+        request.extensions_mut().insert(PeerAddr(peer));
         let (generation, token) = current_generation(&shared);
         let shared = shared.clone();
         let pool = pool.clone();

@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -29,7 +28,8 @@ pub enum Phase {
 pub struct Entry {
     id: u64,
     phase: AtomicU8,
-    /// Milliseconds since the table's epoch when the current phase began.
+    /// When the current phase began, as a tick of the table's phase clock: a counter, so
+    /// that phases begun within one clock tick still order strictly.
     since: AtomicU64,
     /// Cancelled when the connection is asked to close to make room.
     pub evict: CancellationToken,
@@ -47,7 +47,7 @@ impl Entry {
     }
 
     pub fn set_phase(&self, phase: Phase) {
-        self.since.store(self.table.now_ms(), Ordering::Relaxed);
+        self.since.store(self.table.tick(), Ordering::Relaxed);
         self.phase.store(phase as u8, Ordering::Release);
         if phase == Phase::Idle && self.table.at_cap.load(Ordering::Relaxed) {
             // An admission waiting for room may close this one now.
@@ -71,7 +71,8 @@ pub struct Connections {
     room: Notify,
     /// Whether the table is at its cap: logged once when an episode starts and ends.
     at_cap: AtomicBool,
-    epoch: Instant,
+    /// The phase clock.
+    ticks: AtomicU64,
 }
 
 impl Connections {
@@ -82,7 +83,7 @@ impl Connections {
             next_id: AtomicU64::new(0),
             room: Notify::new(),
             at_cap: AtomicBool::new(false),
-            epoch: Instant::now(),
+            ticks: AtomicU64::new(0),
         })
     }
 
@@ -90,8 +91,8 @@ impl Connections {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    fn tick(&self) -> u64 {
+        self.ticks.fetch_add(1, Ordering::Relaxed)
     }
 
     /// `(open, idle)`: accepted connections, and those of them waiting for a request with
@@ -139,7 +140,7 @@ impl Connections {
                     let entry = Arc::new(Entry {
                         id,
                         phase: AtomicU8::new(Phase::Accepting as u8),
-                        since: AtomicU64::new(self.now_ms()),
+                        since: AtomicU64::new(self.tick()),
                         evict: CancellationToken::new(),
                         table: self.clone(),
                     });
@@ -180,8 +181,6 @@ fn evict_longest_idle(mut idle: Vec<Arc<Entry>>, count: usize) {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     #[tokio::test]
@@ -190,7 +189,6 @@ mod tests {
         let first = table.admit().await;
         let second = table.admit().await;
         first.set_phase(Phase::Idle);
-        tokio::time::sleep(Duration::from_millis(5)).await;
         second.set_phase(Phase::Idle);
         let waiting = tokio::spawn({
             let table = table.clone();

@@ -121,7 +121,7 @@ pub async fn run(mut args: RunArgs) -> Result<(), ServerError> {
         &settings.server.listen,
         &*args.supervisor,
     )?;
-    config::check_exposure(settings, listeners.iter().map(|l| l.addr))?;
+    config::check_exposure(&args.config, listeners.iter().map(|l| l.addr))?;
     let app = App::build(settings, 1, None).await?;
     let workers = settings.server.workers;
     let connections = Connections::new(max_connections(&settings.server));
@@ -286,7 +286,7 @@ impl Lifecycle {
             .iter()
             .filter(|l| !change.removed.contains(&l.name))
             .map(|l| l.addr);
-        config::check_exposure(&settings, kept.chain(change.added.iter().map(|l| l.addr)))?;
+        config::check_exposure(&loaded, kept.chain(change.added.iter().map(|l| l.addr)))?;
         let generation_id = current.id + 1;
         let app = App::build(&settings, generation_id, Some(&current.app)).await?;
 

@@ -102,7 +102,7 @@ impl WorkerPool {
                     accepted = tokio_listener.accept() => accepted,
                 };
                 match accepted {
-                    Ok((stream, _peer)) => {
+                    Ok((stream, peer)) => {
                         // At `server.max_connections` this one waits for room (made by
                         // closing an idle connection), and while it waits no other is
                         // accepted: the rest wait in the backlog.
@@ -113,6 +113,7 @@ impl WorkerPool {
                         };
                         connections.spawn(conn::serve(
                             stream,
+                            peer,
                             shared.clone(),
                             state.clone(),
                             entry,
