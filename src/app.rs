@@ -32,6 +32,8 @@ pub enum AppError {
     Database(#[from] DbError),
     #[error("cannot start the task runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("a blocking task failed: {0}")]
+    Blocking(#[from] tokio::task::JoinError),
     #[error(transparent)]
     Service(#[from] crate::service::ServiceError),
     #[error(transparent)]
@@ -100,12 +102,12 @@ impl App {
                     .collect(),
             })
             .collect();
-        let stores = Stores::open(
-            specs,
-            &default,
-            config.state_dir.join("staging"),
-            &config.images.hash_algo,
-        )?;
+        // Creating directories is file I/O: off the async threads.
+        let staging = config.state_dir.join("staging");
+        let hash_algo = config.images.hash_algo.clone();
+        let stores =
+            tokio::task::spawn_blocking(move || Stores::open(specs, &default, staging, &hash_algo))
+                .await??;
         if let Some(app) = previous {
             refuse_dropping_data(&app.stores, &stores, &database).await?;
         }
@@ -139,7 +141,10 @@ impl App {
             // it left temporary files and images in `saving`, stages cut part-way images
             // in `uploading` without their data (a completed stage keeps both). Its
             // unfinished tasks are taken up once the generation is live (`activate`).
-            let removed = stores.remove_orphans();
+            let removed = {
+                let stores = stores.clone();
+                tokio::task::spawn_blocking(move || stores.remove_orphans()).await?
+            };
             let requeued = database
                 .requeue_interrupted(crate::domain::time::now())
                 .await?;

@@ -416,6 +416,58 @@ async fn past_max_transfers_an_upload_waits_then_gets_503_with_retry_after() {
     assert_eq!(sd.stop().await, 0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_that_leaves_mid_transfer_releases_the_image() {
+    let mut sd = FakeSystemd::new();
+    let addr = sd.add_socket_unit("api");
+    sd.write_config(&config(""));
+    sd.start().await;
+    let state = sd.path("state");
+    for (what, claimed, done) in [
+        ("file", "saving", "active"),
+        ("stage", "uploading", "uploading"),
+    ] {
+        let id = create(addr).await;
+        let path = format!("/v2/images/{id}/{what}");
+        let body = chunks(&pattern(2 << 20, 12), 64 << 10);
+        let leaving = tokio::spawn(async move {
+            send_slowly(
+                addr,
+                "PUT",
+                &path,
+                &[OCTETS],
+                body,
+                Duration::from_millis(100),
+            )
+            .await
+        });
+        status_is(addr, &id, claimed).await;
+        // The client goes away: its connection closes with the body half sent.
+        leaving.abort();
+        status_is(addr, &id, "queued").await;
+        let leftovers: Vec<String> = [state.join("images"), state.join("staging")]
+            .iter()
+            .flat_map(|d| files_in(d))
+            .filter(|f| f.starts_with(".upload-") || f.contains(&id))
+            .collect();
+        assert!(leftovers.is_empty(), "{what}: {leftovers:?}");
+        let data = pattern(200 << 10, 13);
+        let retried = send_slowly(
+            addr,
+            "PUT",
+            &format!("/v2/images/{id}/{what}"),
+            &[OCTETS],
+            chunks(&data, 64 << 10),
+            Duration::ZERO,
+        )
+        .await
+        .expect("answered");
+        assert_eq!(retried.status, 204, "{what}: {:?}", retried.body);
+        assert_eq!(image(addr, &id).await["status"], done);
+    }
+    assert_eq!(sd.stop().await, 0);
+}
+
 /// Uploads `data` in 64 KiB chunks, one every `pause`, in the background.
 fn upload_slowly(
     addr: SocketAddr,
