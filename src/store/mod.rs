@@ -328,27 +328,35 @@ impl Store {
             _ => Box::new(Sha512::new()),
         };
         // md5 runs beside the SHA-2 on a thread of its own: one after the other they
-        // would halve the upload rate on a machine with a second core.
+        // would halve the upload rate on a machine with a second core. Inside a runtime the
+        // thread is one of its blocking pool (reused, bounded), not a new OS thread.
         let (md5_chunks, received) = std::sync::mpsc::sync_channel::<Bytes>(MD5_QUEUE);
-        let md5 = std::thread::Builder::new()
-            .name("glint-md5".into())
-            .spawn(move || {
-                let mut md5 = Md5::new();
-                for chunk in received {
-                    Digest::update(&mut md5, &chunk);
-                }
-                hex::encode(md5.finalize())
-            })
-            .map_err(|source| StoreError::Io {
-                path: temp.clone(),
-                source,
-            })?;
+        let (md5_done, md5) = std::sync::mpsc::sync_channel::<String>(1);
+        let hash_md5 = move || {
+            let mut md5 = Md5::new();
+            for chunk in received {
+                Digest::update(&mut md5, &chunk);
+            }
+            let _ = md5_done.send(hex::encode(md5.finalize()));
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(hash_md5)),
+            Err(_) => drop(
+                std::thread::Builder::new()
+                    .name("glint-md5".into())
+                    .spawn(hash_md5)
+                    .map_err(|source| StoreError::Io {
+                        path: temp.clone(),
+                        source,
+                    })?,
+            ),
+        }
         Ok(Upload {
             temp: Some(temp),
             target: dir.path.join(image_id),
             file,
             md5_chunks: Some(md5_chunks),
-            md5: Some(md5),
+            md5,
             hasher,
             hash_algo: self.hash_algo.clone(),
             size: 0,
@@ -399,7 +407,8 @@ pub struct Upload {
     target: PathBuf,
     file: File,
     md5_chunks: Option<std::sync::mpsc::SyncSender<Bytes>>,
-    md5: Option<std::thread::JoinHandle<String>>,
+    /// The md5 worker's result, sent once its chunks end.
+    md5: std::sync::mpsc::Receiver<String>,
     hasher: Box<dyn DynDigest + Send>,
     hash_algo: String,
     size: u64,
@@ -447,10 +456,8 @@ impl Upload {
         drop(self.md5_chunks.take());
         let md5 = self
             .md5
-            .take()
-            .ok_or_else(|| io_error(io::Error::other("md5 already taken")))?
-            .join()
-            .map_err(|_| io_error(io::Error::other("the md5 thread panicked")))?;
+            .recv()
+            .map_err(|_| io_error(io::Error::other("the md5 worker ended without a result")))?;
         let hash = hex::encode(self.hasher.finalize_reset());
         Ok(Stored {
             location: format!("file://{}", self.target.display()),
