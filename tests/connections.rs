@@ -138,6 +138,41 @@ async fn at_max_connections_the_longest_idle_makes_room_and_busy_ones_never_do()
     drop(busy);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn under_limit_nofile_512_800_idle_connections_do_not_lock_out_a_new_client() {
+    let mut sd = FakeSystemd::new();
+    let addr = sd.add_socket_unit("api");
+    sd.nofile = Some(512);
+    sd.write_config(&config(""));
+    sd.start().await;
+    let status = sd.status().await;
+    let max = status["max_connections"].as_u64().expect("max");
+    assert!(max < 512, "the default cap leaves room for files: {status}");
+
+    // 800 clients that connect and never send: more than the fd table could hold. Each
+    // one accepted past the cap closes the one idle longest.
+    let connecting: Vec<_> = (0..800)
+        .map(|_| tokio::spawn(TcpStream::connect(addr)))
+        .collect();
+    let mut idle = Vec::new();
+    for connect in connecting {
+        idle.push(connect.await.expect("join").expect("connect"));
+    }
+    let mut fresh = Conn::open(addr).await.expect("connect");
+    let reply = tokio::time::timeout(PATIENCE, fresh.get("/versions"))
+        .await
+        .expect("the new client is served, not left waiting")
+        .expect("answered");
+    assert_eq!(reply.status, 200);
+    let status = sd.status().await;
+    assert!(
+        status["connections_open"].as_u64().expect("open") <= max,
+        "{status}"
+    );
+    drop(idle);
+    assert_eq!(sd.stop().await, 0);
+}
+
 async fn read_some(stream: &mut TcpStream) -> String {
     let mut buf = vec![0; 4096];
     let n = tokio::time::timeout(PATIENCE, stream.read(&mut buf))

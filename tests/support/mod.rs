@@ -65,6 +65,8 @@ pub struct FakeSystemd {
     pub child: Option<Child>,
     /// Extra environment for the next starts (e.g. WATCHDOG_USEC).
     pub env: Vec<(String, String)>,
+    /// `LimitNOFILE=` for the next starts.
+    pub nofile: Option<u64>,
     starts: usize,
 }
 
@@ -87,6 +89,7 @@ impl FakeSystemd {
             fd_store: Vec::new(),
             child: None,
             env: Vec::new(),
+            nofile: None,
             starts: 0,
         }
     }
@@ -150,10 +153,13 @@ impl FakeSystemd {
             .collect();
         let log = std::fs::File::create(self.path(&format!("glint-{}.log", self.starts)))
             .expect("log file");
+        let limit = self
+            .nofile
+            .map_or(String::new(), |n| format!("ulimit -n {n} && "));
         let mut command = Command::new("sh");
         command
             .arg("-c")
-            .arg(r#"LISTEN_PID=$$ exec "$0" "$@""#)
+            .arg(format!(r#"{limit}LISTEN_PID=$$ exec "$0" "$@""#))
             .arg(GLINT)
             .arg("serve")
             .arg("--config")
