@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
@@ -214,6 +214,24 @@ pub struct DatabaseConfig {
     pub url: String,
 }
 
+impl DatabaseConfig {
+    /// The database file `url` names: `sqlite://PATH`, relative to `state_dir`; `None` for
+    /// any other URL. Parsed here, not in `db`, so that validation can refuse a bad URL
+    /// without config depending on the database layer; `app` opens the path it returns.
+    pub fn sqlite_path(&self, state_dir: &Path) -> Option<PathBuf> {
+        let path = self.url.strip_prefix("sqlite://")?;
+        if path.is_empty() {
+            return None;
+        }
+        let path = Path::new(path);
+        Some(if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            state_dir.join(path)
+        })
+    }
+}
+
 impl Default for DatabaseConfig {
     fn default() -> Self {
         DatabaseConfig {
@@ -363,8 +381,6 @@ impl Default for LogConfig {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
     use crate::config::load::{load, source_with};
 
@@ -393,5 +409,15 @@ mod tests {
         .unwrap();
         assert_eq!(loaded.config.server.drain_timeout, Duration::from_secs(90));
         assert_eq!(loaded.config.server.listen[0].port(), 8080);
+    }
+
+    #[test]
+    fn the_database_url_names_a_file_relative_to_state_dir() {
+        let state = Path::new("/var/lib/glint");
+        let path = |url: &str| DatabaseConfig { url: url.into() }.sqlite_path(state);
+        assert_eq!(path("sqlite://glint.db"), Some(state.join("glint.db")));
+        assert_eq!(path("sqlite:///srv/g.db"), Some(PathBuf::from("/srv/g.db")));
+        assert_eq!(path("sqlite://"), None);
+        assert_eq!(path("postgres://db/glint"), None);
     }
 }

@@ -123,7 +123,7 @@ pub(super) fn validate(loaded: &LoadedConfig) -> Result<(), ConfigError> {
             return Err(invalid(key, "must be longer than 0s".into()));
         }
     }
-    if crate::db::sqlite_path(&config.database.url, &config.state_dir).is_none() {
+    if config.database.sqlite_path(&config.state_dir).is_none() {
         return Err(invalid(
             "database.url",
             format!(

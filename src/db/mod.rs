@@ -74,20 +74,6 @@ pub struct Database {
     path: PathBuf,
 }
 
-/// Parses `database.url`: `sqlite://PATH`, relative to `state_dir`.
-pub fn sqlite_path(url: &str, state_dir: &Path) -> Option<PathBuf> {
-    let path = url.strip_prefix("sqlite://")?;
-    if path.is_empty() {
-        return None;
-    }
-    let path = Path::new(path);
-    Some(if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        state_dir.join(path)
-    })
-}
-
 impl Database {
     /// Opens (creating if needed) the database file and brings its schema up to date.
     pub async fn open(path: &Path, readers: u32) -> Result<Database, DbError> {
