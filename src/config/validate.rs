@@ -109,20 +109,6 @@ pub(super) fn validate(loaded: &LoadedConfig) -> Result<(), ConfigError> {
             "must list at least one of glance-direct, web-download, copy-image".into(),
         ));
     }
-    for (key, value) in [
-        (
-            "import.web_download.connect_timeout",
-            config.import.web_download.connect_timeout,
-        ),
-        (
-            "import.web_download.read_timeout",
-            config.import.web_download.read_timeout,
-        ),
-    ] {
-        if value.is_zero() {
-            return Err(invalid(key, "must be longer than 0s".into()));
-        }
-    }
     if config.database.sqlite_path(&config.state_dir).is_none() {
         return Err(invalid(
             "database.url",
