@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, ImportMethod};
-use crate::db::{self, Database, DbError};
+use crate::db::{Database, DbError};
 use crate::service::{Catalog, CatalogParts, ImportSettings, TaskBoard, WebDownload};
 use crate::store::{DataDir, StoreError, StoreSpec, Stores};
 
@@ -75,7 +75,9 @@ impl App {
             path: config.state_dir.clone(),
             source,
         })?;
-        let path = db::sqlite_path(&config.database.url, &config.state_dir)
+        let path = config
+            .database
+            .sqlite_path(&config.state_dir)
             .ok_or_else(|| AppError::DatabaseUrl(config.database.url.clone()))?;
         let database = match previous {
             Some(app) if app.database.path() == path => app.database.clone(),

@@ -1,0 +1,318 @@
+//! Where the config comes from and how its layers stack: `ConfigSource` (which files),
+//! `load` (defaults < main file < `conf.d/*.toml` in name order < `GLINT_` environment; a
+//! main file named explicitly must exist), and `LoadedConfig`, which keeps the layers so
+//! every key can name the file it came from (`provenance`, and the origin in each error).
+//! Reading the files is the one side effect of the config module and it happens here; what
+//! a value must satisfy is `validate`'s business, what it looks like is `types`'.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::{Figment, Metadata};
+
+use super::ConfigError;
+use super::types::Config;
+use super::validate::validate;
+
+/// Where the config is read from. Built once by `main` and reused by every reload.
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    /// The main file; `None` means built-in defaults only.
+    pub file: Option<PathBuf>,
+    /// Whether `file` was named explicitly (then a missing file is an error).
+    pub explicit: bool,
+    /// The `conf.d` directory beside the main file (or beside its default location).
+    pub conf_dir: Option<PathBuf>,
+    /// The built-in `state_dir` default (`$STATE_DIRECTORY`, else `./glint-data`).
+    pub default_state_dir: PathBuf,
+}
+
+impl ConfigSource {
+    /// `explicit` is the `--config` argument; `default_file` the packaged location.
+    pub fn resolve(
+        explicit: Option<PathBuf>,
+        default_file: &Path,
+        default_state_dir: PathBuf,
+    ) -> Self {
+        let (file, is_explicit) = match explicit {
+            Some(path) => (Some(path), true),
+            None if default_file.exists() => (Some(default_file.to_path_buf()), false),
+            None => (None, false),
+        };
+        let conf_dir = file
+            .as_deref()
+            .unwrap_or(default_file)
+            .parent()
+            .map(|dir| dir.join("conf.d"));
+        ConfigSource {
+            file,
+            explicit: is_explicit,
+            conf_dir,
+            default_state_dir,
+        }
+    }
+}
+
+/// A validated config together with the layers it came from.
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    pub config: Config,
+    /// The files that contributed, in the order they were layered.
+    pub files: Vec<PathBuf>,
+    figment: Figment,
+}
+
+impl LoadedConfig {
+    /// `(key, value, origin)` for every leaf key of the effective config.
+    pub fn provenance(&self) -> Vec<(String, String, String)> {
+        let mut leaves = BTreeMap::new();
+        if let Ok(value) = serde_json::to_value(&self.config) {
+            flatten("", &value, &mut leaves);
+        }
+        leaves
+            .into_iter()
+            .map(|(key, value)| {
+                let origin = self
+                    .origin(&key)
+                    .unwrap_or_else(|| "built-in default".to_string());
+                (key, value, origin)
+            })
+            .collect()
+    }
+
+    /// The file (or other layer) that set `key`; `None` when no layer has it.
+    pub(super) fn origin(&self, key: &str) -> Option<String> {
+        self.figment.find_metadata(key).map(describe)
+    }
+}
+
+fn flatten(prefix: &str, value: &serde_json::Value, out: &mut BTreeMap<String, String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, inner) in map {
+                let path = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                flatten(&path, inner, out);
+            }
+        }
+        other => {
+            out.insert(prefix.to_string(), other.to_string());
+        }
+    }
+}
+
+fn describe(metadata: &Metadata) -> String {
+    match &metadata.source {
+        Some(figment::Source::File(path)) => path.display().to_string(),
+        // The defaults layer is named after the type it serialises.
+        _ if metadata.name == std::any::type_name::<Config>() => "built-in default".into(),
+        _ => metadata.name.to_string(),
+    }
+}
+
+/// Reads every layer, extracts and validates. Nothing is started here.
+pub fn load(source: &ConfigSource) -> Result<LoadedConfig, ConfigError> {
+    let defaults = Config {
+        state_dir: source.default_state_dir.clone(),
+        ..Config::default()
+    };
+    let mut figment = Figment::from(Serialized::defaults(defaults));
+    let mut files = Vec::new();
+    if let Some(file) = &source.file {
+        if !file.exists() {
+            if source.explicit {
+                return Err(ConfigError::MissingFile(file.clone()));
+            }
+        } else {
+            files.push(file.clone());
+        }
+    }
+    if let Some(dir) = &source.conf_dir {
+        files.extend(conf_d_files(dir)?);
+    }
+    for file in &files {
+        // Read ourselves so an unreadable file is an error rather than an empty layer.
+        let text = std::fs::read_to_string(file).map_err(|e| ConfigError::Unreadable {
+            path: file.clone(),
+            source: e,
+        })?;
+        toml::from_str::<toml::Table>(&text).map_err(|e| ConfigError::Invalid {
+            origin: file.display().to_string(),
+            message: syntax_error(&text, &e),
+        })?;
+        figment = figment.merge(Toml::file_exact(file));
+    }
+    figment = figment.merge(Env::prefixed("GLINT_").split("__"));
+
+    let config: Config = figment.extract().map_err(|e| figment_error(&e))?;
+    let loaded = LoadedConfig {
+        config,
+        files,
+        figment,
+    };
+    validate(&loaded)?;
+    Ok(loaded)
+}
+
+/// One line (it ends up in `STATUS=` and in a journal line): where, and what.
+fn syntax_error(text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().trim().replace('\n', " ");
+    match error.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("TOML syntax, line {line}, column {column}: {message}")
+        }
+        None => format!("TOML syntax: {message}"),
+    }
+}
+
+fn conf_d_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(ConfigError::Unreadable {
+                path: dir.to_path_buf(),
+                source: e,
+            });
+        }
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| ConfigError::Unreadable {
+            path: dir.to_path_buf(),
+            source: e,
+        })?;
+        let path = entry.path();
+        if path.extension().is_some_and(|ext| ext == "toml") {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn figment_error(error: &figment::Error) -> ConfigError {
+    let messages: Vec<String> = error
+        .clone()
+        .into_iter()
+        .map(|e| {
+            let origin = e
+                .metadata
+                .as_ref()
+                .map_or_else(|| "config".to_string(), describe);
+            let key = e.path.join(".");
+            if key.is_empty() {
+                format!("{origin}: {}", e.kind)
+            } else {
+                format!("{origin}: key `{key}`: {}", e.kind)
+            }
+        })
+        .collect();
+    ConfigError::Rejected(messages.join("; "))
+}
+
+/// A source reading `glint.toml` in `dir` (written first when `main` is given) and its
+/// `conf.d`, as `--config` would name it; the tests of every config file load through it.
+#[cfg(test)]
+pub(super) fn source_with(dir: &Path, main: Option<&str>) -> ConfigSource {
+    let file = dir.join("glint.toml");
+    if let Some(text) = main {
+        std::fs::write(&file, text).unwrap();
+    }
+    ConfigSource {
+        file: Some(file),
+        explicit: true,
+        conf_dir: Some(dir.join("conf.d")),
+        default_state_dir: dir.join("state"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_apply_when_the_file_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let loaded = load(&source_with(dir.path(), Some(""))).unwrap();
+        assert_eq!(loaded.config.server.listen[0].port(), 9292);
+        assert_eq!(loaded.config.state_dir, dir.path().join("state"));
+    }
+
+    #[test]
+    fn conf_d_overrides_the_file_in_name_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = source_with(dir.path(), Some("[server]\nworkers = 3\n"));
+        std::fs::create_dir(dir.path().join("conf.d")).unwrap();
+        std::fs::write(
+            dir.path().join("conf.d/20-b.toml"),
+            "[server]\nworkers = 5\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("conf.d/10-a.toml"),
+            "[server]\nworkers = 4\n",
+        )
+        .unwrap();
+        let loaded = load(&source).unwrap();
+        assert_eq!(loaded.config.server.workers, 5);
+        let origin = loaded
+            .provenance()
+            .into_iter()
+            .find(|(key, _, _)| key == "server.workers")
+            .unwrap()
+            .2;
+        assert!(origin.ends_with("20-b.toml"), "{origin}");
+    }
+
+    #[test]
+    fn a_missing_named_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = load(&source_with(dir.path(), None)).unwrap_err();
+        assert!(err.to_string().contains("does not exist"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_name_the_file_and_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = load(&source_with(dir.path(), Some("[server]\nworkerz = 3\n"))).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("glint.toml"), "{text}");
+        assert!(text.contains("workerz"), "{text}");
+        assert!(text.contains("server"), "{text}");
+    }
+
+    #[test]
+    fn syntax_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = load(&source_with(dir.path(), Some("[server\nworkers = 3\n"))).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("glint.toml") && text.contains("TOML syntax"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_trusted_proxy_that_is_not_a_network_names_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        for bad in ["\"10.0.0.5\"", "\"10.0.0.0/33\"", "\"proxy.example\"", "5"] {
+            let text = format!("[auth]\ntrusted_proxies = [{bad}]\n");
+            let err = load(&source_with(dir.path(), Some(&text)))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("glint.toml"), "{bad}: {err}");
+            assert!(err.contains("auth.trusted_proxies"), "{bad}: {err}");
+        }
+        let text = "[auth]\ntrusted_proxies = [\"10.0.0.0/8\", \"2001:db8::/32\"]\n";
+        let loaded = load(&source_with(dir.path(), Some(text))).unwrap();
+        assert_eq!(loaded.config.auth.trusted_proxies.len(), 2);
+    }
+}

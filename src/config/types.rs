@@ -1,0 +1,423 @@
+//! The config tree as plain data: every section's struct and enum, its serde shape
+//! (`deny_unknown_fields`, humantime durations, kebab-case names) and its built-in defaults,
+//! plus the few facts derived from the data alone (which stores a config serves, which one
+//! is the default, whether a proxy is trusted). Reading files and judging values are not
+//! here: `load` layers the sources, `validate` rejects what deserialises but is wrong.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Holds the metadata database, image data and (outside systemd) the control socket.
+    pub state_dir: PathBuf,
+    pub server: ServerConfig,
+    pub log: LogConfig,
+    pub database: DatabaseConfig,
+    pub auth: AuthConfig,
+    /// The single unnamed store of a config without `[stores.*]` (it serves as the store
+    /// named `default`).
+    pub store: StoreConfig,
+    /// Named stores (Glance's multi-store); when present they replace `[store]`.
+    pub stores: BTreeMap<String, NamedStoreConfig>,
+    pub images: ImagesConfig,
+    pub import: ImportConfig,
+}
+
+/// The id `[store]` is served under, so that a config that names no stores has one.
+pub const LEGACY_STORE: &str = "default";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedStoreConfig {
+    pub datadirs: Vec<DataDirConfig>,
+    /// Where uploads and imports go when they name no store; exactly one store has it
+    /// (a lone store is the default without saying so).
+    #[serde(default)]
+    pub default: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImportConfig {
+    /// The interoperable import methods offered (`/v2/info/import`).
+    pub methods: Vec<ImportMethod>,
+    pub web_download: WebDownloadConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImportMethod {
+    GlanceDirect,
+    WebDownload,
+    CopyImage,
+}
+
+impl ImportMethod {
+    pub const ALL: [ImportMethod; 3] = [
+        ImportMethod::GlanceDirect,
+        ImportMethod::WebDownload,
+        ImportMethod::CopyImage,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImportMethod::GlanceDirect => "glance-direct",
+            ImportMethod::WebDownload => "web-download",
+            ImportMethod::CopyImage => "copy-image",
+        }
+    }
+}
+
+/// Which URLs web-download may fetch (Glance's `import_filtering_opts`) and how patiently.
+/// An `allowed_*` list, when not empty, is the whole truth and its `disallowed_*` twin is
+/// ignored. Addresses that are not globally routable (loopback, private, link-local and the
+/// other special-purpose blocks) are refused unless `allowed_hosts` names the host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebDownloadConfig {
+    pub allowed_schemes: Vec<String>,
+    pub disallowed_schemes: Vec<String>,
+    pub allowed_hosts: Vec<String>,
+    pub disallowed_hosts: Vec<String>,
+    pub allowed_ports: Vec<u16>,
+    pub disallowed_ports: Vec<u16>,
+    /// The longest wait to resolve the host, and then to connect.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// The longest wait for the next bytes of a download.
+    #[serde(with = "humantime_serde")]
+    pub read_timeout: Duration,
+    pub max_redirects: usize,
+}
+
+impl Default for ImportConfig {
+    fn default() -> Self {
+        ImportConfig {
+            methods: ImportMethod::ALL.to_vec(),
+            web_download: WebDownloadConfig::default(),
+        }
+    }
+}
+
+impl Default for WebDownloadConfig {
+    fn default() -> Self {
+        WebDownloadConfig {
+            allowed_schemes: vec!["http".into(), "https".into()],
+            disallowed_schemes: Vec::new(),
+            allowed_hosts: Vec::new(),
+            disallowed_hosts: Vec::new(),
+            allowed_ports: vec![80, 443],
+            disallowed_ports: Vec::new(),
+            connect_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(60),
+            max_redirects: 5,
+        }
+    }
+}
+
+impl Config {
+    /// The stores this config serves, by id: `[stores.*]`, or `[store]` as the one store
+    /// named `default`.
+    pub fn named_stores(&self) -> BTreeMap<String, NamedStoreConfig> {
+        if !self.stores.is_empty() {
+            return self.stores.clone();
+        }
+        BTreeMap::from([(
+            LEGACY_STORE.to_string(),
+            NamedStoreConfig {
+                datadirs: self.store.datadirs.clone(),
+                default: true,
+                description: None,
+            },
+        )])
+    }
+
+    /// The id of the store that takes data when none is named.
+    pub fn default_store(&self) -> String {
+        let stores = self.named_stores();
+        let marked = stores.iter().find(|(_, s)| s.default);
+        marked
+            .or_else(|| stores.iter().next())
+            .map_or_else(|| LEGACY_STORE.to_string(), |(id, _)| id.clone())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Where image data lives; new data goes to the highest-priority writable directory
+    /// with room.
+    pub datadirs: Vec<DataDirConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataDirConfig {
+    /// Relative to `state_dir`.
+    pub path: PathBuf,
+    #[serde(default = "default_priority")]
+    pub priority: i64,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+fn default_priority() -> i64 {
+    100
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            datadirs: vec![DataDirConfig {
+                path: PathBuf::from("images"),
+                priority: default_priority(),
+                read_only: false,
+            }],
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImagesConfig {
+    /// Largest image accepted, checked while the data streams in.
+    pub size_cap: bytesize::ByteSize,
+    /// `os_hash_algo` for new data: sha512, sha384 or sha256.
+    pub hash_algo: String,
+    /// Image data one project may store in all; 0 means unlimited.
+    pub user_storage_quota: bytesize::ByteSize,
+}
+
+impl Default for ImagesConfig {
+    fn default() -> Self {
+        ImagesConfig {
+            size_cap: bytesize::ByteSize::tib(1),
+            hash_algo: "sha512".into(),
+            user_storage_quota: bytesize::ByteSize::b(0),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH`, relative to `state_dir`.
+    pub url: String,
+}
+
+impl DatabaseConfig {
+    /// The database file `url` names: `sqlite://PATH`, relative to `state_dir`; `None` for
+    /// any other URL. Parsed here, not in `db`, so that validation can refuse a bad URL
+    /// without config depending on the database layer; `app` opens the path it returns.
+    pub fn sqlite_path(&self, state_dir: &Path) -> Option<PathBuf> {
+        let path = self.url.strip_prefix("sqlite://")?;
+        if path.is_empty() {
+            return None;
+        }
+        let path = Path::new(path);
+        Some(if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            state_dir.join(path)
+        })
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: "sqlite://glint.db".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    pub mode: AuthMode,
+    /// noauth: the project every caller acts as (admin of it); empty means none, as in
+    /// Glance, where images created without auth have no owner.
+    pub project: String,
+    /// noauth makes everyone who reaches glint an admin, so it serves only loopback
+    /// unless this says otherwise.
+    pub allow_remote_noauth: bool,
+    /// trusted-headers: the peers whose identity headers are believed (the authenticating
+    /// proxy). Anyone else could write the headers themselves.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            mode: AuthMode::Noauth,
+            project: String::new(),
+            allow_remote_noauth: false,
+            trusted_proxies: vec![
+                IpNet::V4(Ipv4Net::new_assert(Ipv4Addr::new(127, 0, 0, 0), 8)),
+                IpNet::V6(Ipv6Net::new_assert(Ipv6Addr::LOCALHOST, 128)),
+            ],
+        }
+    }
+}
+
+impl AuthConfig {
+    /// Whether `trusted_proxies` names a proxy beyond this host: loopback networks only (the
+    /// default) mean the operator configured none.
+    pub fn names_a_proxy(&self) -> bool {
+        self.trusted_proxies.iter().any(|net| {
+            // Loopback blocks are contiguous (127/8, ::1, ::ffff:127.0.0.0/104), so a
+            // network whose first and last addresses are loopback holds nothing else.
+            let loopback = |ip: IpAddr| ip.to_canonical().is_loopback();
+            !(loopback(net.network()) && loopback(net.broadcast()))
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthMode {
+    /// Every caller is admin (loopback only by default).
+    Noauth,
+    /// Identity from X-Identity-Status, X-Roles, X-Project-Id, X-User-Id set by an
+    /// authenticating proxy in front of glint.
+    TrustedHeaders,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Addresses bound when systemd passes no socket.
+    pub listen: Vec<SocketAddr>,
+    /// Threads of the request worker pool.
+    pub workers: usize,
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    /// How many old generations may drain at once before the oldest is cut.
+    pub max_draining_generations: usize,
+    /// How long a request's head may take from its first byte; idle time between
+    /// requests does not count.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// How long a request body may send nothing before it is cut.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// Open connections at most; `None`: a share of the file descriptor limit.
+    pub max_connections: Option<usize>,
+    /// Data transfers in (uploads, stages, copies) at once.
+    pub max_transfers: usize,
+    /// How long a transfer waits for a free slot before it is refused with 503.
+    #[serde(with = "humantime_serde")]
+    pub transfer_wait: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Auto,
+    Journald,
+    Text,
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            state_dir: PathBuf::from("glint-data"),
+            server: ServerConfig::default(),
+            log: LogConfig::default(),
+            database: DatabaseConfig::default(),
+            auth: AuthConfig::default(),
+            store: StoreConfig::default(),
+            stores: BTreeMap::new(),
+            images: ImagesConfig::default(),
+            import: ImportConfig::default(),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 9292))],
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            drain_timeout: Duration::from_secs(60),
+            shutdown_timeout: Duration::from_secs(60),
+            max_draining_generations: 8,
+            header_read_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(60),
+            max_connections: None,
+            max_transfers: 16,
+            transfer_wait: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Auto,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load::{load, source_with};
+
+    #[test]
+    fn the_unnamed_store_is_the_store_default_and_named_stores_replace_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let loaded = load(&source_with(dir.path(), Some(""))).unwrap();
+        let stores = loaded.config.named_stores();
+        assert_eq!(stores.keys().collect::<Vec<_>>(), ["default"]);
+        assert_eq!(stores["default"].datadirs[0].path, Path::new("images"));
+        assert_eq!(loaded.config.default_store(), "default");
+        let text = "[stores.fast]\ndefault = true\ndatadirs = [{ path = \"f\" }]\n\
+                    [stores.cold]\ndatadirs = [{ path = \"c\", read_only = true }]\n";
+        let loaded = load(&source_with(dir.path(), Some(text))).unwrap();
+        assert_eq!(loaded.config.named_stores().len(), 2);
+        assert_eq!(loaded.config.default_store(), "fast");
+    }
+
+    #[test]
+    fn durations_and_addresses_parse() {
+        let dir = tempfile::tempdir().unwrap();
+        let loaded = load(&source_with(
+            dir.path(),
+            Some("[server]\nlisten = [\"[::1]:8080\"]\ndrain_timeout = \"1m 30s\"\n"),
+        ))
+        .unwrap();
+        assert_eq!(loaded.config.server.drain_timeout, Duration::from_secs(90));
+        assert_eq!(loaded.config.server.listen[0].port(), 8080);
+    }
+
+    #[test]
+    fn the_database_url_names_a_file_relative_to_state_dir() {
+        let state = Path::new("/var/lib/glint");
+        let path = |url: &str| DatabaseConfig { url: url.into() }.sqlite_path(state);
+        assert_eq!(path("sqlite://glint.db"), Some(state.join("glint.db")));
+        assert_eq!(path("sqlite:///srv/g.db"), Some(PathBuf::from("/srv/g.db")));
+        assert_eq!(path("sqlite://"), None);
+        assert_eq!(path("postgres://db/glint"), None);
+    }
+}

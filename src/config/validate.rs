@@ -1,0 +1,402 @@
+//! What a config must satisfy beyond its shape, each refusal naming the key and the file
+//! that set it: ranges and non-empty lists, the stores (ids, one default, no directory in
+//! two stores), `database.url`; then the checks that need more than the config:
+//! `check_exposure` (what a listener beyond loopback must not serve) and `check_reloadable`
+//! (the keys only a restart may change). It reads nothing and starts nothing.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::ConfigError;
+use super::load::LoadedConfig;
+use super::types::{AuthMode, Config, StoreConfig};
+
+/// Upper bound on `server.workers`: more threads than this is a typo, not a tuning.
+const MAX_WORKERS: usize = 1024;
+/// The longest duration a key takes: a year.
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Every check one config needs on its own; `load` runs it before handing a config out.
+pub(super) fn validate(loaded: &LoadedConfig) -> Result<(), ConfigError> {
+    let config = &loaded.config;
+    let invalid = |key: &str, message: String| {
+        let origin = loaded
+            .origin(key)
+            .unwrap_or_else(|| "built-in default".to_string());
+        ConfigError::Invalid {
+            origin,
+            message: format!("key `{key}`: {message}"),
+        }
+    };
+    if config.server.workers == 0 || config.server.workers > MAX_WORKERS {
+        return Err(invalid(
+            "server.workers",
+            format!(
+                "must be between 1 and {MAX_WORKERS}, got {}",
+                config.server.workers
+            ),
+        ));
+    }
+    if config.server.listen.is_empty() {
+        return Err(invalid(
+            "server.listen",
+            "must name at least one address".into(),
+        ));
+    }
+    for (key, value) in [
+        ("server.drain_timeout", config.server.drain_timeout),
+        ("server.shutdown_timeout", config.server.shutdown_timeout),
+        (
+            "server.header_read_timeout",
+            config.server.header_read_timeout,
+        ),
+        ("server.body_read_timeout", config.server.body_read_timeout),
+        ("server.transfer_wait", config.server.transfer_wait),
+        (
+            "import.web_download.connect_timeout",
+            config.import.web_download.connect_timeout,
+        ),
+        (
+            "import.web_download.read_timeout",
+            config.import.web_download.read_timeout,
+        ),
+    ] {
+        if value.is_zero() {
+            return Err(invalid(key, "must be longer than 0s".into()));
+        }
+        // Deadlines are `Instant`s: a duration that far out would overflow adding to one.
+        if value > MAX_DURATION {
+            return Err(invalid(key, "must be at most 365 days".into()));
+        }
+    }
+    if config.server.max_connections == Some(0) {
+        return Err(invalid(
+            "server.max_connections",
+            "must be at least 1 (leave it out for a share of the file descriptor limit)".into(),
+        ));
+    }
+    if config.server.max_transfers == 0 {
+        return Err(invalid("server.max_transfers", "must be at least 1".into()));
+    }
+    if config.server.max_draining_generations == 0 {
+        return Err(invalid(
+            "server.max_draining_generations",
+            "must be at least 1".into(),
+        ));
+    }
+    if let Err(e) = config.log.level.parse::<tracing_subscriber::EnvFilter>() {
+        return Err(invalid("log.level", format!("not a valid filter: {e}")));
+    }
+    if config.state_dir.as_os_str().is_empty() {
+        return Err(invalid("state_dir", "must not be empty".into()));
+    }
+    if !matches!(
+        config.images.hash_algo.as_str(),
+        "sha512" | "sha384" | "sha256"
+    ) {
+        return Err(invalid(
+            "images.hash_algo",
+            format!(
+                "`{}` is not one of sha512, sha384, sha256",
+                config.images.hash_algo
+            ),
+        ));
+    }
+    validate_stores(config, &invalid)?;
+    if config.import.methods.is_empty() {
+        return Err(invalid(
+            "import.methods",
+            "must list at least one of glance-direct, web-download, copy-image".into(),
+        ));
+    }
+    if config.database.sqlite_path(&config.state_dir).is_none() {
+        return Err(invalid(
+            "database.url",
+            format!(
+                "`{}` is not supported: use sqlite://PATH (relative to state_dir)",
+                config.database.url
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_stores(
+    config: &Config,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    if !config.stores.is_empty() && config.store != StoreConfig::default() {
+        return Err(invalid(
+            "store.datadirs",
+            "[store] describes the one unnamed store, and [stores.*] names stores: use one \
+             of them (the unnamed store is the store `default`)"
+                .into(),
+        ));
+    }
+    let stores = config.named_stores();
+    let mut seen = std::collections::BTreeSet::new();
+    for (id, store) in &stores {
+        let key = if config.stores.is_empty() {
+            "store.datadirs".to_string()
+        } else {
+            format!("stores.{id}.datadirs")
+        };
+        let valid_id = !id.is_empty()
+            && id.len() <= 64
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            && !id.starts_with("os_glance_");
+        if !valid_id {
+            return Err(invalid(
+                &format!("stores.{id}"),
+                "a store id is 1 to 64 letters, digits, '-' or '_', and does not start \
+                 with os_glance_"
+                    .into(),
+            ));
+        }
+        if store.datadirs.is_empty() {
+            return Err(invalid(&key, "must list at least one directory".into()));
+        }
+        for dir in &store.datadirs {
+            if !seen.insert(dir.path.clone()) {
+                return Err(invalid(
+                    &key,
+                    format!(
+                        "{} is listed twice: a directory belongs to one store",
+                        dir.path.display()
+                    ),
+                ));
+            }
+        }
+    }
+    let defaults: Vec<&String> = stores
+        .iter()
+        .filter(|(_, s)| s.default)
+        .map(|(id, _)| id)
+        .collect();
+    if stores.len() > 1 && defaults.len() != 1 {
+        return Err(invalid(
+            "stores",
+            format!(
+                "exactly one store must be marked `default = true`, found {}",
+                defaults.len()
+            ),
+        ));
+    }
+    let default = config.default_store();
+    if stores
+        .get(&default)
+        .is_some_and(|s| s.datadirs.iter().all(|d| d.read_only))
+    {
+        let key = if config.stores.is_empty() {
+            "store.datadirs".to_string()
+        } else {
+            format!("stores.{default}.datadirs")
+        };
+        return Err(invalid(
+            &key,
+            "every directory of the default store is read_only: new data would have \
+             nowhere to go"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// What a listener beyond loopback must not serve: noauth, which makes every caller an
+/// admin (unless the config says so explicitly), and trusted-headers without a proxy to
+/// trust, where every request from beyond loopback would be refused.
+pub fn check_exposure(
+    loaded: &LoadedConfig,
+    addresses: impl IntoIterator<Item = SocketAddr>,
+) -> Result<(), ConfigError> {
+    let auth = &loaded.config.auth;
+    let Some(addr) = addresses.into_iter().find(|a| !a.ip().is_loopback()) else {
+        return Ok(());
+    };
+    match auth.mode {
+        AuthMode::Noauth if !auth.allow_remote_noauth => Err(ConfigError::Exposed(addr)),
+        AuthMode::TrustedHeaders if !auth.names_a_proxy() => {
+            // The file to edit: where the proxies were listed, else where the mode was set
+            // (trusted-headers is never the default, so some layer set it).
+            let default = "built-in default";
+            let origin = ["auth.trusted_proxies", "auth.mode"]
+                .into_iter()
+                .filter_map(|key| loaded.origin(key))
+                .find(|origin| origin != default)
+                .unwrap_or_else(|| default.to_string());
+            Err(ConfigError::NoTrustedProxy { origin, addr })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Which changes a reload may apply. The keys listed here need a restart; every other
+/// key is rebuilt by the reload.
+pub fn check_reloadable(
+    old: &Config,
+    new: &Config,
+    socket_activated: bool,
+) -> Result<(), ConfigError> {
+    if old.state_dir != new.state_dir {
+        return Err(ConfigError::NotReloadable {
+            key: "state_dir",
+            hint: "it holds the data and the control socket of the running process; \
+                   move the data, then `systemctl restart glint`"
+                .into(),
+        });
+    }
+    if old.log.format != new.log.format {
+        return Err(ConfigError::NotReloadable {
+            key: "log.format",
+            hint: "the log sink is chosen at start; `systemctl restart glint` to switch it".into(),
+        });
+    }
+    if socket_activated && old.server.listen != new.server.listen {
+        return Err(ConfigError::NotReloadable {
+            key: "server.listen",
+            hint: "the listening sockets belong to glint.socket; change ListenStream= with \
+                   `systemctl edit glint.socket`, then restart the socket and the service"
+                .into(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load::{load, source_with};
+    use crate::config::types::LogFormat;
+
+    #[test]
+    fn store_mistakes_name_the_file_and_the_key() {
+        let cases = [
+            (
+                "[stores.a]\ndatadirs = [{ path = \"a\" }]\n[stores.b]\ndatadirs = [{ path = \"b\" }]\n",
+                "exactly one store",
+            ),
+            ("[stores.a]\ndatadirs = []\n", "stores.a.datadirs"),
+            (
+                "[stores.a]\ndefault = true\ndatadirs = [{ path = \"x\" }]\n\
+                 [stores.b]\ndatadirs = [{ path = \"x\" }]\n",
+                "listed twice",
+            ),
+            (
+                "[stores.\"os_glance_x\"]\ndatadirs = [{ path = \"x\" }]\n",
+                "os_glance_",
+            ),
+            (
+                "[stores.a]\ndatadirs = [{ path = \"x\", read_only = true }]\n",
+                "stores.a.datadirs",
+            ),
+            (
+                "[store]\ndatadirs = [{ path = \"old\" }]\n[stores.a]\ndatadirs = [{ path = \"a\" }]\n",
+                "store.datadirs",
+            ),
+            ("[import]\nmethods = []\n", "import.methods"),
+            (
+                "[import]\nmethods = [\"glance-download\"]\n",
+                "import.methods",
+            ),
+        ];
+        for (text, expected) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let err = load(&source_with(dir.path(), Some(text)))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("glint.toml"), "{text}: {err}");
+            assert!(err.contains(expected), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn bad_values_name_the_file_and_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = load(&source_with(dir.path(), Some("[server]\nworkers = 0\n"))).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("glint.toml") && text.contains("server.workers"),
+            "{text}"
+        );
+
+        let err = load(&source_with(
+            dir.path(),
+            Some("[server]\ndrain_timeout = \"soon\"\n"),
+        ))
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("server.drain_timeout"), "{text}");
+
+        let err = load(&source_with(dir.path(), Some("[log]\nlevel = \"=x=\"\n"))).unwrap_err();
+        assert!(err.to_string().contains("log.level"), "{err}");
+    }
+
+    #[test]
+    fn noauth_serves_only_loopback_unless_told_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        let loopback: SocketAddr = "127.0.0.1:9292".parse().unwrap();
+        let remote: SocketAddr = "0.0.0.0:9292".parse().unwrap();
+        let loaded = load(&source_with(dir.path(), Some(""))).unwrap();
+        assert!(check_exposure(&loaded, [loopback]).is_ok());
+        let err = check_exposure(&loaded, [loopback, remote]).unwrap_err();
+        assert!(err.to_string().contains("0.0.0.0:9292"), "{err}");
+        assert!(err.to_string().contains("allow_remote_noauth"), "{err}");
+        let text = "[auth]\nallow_remote_noauth = true\n";
+        let loaded = load(&source_with(dir.path(), Some(text))).unwrap();
+        assert!(check_exposure(&loaded, [remote]).is_ok());
+    }
+
+    #[test]
+    fn trusted_headers_beyond_loopback_need_a_proxy_to_trust() {
+        let dir = tempfile::tempdir().unwrap();
+        let loopback: SocketAddr = "[::1]:9292".parse().unwrap();
+        let remote: SocketAddr = "192.0.2.7:9292".parse().unwrap();
+        let mode = "[auth]\nmode = \"trusted-headers\"\n";
+        // Unset, or loopback networks only: no proxy was configured.
+        for proxies in [
+            "",
+            "trusted_proxies = []\n",
+            "trusted_proxies = [\"127.0.0.1/32\", \"127.8.0.0/16\", \"::1/128\"]\n",
+            "trusted_proxies = [\"::ffff:127.0.0.0/104\"]\n",
+        ] {
+            let loaded = load(&source_with(dir.path(), Some(&format!("{mode}{proxies}")))).unwrap();
+            assert!(check_exposure(&loaded, [loopback]).is_ok(), "{proxies}");
+            let err = check_exposure(&loaded, [loopback, remote])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("auth.trusted_proxies"), "{proxies}: {err}");
+            assert!(err.contains("glint.toml"), "{proxies}: {err}");
+            assert!(err.contains("192.0.2.7:9292"), "{proxies}: {err}");
+        }
+        for proxies in [
+            "trusted_proxies = [\"10.0.0.5/32\"]\n",
+            "trusted_proxies = [\"127.0.0.1/32\", \"fd00::/8\"]\n",
+            "trusted_proxies = [\"126.0.0.0/7\"]\n",
+        ] {
+            let loaded = load(&source_with(dir.path(), Some(&format!("{mode}{proxies}")))).unwrap();
+            assert!(check_exposure(&loaded, [remote]).is_ok(), "{proxies}");
+        }
+    }
+
+    #[test]
+    fn restart_only_keys_are_refused_by_name() {
+        let old = Config::default();
+        let mut new = old.clone();
+        new.server.workers += 1;
+        assert!(check_reloadable(&old, &new, true).is_ok());
+        new.server.listen = vec![SocketAddr::from(([127, 0, 0, 1], 1))];
+        assert!(check_reloadable(&old, &new, false).is_ok());
+        let err = check_reloadable(&old, &new, true).unwrap_err();
+        assert!(err.to_string().contains("server.listen"));
+        let mut new = old.clone();
+        new.log.format = LogFormat::Json;
+        assert!(
+            check_reloadable(&old, &new, false)
+                .unwrap_err()
+                .to_string()
+                .contains("log.format")
+        );
+    }
+}
