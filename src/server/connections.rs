@@ -121,6 +121,29 @@ impl Connections {
         self.room.notify_waiters();
     }
 
+    /// Registers a connection without waiting for room: one already accepted while its
+    /// accept loop is stopping must still be served.
+    pub fn admit_over_cap(self: &Arc<Self>) -> Arc<Entry> {
+        let mut entries = self.entries();
+        self.register(&mut entries)
+    }
+
+    fn register(
+        self: &Arc<Self>,
+        entries: &mut HashMap<u64, std::sync::Weak<Entry>>,
+    ) -> Arc<Entry> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let entry = Arc::new(Entry {
+            id,
+            phase: AtomicU8::new(Phase::Accepting as u8),
+            since: AtomicU64::new(self.tick()),
+            evict: CancellationToken::new(),
+            table: self.clone(),
+        });
+        entries.insert(id, Arc::downgrade(&entry));
+        entry
+    }
+
     /// Waits until there is room for one more connection (one just accepted) and takes it.
     /// At the cap, asks the connections idle longest to close: only on demand, so idle
     /// connections are never closed while no one waits.
@@ -136,16 +159,7 @@ impl Connections {
                     if self.at_cap.swap(false, Ordering::Relaxed) {
                         tracing::info!(limit, "below server.max_connections again");
                     }
-                    let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-                    let entry = Arc::new(Entry {
-                        id,
-                        phase: AtomicU8::new(Phase::Accepting as u8),
-                        since: AtomicU64::new(self.tick()),
-                        evict: CancellationToken::new(),
-                        table: self.clone(),
-                    });
-                    entries.insert(id, Arc::downgrade(&entry));
-                    return entry;
+                    return self.register(&mut entries);
                 }
                 if !self.at_cap.swap(true, Ordering::Relaxed) {
                     tracing::warn!(

@@ -106,10 +106,13 @@ impl WorkerPool {
                         // At `server.max_connections` this one waits for room (made by
                         // closing an idle connection), and while it waits no other is
                         // accepted: the rest wait in the backlog.
+                        // A connection taken from the backlog is always served, even
+                        // when a stop or retire comes meanwhile: dropping it would reset a
+                        // client that the next process would otherwise have served.
                         let entry = tokio::select! {
                             biased;
-                            _ = stop.cancelled() => break,
                             entry = shared.connections.admit() => entry,
+                            _ = stop.cancelled() => shared.connections.admit_over_cap(),
                         };
                         connections.spawn(conn::serve(
                             stream,
