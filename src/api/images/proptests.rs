@@ -69,7 +69,9 @@ proptest! {
         size in size(),
     ) {
         match parse_range(&header, size) {
-            Ok((start, end)) => prop_assert!(start <= end && end < size, "{}..={} of {}", start, end, size),
+            Ok((start, end)) => {
+                prop_assert!(start <= end && end < size, "{}..={} of {}", start, end, size);
+            }
             Err(e) => {
                 let status = e.into_response().status();
                 prop_assert!(status.is_client_error(), "{} for {:?}", status, header);

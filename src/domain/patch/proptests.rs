@@ -74,6 +74,10 @@ fn key_name() -> impl Strategy<Value = String> {
     ]
 }
 
+fn words(words: &[&'static str]) -> impl Strategy<Value = &'static str> + Clone + use<> {
+    proptest::sample::select(words.to_vec())
+}
+
 fn escape(key: &str) -> String {
     key.replace('~', "~0").replace('/', "~1")
 }
@@ -85,27 +89,23 @@ fn path_to(key: String) -> impl Strategy<Value = String> {
         40 => Just(format!("/{escaped}")),
         1 => Just(escaped.clone()),
         1 => key_name().prop_map(move |b| format!("/{escaped}/{}", escape(&b))),
-        1 => proptest::sample::select(vec!["/", "", "/~", "/a~2", "/tags/-"]).prop_map(String::from),
+        1 => words(&["/", "", "/~", "/a~2", "/tags/-"]).prop_map(String::from),
         1 => ".{0,8}",
     ]
 }
 
 /// A value the schema accepts for `key`, as a client that means well would send it.
 fn fitting(key: &str) -> BoxedStrategy<Value> {
-    let words = |words: &[&'static str]| {
-        proptest::sample::select(words.to_vec())
-            .prop_map(Value::from)
-            .boxed()
-    };
+    let one_of = |list: &[&'static str]| words(list).prop_map(Value::from).boxed();
     match key {
-        "visibility" => words(&["public", "private", "shared", "community"]),
+        "visibility" => one_of(&["public", "private", "shared", "community"]),
         "protected" | "os_hidden" => any::<bool>().prop_map(Value::Bool).boxed(),
         "min_ram" | "min_disk" => (0..4096i64).prop_map(Value::from).boxed(),
-        "disk_format" => words(&DISK_FORMATS),
-        "container_format" => words(&CONTAINER_FORMATS),
+        "disk_format" => one_of(&DISK_FORMATS),
+        "container_format" => one_of(&CONTAINER_FORMATS),
         "tags" => vec("[a-z]{1,4}", 0..4).prop_map(|t| json!(t)).boxed(),
-        "kernel_id" | "ramdisk_id" => words(&["0b1a7c4e-2f3d-4e5f-8a9b-0c1d2e3f4a5b"]),
-        "cinder_encryption_key_deletion_policy" => words(&["on_image_deletion", "do_not_delete"]),
+        "kernel_id" | "ramdisk_id" => one_of(&["0b1a7c4e-2f3d-4e5f-8a9b-0c1d2e3f4a5b"]),
+        "cinder_encryption_key_deletion_policy" => one_of(&["on_image_deletion", "do_not_delete"]),
         _ => ".{0,8}".prop_map(Value::String).boxed(),
     }
 }
@@ -134,8 +134,8 @@ fn value() -> impl Strategy<Value = Value> {
 /// members mostly present and fitting, sometimes absent, mistyped or doubled.
 fn operation(dialect: Dialect) -> impl Strategy<Value = Value> {
     let op_name = prop_oneof![
-        40 => proptest::sample::select(vec!["add", "replace", "remove"]).prop_map(Value::from),
-        1 => proptest::sample::select(vec!["move", "copy", "test", "", "ADD"]).prop_map(Value::from),
+        40 => words(&["add", "replace", "remove"]).prop_map(Value::from),
+        1 => words(&["move", "copy", "test", "", "ADD"]).prop_map(Value::from),
         1 => any_json(),
     ];
     key_name()
@@ -193,11 +193,7 @@ fn image() -> impl Strategy<Value = Image> {
     (
         proptest::sample::select(Status::ALL.to_vec()),
         proptest::sample::select(Visibility::ALL.to_vec()),
-        btree_map(
-            proptest::sample::select(vec!["a", "b", "a/b", "t~x"]),
-            ".{0,4}",
-            0..4,
-        ),
+        btree_map(words(&["a", "b", "a/b", "t~x"]), ".{0,4}", 0..4),
         vec("[a-z]{1,4}", 0..3),
         proptest::sample::select(vec![0, PROPERTY_QUOTA - 2, PROPERTY_QUOTA - 1]),
     )
@@ -270,8 +266,7 @@ enum Custom {
 }
 
 fn custom() -> impl Strategy<Value = Custom> {
-    let key = proptest::sample::select(vec!["a", "b", "a/b", "t~x", "new1", "new2"])
-        .prop_map(String::from);
+    let key = words(&["a", "b", "a/b", "t~x", "new1", "new2"]).prop_map(String::from);
     prop_oneof![
         (key.clone(), ".{0,4}").prop_map(|(k, v)| Custom::Add(k, v)),
         (key.clone(), ".{0,4}").prop_map(|(k, v)| Custom::Replace(k, v)),
