@@ -12,10 +12,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use support::{Conn, FakeSystemd, PATIENCE, field, free_addr, get_once, stored_name};
+use support::{
+    Conn, FakeSystemd, PATIENCE, SELF_BOUND_LISTEN, SOCKET_UNIT_LISTEN, field, get_once,
+    stored_name,
+};
 
-fn config(listen: SocketAddr, extra: &str) -> String {
-    format!("[server]\nlisten = [\"{listen}\"]\n{extra}\n")
+/// A config for a glint passed its socket by the fake socket unit.
+fn config(extra: &str) -> String {
+    format!("[server]\nlisten = [\"{SOCKET_UNIT_LISTEN}\"]\n{extra}\n")
+}
+
+/// A config for a glint that binds its listener itself.
+fn self_bound(extra: &str) -> String {
+    format!("[server]\nlisten = [\"{SELF_BOUND_LISTEN}\"]\n{extra}\n")
 }
 
 /// Polls `glint ctl status` until `done` holds: for phases that have no notification.
@@ -45,8 +54,7 @@ async fn in_flight_at_least(sd: &FakeSystemd, n: u64) {
 async fn socket_activation_uses_the_passed_socket_by_name() {
     let mut sd = FakeSystemd::new();
     let passed = sd.add_socket_unit("api");
-    let configured = free_addr();
-    sd.write_config(&config(configured, ""));
+    sd.write_config(&config(""));
     sd.start().await;
 
     let reply = get_once(passed, "/versions").await.expect("served");
@@ -58,7 +66,7 @@ async fn socket_activation_uses_the_passed_socket_by_name() {
     assert_eq!(listeners[0]["origin"], "socket-unit");
     assert_eq!(listeners[0]["addr"], passed.to_string());
     assert!(
-        std::net::TcpStream::connect(configured).is_err(),
+        std::net::TcpStream::connect(SOCKET_UNIT_LISTEN).is_err(),
         "server.listen must not be bound when systemd passes a socket"
     );
     assert!(
@@ -66,7 +74,9 @@ async fn socket_activation_uses_the_passed_socket_by_name() {
         "a socket unit's socket is not pushed to the fd store"
     );
 
-    sd.write_config(&config(free_addr(), ""));
+    // Another address, refused by name before anything could bind it.
+    let elsewhere = SocketAddr::from(([127, 0, 0, 1], 2));
+    sd.write_config(&format!("[server]\nlisten = [\"{elsewhere}\"]\n"));
     let (code, out) = sd.ctl(&["reload"]).await;
     assert_eq!(code, 1, "{out}");
     assert!(
@@ -82,8 +92,7 @@ async fn reload_storm_under_keep_alive_load_fails_nothing() {
     const CLIENTS: usize = 8;
     let mut sd = FakeSystemd::new();
     let addr = sd.add_socket_unit("api");
-    let listen = free_addr();
-    sd.write_config(&config(listen, "[log]\nlevel = \"info\""));
+    sd.write_config(&config("[log]\nlevel = \"info\""));
     sd.start().await;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -111,7 +120,7 @@ async fn reload_storm_under_keep_alive_load_fails_nothing() {
     let started = Instant::now();
     for i in 0..RELOADS {
         let level = if i % 2 == 0 { "warn" } else { "info" };
-        sd.write_config(&config(listen, &format!("[log]\nlevel = \"{level}\"")));
+        sd.write_config(&config(&format!("[log]\nlevel = \"{level}\"")));
         let (reloading, ready) = sd.reload().await;
         let usec: u64 = field(&reloading, "MONOTONIC_USEC")
             .expect("RELOADING=1 carries MONOTONIC_USEC")
@@ -154,7 +163,7 @@ async fn reload_storm_under_keep_alive_load_fails_nothing() {
 async fn a_broken_config_at_reload_keeps_the_old_generation() {
     let mut sd = FakeSystemd::new();
     let addr = sd.add_socket_unit("api");
-    let good = config(free_addr(), "");
+    let good = config("");
     sd.write_config(&good);
     sd.start().await;
     let mut conn = Conn::open(addr).await.expect("connect");
@@ -243,15 +252,14 @@ async fn assert_threads(pid: i32, name: &str, expected: usize) {
 async fn a_workers_change_by_reload_resizes_the_pool() {
     let mut sd = FakeSystemd::new();
     let addr = sd.add_socket_unit("api");
-    let listen = free_addr();
-    sd.write_config(&config(listen, "workers = 1"));
+    sd.write_config(&config("workers = 1"));
     sd.start().await;
     let pid = sd.pid();
     assert_threads(pid, "glint-p1", 1).await;
     let mut old_conn = Conn::open(addr).await.expect("connect");
     assert_eq!(old_conn.get("/versions").await.expect("served").status, 200);
 
-    sd.write_config(&config(listen, "workers = 3"));
+    sd.write_config(&config("workers = 3"));
     let (code, out) = sd.ctl(&["reload"]).await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("3 workers"), "{out}");
@@ -279,7 +287,7 @@ async fn a_workers_change_by_reload_resizes_the_pool() {
 async fn sigterm_finishes_the_request_in_flight_and_accepts_nothing_after() {
     let mut sd = FakeSystemd::new();
     let addr = sd.add_socket_unit("api");
-    sd.write_config(&config(free_addr(), "shutdown_timeout = \"30s\""));
+    sd.write_config(&config("shutdown_timeout = \"30s\""));
     sd.start().await;
 
     let mut conn = Conn::open(addr).await.expect("connect");
@@ -340,10 +348,10 @@ async fn sigterm_finishes_the_request_in_flight_and_accepts_nothing_after() {
 async fn restart_through_the_fd_store_refuses_no_connection() {
     const RESTARTS: usize = 20;
     let mut sd = FakeSystemd::new();
-    let addr = free_addr();
-    sd.write_config(&config(addr, ""));
+    sd.write_config(&self_bound(""));
     sd.start().await;
-    let name = stored_name(&addr);
+    let addr = sd.bound_addr(SELF_BOUND_LISTEN).await;
+    let name = stored_name(&SELF_BOUND_LISTEN);
     assert!(
         sd.fd_store.iter().any(|(n, _)| *n == name),
         "a listener glint bound itself goes to the fd store as {name}"
@@ -396,6 +404,11 @@ async fn restart_through_the_fd_store_refuses_no_connection() {
     }
     let status = sd.status().await;
     assert_eq!(status["listeners"][0]["origin"], "fd-store", "{status:#}");
+    assert_eq!(
+        sd.bound_addr(SELF_BOUND_LISTEN).await,
+        addr,
+        "the socket bound at the first start came back through the fd store"
+    );
     stop.store(true, Ordering::Relaxed);
     for (kind, task) in [
         ("new connection per request", client),
@@ -420,10 +433,8 @@ async fn restart_through_the_fd_store_refuses_no_connection() {
 async fn draining_generations_stay_within_the_bound() {
     let mut sd = FakeSystemd::new();
     let addr = sd.add_socket_unit("api");
-    let text = config(
-        free_addr(),
-        "max_draining_generations = 2\ndrain_timeout = \"60s\"\nshutdown_timeout = \"1s\"",
-    );
+    let text =
+        config("max_draining_generations = 2\ndrain_timeout = \"60s\"\nshutdown_timeout = \"1s\"");
     sd.write_config(&text);
     sd.start().await;
 
@@ -490,7 +501,7 @@ async fn draining_generations_stay_within_the_bound() {
 async fn drain_timeout_cuts_what_outlives_it_and_says_so() {
     let mut sd = FakeSystemd::new();
     let addr = sd.add_socket_unit("api");
-    sd.write_config(&config(free_addr(), "drain_timeout = \"1s\""));
+    sd.write_config(&config("drain_timeout = \"1s\""));
     sd.start().await;
     let mut conn = Conn::open(addr).await.expect("connect");
     let held = tokio::spawn(async move { conn.get("/_glint/sleep/60000").await });
@@ -518,7 +529,7 @@ async fn watchdog_pings_while_serving() {
     let mut sd = FakeSystemd::new();
     sd.add_socket_unit("api");
     sd.env.push(("WATCHDOG_USEC".into(), "200000".into()));
-    sd.write_config(&config(free_addr(), ""));
+    sd.write_config(&config(""));
     sd.start().await;
     for _ in 0..3 {
         sd.wait_for(|n| n.has("WATCHDOG", "1")).await;
@@ -529,10 +540,13 @@ async fn watchdog_pings_while_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn listen_addresses_follow_the_config_at_reload() {
     let mut sd = FakeSystemd::new();
-    let (first, second) = (free_addr(), free_addr());
+    // Listeners are keyed by their configured address, so the second one glint binds needs
+    // an address of its own: another loopback address, with port 0 as well.
+    let (first, second) = (SELF_BOUND_LISTEN, SocketAddr::from(([127, 0, 0, 2], 0)));
     sd.write_config(&format!("[server]\nlisten = [\"{first}\"]\n"));
     sd.start().await;
-    let mut kept = Conn::open(first).await.expect("connect");
+    let first_bound = sd.bound_addr(first).await;
+    let mut kept = Conn::open(first_bound).await.expect("connect");
     assert_eq!(kept.get("/versions").await.expect("served").status, 200);
 
     sd.write_config(&format!("[server]\nlisten = [\"{first}\", \"{second}\"]\n"));
@@ -540,8 +554,13 @@ async fn listen_addresses_follow_the_config_at_reload() {
     assert_eq!(code, 0, "{out}");
     sd.wait_for(|n| n.has("READY", "1")).await;
     assert!(sd.fd_store.iter().any(|(n, _)| *n == stored_name(&second)));
+    assert_eq!(sd.bound_addr(first).await, first_bound, "a kept listener");
+    let second_bound = sd.bound_addr(second).await;
     assert_eq!(
-        get_once(second, "/versions").await.expect("served").status,
+        get_once(second_bound, "/versions")
+            .await
+            .expect("served")
+            .status,
         200
     );
     assert_eq!(kept.get("/versions").await.expect("kept").generation(), 2);
@@ -557,12 +576,12 @@ async fn listen_addresses_follow_the_config_at_reload() {
                 && field(r, "FDNAME") == Some(stored_name(&first).as_str()))
     );
     assert!(!sd.fd_store.iter().any(|(n, _)| *n == stored_name(&first)));
-    let refused = std::net::TcpStream::connect(first);
+    let refused = std::net::TcpStream::connect(first_bound);
     assert!(refused.is_err(), "a removed address is closed");
     // A connection accepted earlier on a removed listener is not cut.
     assert_eq!(kept.get("/versions").await.expect("kept").generation(), 3);
     assert_eq!(
-        get_once(second, "/versions")
+        get_once(second_bound, "/versions")
             .await
             .expect("served")
             .generation(),
@@ -575,13 +594,8 @@ async fn listen_addresses_follow_the_config_at_reload() {
 async fn json_logs_carry_generation_and_request_id_and_the_level_reloads() {
     let mut sd = FakeSystemd::new();
     let addr = sd.add_socket_unit("api");
-    let listen = free_addr();
-    let with_level = |level: &str| {
-        config(
-            listen,
-            &format!("[log]\nformat = \"json\"\nlevel = \"{level}\""),
-        )
-    };
+    let with_level =
+        |level: &str| config(&format!("[log]\nformat = \"json\"\nlevel = \"{level}\""));
     sd.write_config(&with_level("info"));
     sd.start().await;
     let reply = get_once(addr, "/v2/nothing").await.expect("served");
@@ -619,8 +633,7 @@ async fn api_traffic_across_reloads_loses_nothing() {
     const RELOADS: usize = 50;
     let mut sd = FakeSystemd::new();
     let addr = sd.add_socket_unit("api");
-    let listen = free_addr();
-    sd.write_config(&config(listen, "max_draining_generations = 4"));
+    sd.write_config(&config("max_draining_generations = 4"));
     sd.start().await;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -669,10 +682,10 @@ async fn api_traffic_across_reloads_loses_nothing() {
         }));
     }
     for i in 0..RELOADS {
-        sd.write_config(&config(
-            listen,
-            &format!("max_draining_generations = {}", 4 + i % 2),
-        ));
+        sd.write_config(&config(&format!(
+            "max_draining_generations = {}",
+            4 + i % 2
+        )));
         sd.reload().await;
     }
     stop.store(true, Ordering::Relaxed);
@@ -708,12 +721,12 @@ async fn noauth_refuses_a_socket_beyond_loopback() {
     let wide = std::net::TcpListener::bind("0.0.0.0:0").expect("bind");
     sd.socket_unit
         .push(("api".into(), std::os::fd::OwnedFd::from(wide)));
-    sd.write_config(&config(free_addr(), ""));
+    sd.write_config(&config(""));
     sd.spawn();
     assert_eq!(sd.wait_exit().await, 78, "noauth must not serve 0.0.0.0");
     assert!(sd.logs().contains("allow_remote_noauth"), "{}", sd.logs());
 
-    sd.write_config(&config(free_addr(), "[auth]\nmode = \"trusted-headers\""));
+    sd.write_config(&config("[auth]\nmode = \"trusted-headers\""));
     sd.start().await;
     assert_eq!(sd.stop().await, 0);
 }
