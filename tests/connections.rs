@@ -8,12 +8,12 @@ mod support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use support::{Conn, FakeSystemd, PATIENCE, free_addr};
+use support::{Conn, FakeSystemd, PATIENCE, SOCKET_UNIT_LISTEN};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 fn config(extra: &str) -> String {
-    format!("[server]\nlisten = [\"{}\"]\n{extra}\n", free_addr())
+    format!("[server]\nlisten = [\"{SOCKET_UNIT_LISTEN}\"]\n{extra}\n")
 }
 
 /// Reads until the peer closes; what it sent.

@@ -11,12 +11,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
-use support::{Conn, FakeSystemd, PATIENCE, free_addr, read_slowly, send_slowly};
+use support::{Conn, FakeSystemd, PATIENCE, SOCKET_UNIT_LISTEN, read_slowly, send_slowly};
 
 const OCTETS: (&str, &str) = ("content-type", "application/octet-stream");
 
 fn config(extra: &str) -> String {
-    format!("[server]\nlisten = [\"{}\"]\n{extra}\n", free_addr())
+    format!("[server]\nlisten = [\"{SOCKET_UNIT_LISTEN}\"]\n{extra}\n")
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
@@ -145,11 +145,9 @@ async fn of_two_concurrent_uploads_to_one_image_one_wins() {
 async fn a_data_directory_added_by_reload_receives_the_next_upload() {
     let mut sd = FakeSystemd::new();
     let addr = sd.add_socket_unit("api");
-    let listen = free_addr();
-    let with_dirs = |dirs: &str| format!("[server]\nlisten = [\"{listen}\"]\n{dirs}\n");
     let only_a = "[[store.datadirs]]\npath = \"a\"\npriority = 10\n";
     let a_and_b = format!("{only_a}[[store.datadirs]]\npath = \"b\"\npriority = 50\n");
-    sd.write_config(&with_dirs(only_a));
+    sd.write_config(&config(only_a));
     sd.start().await;
     let state = sd.path("state");
 
@@ -157,7 +155,7 @@ async fn a_data_directory_added_by_reload_receives_the_next_upload() {
     assert_eq!(upload(addr, &first, b"first").await, 204);
     assert_eq!(files_in(&state.join("a")), vec![first.clone()]);
 
-    sd.write_config(&with_dirs(&a_and_b));
+    sd.write_config(&config(&a_and_b));
     let (code, out) = sd.ctl(&["reload"]).await;
     assert_eq!(code, 0, "{out}");
     let second = create(addr).await;
@@ -165,9 +163,7 @@ async fn a_data_directory_added_by_reload_receives_the_next_upload() {
     assert_eq!(files_in(&state.join("b")), vec![second.clone()]);
 
     // Dropping a directory that holds an image is refused, and says why.
-    sd.write_config(&with_dirs(
-        "[[store.datadirs]]\npath = \"b\"\npriority = 50\n",
-    ));
+    sd.write_config(&config("[[store.datadirs]]\npath = \"b\"\npriority = 50\n"));
     let (code, out) = sd.ctl(&["reload"]).await;
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("1 image") && out.contains("/a"), "{out}");

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 use sha2::Digest;
-use support::{Conn, FakeSystemd, PATIENCE, free_addr, send_slowly};
+use support::{Conn, FakeSystemd, PATIENCE, SOCKET_UNIT_LISTEN, send_slowly};
 
 const OCTETS: (&str, &str) = ("content-type", "application/octet-stream");
 
@@ -24,12 +24,11 @@ const OCTETS: (&str, &str) = ("content-type", "application/octet-stream");
 /// allowed to reach the test's own server on loopback.
 fn config(extra: &str) -> String {
     format!(
-        "[server]\nlisten = [\"{}\"]\n{extra}\n\
+        "[server]\nlisten = [\"{SOCKET_UNIT_LISTEN}\"]\n{extra}\n\
          [stores.fast]\ndefault = true\ndescription = \"SSD\"\ndatadirs = [{{ path = \"fast\" }}]\n\
          [stores.cheap]\ndatadirs = [{{ path = \"cheap\" }}]\n\
          [stores.archive]\ndatadirs = [{{ path = \"archive\", read_only = true }}]\n\
-         [import.web_download]\nallowed_hosts = [\"127.0.0.1\"]\nallowed_ports = []\n",
-        free_addr()
+         [import.web_download]\nallowed_hosts = [\"127.0.0.1\"]\nallowed_ports = []\n"
     )
 }
 
@@ -669,8 +668,7 @@ async fn kill_during_a_copy_image_resumes_at_the_next_start() {
 async fn stores_are_added_by_reload_and_kept_while_they_hold_images() {
     let mut sd = FakeSystemd::new();
     let addr = sd.add_socket_unit("api");
-    let listen = free_addr();
-    let with = |stores: &str| format!("[server]\nlisten = [\"{listen}\"]\n{stores}\n");
+    let with = |stores: &str| format!("[server]\nlisten = [\"{SOCKET_UNIT_LISTEN}\"]\n{stores}\n");
     // The config of earlier versions: one unnamed store, served as `default`.
     sd.write_config(&with(""));
     sd.start().await;

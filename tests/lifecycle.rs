@@ -5,17 +5,28 @@
 mod support;
 
 use std::collections::BTreeSet;
+#[cfg(feature = "testing")]
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "testing")]
 use nix::sys::signal::Signal;
-use support::{Conn, FakeSystemd, PATIENCE, field, free_addr, get_once, stored_name};
+use support::{
+    Conn, FakeSystemd, PATIENCE, SELF_BOUND_LISTEN, SOCKET_UNIT_LISTEN, field, get_once,
+    stored_name,
+};
 
-fn config(listen: SocketAddr, extra: &str) -> String {
-    format!("[server]\nlisten = [\"{listen}\"]\n{extra}\n")
+/// A config for a glint passed its socket by the fake socket unit.
+fn config(extra: &str) -> String {
+    format!("[server]\nlisten = [\"{SOCKET_UNIT_LISTEN}\"]\n{extra}\n")
+}
+
+/// A config for a glint that binds its listener itself.
+fn self_bound(extra: &str) -> String {
+    format!("[server]\nlisten = [\"{SELF_BOUND_LISTEN}\"]\n{extra}\n")
 }
 
 /// Polls `glint ctl status` until `done` holds: for phases that have no notification.
@@ -37,6 +48,7 @@ async fn status_until(
     }
 }
 
+#[cfg(feature = "testing")]
 async fn in_flight_at_least(sd: &FakeSystemd, n: u64) {
     status_until(sd, |s| s["current"]["in_flight"].as_u64() >= Some(n)).await;
 }
@@ -45,8 +57,7 @@ async fn in_flight_at_least(sd: &FakeSystemd, n: u64) {
 async fn socket_activation_uses_the_passed_socket_by_name() {
     let mut sd = FakeSystemd::new();
     let passed = sd.add_socket_unit("api");
-    let configured = free_addr();
-    sd.write_config(&config(configured, ""));
+    sd.write_config(&config(""));
     sd.start().await;
 
     let reply = get_once(passed, "/versions").await.expect("served");
@@ -58,7 +69,7 @@ async fn socket_activation_uses_the_passed_socket_by_name() {
     assert_eq!(listeners[0]["origin"], "socket-unit");
     assert_eq!(listeners[0]["addr"], passed.to_string());
     assert!(
-        std::net::TcpStream::connect(configured).is_err(),
+        std::net::TcpStream::connect(SOCKET_UNIT_LISTEN).is_err(),
         "server.listen must not be bound when systemd passes a socket"
     );
     assert!(
@@ -66,7 +77,9 @@ async fn socket_activation_uses_the_passed_socket_by_name() {
         "a socket unit's socket is not pushed to the fd store"
     );
 
-    sd.write_config(&config(free_addr(), ""));
+    // Another address, refused by name before anything could bind it.
+    let elsewhere = SocketAddr::from(([127, 0, 0, 1], 2));
+    sd.write_config(&format!("[server]\nlisten = [\"{elsewhere}\"]\n"));
     let (code, out) = sd.ctl(&["reload"]).await;
     assert_eq!(code, 1, "{out}");
     assert!(
@@ -82,8 +95,7 @@ async fn reload_storm_under_keep_alive_load_fails_nothing() {
     const CLIENTS: usize = 8;
     let mut sd = FakeSystemd::new();
     let addr = sd.add_socket_unit("api");
-    let listen = free_addr();
-    sd.write_config(&config(listen, "[log]\nlevel = \"info\""));
+    sd.write_config(&config("[log]\nlevel = \"info\""));
     sd.start().await;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -111,7 +123,7 @@ async fn reload_storm_under_keep_alive_load_fails_nothing() {
     let started = Instant::now();
     for i in 0..RELOADS {
         let level = if i % 2 == 0 { "warn" } else { "info" };
-        sd.write_config(&config(listen, &format!("[log]\nlevel = \"{level}\"")));
+        sd.write_config(&config(&format!("[log]\nlevel = \"{level}\"")));
         let (reloading, ready) = sd.reload().await;
         let usec: u64 = field(&reloading, "MONOTONIC_USEC")
             .expect("RELOADING=1 carries MONOTONIC_USEC")
@@ -154,7 +166,7 @@ async fn reload_storm_under_keep_alive_load_fails_nothing() {
 async fn a_broken_config_at_reload_keeps_the_old_generation() {
     let mut sd = FakeSystemd::new();
     let addr = sd.add_socket_unit("api");
-    let good = config(free_addr(), "");
+    let good = config("");
     sd.write_config(&good);
     sd.start().await;
     let mut conn = Conn::open(addr).await.expect("connect");
@@ -243,15 +255,14 @@ async fn assert_threads(pid: i32, name: &str, expected: usize) {
 async fn a_workers_change_by_reload_resizes_the_pool() {
     let mut sd = FakeSystemd::new();
     let addr = sd.add_socket_unit("api");
-    let listen = free_addr();
-    sd.write_config(&config(listen, "workers = 1"));
+    sd.write_config(&config("workers = 1"));
     sd.start().await;
     let pid = sd.pid();
     assert_threads(pid, "glint-p1", 1).await;
     let mut old_conn = Conn::open(addr).await.expect("connect");
     assert_eq!(old_conn.get("/versions").await.expect("served").status, 200);
 
-    sd.write_config(&config(listen, "workers = 3"));
+    sd.write_config(&config("workers = 3"));
     let (code, out) = sd.ctl(&["reload"]).await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("3 workers"), "{out}");
@@ -275,11 +286,13 @@ async fn a_workers_change_by_reload_resizes_the_pool() {
     assert_eq!(sd.stop().await, 0);
 }
 
+// Holds a request open through feature `testing`: listed in `needs_feature_testing`.
+#[cfg(feature = "testing")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_finishes_the_request_in_flight_and_accepts_nothing_after() {
     let mut sd = FakeSystemd::new();
     let addr = sd.add_socket_unit("api");
-    sd.write_config(&config(free_addr(), "shutdown_timeout = \"30s\""));
+    sd.write_config(&config("shutdown_timeout = \"30s\""));
     sd.start().await;
 
     let mut conn = Conn::open(addr).await.expect("connect");
@@ -340,10 +353,10 @@ async fn sigterm_finishes_the_request_in_flight_and_accepts_nothing_after() {
 async fn restart_through_the_fd_store_refuses_no_connection() {
     const RESTARTS: usize = 20;
     let mut sd = FakeSystemd::new();
-    let addr = free_addr();
-    sd.write_config(&config(addr, ""));
+    sd.write_config(&self_bound(""));
     sd.start().await;
-    let name = stored_name(&addr);
+    let addr = sd.bound_addr(SELF_BOUND_LISTEN).await;
+    let name = stored_name(&SELF_BOUND_LISTEN);
     assert!(
         sd.fd_store.iter().any(|(n, _)| *n == name),
         "a listener glint bound itself goes to the fd store as {name}"
@@ -396,6 +409,11 @@ async fn restart_through_the_fd_store_refuses_no_connection() {
     }
     let status = sd.status().await;
     assert_eq!(status["listeners"][0]["origin"], "fd-store", "{status:#}");
+    assert_eq!(
+        sd.bound_addr(SELF_BOUND_LISTEN).await,
+        addr,
+        "the socket bound at the first start came back through the fd store"
+    );
     stop.store(true, Ordering::Relaxed);
     for (kind, task) in [
         ("new connection per request", client),
@@ -416,14 +434,14 @@ async fn restart_through_the_fd_store_refuses_no_connection() {
     assert_eq!(sd.stop().await, 0);
 }
 
+// Holds a request open through feature `testing`: listed in `needs_feature_testing`.
+#[cfg(feature = "testing")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn draining_generations_stay_within_the_bound() {
     let mut sd = FakeSystemd::new();
     let addr = sd.add_socket_unit("api");
-    let text = config(
-        free_addr(),
-        "max_draining_generations = 2\ndrain_timeout = \"60s\"\nshutdown_timeout = \"1s\"",
-    );
+    let text =
+        config("max_draining_generations = 2\ndrain_timeout = \"60s\"\nshutdown_timeout = \"1s\"");
     sd.write_config(&text);
     sd.start().await;
 
@@ -486,11 +504,13 @@ async fn draining_generations_stay_within_the_bound() {
     assert!(sd.logs().contains("shutdown_timeout passed"));
 }
 
+// Holds a request open through feature `testing`: listed in `needs_feature_testing`.
+#[cfg(feature = "testing")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn drain_timeout_cuts_what_outlives_it_and_says_so() {
     let mut sd = FakeSystemd::new();
     let addr = sd.add_socket_unit("api");
-    sd.write_config(&config(free_addr(), "drain_timeout = \"1s\""));
+    sd.write_config(&config("drain_timeout = \"1s\""));
     sd.start().await;
     let mut conn = Conn::open(addr).await.expect("connect");
     let held = tokio::spawn(async move { conn.get("/_glint/sleep/60000").await });
@@ -518,7 +538,7 @@ async fn watchdog_pings_while_serving() {
     let mut sd = FakeSystemd::new();
     sd.add_socket_unit("api");
     sd.env.push(("WATCHDOG_USEC".into(), "200000".into()));
-    sd.write_config(&config(free_addr(), ""));
+    sd.write_config(&config(""));
     sd.start().await;
     for _ in 0..3 {
         sd.wait_for(|n| n.has("WATCHDOG", "1")).await;
@@ -529,10 +549,13 @@ async fn watchdog_pings_while_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn listen_addresses_follow_the_config_at_reload() {
     let mut sd = FakeSystemd::new();
-    let (first, second) = (free_addr(), free_addr());
+    // Listeners are keyed by their configured address, so the second one glint binds needs
+    // an address of its own: another loopback address, with port 0 as well.
+    let (first, second) = (SELF_BOUND_LISTEN, SocketAddr::from(([127, 0, 0, 2], 0)));
     sd.write_config(&format!("[server]\nlisten = [\"{first}\"]\n"));
     sd.start().await;
-    let mut kept = Conn::open(first).await.expect("connect");
+    let first_bound = sd.bound_addr(first).await;
+    let mut kept = Conn::open(first_bound).await.expect("connect");
     assert_eq!(kept.get("/versions").await.expect("served").status, 200);
 
     sd.write_config(&format!("[server]\nlisten = [\"{first}\", \"{second}\"]\n"));
@@ -540,8 +563,13 @@ async fn listen_addresses_follow_the_config_at_reload() {
     assert_eq!(code, 0, "{out}");
     sd.wait_for(|n| n.has("READY", "1")).await;
     assert!(sd.fd_store.iter().any(|(n, _)| *n == stored_name(&second)));
+    assert_eq!(sd.bound_addr(first).await, first_bound, "a kept listener");
+    let second_bound = sd.bound_addr(second).await;
     assert_eq!(
-        get_once(second, "/versions").await.expect("served").status,
+        get_once(second_bound, "/versions")
+            .await
+            .expect("served")
+            .status,
         200
     );
     assert_eq!(kept.get("/versions").await.expect("kept").generation(), 2);
@@ -557,12 +585,12 @@ async fn listen_addresses_follow_the_config_at_reload() {
                 && field(r, "FDNAME") == Some(stored_name(&first).as_str()))
     );
     assert!(!sd.fd_store.iter().any(|(n, _)| *n == stored_name(&first)));
-    let refused = std::net::TcpStream::connect(first);
+    let refused = std::net::TcpStream::connect(first_bound);
     assert!(refused.is_err(), "a removed address is closed");
     // A connection accepted earlier on a removed listener is not cut.
     assert_eq!(kept.get("/versions").await.expect("kept").generation(), 3);
     assert_eq!(
-        get_once(second, "/versions")
+        get_once(second_bound, "/versions")
             .await
             .expect("served")
             .generation(),
@@ -575,13 +603,8 @@ async fn listen_addresses_follow_the_config_at_reload() {
 async fn json_logs_carry_generation_and_request_id_and_the_level_reloads() {
     let mut sd = FakeSystemd::new();
     let addr = sd.add_socket_unit("api");
-    let listen = free_addr();
-    let with_level = |level: &str| {
-        config(
-            listen,
-            &format!("[log]\nformat = \"json\"\nlevel = \"{level}\""),
-        )
-    };
+    let with_level =
+        |level: &str| config(&format!("[log]\nformat = \"json\"\nlevel = \"{level}\""));
     sd.write_config(&with_level("info"));
     sd.start().await;
     let reply = get_once(addr, "/v2/nothing").await.expect("served");
@@ -619,8 +642,7 @@ async fn api_traffic_across_reloads_loses_nothing() {
     const RELOADS: usize = 50;
     let mut sd = FakeSystemd::new();
     let addr = sd.add_socket_unit("api");
-    let listen = free_addr();
-    sd.write_config(&config(listen, "max_draining_generations = 4"));
+    sd.write_config(&config("max_draining_generations = 4"));
     sd.start().await;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -669,10 +691,10 @@ async fn api_traffic_across_reloads_loses_nothing() {
         }));
     }
     for i in 0..RELOADS {
-        sd.write_config(&config(
-            listen,
-            &format!("max_draining_generations = {}", 4 + i % 2),
-        ));
+        sd.write_config(&config(&format!(
+            "max_draining_generations = {}",
+            4 + i % 2
+        )));
         sd.reload().await;
     }
     stop.store(true, Ordering::Relaxed);
@@ -709,14 +731,14 @@ async fn beyond_loopback_noauth_is_refused_and_trusted_headers_need_a_proxy() {
     let port = wide.local_addr().expect("addr").port();
     sd.socket_unit
         .push(("api".into(), std::os::fd::OwnedFd::from(wide)));
-    sd.write_config(&config(free_addr(), ""));
+    sd.write_config(&config(""));
     sd.spawn();
     assert_eq!(sd.wait_exit().await, 78, "noauth must not serve 0.0.0.0");
     assert!(sd.logs().contains("allow_remote_noauth"), "{}", sd.logs());
 
     // trusted-headers beyond loopback needs a proxy named: the default trusts loopback only.
     let trusted = "[auth]\nmode = \"trusted-headers\"\n";
-    sd.write_config(&config(free_addr(), trusted));
+    sd.write_config(&config(trusted));
     sd.spawn();
     assert_eq!(sd.wait_exit().await, 78, "no proxy to trust");
     let logs = sd.logs();
@@ -728,8 +750,7 @@ async fn beyond_loopback_noauth_is_refused_and_trusted_headers_need_a_proxy() {
     // The proxy is 127.0.0.2; 127.0.0.1 is a peer like any other. Both are loopback, so
     // only the peer address the server saw can tell them apart.
     let with_proxy = format!("{trusted}trusted_proxies = [\"127.0.0.2/32\", \"192.0.2.0/24\"]\n");
-    let listen = free_addr();
-    sd.write_config(&config(listen, &with_proxy));
+    sd.write_config(&config(&with_proxy));
     sd.start().await;
     let (status, id) = identified_request([127, 0, 0, 2], port).await;
     assert_eq!(status, 200, "from the proxy");
@@ -742,7 +763,7 @@ async fn beyond_loopback_noauth_is_refused_and_trusted_headers_need_a_proxy() {
     assert_ne!(id, "req-from-the-proxy");
 
     // A reload back to no proxy is refused, and the proxy is still trusted.
-    sd.write_config(&config(listen, trusted));
+    sd.write_config(&config(trusted));
     let (code, out) = sd.ctl(&["reload"]).await;
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("auth.trusted_proxies"), "{out}");
@@ -783,4 +804,23 @@ async fn identified_request(source: [u8; 4], port: u16) -> (u16, String) {
         .unwrap_or_default()
         .to_string();
     (status, id)
+}
+
+/// Without feature `testing` the tests that hold requests open are not compiled (the
+/// endpoints they use do not exist); this fails in their place, so that a plain
+/// `cargo test` does not pass without them.
+#[cfg(not(feature = "testing"))]
+#[test]
+fn needs_feature_testing() {
+    let not_run = [
+        "sigterm_finishes_the_request_in_flight_and_accepts_nothing_after",
+        "draining_generations_stay_within_the_bound",
+        "drain_timeout_cuts_what_outlives_it_and_says_so",
+    ];
+    panic!(
+        "not run: {} (tests/lifecycle.rs). They hold requests open through /_glint/sleep and \
+         /_glint/drip, which glint serves only when built with feature `testing`. Run every \
+         test with `cargo test --features testing` (as tests/run.sh does).",
+        not_run.join(", ")
+    );
 }

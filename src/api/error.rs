@@ -301,6 +301,33 @@ mod tests {
     }
 
     #[test]
+    fn every_domain_error_is_a_client_error() {
+        // The domain's property tests check which kinds a parser raises; this is what
+        // makes each kind a 4xx.
+        let kinds = [
+            DomainError::Invalid(String::new()),
+            DomainError::Forbidden(String::new()),
+            DomainError::NotFound(String::new()),
+            DomainError::Conflict(String::new()),
+            DomainError::OverLimit(String::new()),
+            DomainError::Gone(String::new()),
+        ];
+        for kind in kinds {
+            // Exhaustive, so that a new kind does not compile until it is listed above.
+            match &kind {
+                DomainError::Invalid(_)
+                | DomainError::Forbidden(_)
+                | DomainError::NotFound(_)
+                | DomainError::Conflict(_)
+                | DomainError::OverLimit(_)
+                | DomainError::Gone(_) => {}
+            }
+            let status = ApiError::from(kind.clone()).status();
+            assert!(status.is_client_error(), "{kind:?} is answered {status}");
+        }
+    }
+
+    #[test]
     fn json_errors_nest_the_message_as_glanceclient_expects() {
         let (ct, body) = Format::Json.render(StatusCode::NOT_FOUND, "No image found with ID x");
         assert_eq!(ct, "application/json");

@@ -374,6 +374,9 @@ fn parse_range(header: &str, size: u64) -> Result<(u64, u64), ApiError> {
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod range_tests {
     use super::parse_range;
 

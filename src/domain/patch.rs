@@ -242,6 +242,9 @@ fn set_checked_base(
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::domain::image::new_image;

@@ -426,6 +426,9 @@ fn filter(key: &str, value: &str) -> Result<Filter, DomainError> {
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -6,7 +6,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 use std::io::IoSliceMut;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
@@ -290,6 +290,19 @@ impl FakeSystemd {
         assert_eq!(code, 0, "ctl status failed: {text}");
         serde_json::from_str(&text).expect("status is JSON")
     }
+
+    /// The address glint's listener for the configured `listen` is bound to, as
+    /// `glint ctl status` lists it: the port the kernel chose for a configured port 0.
+    pub async fn bound_addr(&self, listen: SocketAddr) -> SocketAddr {
+        let name = stored_name(&listen);
+        let status = self.status().await;
+        status["listeners"]
+            .as_array()
+            .and_then(|all| all.iter().find(|l| l["name"] == name.as_str()))
+            .and_then(|l| l["addr"].as_str())
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| panic!("no listener {name} in {status:#}"))
+    }
 }
 
 fn read_notifications(socket: UnixDatagram, tx: mpsc::UnboundedSender<Notification>) {
@@ -333,12 +346,20 @@ fn read_notifications(socket: UnixDatagram, tx: mpsc::UnboundedSender<Notificati
     }
 }
 
-/// A free port on loopback (bound and released).
-pub fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-}
+/// `server.listen` for a glint passed its socket by the fake socket unit. Under socket
+/// activation glint never binds what `server.listen` names, so this is a placeholder; it
+/// must only stay the same across reloads, which refuse to change it. Nothing binds it
+/// either (port 1, TCPMUX, is privileged and unused), so a connection to it is refused at
+/// once: that is how a test sees that glint did not bind it.
+pub const SOCKET_UNIT_LISTEN: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1));
+
+/// `server.listen` for a glint that binds its listener itself. A port chosen by the test
+/// and released before glint binds it could be taken in between; with port 0 the kernel
+/// chooses at glint's own bind. glint keys the listener, and its fd-store entry, by the
+/// configured address, so the same socket stays across reloads and comes back through
+/// the fd store across restarts; `FakeSystemd::bound_addr` reads the port it got.
+pub const SELF_BOUND_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0));
 
 pub fn stored_name(addr: &SocketAddr) -> String {
     format!("tcp-{addr}").replace(':', "_")
