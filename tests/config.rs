@@ -525,9 +525,7 @@ fn near_valid_text() -> impl Strategy<Value = String> {
 }
 
 /// What every refusal must say: the file, when it could not be read or parsed; the key,
-/// when its content was refused. (A content error names its origin too, but that is not
-/// checked: an array given where a table is expected, e.g. `database = ["x"]`, is read
-/// positionally, and a refusal of the value then blames the built-in default.)
+/// when its content was refused.
 fn check_refusal(file: &Path, error: &ConfigError) -> Result<(), TestCaseError> {
     match error {
         ConfigError::Unreadable { .. } => {

@@ -9,10 +9,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use figment::providers::{Env, Format, Serialized, Toml};
+use figment::value::Value;
 use figment::{Figment, Metadata};
 
 use super::ConfigError;
-use super::types::Config;
+use super::types::{Config, NamedStoreConfig, StoreConfig};
 use super::validate::validate;
 
 /// Where the config is read from. Built once by `main` and reused by every reload.
@@ -148,6 +149,7 @@ pub fn load(source: &ConfigSource) -> Result<LoadedConfig, ConfigError> {
     }
     figment = figment.merge(Env::prefixed("GLINT_").split("__"));
 
+    check_tables(&figment)?;
     let config: Config = figment.extract().map_err(|e| figment_error(&e))?;
     let loaded = LoadedConfig {
         config,
@@ -156,6 +158,62 @@ pub fn load(source: &ConfigSource) -> Result<LoadedConfig, ConfigError> {
     };
     validate(&loaded)?;
     Ok(loaded)
+}
+
+/// serde reads a struct from an array by position, so `database = ["sqlite://x.db", 1]`
+/// would quietly mean `database.url`. Every table of the config must be written as one.
+fn check_tables(figment: &Figment) -> Result<(), ConfigError> {
+    let defaults = Value::serialize(Config::default()).map_err(|e| figment_error(&e))?;
+    let store = Value::serialize(NamedStoreConfig {
+        datadirs: StoreConfig::default().datadirs,
+        default: false,
+        description: None,
+    })
+    .map_err(|e| figment_error(&e))?;
+    let merged: Value = figment.extract().map_err(|e| figment_error(&e))?;
+    let mut problems = Vec::new();
+    same_tables("", &defaults, &merged, &store, &mut problems);
+    match problems.into_iter().next() {
+        None => Ok(()),
+        Some(key) => Err(ConfigError::Invalid {
+            origin: figment
+                .find_metadata(&key)
+                .map_or_else(|| "config".to_string(), describe),
+            message: format!("key `{key}`: must be a table, not a list or a value"),
+        }),
+    }
+}
+
+/// Collects the keys where `merged` has something else than the table `template` has.
+fn same_tables(path: &str, template: &Value, merged: &Value, store: &Value, out: &mut Vec<String>) {
+    let join = |key: &str| {
+        if path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    match (template, merged) {
+        (Value::Dict(_, expected), Value::Dict(_, found)) => {
+            for (key, value) in found {
+                match expected.get(key) {
+                    Some(inner) => same_tables(&join(key), inner, value, store, out),
+                    // `[stores.<id>]`: a map of store tables.
+                    None if path == "stores" => same_tables(&join(key), store, value, store, out),
+                    None => {}
+                }
+            }
+        }
+        (Value::Dict(..), _) => out.push(path.to_string()),
+        (Value::Array(_, expected), Value::Array(_, found)) => {
+            if let Some(element @ Value::Dict(..)) = expected.first() {
+                for (i, value) in found.iter().enumerate() {
+                    same_tables(&join(&i.to_string()), element, value, store, out);
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 /// One line (it ends up in `STATUS=` and in a journal line): where, and what.
@@ -237,6 +295,30 @@ pub(super) fn source_with(dir: &Path, main: Option<&str>) -> ConfigSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_list_where_a_table_belongs_is_refused_naming_key_and_file() {
+        for (text, key) in [
+            (
+                "database = [\"sqlite://other.db\", \"ignored\"]\n",
+                "database",
+            ),
+            ("[stores]\nfast = [[{ path = \"a\" }]]\n", "stores.fast"),
+            (
+                "[[store.datadirs]]\npath = \"a\"\n[import]\nweb_download = [1]\n",
+                "import.web_download",
+            ),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let err = load(&source_with(dir.path(), Some(text))).unwrap_err();
+            let message = err.to_string();
+            assert!(
+                message.contains(&format!("key `{key}`")),
+                "{text}: {message}"
+            );
+            assert!(message.contains("glint.toml"), "{text}: {message}");
+        }
+    }
 
     #[test]
     fn defaults_apply_when_the_file_is_empty() {
