@@ -240,9 +240,10 @@ mod tests {
         }
     }
 
-    fn any_port() -> SocketAddr {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
+    /// A configured address whose port the kernel picks at bind: no port is bound,
+    /// released and bound again. Listeners are keyed by the configured address.
+    fn any_port(host: u8) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, host], 0))
     }
 
     #[test]
@@ -255,10 +256,10 @@ mod tests {
     #[test]
     fn bound_listeners_are_stored_and_removed_ones_unstored() {
         let rec = Recorder::default();
-        let first = any_port();
+        let first = any_port(1);
         let mut set = ListenerSet::establish(Vec::new(), &[first], &rec).unwrap();
         assert_eq!(set.iter().next().unwrap().origin, Origin::Bound);
-        let second = any_port();
+        let second = any_port(2);
         let change = set.prepare(&[second]).unwrap();
         assert_eq!(change.added.len(), 1);
         assert_eq!(change.removed, vec![store_name(&first)]);
@@ -296,6 +297,6 @@ mod tests {
         let set = ListenerSet::establish(passed, &[addr], &rec).unwrap();
         assert!(set.socket_activated());
         assert_eq!(set.iter().count(), 1);
-        assert!(set.prepare(&[any_port()]).unwrap().added.is_empty());
+        assert!(set.prepare(&[any_port(3)]).unwrap().added.is_empty());
     }
 }
