@@ -71,10 +71,13 @@ impl App {
         generation: u64,
         previous: Option<&App>,
     ) -> Result<App, AppError> {
-        std::fs::create_dir_all(&config.state_dir).map_err(|source| AppError::StateDir {
-            path: config.state_dir.clone(),
-            source,
-        })?;
+        let state_dir = config.state_dir.clone();
+        tokio::task::spawn_blocking(move || std::fs::create_dir_all(state_dir))
+            .await?
+            .map_err(|source| AppError::StateDir {
+                path: config.state_dir.clone(),
+                source,
+            })?;
         let path = config
             .database
             .sqlite_path(&config.state_dir)

@@ -173,6 +173,33 @@ async fn under_limit_nofile_512_800_idle_connections_do_not_lock_out_a_new_clien
     assert_eq!(sd.stop().await, 0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reload_applies_new_limits_to_connections_already_open() {
+    let mut sd = FakeSystemd::new();
+    let addr = sd.add_socket_unit("api");
+    sd.write_config(&config(
+        "header_read_timeout = \"1h\"\nmax_connections = 100",
+    ));
+    sd.start().await;
+    let mut kept = Conn::open(addr).await.expect("connect");
+    assert_eq!(kept.get("/versions").await.expect("get").status, 200);
+    let mut slow = TcpStream::connect(addr).await.expect("connect");
+
+    sd.write_config(&config("header_read_timeout = \"1s\"\nmax_connections = 2"));
+    sd.reload().await;
+    assert_eq!(sd.status().await["max_connections"], 2);
+    // A head begun after the reload, on a connection opened before it, has the new limit.
+    slow.write_all(b"GET /versions HTTP/1.1\r\n")
+        .await
+        .expect("write");
+    let answer = read_to_close(&mut slow).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    // The keep-alive connection from before the reload is served by the new generation.
+    let reply = kept.get("/versions").await.expect("still open");
+    assert_eq!(reply.generation(), 2);
+    assert_eq!(sd.stop().await, 0);
+}
+
 async fn read_some(stream: &mut TcpStream) -> String {
     let mut buf = vec![0; 4096];
     let n = tokio::time::timeout(PATIENCE, stream.read(&mut buf))
