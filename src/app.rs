@@ -14,7 +14,8 @@ use crate::api;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, ImportMethod};
+use crate::auth::{AuthError, Keystone};
+use crate::config::{AuthMode, Config, ImportMethod};
 use crate::db::{Database, DbError};
 use crate::service::{Catalog, CatalogParts, ImportSettings, TaskBoard, WebDownload};
 use crate::store::{DataDir, StoreError, StoreSpec, Stores};
@@ -30,6 +31,8 @@ pub enum AppError {
     DatabaseUrl(String),
     #[error(transparent)]
     Database(#[from] DbError),
+    #[error("auth.keystone: {0}")]
+    Auth(#[from] AuthError),
     #[error("cannot start the task runtime: {0}")]
     Runtime(std::io::Error),
     #[error("a blocking task failed: {0}")]
@@ -60,6 +63,9 @@ pub struct App {
     tracker: TaskTracker,
     cut: CancellationToken,
     max_transfers: usize,
+    /// Kept by the next generation when its Keystone settings are the same, with its
+    /// cache of validated tokens and its service token.
+    keystone: Option<Arc<Keystone>>,
 }
 
 impl App {
@@ -162,10 +168,21 @@ impl App {
                 );
             }
         }
+        let keystone = match (
+            config.auth.mode,
+            previous.and_then(|app| app.keystone.clone()),
+        ) {
+            (AuthMode::Keystone, Some(kept)) if kept.built_from(&config.auth.keystone) => {
+                Some(kept)
+            }
+            (AuthMode::Keystone, _) => Some(Arc::new(Keystone::new(&config.auth.keystone)?)),
+            _ => None,
+        };
         let context = api::ApiContext {
             generation,
             catalog: catalog.clone(),
             auth: Arc::new(config.auth.clone()),
+            keystone: keystone.clone(),
         };
         Ok(App {
             router: api::router(context),
@@ -176,6 +193,7 @@ impl App {
             tracker,
             cut,
             max_transfers: config.server.max_transfers,
+            keystone,
         })
     }
 

@@ -3,11 +3,13 @@
 
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod db;
 pub mod domain;
+pub mod http_client;
 pub mod server;
 pub mod service;
 pub mod signals;

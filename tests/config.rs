@@ -12,8 +12,8 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use glint::config::{
     AuthConfig, AuthMode, Config, ConfigError, ConfigSource, DataDirConfig, DatabaseConfig,
-    ImagesConfig, ImportConfig, ImportMethod, LogConfig, LogFormat, NamedStoreConfig, ServerConfig,
-    StoreConfig, WebDownloadConfig, load,
+    ImagesConfig, ImportConfig, ImportMethod, KeystoneConfig, LogConfig, LogFormat,
+    NamedStoreConfig, ServerConfig, StoreConfig, WebDownloadConfig, load,
 };
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
@@ -113,7 +113,11 @@ fn log() -> impl Strategy<Value = LogConfig> {
 
 fn auth() -> impl Strategy<Value = AuthConfig> {
     (
-        prop_oneof![Just(AuthMode::Noauth), Just(AuthMode::TrustedHeaders)],
+        prop_oneof![
+            Just(AuthMode::Noauth),
+            Just(AuthMode::TrustedHeaders),
+            Just(AuthMode::Keystone)
+        ],
         ".{0,10}",
         any::<bool>(),
         vec(
@@ -135,6 +139,12 @@ fn auth() -> impl Strategy<Value = AuthConfig> {
                 .into_iter()
                 .filter_map(|net| net.parse().ok())
                 .collect(),
+            keystone: KeystoneConfig {
+                auth_url: "http://127.0.0.1:5000/v3".into(),
+                username: "glance".into(),
+                password: "glance-secret".into(),
+                ..KeystoneConfig::default()
+            },
         })
 }
 

@@ -33,9 +33,16 @@ pub enum ApiError {
     /// A PATCH with a media type other than the two JSON-patch dialects.
     #[error("Image PATCH expects Content-Type one of: {ACCEPT_PATCH}")]
     PatchMediaType,
-    /// Too busy now; the client may try again after `retry_after` seconds.
+    /// Too busy now, or a service glint needs is; the client may try again (after
+    /// `retry_after` seconds, when known).
     #[error("{message}")]
-    Unavailable { message: String, retry_after: u64 },
+    Unavailable {
+        message: String,
+        retry_after: Option<u64>,
+    },
+    /// No valid token: keystonemiddleware's 401, naming where to get one.
+    #[error("The request you have made requires authentication.")]
+    TokenRequired { uri: String },
     /// The service failed, not the request; the detail is logged, not shown.
     #[error("{0}")]
     Internal(String),
@@ -59,6 +66,7 @@ impl ApiError {
             ApiError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::PatchMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TokenRequired { .. } => StatusCode::UNAUTHORIZED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -72,7 +80,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Store(e) => ApiError::Internal(e.to_string()),
             busy @ ServiceError::Busy { retry_after } => ApiError::Unavailable {
                 message: busy.to_string(),
-                retry_after: retry_after.as_secs().max(1),
+                retry_after: Some(retry_after.as_secs().max(1)),
             },
         }
     }
@@ -114,10 +122,20 @@ impl IntoResponse for ApiError {
                     .headers_mut()
                     .insert("accept-patch", HeaderValue::from_static(ACCEPT_PATCH));
             }
-            ApiError::Unavailable { retry_after, .. } => {
+            ApiError::Unavailable {
+                retry_after: Some(seconds),
+                ..
+            } => {
                 response
                     .headers_mut()
-                    .insert(http::header::RETRY_AFTER, HeaderValue::from(*retry_after));
+                    .insert(http::header::RETRY_AFTER, HeaderValue::from(*seconds));
+            }
+            ApiError::TokenRequired { uri } => {
+                if let Ok(challenge) = HeaderValue::from_str(&format!("Keystone uri=\"{uri}\"")) {
+                    response
+                        .headers_mut()
+                        .insert(http::header::WWW_AUTHENTICATE, challenge);
+                }
             }
             _ => {}
         }

@@ -26,6 +26,7 @@ use std::sync::Arc;
 
 use tracing::Instrument;
 
+use crate::auth::Keystone;
 use crate::config::AuthConfig;
 use crate::service::Catalog;
 
@@ -38,6 +39,8 @@ pub struct ApiContext {
     pub generation: u64,
     pub catalog: Catalog,
     pub auth: Arc<AuthConfig>,
+    /// The token validator, in `auth.mode = "keystone"`.
+    pub keystone: Option<Arc<Keystone>>,
 }
 
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-openstack-request-id");
@@ -129,7 +132,11 @@ async fn authenticate(
             .into_response();
     }
     let peer = request.extensions().get::<PeerAddr>().copied();
-    match auth::caller(request.headers(), peer, &context.auth) {
+    let caller = match &context.keystone {
+        Some(keystone) => auth::keystone_caller(request.headers(), keystone).await,
+        None => auth::caller(request.headers(), peer, &context.auth),
+    };
+    match caller {
         Ok(caller) => {
             request.extensions_mut().insert(caller);
             next.run(request).await

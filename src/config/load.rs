@@ -77,6 +77,12 @@ impl LoadedConfig {
                 let origin = self
                     .origin(&key)
                     .unwrap_or_else(|| "built-in default".to_string());
+                // check-config's output ends up in terminals, tickets and logs.
+                let value = if SECRET_KEYS.contains(&key.as_str()) && value != "\"\"" {
+                    "\"<hidden>\"".to_string()
+                } else {
+                    value
+                };
                 (key, value, origin)
             })
             .collect()
@@ -87,6 +93,9 @@ impl LoadedConfig {
         self.figment.find_metadata(key).map(describe)
     }
 }
+
+/// Keys whose values are never shown.
+const SECRET_KEYS: &[&str] = &["auth.keystone.password"];
 
 fn flatten(prefix: &str, value: &serde_json::Value, out: &mut BTreeMap<String, String>) {
     match value {

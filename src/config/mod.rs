@@ -15,8 +15,8 @@ use std::path::PathBuf;
 pub use load::{ConfigSource, LoadedConfig, load};
 pub use types::{
     AuthConfig, AuthMode, Config, DataDirConfig, DatabaseConfig, ImagesConfig, ImportConfig,
-    ImportMethod, LEGACY_STORE, LogConfig, LogFormat, NamedStoreConfig, ServerConfig, StoreConfig,
-    WebDownloadConfig,
+    ImportMethod, KeystoneConfig, LEGACY_STORE, LogConfig, LogFormat, NamedStoreConfig,
+    ServerConfig, StoreConfig, WebDownloadConfig,
 };
 pub use validate::{check_exposure, check_reloadable};
 

@@ -253,6 +253,58 @@ pub struct AuthConfig {
     /// trusted-headers: the peers whose identity headers are believed (the authenticating
     /// proxy). Anyone else could write the headers themselves.
     pub trusted_proxies: Vec<IpNet>,
+    /// keystone: where tokens are validated and as whom.
+    pub keystone: KeystoneConfig,
+}
+
+/// `[auth.keystone]`: Keystone v3 and glint's own service user there.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeystoneConfig {
+    /// The Keystone v3 endpoint, e.g. `http://127.0.0.1:5000/v3`.
+    pub auth_url: String,
+    pub username: String,
+    pub password: String,
+    pub project_name: String,
+    pub user_domain_name: String,
+    pub project_domain_name: String,
+    /// The longest a validated (or refused) token is believed without asking again.
+    #[serde(with = "humantime_serde")]
+    pub cache_ttl: Duration,
+    /// The longest any one call to Keystone may take.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for KeystoneConfig {
+    fn default() -> Self {
+        KeystoneConfig {
+            auth_url: String::new(),
+            username: String::new(),
+            password: String::new(),
+            project_name: "service".into(),
+            user_domain_name: "Default".into(),
+            project_domain_name: "Default".into(),
+            cache_ttl: Duration::from_secs(10),
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The password never reaches a log line or `check-config`'s debug output.
+impl std::fmt::Debug for KeystoneConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeystoneConfig")
+            .field("auth_url", &self.auth_url)
+            .field("username", &self.username)
+            .field("password", &"<hidden>")
+            .field("project_name", &self.project_name)
+            .field("user_domain_name", &self.user_domain_name)
+            .field("project_domain_name", &self.project_domain_name)
+            .field("cache_ttl", &self.cache_ttl)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 impl Default for AuthConfig {
@@ -265,6 +317,7 @@ impl Default for AuthConfig {
                 IpNet::V4(Ipv4Net::new_assert(Ipv4Addr::new(127, 0, 0, 0), 8)),
                 IpNet::V6(Ipv6Net::new_assert(Ipv6Addr::LOCALHOST, 128)),
             ],
+            keystone: KeystoneConfig::default(),
         }
     }
 }
@@ -290,6 +343,8 @@ pub enum AuthMode {
     /// Identity from X-Identity-Status, X-Roles, X-Project-Id, X-User-Id set by an
     /// authenticating proxy in front of glint.
     TrustedHeaders,
+    /// Each request's X-Auth-Token validated with Keystone.
+    Keystone,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

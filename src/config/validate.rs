@@ -44,6 +44,8 @@ pub(super) fn validate(loaded: &LoadedConfig) -> Result<(), ConfigError> {
         ));
     }
     for (key, value) in [
+        ("auth.keystone.cache_ttl", config.auth.keystone.cache_ttl),
+        ("auth.keystone.timeout", config.auth.keystone.timeout),
         ("server.drain_timeout", config.server.drain_timeout),
         ("server.shutdown_timeout", config.server.shutdown_timeout),
         (
@@ -103,6 +105,7 @@ pub(super) fn validate(loaded: &LoadedConfig) -> Result<(), ConfigError> {
         ));
     }
     validate_stores(config, &invalid)?;
+    validate_keystone(config, &invalid)?;
     if config.import.methods.is_empty() {
         return Err(invalid(
             "import.methods",
@@ -117,6 +120,48 @@ pub(super) fn validate(loaded: &LoadedConfig) -> Result<(), ConfigError> {
                 config.database.url
             ),
         ));
+    }
+    Ok(())
+}
+
+/// keystone mode needs an endpoint and glint's own credentials there.
+fn validate_keystone(
+    config: &Config,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    if config.auth.mode != AuthMode::Keystone {
+        return Ok(());
+    }
+    let keystone = &config.auth.keystone;
+    match url::Url::parse(&keystone.auth_url) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {}
+        _ => {
+            return Err(invalid(
+                "auth.keystone.auth_url",
+                format!(
+                    "must be the http(s) URL of Keystone v3 (e.g. http://127.0.0.1:5000/v3), got \
+                     {:?}",
+                    keystone.auth_url
+                ),
+            ));
+        }
+    }
+    for (key, value) in [
+        ("auth.keystone.username", &keystone.username),
+        ("auth.keystone.password", &keystone.password),
+        ("auth.keystone.project_name", &keystone.project_name),
+        ("auth.keystone.user_domain_name", &keystone.user_domain_name),
+        (
+            "auth.keystone.project_domain_name",
+            &keystone.project_domain_name,
+        ),
+    ] {
+        if value.is_empty() {
+            return Err(invalid(
+                key,
+                "must be set when auth.mode = \"keystone\"".into(),
+            ));
+        }
     }
     Ok(())
 }
@@ -269,6 +314,45 @@ mod tests {
     use super::*;
     use crate::config::load::{load, source_with};
     use crate::config::types::LogFormat;
+
+    #[test]
+    fn keystone_mode_needs_an_endpoint_and_credentials_and_hides_the_password() {
+        let base = "[auth]\nmode = \"keystone\"\n[auth.keystone]\n";
+        for (keys, named) in [
+            (
+                "username = \"glance\"\npassword = \"s\"\n",
+                "auth.keystone.auth_url",
+            ),
+            (
+                "auth_url = \"ftp://k/v3\"\nusername = \"glance\"\npassword = \"s\"\n",
+                "auth.keystone.auth_url",
+            ),
+            (
+                "auth_url = \"http://k:5000/v3\"\npassword = \"s\"\n",
+                "auth.keystone.username",
+            ),
+            (
+                "auth_url = \"http://k:5000/v3\"\nusername = \"glance\"\n",
+                "auth.keystone.password",
+            ),
+            (
+                "auth_url = \"http://k:5000/v3\"\nusername = \"g\"\npassword = \"s\"\ncache_ttl = \"0s\"\n",
+                "auth.keystone.cache_ttl",
+            ),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let err = load(&source_with(dir.path(), Some(&format!("{base}{keys}")))).unwrap_err();
+            assert!(err.to_string().contains(named), "{keys}: {err}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "{base}auth_url = \"http://k:5000/v3\"\nusername = \"glance\"\npassword = \"hunter2\"\n"
+        );
+        let loaded = load(&source_with(dir.path(), Some(&text))).unwrap();
+        let shown = format!("{:?} {:?}", loaded.provenance(), loaded.config);
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("<hidden>"), "{shown}");
+    }
 
     #[test]
     fn store_mistakes_name_the_file_and_the_key() {

@@ -1,13 +1,17 @@
 //! Who is asking: the project and roles an auth mode established for a request.
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Caller {
     /// The caller's project; `None` for noauth without a configured project.
     pub project: Option<String>,
     pub user: Option<String>,
     pub is_admin: bool,
-    /// Anonymous read-only access (no mutation allowed).
+    /// No mutation allowed: anonymous access, or a token with the reader role only.
     pub read_only: bool,
+    /// Role names, lowercased, as the identity service gave them.
+    pub roles: Vec<String>,
+    /// The roles of a service token sent beside the user's (`X-Service-Token`).
+    pub service_roles: Vec<String>,
 }
 
 impl Caller {

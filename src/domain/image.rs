@@ -485,6 +485,7 @@ mod tests {
             user: None,
             is_admin: admin,
             read_only: false,
+            ..Caller::default()
         }
     }
 

@@ -256,6 +256,7 @@ mod tests {
             user: None,
             is_admin: false,
             read_only: false,
+            ..Caller::default()
         }
     }
 

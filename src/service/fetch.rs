@@ -11,6 +11,7 @@ use reqwest::Url;
 use reqwest::header::{CONTENT_LENGTH, LOCATION};
 
 use crate::config::WebDownloadConfig;
+use crate::http_client::{self, chain};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -31,9 +32,6 @@ fn refused(message: impl Into<String>) -> FetchError {
 
 impl WebDownload {
     pub fn new(config: WebDownloadConfig) -> Self {
-        // reqwest is built without a bundled crypto provider; this one is installed once
-        // per process (a second install is refused, harmlessly).
-        let _ = rustls::crypto::ring::default_provider().install_default();
         WebDownload { config }
     }
 
@@ -183,19 +181,8 @@ impl WebDownload {
                 .resolve_to_addrs(host, addresses)
                 .no_proxy()
         };
-        match builder().build() {
-            Ok(client) => Ok(client),
-            Err(system) => {
-                tracing::debug!(error = %chain(&system), "system trust store unusable; using built-in roots");
-                let roots = webpki_root_certs::TLS_SERVER_ROOT_CERTS
-                    .iter()
-                    .filter_map(|der| reqwest::Certificate::from_der(der).ok());
-                builder()
-                    .tls_certs_only(roots)
-                    .build()
-                    .map_err(|e| FetchError::Failed(format!("HTTP client: {}", chain(&e))))
-            }
-        }
+        http_client::build(builder)
+            .map_err(|e| FetchError::Failed(format!("HTTP client: {}", chain(&e))))
     }
 
     /// The addresses to connect to: every address the host resolves to that is globally
@@ -273,17 +260,6 @@ impl reqwest::dns::Resolve for NoLookups {
 }
 
 /// An error with its causes, which reqwest keeps out of its own message.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 fn host_matches(pattern: &str, host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let pattern = pattern.trim_start_matches('[').trim_end_matches(']');

@@ -184,6 +184,7 @@ fn caller(is_admin: bool) -> Caller {
         user: None,
         is_admin,
         read_only: false,
+        ..Caller::default()
     }
 }
 
