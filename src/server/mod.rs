@@ -307,7 +307,7 @@ impl Lifecycle {
             for (i, listener) in change.added.iter().enumerate() {
                 if let Err(e) = old_pool.accept(listener, self.shared.clone()) {
                     for started in &change.added[..i] {
-                        old_pool.stop_accepting(&started.name);
+                        old_pool.stop_accepting(&started.name).await;
                     }
                     return Err(ReloadError::Pool(e));
                 }
@@ -329,10 +329,11 @@ impl Lifecycle {
         if let Some(pool) = new_pool {
             self.next_pool += 1;
             self.pool.store(pool);
-            self.retire_pool(old_pool, settings.server.drain_timeout);
+            self.retire_pool(old_pool.clone(), settings.server.drain_timeout);
+            old_pool.accepting_stopped().await;
         } else {
             for name in &change.removed {
-                old_pool.stop_accepting(name);
+                old_pool.stop_accepting(name).await;
             }
         }
         let listeners_added = change.added.iter().map(|l| l.name.clone()).collect();

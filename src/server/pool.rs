@@ -17,11 +17,17 @@ use super::Shared;
 use super::conn::{self, PoolState};
 use super::listeners::Listener;
 
+/// One accept loop: how to stop it and how to know it has.
+struct Acceptor {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
 pub struct WorkerPool {
     pub id: u64,
     pub workers: usize,
     runtime: Mutex<Option<Runtime>>,
-    accepting: Mutex<HashMap<String, CancellationToken>>,
+    accepting: Mutex<HashMap<String, Acceptor>>,
     /// The accept loops: waited for before counting connections, since a loop that is
     /// being cancelled may still hand over one last connection.
     acceptors: TaskTracker,
@@ -51,7 +57,7 @@ impl WorkerPool {
         }))
     }
 
-    fn accepting(&self) -> MutexGuard<'_, HashMap<String, CancellationToken>> {
+    fn accepting(&self) -> MutexGuard<'_, HashMap<String, Acceptor>> {
         self.accepting
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -90,11 +96,11 @@ impl WorkerPool {
             tokio::net::TcpListener::from_std(socket)?
         };
         let stop = CancellationToken::new();
-        self.accepting().insert(listener.name.clone(), stop.clone());
+        let cancel = stop.clone();
         let connections = self.connections.clone();
         let state = self.state.clone();
         let name = listener.name.clone();
-        handle.spawn(self.acceptors.track_future(async move {
+        let task = handle.spawn(self.acceptors.track_future(async move {
             loop {
                 let accepted = tokio::select! {
                     biased;
@@ -105,10 +111,9 @@ impl WorkerPool {
                     Ok((stream, peer)) => {
                         // At `server.max_connections` this one waits for room (made by
                         // closing an idle connection), and while it waits no other is
-                        // accepted: the rest wait in the backlog.
-                        // A connection taken from the backlog is always served, even
-                        // when a stop or retire comes meanwhile: dropping it would reset a
-                        // client that the next process would otherwise have served.
+                        // accepted: the rest wait in the backlog. A connection taken from
+                        // the backlog is served even when a stop or retire comes meanwhile:
+                        // dropping it would reset a client.
                         let entry = tokio::select! {
                             biased;
                             entry = shared.connections.admit() => entry,
@@ -129,23 +134,35 @@ impl WorkerPool {
                 }
             }
         }));
+        self.accepting()
+            .insert(listener.name.clone(), Acceptor { stop: cancel, task });
         Ok(())
     }
 
-    pub fn stop_accepting(&self, name: &str) {
-        if let Some(stop) = self.accepting().remove(name) {
-            stop.cancel();
+    /// Stops accepting on `name` and returns once the accept loop has ended, so its
+    /// duplicate of the listener's fd is closed: a removed address refuses connections as
+    /// soon as the reload that removed it is done.
+    pub async fn stop_accepting(&self, name: &str) {
+        let acceptor = self.accepting().remove(name);
+        if let Some(acceptor) = acceptor {
+            acceptor.stop.cancel();
+            let _ = acceptor.task.await;
         }
     }
 
     /// Stops accepting on every listener; live connections carry on.
     pub fn retire(&self) {
         self.state.retire();
-        for (_, stop) in self.accepting().drain() {
-            stop.cancel();
+        for (_, acceptor) in self.accepting().drain() {
+            acceptor.stop.cancel();
         }
         self.acceptors.close();
         self.connections.close();
+    }
+
+    /// After `retire`: returns once every accept loop has ended and closed its fds.
+    pub async fn accepting_stopped(&self) {
+        self.acceptors.wait().await;
     }
 
     /// Retires the pool and asks every connection to close after its request in flight.
