@@ -183,6 +183,10 @@ impl App {
             catalog: catalog.clone(),
             auth: Arc::new(config.auth.clone()),
             keystone: keystone.clone(),
+            proxy: Arc::new(api::forwarded::ProxySettings {
+                public_endpoint: config.server.public_endpoint.clone(),
+                trusted_proxies: config.server.trusted_proxies.clone(),
+            }),
         };
         Ok(App {
             router: api::router(context),

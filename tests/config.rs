@@ -90,6 +90,8 @@ fn server() -> impl Strategy<Value = ServerConfig> {
                     max_connections,
                     max_transfers,
                     transfer_wait: wait,
+                    public_endpoint: String::new(),
+                    trusted_proxies: Vec::new(),
                 }
             },
         )

@@ -6,12 +6,13 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Extension, Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
-use http::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HOST, LOCATION, RANGE};
+use http::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
+use super::forwarded::ClientView;
 use super::{ApiContext, ApiError, wire};
 use crate::domain::caller::Caller;
 use crate::domain::patch::Dialect;
@@ -36,7 +37,7 @@ pub fn json_body(body: &Bytes) -> Result<Value, ApiError> {
 pub async fn create(
     State(ctx): State<ApiContext>,
     Extension(caller): Extension<Caller>,
-    headers: HeaderMap,
+    Extension(view): Extension<ClientView>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let Value::Object(attributes) = json_body(&body)? else {
@@ -45,13 +46,11 @@ pub async fn create(
         ));
     };
     let image = ctx.catalog.create(&caller, attributes).await?;
-    let host = headers
-        .get(HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("localhost");
     let mut response = (StatusCode::CREATED, Json(wire::image(&image))).into_response();
     let headers = response.headers_mut();
-    if let Ok(location) = HeaderValue::from_str(&format!("http://{host}/v2/images/{}", image.id)) {
+    if let Ok(location) =
+        HeaderValue::from_str(&format!("{}/v2/images/{}", view.base_url, image.id))
+    {
         headers.insert(LOCATION, location);
     }
     // What openstacksdk reads to decide whether it may import into this image.

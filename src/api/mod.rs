@@ -3,6 +3,7 @@
 
 mod auth;
 mod error;
+pub mod forwarded;
 mod images;
 mod import;
 mod info;
@@ -32,6 +33,7 @@ use crate::service::Catalog;
 
 pub use error::ApiError;
 use error::ErrorFormat;
+use forwarded::{ClientView, ProxySettings};
 
 /// What the API layer is given by the generation it belongs to.
 #[derive(Clone)]
@@ -41,6 +43,8 @@ pub struct ApiContext {
     pub auth: Arc<AuthConfig>,
     /// The token validator, in `auth.mode = "keystone"`.
     pub keystone: Option<Arc<Keystone>>,
+    /// `server.public_endpoint` and `server.trusted_proxies`.
+    pub proxy: Arc<ProxySettings>,
 }
 
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-openstack-request-id");
@@ -200,15 +204,19 @@ async fn request_context(
     let peer = request.extensions().get::<PeerAddr>().copied();
     let request_id = auth::client_request_id(request.headers(), peer, &context.auth)
         .unwrap_or_else(|| format!("req-{}", uuid::Uuid::new_v4()));
+    let view = forwarded::client_view(request.headers(), peer, &context.proxy);
+    let remote_addr = view.client;
     request
         .extensions_mut()
         .insert(RequestId(request_id.clone()));
+    request.extensions_mut().insert::<ClientView>(view);
     let under_v2 = request.uri().path().starts_with("/v2");
     let errors = ErrorFormat::of(request.headers());
     let span = tracing::info_span!(
         "request",
         generation = context.generation,
         request_id = %request_id,
+        remote_addr = %remote_addr,
         method = %request.method(),
         path = %request.uri().path(),
     );

@@ -4,7 +4,9 @@
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
-use http::header::{CONTENT_TYPE, HOST};
+use http::header::CONTENT_TYPE;
+
+use super::forwarded::ClientView;
 
 /// The versions Glance 33 lists with multistore (glint always has named stores) and
 /// without the image cache, in its order; the path aliases it accepts (`/v2.1/...`) are
@@ -33,24 +35,17 @@ pub fn is_version_alias(segment: &str) -> bool {
     segment == "v2" || VERSIONS.iter().any(|(id, _)| *id == segment)
 }
 
-/// The document with hrefs the client can reach: built from the `Host` it used. Written
-/// by hand rather than through serde: it is fixed but for the host, and discovery is hit on
-/// every glanceclient command.
+/// The document with hrefs the client can reach: built from the base URL it used (see
+/// `forwarded`). Written by hand rather than through serde: it is fixed but for the base,
+/// and discovery is hit on every glanceclient command.
 pub fn document(request: &Request, status: StatusCode) -> Response {
-    let host = request
-        .headers()
-        .get(HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("localhost:9292");
-    // A Host header that would need escaping in JSON is not a host; fall back.
-    let host = if host
-        .bytes()
-        .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
-    {
-        host
-    } else {
-        "localhost:9292"
-    };
+    let base = request
+        .extensions()
+        .get::<ClientView>()
+        .map_or("http://localhost:9292", |view| view.base_url.as_str());
+    // Escaped once: a configured public endpoint may hold anything a URL may.
+    let href = serde_json::to_string(&format!("{base}/v2/"))
+        .unwrap_or_else(|_| "\"http://localhost:9292/v2/\"".to_string());
     let mut body = String::with_capacity(96 * VERSIONS.len());
     body.push_str("{\"versions\": [");
     for (i, (id, state)) in VERSIONS.iter().enumerate() {
@@ -61,9 +56,9 @@ pub fn document(request: &Request, status: StatusCode) -> Response {
         body.push_str(id);
         body.push_str("\", \"status\": \"");
         body.push_str(state);
-        body.push_str("\", \"links\": [{\"rel\": \"self\", \"href\": \"http://");
-        body.push_str(host);
-        body.push_str("/v2/\"}]}");
+        body.push_str("\", \"links\": [{\"rel\": \"self\", \"href\": ");
+        body.push_str(&href);
+        body.push_str("}]}");
     }
     body.push_str("]}");
     (status, [(CONTENT_TYPE, "application/json")], body).into_response()
@@ -73,13 +68,21 @@ pub fn document(request: &Request, status: StatusCode) -> Response {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_document_is_json_with_reachable_hrefs() {
-        let request = Request::builder()
+    fn request_from(base: &str) -> Request {
+        let mut request = Request::builder()
             .uri("/versions")
-            .header(HOST, "images.example:9292")
             .body(axum::body::Body::empty())
             .unwrap();
+        request.extensions_mut().insert(ClientView {
+            base_url: base.into(),
+            client: std::net::Ipv4Addr::LOCALHOST.into(),
+        });
+        request
+    }
+
+    #[test]
+    fn the_document_is_json_with_reachable_hrefs() {
+        let request = request_from("http://images.example:9292");
         let response = document(&request, StatusCode::OK);
         let body = futures_body(response);
         let value: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -92,13 +95,13 @@ mod tests {
             "http://images.example:9292/v2/"
         );
 
-        let hostile = Request::builder()
-            .uri("/")
-            .header(HOST, "a\"b")
-            .body(axum::body::Body::empty())
-            .unwrap();
-        let body = futures_body(document(&hostile, StatusCode::MULTIPLE_CHOICES));
-        assert!(serde_json::from_str::<serde_json::Value>(&body).is_ok());
+        let odd = request_from("https://cloud.example/a\"b\\c");
+        let body = futures_body(document(&odd, StatusCode::MULTIPLE_CHOICES));
+        let value: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            value["versions"][0]["links"][0]["href"],
+            "https://cloud.example/a\"b\\c/v2/"
+        );
     }
 
     fn futures_body(response: Response) -> String {

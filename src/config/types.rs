@@ -374,6 +374,11 @@ pub struct ServerConfig {
     /// How long a transfer waits for a free slot before it is refused with 503.
     #[serde(with = "humantime_serde")]
     pub transfer_wait: Duration,
+    /// The base URL clients reach glint at (behind a proxy): versions document,
+    /// `Location`. Empty: from the request (`Host`, or forwarded headers from a proxy).
+    pub public_endpoint: String,
+    /// The proxies whose `X-Forwarded-*` and `Forwarded` headers are believed.
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -421,6 +426,8 @@ impl Default for ServerConfig {
             max_connections: None,
             max_transfers: 16,
             transfer_wait: Duration::from_secs(10),
+            public_endpoint: String::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 }

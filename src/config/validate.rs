@@ -106,6 +106,24 @@ pub(super) fn validate(loaded: &LoadedConfig) -> Result<(), ConfigError> {
     }
     validate_stores(config, &invalid)?;
     validate_keystone(config, &invalid)?;
+    if !config.server.public_endpoint.is_empty() {
+        let endpoint = url::Url::parse(&config.server.public_endpoint);
+        let usable = endpoint.as_ref().is_ok_and(|url| {
+            matches!(url.scheme(), "http" | "https")
+                && url.host().is_some()
+                && url.query().is_none()
+                && url.fragment().is_none()
+        });
+        if !usable {
+            return Err(invalid(
+                "server.public_endpoint",
+                format!(
+                    "must be an http(s) base URL such as https://images.example.com, got {:?}",
+                    config.server.public_endpoint
+                ),
+            ));
+        }
+    }
     if config.import.methods.is_empty() {
         return Err(invalid(
             "import.methods",
