@@ -20,6 +20,8 @@ if [ ! -x "$venv/bin/glance" ] || ! cmp -s tests/compat/requirements.txt "$venv/
     cp tests/compat/requirements.txt "$venv/requirements.txt"
 fi
 "$venv/bin/python" tests/compat/test_clients.py target/debug/glint
+# The README's client examples as a user types them, against glint on 127.0.0.1:9292.
+"$venv/bin/python" tests/compat/test_readme.py target/debug/glint
 
 packaging/build.sh
 deb=$(ls -t target/debian/glint_*.deb | head -1)
