@@ -8,6 +8,7 @@ pub mod config;
 pub mod control;
 pub mod db;
 pub mod domain;
+pub mod policy;
 pub mod server;
 pub mod service;
 pub mod signals;
