@@ -169,3 +169,6 @@ impl Policy {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests;
