@@ -25,9 +25,11 @@ pub(super) enum Check {
     Not(Box<Check>),
     All(Vec<Check>),
     Any(Vec<Check>),
-    /// `rule:<name>`: the named rule's check.
+    /// `rule:<name>`: the named rule's check. `column` is where the reference stands in its
+    /// check string, for the error when no rule has that name.
     Rule {
         name: String,
+        column: usize,
     },
     /// `role:<match>`: one of the credentials' roles, compared without case.
     Role(Template),
@@ -53,7 +55,7 @@ pub(super) struct SyntaxError {
 }
 
 /// Resolves `rule:<name>` while evaluating. `Policy` guarantees every name resolves and that
-/// the references form no cycle.
+/// the references form no cycle before it evaluates anything.
 pub(super) trait Rules {
     fn rule(&self, name: &str) -> Option<&Check>;
 }
@@ -70,9 +72,9 @@ impl Check {
             Check::Not(check) => !check.eval(rules, creds, target),
             Check::All(checks) => checks.iter().all(|c| c.eval(rules, creds, target)),
             Check::Any(checks) => checks.iter().any(|c| c.eval(rules, creds, target)),
-            // oslo.policy falls back to its `default` rule for a name it does not know; Glance's
-            // defaults name only their own rules, so this deny is unreachable.
-            Check::Rule { name } => rules
+            // oslo.policy falls back to its `default` rule for a name it does not know; a
+            // `Policy` refuses such a reference when it is built, so this deny is unreachable.
+            Check::Rule { name, .. } => rules
                 .rule(name)
                 .is_some_and(|check| check.eval(rules, creds, target)),
             Check::Role(matcher) => matcher.render(target).is_some_and(|role| {
@@ -89,6 +91,30 @@ impl Check {
                     Credential::Absent => false,
                 }
             }),
+        }
+    }
+
+    /// Every `rule:<name>` in this check, with its column.
+    pub(super) fn references(&self) -> Vec<(&str, usize)> {
+        let mut found = Vec::new();
+        self.collect_references(&mut found);
+        found
+    }
+
+    fn collect_references<'a>(&'a self, found: &mut Vec<(&'a str, usize)>) {
+        match self {
+            Check::Not(check) => check.collect_references(found),
+            Check::All(checks) | Check::Any(checks) => {
+                for check in checks {
+                    check.collect_references(found);
+                }
+            }
+            Check::Rule { name, column } => found.push((name, *column)),
+            Check::Always
+            | Check::Never
+            | Check::Role(_)
+            | Check::Literal { .. }
+            | Check::Credential { .. } => {}
         }
     }
 }
@@ -322,6 +348,7 @@ fn parse_check(word: &str, column: usize) -> Result<Check, SyntaxError> {
         // oslo.policy looks the name up as written: no substitution.
         "rule" => Check::Rule {
             name: matched.to_owned(),
+            column,
         },
         "role" => Check::Role(Template::parse(matched, match_column)?),
         "http" | "https" => {
@@ -603,6 +630,7 @@ mod tests {
             parse("rule:context_is_admin").unwrap(),
             Check::Rule {
                 name: "context_is_admin".to_owned(),
+                column: 1
             }
         );
         assert_eq!(
@@ -793,5 +821,11 @@ mod tests {
         assert!(!holds("(role:a or role:b) and role:c", &c, &t));
         assert!(holds("not role:b and role:a", &c, &t));
         assert!(!holds("not (role:b or role:a)", &c, &t));
+    }
+
+    #[test]
+    fn references_are_listed_with_their_columns() {
+        let check = parse("rule:a or (role:x and not rule:b)").unwrap();
+        assert_eq!(check.references(), vec![("a", 1), ("b", 27)]);
     }
 }

@@ -1,18 +1,28 @@
-//! Authorization policy as Glance enforces it: the oslo.policy rule language (`check`) and
-//! Glance's default rules (`defaults`). Pure: it does no I/O and imports nothing of the crate.
+//! Authorization policy as Glance enforces it: the oslo.policy rule language (`check`),
+//! Glance's default rules (`defaults`), and an operator's policy file laid over them (`file`).
+//! Pure: it parses text it is handed, does no I/O and imports nothing of the crate.
 //!
 //! The semantics are oslo.policy's with `enforce_new_defaults` and `enforce_scope` on, as
-//! Glance runs since 2023.2: a rule has Glance's default check string (never the deprecated
-//! one), and a rule Glance registers with scope types denies a token of another scope whatever
-//! its check string says.
+//! Glance runs since 2023.2: a rule the file does not name has Glance's default check string
+//! (never the deprecated one), a rule the file names has the file's, and a rule Glance
+//! registers with scope types denies a token of another scope whatever its check string says.
+//! Where oslo.policy would log and carry on (a check string it cannot read, `rule:` naming no
+//! rule, rules that refer to each other in a cycle), building a `Policy` fails instead.
 
 mod check;
 mod defaults;
+mod file;
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
+use std::path::{Path, PathBuf};
 
 use check::Check;
+
+/// How long a chain of `rule:` references may be. Evaluation recurses along it, and an
+/// operator's file must not be able to make that unbounded. Glance's longest default chain has
+/// three rules.
+const MAX_RULE_CHAIN: usize = 16;
 
 /// Who is asking: the values oslo.context's `RequestContext.to_policy_values()` gives
 /// oslo.policy, which are all that a Glance check string can read of the caller.
@@ -107,7 +117,27 @@ impl<S: BuildHasher> Target for HashMap<String, String, S> {
     }
 }
 
-/// The rules in force.
+/// Every way a policy file is refused, each naming the file and the line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    /// The file is not YAML, or not a map of rule names to check strings.
+    #[error("{}, line {line}: {message}", file.display())]
+    File {
+        file: PathBuf,
+        line: usize,
+        message: String,
+    },
+    /// One rule of the file is wrong: its value, its check string, or what it refers to.
+    #[error("{}, line {line}: rule `{rule}`: {message}", file.display())]
+    Rule {
+        file: PathBuf,
+        line: usize,
+        rule: String,
+        message: String,
+    },
+}
+
+/// The rules in force: Glance's defaults with an operator's file over them.
 #[derive(Debug, Clone)]
 pub struct Policy {
     rules: BTreeMap<String, Rule>,
@@ -118,8 +148,11 @@ struct Rule {
     /// The check string as written, for `effective`.
     text: String,
     check: Check,
-    /// The scopes Glance registered the rule for; empty for rules Glance does not scope.
+    /// The scopes Glance registered the rule for; empty for rules Glance does not scope and
+    /// for rules only the file defines. A file cannot change them, as in oslo.policy.
     scope_types: &'static [&'static str],
+    /// The line of the file that defines it, if the file does.
+    line: Option<usize>,
 }
 
 impl check::Rules for Policy {
@@ -141,11 +174,83 @@ impl Policy {
                     text: default.check.to_owned(),
                     check,
                     scope_types: default.scope_types,
+                    line: None,
                 };
                 (default.name.to_owned(), rule)
             })
             .collect();
         Policy { rules }
+    }
+
+    /// Glance's rules with those of a policy file (oslo.policy's YAML, which JSON also is: a
+    /// map of rule names to check strings) in their place. `file` only names the file in
+    /// errors. The file may define rules Glance does not know, for other rules to refer to;
+    /// every `rule:` must name a rule that exists, and no rule may depend on itself.
+    pub fn with_overrides(text: &str, file: &Path) -> Result<Policy, PolicyError> {
+        let entries = file::read(text).map_err(|e| match e.rule {
+            None => PolicyError::File {
+                file: file.to_owned(),
+                line: e.line,
+                message: e.message,
+            },
+            Some(rule) => PolicyError::Rule {
+                file: file.to_owned(),
+                line: e.line,
+                rule,
+                message: e.message,
+            },
+        })?;
+        let rule_error = |entry: &file::Entry, message: String| PolicyError::Rule {
+            file: file.to_owned(),
+            line: entry.line,
+            rule: entry.name.clone(),
+            message,
+        };
+
+        let mut policy = Policy::glance_defaults();
+        for entry in &entries {
+            let check = check::parse(&entry.check)
+                .map_err(|e| rule_error(entry, format!("column {}: {}", e.column, e.message)))?;
+            let scope_types = policy
+                .rules
+                .get(&entry.name)
+                .map_or(&[][..], |rule| rule.scope_types);
+            let rule = Rule {
+                text: entry.check.clone(),
+                check,
+                scope_types,
+                line: Some(entry.line),
+            };
+            policy.rules.insert(entry.name.clone(), rule);
+        }
+
+        // Only the file's rules can name a rule that does not exist: Glance's name their own.
+        for entry in &entries {
+            let Some(rule) = policy.rules.get(&entry.name) else {
+                continue;
+            };
+            if let Some((name, column)) = rule
+                .check
+                .references()
+                .into_iter()
+                .find(|(name, _)| !policy.rules.contains_key(*name))
+            {
+                return Err(rule_error(
+                    entry,
+                    format!("column {column}: `rule:{name}` names no rule"),
+                ));
+            }
+        }
+
+        policy
+            .check_chains()
+            .map_err(|(rule, line, message)| PolicyError::Rule {
+                file: file.to_owned(),
+                line,
+                rule,
+                message,
+            })?;
+        Ok(policy)
     }
 
     /// Whether `creds` may do what `rule` guards to `target`. A rule Glance scopes denies a
@@ -167,6 +272,66 @@ impl Policy {
             .iter()
             .map(|(name, rule)| (name.clone(), rule.text.clone()))
             .collect()
+    }
+
+    /// Refuses `rule:` references that form a cycle or a chain longer than
+    /// `MAX_RULE_CHAIN`. Glance's defaults have neither, so the culprit is always a rule of the
+    /// file: the error names the file's first rule (in file order) that leads to it.
+    fn check_chains(&self) -> Result<(), (String, usize, String)> {
+        let mut file_rules: Vec<(&String, usize)> = self
+            .rules
+            .iter()
+            .filter_map(|(name, rule)| rule.line.map(|line| (name, line)))
+            .collect();
+        file_rules.sort_by_key(|(_, line)| *line);
+        let mut heights = HashMap::new();
+        for (name, line) in file_rules {
+            let mut path = Vec::new();
+            self.height(name, &mut path, &mut heights)
+                .map_err(|message| (name.clone(), line, message))?;
+        }
+        Ok(())
+    }
+
+    /// The length of the longest chain of references below `name`, memoized in `heights`
+    /// (`None` while `name` is being walked, which is how a cycle shows). `path` is the chain
+    /// from where the walk started.
+    fn height<'a>(
+        &'a self,
+        name: &'a str,
+        path: &mut Vec<&'a str>,
+        heights: &mut HashMap<&'a str, Option<usize>>,
+    ) -> Result<usize, String> {
+        match heights.get(name) {
+            Some(Some(height)) if path.len() + height < MAX_RULE_CHAIN => return Ok(*height),
+            Some(None) => {
+                let start = path.iter().position(|p| *p == name).unwrap_or(0);
+                let cycle: Vec<&str> = path[start..].iter().copied().chain([name]).collect();
+                return Err(format!(
+                    "rules refer to each other in a cycle: {}",
+                    cycle.join(" -> ")
+                ));
+            }
+            _ => {}
+        }
+        if path.len() >= MAX_RULE_CHAIN {
+            return Err(format!(
+                "`rule:` references chain more than {MAX_RULE_CHAIN} rules deep: {} -> ...",
+                path.join(" -> ")
+            ));
+        }
+        let Some(rule) = self.rules.get(name) else {
+            return Ok(0);
+        };
+        heights.insert(name, None);
+        path.push(name);
+        let mut height = 0;
+        for (referred, _) in rule.check.references() {
+            height = height.max(1 + self.height(referred, path, heights)?);
+        }
+        path.pop();
+        heights.insert(name, Some(height));
+        Ok(height)
     }
 }
 

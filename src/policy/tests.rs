@@ -1,6 +1,7 @@
-//! Glance's defaults as callers meet them: the role matrix.
+//! Glance's defaults as callers meet them (the role matrix), and policy files over them.
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use super::*;
 
@@ -518,4 +519,195 @@ fn every_rule_glance_registers_is_there() {
                 .to_owned()
         ))
     );
+}
+
+fn overrides(text: &str) -> Result<Policy, PolicyError> {
+    Policy::with_overrides(text, Path::new("/etc/glint/policy.yaml"))
+}
+
+#[test]
+fn a_file_replaces_the_rules_it_names() {
+    let p = overrides("# let members publish\npublicize_image: role:member\n").unwrap();
+    check(
+        &p,
+        "publicize_image",
+        &image_of_a("private"),
+        &[member_a(), member_b()],
+        &[reader_a(), anonymous()],
+    );
+    // Everything else keeps Glance's default.
+    check(
+        &p,
+        "copy_image",
+        &image_of_a("private"),
+        &[admin_a()],
+        &[member_a()],
+    );
+    let effective = p.effective();
+    assert!(effective.contains(&("publicize_image".to_owned(), "role:member".to_owned())));
+    assert!(effective.contains(&("copy_image".to_owned(), "rule:context_is_admin".to_owned())));
+}
+
+#[test]
+fn overriding_a_base_rule_changes_every_rule_that_refers_to_it() {
+    let p = overrides("context_is_admin: role:cloud-admin\ndefault: role:admin\n").unwrap();
+    let cloud_admin = token(&["cloud-admin"], B);
+    check(
+        &p,
+        "delete_image",
+        &image_of_a("private"),
+        &[cloud_admin.clone(), member_a()],
+        &[admin_b()],
+    );
+    check(
+        &p,
+        "get_tasks",
+        &target(&[]),
+        &[admin_a()],
+        &[member_a(), cloud_admin],
+    );
+}
+
+#[test]
+fn a_file_may_define_rules_of_its_own() {
+    let text = "\
+owner_member: role:member and project_id:%(project_id)s
+delete_image: rule:owner_member and not 'community':%(visibility)s
+";
+    let p = overrides(text).unwrap();
+    check(
+        &p,
+        "delete_image",
+        &image_of_a("private"),
+        &[member_a()],
+        &[admin_b()],
+    );
+    check(
+        &p,
+        "delete_image",
+        &image_of_a("community"),
+        &[],
+        &[member_a()],
+    );
+    assert!(p.effective().iter().any(|(name, _)| name == "owner_member"));
+    // A rule only the file defines has no scope types, and can be enforced by name.
+    assert!(p.enforce("owner_member", &member_a(), &image_of_a("private")));
+}
+
+#[test]
+fn an_override_keeps_glances_scope_types() {
+    let p = overrides("add_image: '@'\n").unwrap();
+    assert!(p.enforce("add_image", &anonymous(), &new_image(A)));
+    let system_admin = Credentials {
+        system_scope: Some("all".to_owned()),
+        ..admin_a()
+    };
+    assert!(!p.enforce("add_image", &system_admin, &new_image(A)));
+}
+
+#[test]
+fn glances_generated_sample_changes_nothing() {
+    let text = "\
+# Create new image
+# POST  /v2/images
+#\"add_image\": \"rule:context_is_admin or (role:member and project_id:%(project_id)s and project_id:%(owner)s)\"
+";
+    let p = overrides(text).unwrap();
+    assert_eq!(p.effective(), Policy::glance_defaults().effective());
+}
+
+#[test]
+fn a_yaml_error_names_file_and_line() {
+    let e = overrides("publicize_image: role:member\ncopy_image: \"role:admin\n").unwrap_err();
+    let PolicyError::File { file, line, .. } = &e else {
+        panic!("{e:?}");
+    };
+    assert_eq!(
+        (file.as_path(), *line),
+        (Path::new("/etc/glint/policy.yaml"), 2)
+    );
+    assert!(
+        e.to_string()
+            .starts_with("/etc/glint/policy.yaml, line 2: "),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_reference_to_no_rule_names_file_line_and_rule() {
+    let text = "\
+publicize_image: role:admin
+copy_image: role:admin or rule:nonexistent
+";
+    let e = overrides(text).unwrap_err();
+    assert_eq!(
+        e,
+        PolicyError::Rule {
+            file: "/etc/glint/policy.yaml".into(),
+            line: 2,
+            rule: "copy_image".to_owned(),
+            message: "column 15: `rule:nonexistent` names no rule".to_owned(),
+        }
+    );
+    assert_eq!(
+        e.to_string(),
+        "/etc/glint/policy.yaml, line 2: rule `copy_image`: column 15: `rule:nonexistent` \
+         names no rule"
+    );
+}
+
+#[test]
+fn a_check_string_error_names_file_line_rule_and_column() {
+    let e = overrides("a: role:x\n\npublicize_image: role:admin or\n").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "/etc/glint/policy.yaml, line 3: rule `publicize_image`: column 14: the check string \
+         ends where a check should follow"
+    );
+    let e = overrides("publicize_image: ''\ncopy_image: role:admin or\n").unwrap_err();
+    assert!(matches!(e, PolicyError::Rule { line: 2, .. }), "{e:?}");
+}
+
+#[test]
+fn an_entry_error_names_the_rule() {
+    let e = overrides("publicize_image:\n").unwrap_err();
+    assert!(
+        matches!(&e, PolicyError::Rule { line: 1, rule, .. } if rule == "publicize_image"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn rules_that_refer_to_each_other_in_a_cycle_are_refused() {
+    let e = overrides("x: role:a\ncontext_is_admin: rule:add_image\n").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "/etc/glint/policy.yaml, line 2: rule `context_is_admin`: rules refer to each other in \
+         a cycle: context_is_admin -> add_image -> context_is_admin"
+    );
+    let e = overrides("a: rule:a\n").unwrap_err();
+    assert!(e.to_string().contains("cycle: a -> a"), "{e}");
+}
+
+#[test]
+fn chains_of_references_are_bounded() {
+    let mut text = String::new();
+    for i in 0..30 {
+        text.push_str(&format!("r{i}: rule:r{}\n", i + 1));
+    }
+    text.push_str("r30: '@'\n");
+    let e = overrides(&text).unwrap_err();
+    assert!(
+        e.to_string().contains("chain more than 16 rules deep"),
+        "{e}"
+    );
+    assert!(matches!(e, PolicyError::Rule { line: 1, .. }), "{e:?}");
+
+    let mut text = String::new();
+    for i in 0..10 {
+        text.push_str(&format!("r{i}: rule:r{}\n", i + 1));
+    }
+    text.push_str("r10: role:member\n");
+    let p = overrides(&text).unwrap();
+    assert!(p.enforce("r0", &member_a(), &target(&[])));
 }
