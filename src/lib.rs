@@ -10,6 +10,7 @@ pub mod control;
 pub mod db;
 pub mod domain;
 pub mod http_client;
+pub mod policy;
 pub mod server;
 pub mod service;
 pub mod signals;
