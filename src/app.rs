@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{AuthError, Keystone};
 use crate::config::{AuthMode, Config, ImportMethod};
 use crate::db::{Database, DbError};
+use crate::policy::{Policy, PolicyError};
 use crate::service::{Catalog, CatalogParts, ImportSettings, TaskBoard, WebDownload};
 use crate::store::{DataDir, StoreError, StoreSpec, Stores};
 
@@ -33,6 +34,13 @@ pub enum AppError {
     Database(#[from] DbError),
     #[error("auth.keystone: {0}")]
     Auth(#[from] AuthError),
+    #[error("auth.policy_file {}: {source}", path.display())]
+    PolicyFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("auth.policy_file {0}")]
+    Policy(#[from] PolicyError),
     #[error("cannot start the task runtime: {0}")]
     Runtime(std::io::Error),
     #[error("a blocking task failed: {0}")]
@@ -143,6 +151,7 @@ impl App {
                 web: WebDownload::new(config.import.web_download.clone()),
             },
             transfer_wait: config.server.transfer_wait,
+            policy: Arc::new(load_policy(config).await?),
             board: board.clone(),
             tracker: tracker.clone(),
             cut: cut.clone(),
@@ -235,6 +244,23 @@ impl App {
             Err(never) => match never {},
         }
     }
+}
+
+/// Glance's default policies with `auth.policy_file`'s overrides. Read at every start and
+/// reload; a file that does not parse fails the reload and the running policy stays.
+pub async fn load_policy(config: &Config) -> Result<Policy, AppError> {
+    let Some(path) = config.auth.policy_file.clone() else {
+        return Ok(Policy::glance_defaults());
+    };
+    let read = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || std::fs::read_to_string(path)).await?
+    };
+    let text = read.map_err(|source| AppError::PolicyFile {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(Policy::with_overrides(&text, &path)?)
 }
 
 /// A reload may not drop a store, or a directory of one, that still holds image data.

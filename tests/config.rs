@@ -147,6 +147,7 @@ fn auth() -> impl Strategy<Value = AuthConfig> {
                 password: "glance-secret".into(),
                 ..KeystoneConfig::default()
             },
+            policy_file: None,
         })
 }
 

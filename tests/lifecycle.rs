@@ -784,7 +784,7 @@ async fn identified_request(source: [u8; 4], port: u16) -> (u16, String) {
     stream
         .write_all(
             b"GET /v2/images HTTP/1.1\r\nHost: glint\r\nX-Identity-Status: Confirmed\r\n\
-              X-Project-Id: p1\r\nX-Roles: member\r\nX-Openstack-Request-Id: req-from-the-proxy\r\n\
+              X-Project-Id: p1\r\nX-Roles: member,reader\r\nX-Openstack-Request-Id: req-from-the-proxy\r\n\
               Connection: close\r\n\r\n",
         )
         .await

@@ -45,9 +45,9 @@ pub fn caller(
             project: (!auth.project.is_empty()).then(|| auth.project.clone()),
             user: None,
             is_admin: true,
-            read_only: false,
             roles: vec!["admin".into()],
             service_roles: Vec::new(),
+            system_scope: None,
         }),
         AuthMode::TrustedHeaders => {
             if !from_trusted_proxy(peer, auth) {
@@ -73,9 +73,9 @@ pub fn caller(
                     .map(String::from),
                 user: header(headers, &["x-user-id", "x-user"]).map(String::from),
                 is_admin: roles.iter().any(|r| r == "admin"),
-                read_only: false,
                 roles,
                 service_roles: Vec::new(),
+                system_scope: None,
             })
         }
         // The generation builds a validator for this mode; `keystone_caller` is asked.
@@ -116,17 +116,16 @@ pub async fn keystone_caller(headers: &HeaderMap, keystone: &Keystone) -> Result
     Ok(caller_of(&identity, service_roles))
 }
 
-/// Glance's secure-RBAC personas: admin; member (may change its project's images); reader
-/// (may look, never change).
+/// What the token says; what that lets the caller do is the policy's (`is_admin` is set
+/// from `context_is_admin` by the caller of this).
 fn caller_of(identity: &Identity, service_roles: Vec<String>) -> Caller {
-    let has = |role: &str| identity.roles.iter().any(|r| r == role);
     Caller {
         project: identity.project_id.clone(),
         user: identity.user_id.clone(),
-        is_admin: has("admin"),
-        read_only: !(has("admin") || has("member")),
+        is_admin: false,
         roles: identity.roles.clone(),
         service_roles,
+        system_scope: identity.system_scope.clone(),
     }
 }
 

@@ -141,7 +141,8 @@ async fn authenticate(
         None => auth::caller(request.headers(), peer, &context.auth),
     };
     match caller {
-        Ok(caller) => {
+        Ok(mut caller) => {
+            caller.is_admin = context.catalog.is_admin(&caller);
             request.extensions_mut().insert(caller);
             next.run(request).await
         }

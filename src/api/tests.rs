@@ -667,6 +667,7 @@ impl Api {
             .uri(uri)
             .header("x-identity-status", "Confirmed")
             .header("x-project-id", "p")
+            .header("x-roles", "member,reader")
             .header("accept", "application/json");
         for (k, v) in headers {
             request = request.header(*k, *v);

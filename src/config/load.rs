@@ -159,7 +159,16 @@ pub fn load(source: &ConfigSource) -> Result<LoadedConfig, ConfigError> {
     figment = figment.merge(Env::prefixed("GLINT_").split("__"));
 
     check_tables(&figment)?;
-    let config: Config = figment.extract().map_err(|e| figment_error(&e))?;
+    let mut config: Config = figment.extract().map_err(|e| figment_error(&e))?;
+    // Files the config names beside it are found beside it, wherever glint was started.
+    if let (Some(policy), Some(dir)) = (
+        config.auth.policy_file.as_mut(),
+        source.file.as_deref().and_then(Path::parent),
+    ) {
+        if policy.is_relative() {
+            *policy = dir.join(&*policy);
+        }
+    }
     let loaded = LoadedConfig {
         config,
         files,

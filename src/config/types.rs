@@ -255,6 +255,10 @@ pub struct AuthConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// keystone: where tokens are validated and as whom.
     pub keystone: KeystoneConfig,
+    /// Overrides of Glance's default policies (oslo.policy YAML, as Glance's
+    /// `policy.yaml`); a relative path is relative to the main config file's directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_file: Option<PathBuf>,
 }
 
 /// `[auth.keystone]`: Keystone v3 and glint's own service user there.
@@ -318,6 +322,7 @@ impl Default for AuthConfig {
                 IpNet::V6(Ipv6Net::new_assert(Ipv6Addr::LOCALHOST, 128)),
             ],
             keystone: KeystoneConfig::default(),
+            policy_file: None,
         }
     }
 }

@@ -5,11 +5,13 @@ pub struct Caller {
     /// The caller's project; `None` for noauth without a configured project.
     pub project: Option<String>,
     pub user: Option<String>,
+    /// Glance's `context_is_admin`, as the policy decided it for this caller: sees every
+    /// image and may act for any project.
     pub is_admin: bool,
-    /// No mutation allowed: anonymous access, or a token with the reader role only.
-    pub read_only: bool,
     /// Role names, lowercased, as the identity service gave them.
     pub roles: Vec<String>,
+    /// `Some("all")` for a system-scoped token.
+    pub system_scope: Option<String>,
     /// The roles of a service token sent beside the user's (`X-Service-Token`).
     pub service_roles: Vec<String>,
 }

@@ -211,11 +211,6 @@ impl Image {
             || (self.visibility == Visibility::Shared && member_status.is_some())
     }
 
-    /// Whether the caller may change the image (owner or admin).
-    pub fn modifiable_by(&self, caller: &Caller) -> bool {
-        !caller.read_only && (caller.is_admin || caller.owns(self.owner.as_deref()))
-    }
-
     /// The ids of the stores holding the data, as Glance's `stores` attribute lists them.
     pub fn stores(&self) -> String {
         self.locations
@@ -436,28 +431,12 @@ pub fn new_image(
             image.owner.as_deref().unwrap_or("None")
         )));
     }
-    check_publicize(caller, None, image.visibility)?;
     check_quotas(&image)?;
     Ok(image)
 }
 
 pub fn read_only(key: &str) -> DomainError {
     DomainError::Forbidden(format!("Attribute '{key}' is read-only."))
-}
-
-/// Making an image public (or community) is for admins (Glance's default policy allows
-/// community for owners).
-pub fn check_publicize(
-    caller: &Caller,
-    from: Option<Visibility>,
-    to: Visibility,
-) -> Result<(), DomainError> {
-    if to == Visibility::Public && from != Some(Visibility::Public) && !caller.is_admin {
-        return Err(DomainError::Forbidden(
-            "You are not authorized to complete publicize_image action.".into(),
-        ));
-    }
-    Ok(())
 }
 
 pub fn check_quotas(image: &Image) -> Result<(), DomainError> {
@@ -484,7 +463,6 @@ mod tests {
             project: Some(project.into()),
             user: None,
             is_admin: admin,
-            read_only: false,
             ..Caller::default()
         }
     }
@@ -538,10 +516,6 @@ mod tests {
             DomainError::Invalid(_)
         ));
         assert!(matches!(
-            err(json!({"visibility": "public"})),
-            DomainError::Forbidden(_)
-        ));
-        assert!(matches!(
             err(json!({"owner": "other"})),
             DomainError::Forbidden(_)
         ));
@@ -575,7 +549,5 @@ mod tests {
         assert!(!image.visible_to(&other, Some("accepted")));
         image.visibility = Visibility::Community;
         assert!(image.visible_to(&other, None));
-        assert!(!image.modifiable_by(&other));
-        assert!(image.modifiable_by(&caller("x", true)));
     }
 }

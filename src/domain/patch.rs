@@ -5,10 +5,7 @@ use serde_json::Value;
 
 use super::DomainError;
 use super::caller::Caller;
-use super::image::{
-    self, BASE_KEYS, Image, READ_ONLY, Status, Visibility, check_publicize, check_value,
-    is_reserved,
-};
+use super::image::{self, BASE_KEYS, Image, READ_ONLY, Status, check_value, is_reserved};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -223,11 +220,6 @@ fn set_checked_base(
                 "Owner can't be updated by non admin.".into(),
             ));
         }
-        "visibility" => {
-            if let Some(to) = value.as_str().and_then(Visibility::parse) {
-                check_publicize(caller, Some(image.visibility), to)?;
-            }
-        }
         "disk_format" | "container_format"
             if !matches!(image.status, Status::Queued | Status::Importing) =>
         {
@@ -255,7 +247,6 @@ mod tests {
             project: Some("p".into()),
             user: None,
             is_admin: false,
-            read_only: false,
             ..Caller::default()
         }
     }

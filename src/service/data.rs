@@ -491,7 +491,7 @@ impl Catalog {
     }
 
     pub async fn download(&self, caller: &Caller, id: &str) -> Result<Download> {
-        let image = self.get(caller, id).await?;
+        let image = self.get_modifiable(caller, id, "download_image").await?;
         if image.status == Status::Deactivated && !caller.is_admin {
             return Err(super::forbidden(
                 "The requested image has been deactivated. Image data download is forbidden.",

@@ -163,18 +163,10 @@ impl Catalog {
         let request = import::parse(body, header_store, |name| {
             self.import.methods.iter().any(|m| m.as_str() == name)
         })?;
-        let image = self.get(caller, id).await?;
         let copies = request.method == Method::CopyImage;
-        if copies && !caller.is_admin {
-            return Err(forbidden(
-                "You are not authorized to complete copy_image action.",
-            ));
-        }
-        if !copies && !image.modifiable_by(caller) {
-            return Err(forbidden(
-                "You are not authorized to complete modify_image action.",
-            ));
-        }
+        // Glance guards an import with modify_image, a copy with copy_image.
+        let rule = if copies { "copy_image" } else { "modify_image" };
+        let image = self.get_modifiable(caller, id, rule).await?;
         for (key, value) in [
             ("container_format", &image.container_format),
             ("disk_format", &image.disk_format),
@@ -311,6 +303,12 @@ impl Catalog {
 }
 
 impl Catalog {
+    /// The tasks API is behind `tasks_api_access` as well as its own rule.
+    fn tasks_api(&self, caller: &Caller, rule: &str) -> bool {
+        let project = super::authz::ImageTarget::project_of(caller);
+        self.permits(caller, "tasks_api_access", &project) && self.permits(caller, rule, &project)
+    }
+
     /// `GET /v2/images/{id}/tasks`: visible to whoever sees the image.
     pub async fn image_tasks(&self, caller: &Caller, id: &str) -> Result<Vec<Task>> {
         self.get(caller, id).await?;
@@ -326,7 +324,7 @@ impl Catalog {
         marker: Option<&str>,
         limit: u32,
     ) -> Result<Vec<Task>> {
-        if !caller.is_admin {
+        if !self.tasks_api(caller, "get_tasks") {
             return Err(forbidden(
                 "You are not authorized to complete get_tasks action.",
             ));
@@ -342,12 +340,9 @@ impl Catalog {
     /// `DELETE /v2/stores/{store}/{id}`: drops the image's copy in one store (an admin's
     /// call, as Glance's `delete_image_location`). The last copy cannot go this way.
     pub async fn delete_from_store(&self, caller: &Caller, store: &str, id: &str) -> Result<()> {
-        if !caller.is_admin {
-            return Err(forbidden(
-                "You are not authorized to complete delete_image_location action.",
-            ));
-        }
-        let image = self.get(caller, id).await?;
+        let image = self
+            .get_modifiable(caller, id, "delete_image_location")
+            .await?;
         if self.stores.get(store).is_err() {
             return Err(conflict(format!("Unknown store {store}")));
         }
@@ -394,7 +389,7 @@ impl Catalog {
 
     /// `GET /v2/tasks/{id}`: the tasks API is for admins.
     pub async fn task(&self, caller: &Caller, id: &str) -> Result<Task> {
-        if !caller.is_admin {
+        if !self.tasks_api(caller, "get_task") {
             return Err(forbidden(
                 "You are not authorized to complete get_task action.",
             ));

@@ -3,6 +3,7 @@
 //! and its background tasks are in `import`, `import_task`, `tasks` and `fetch`. It names
 //! no HTTP type.
 
+mod authz;
 mod data;
 mod fetch;
 mod import;
@@ -21,7 +22,9 @@ use crate::domain::member::{Member, MemberStatus};
 use crate::domain::patch::{self, Dialect};
 use crate::domain::query::ListQuery;
 use crate::domain::time;
+use crate::policy::Policy;
 use crate::store::{StoreError, Stores};
+use authz::ImageTarget;
 
 use data::data_of;
 pub use data::{Download, TransferSlots};
@@ -84,6 +87,7 @@ pub struct Catalog {
     executor: Executor,
     /// How long a client's transfer waits for a slot before a 503.
     transfer_wait: Duration,
+    policy: std::sync::Arc<Policy>,
 }
 
 /// What a catalogue is built from (one generation's settings).
@@ -94,6 +98,7 @@ pub struct CatalogParts {
     pub storage_quota: u64,
     pub import: ImportSettings,
     pub transfer_wait: Duration,
+    pub policy: std::sync::Arc<Policy>,
     pub board: std::sync::Arc<TaskBoard>,
     pub tracker: tokio_util::task::TaskTracker,
     pub cut: tokio_util::sync::CancellationToken,
@@ -142,6 +147,7 @@ impl Catalog {
             import: std::sync::Arc::new(parts.import),
             executor: Executor::new(parts.board, parts.tracker, parts.cut),
             transfer_wait: parts.transfer_wait,
+            policy: parts.policy,
         }
     }
 
@@ -166,15 +172,15 @@ impl Catalog {
     }
 
     pub async fn create(&self, caller: &Caller, attributes: Map<String, Value>) -> Result<Image> {
-        if caller.read_only {
-            return Err(forbidden("Read-only access"));
-        }
         let image = new_image(
             attributes,
             caller,
             time::now(),
             uuid::Uuid::new_v4().to_string(),
         )?;
+        let target = ImageTarget::new_image(image.owner.clone(), image.visibility);
+        self.authorize(caller, "add_image", &target)?;
+        self.authorize_visibility(caller, None, image.visibility, &target)?;
         match self.db.insert_image(&image).await {
             Ok(()) => Ok(image),
             Err(DbError::Duplicate) => {
@@ -184,18 +190,44 @@ impl Catalog {
         }
     }
 
-    /// The image if the caller may see it; otherwise the same 404 as for a missing one.
+    /// The image if the caller may see it (`get_image`); otherwise the same 404 as for a
+    /// missing one.
     pub async fn get(&self, caller: &Caller, id: &str) -> Result<Image> {
+        Ok(self.get_seen(caller, id).await?.0)
+    }
+
+    /// The image a caller may see, with the policy target it is for that caller.
+    async fn get_seen(&self, caller: &Caller, id: &str) -> Result<(Image, ImageTarget)> {
         let not_found = || ServiceError::from(Image::not_found(id));
         if id.len() > 36 {
             return Err(not_found());
         }
         let image = self.db.get_image(id).await?.ok_or_else(not_found)?;
         let membership = self.membership(caller, &image).await?;
-        if image.visible_to(caller, membership.as_ref().map(|m| m.status.as_str())) {
-            Ok(image)
+        let target = ImageTarget::of(&image, caller, membership.is_some());
+        if image.visible_to(caller, membership.as_ref().map(|m| m.status.as_str()))
+            && self.permits(caller, "get_image", &target)
+        {
+            Ok((image, target))
         } else {
             Err(not_found())
+        }
+    }
+
+    /// Making an image public or community is a rule of its own (`publicize_image`,
+    /// `communitize_image`); staying so is not.
+    fn authorize_visibility(
+        &self,
+        caller: &Caller,
+        from: Option<Visibility>,
+        to: Visibility,
+        target: &ImageTarget,
+    ) -> Result<()> {
+        match to {
+            _ if from == Some(to) => Ok(()),
+            Visibility::Public => self.authorize(caller, "publicize_image", target),
+            Visibility::Community => self.authorize(caller, "communitize_image", target),
+            _ => Ok(()),
         }
     }
 
@@ -206,18 +238,16 @@ impl Catalog {
         }
     }
 
-    /// The image if the caller may change it: invisible is 404, visible but not owned 403.
-    async fn get_modifiable(&self, caller: &Caller, id: &str, action: &str) -> Result<Image> {
-        let image = self.get(caller, id).await?;
-        if !image.modifiable_by(caller) {
-            return Err(forbidden(format!(
-                "You are not authorized to complete {action} action."
-            )));
-        }
+    /// The image if the caller passes `rule` for it: invisible is 404, visible but not
+    /// allowed 403.
+    async fn get_modifiable(&self, caller: &Caller, id: &str, rule: &str) -> Result<Image> {
+        let (image, target) = self.get_seen(caller, id).await?;
+        self.authorize(caller, rule, &target)?;
         Ok(image)
     }
 
     pub async fn list(&self, caller: &Caller, query: &ListQuery) -> Result<Page> {
+        self.authorize(caller, "get_images", &ImageTarget::project_of(caller))?;
         let marker =
             match &query.marker {
                 Some(id) => Some(self.get(caller, id).await.map_err(|_| {
@@ -239,7 +269,10 @@ impl Catalog {
     ) -> Result<Image> {
         let operations = patch::parse(body, dialect)?;
         self.modify(caller, id, "modify_image", |image| {
+            let before = image.visibility;
             patch::apply(image, &operations, dialect, caller)?;
+            let target = ImageTarget::new_image(image.owner.clone(), image.visibility);
+            self.authorize_visibility(caller, Some(before), image.visibility, &target)?;
             Ok(true)
         })
         .await
@@ -277,11 +310,12 @@ impl Catalog {
             .get(caller, id)
             .await
             .map_err(|_| DomainError::NotFound(format!("Failed to find image {id} to delete")))?;
-        if !image.modifiable_by(caller) {
-            return Err(forbidden(
-                "You are not authorized to complete delete_image action.",
-            ));
-        }
+        let member = self.membership(caller, &image).await?.is_some();
+        self.authorize(
+            caller,
+            "delete_image",
+            &ImageTarget::of(&image, caller, member),
+        )?;
         if image.protected {
             return Err(forbidden(format!(
                 "Image {id} is protected and cannot be deleted."
@@ -359,7 +393,11 @@ impl Catalog {
 
     pub async fn add_member(&self, caller: &Caller, id: &str, member_id: &str) -> Result<Member> {
         let image = self.shared_image(caller, id).await?;
-        if !image.modifiable_by(caller) {
+        if !self.permits(
+            caller,
+            "add_member",
+            &ImageTarget::of(&image, caller, false),
+        ) {
             return Err(forbidden(format!(
                 "Not allowed to create members for image {id}."
             )));
@@ -386,11 +424,20 @@ impl Catalog {
         }
     }
 
-    /// Owners and admins see every member; a member sees its own entry.
+    /// Owners and admins see every member; a member sees its own entry (`get_members`).
     pub async fn members(&self, caller: &Caller, id: &str) -> Result<Vec<Member>> {
         let image = self.shared_image(caller, id).await?;
         let members = self.db.members(id).await?;
-        if image.modifiable_by(caller) || caller.is_admin {
+        let is_member = caller
+            .project
+            .as_deref()
+            .is_some_and(|p| members.iter().any(|m| m.member_id == p));
+        self.authorize(
+            caller,
+            "get_members",
+            &ImageTarget::of(&image, caller, is_member),
+        )?;
+        if caller.is_admin || caller.owns(image.owner.as_deref()) {
             return Ok(members);
         }
         Ok(members
@@ -421,8 +468,9 @@ impl Catalog {
         status: MemberStatus,
     ) -> Result<Member> {
         let mut member = self.member(caller, id, member_id).await?;
-        let is_member = caller.project.as_deref() == Some(member_id);
-        if !(is_member || caller.is_admin) || caller.read_only {
+        let image = self.get(caller, id).await?;
+        let target = ImageTarget::of(&image, caller, false).with_member(member_id);
+        if !self.permits(caller, "modify_member", &target) {
             return Err(forbidden(
                 "You are not permitted to modify 'status' on this image member.",
             ));
@@ -442,7 +490,11 @@ impl Catalog {
 
     pub async fn remove_member(&self, caller: &Caller, id: &str, member_id: &str) -> Result<()> {
         let image = self.shared_image(caller, id).await?;
-        if !image.modifiable_by(caller) {
+        if !self.permits(
+            caller,
+            "delete_member",
+            &ImageTarget::of(&image, caller, false),
+        ) {
             return Err(forbidden(format!(
                 "You are not permitted to delete member {member_id} of image {id}."
             )));
