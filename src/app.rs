@@ -151,7 +151,12 @@ impl App {
                 web: WebDownload::new(config.import.web_download.clone()),
             },
             transfer_wait: config.server.transfer_wait,
-            policy: Arc::new(load_policy(config).await?),
+            // Read at every start and reload: a file that does not parse fails the reload,
+            // and the running policy stays.
+            policy: Arc::new({
+                let config = config.clone();
+                tokio::task::spawn_blocking(move || load_policy(&config)).await??
+            }),
             board: board.clone(),
             tracker: tracker.clone(),
             cut: cut.clone(),
@@ -246,21 +251,17 @@ impl App {
     }
 }
 
-/// Glance's default policies with `auth.policy_file`'s overrides. Read at every start and
-/// reload; a file that does not parse fails the reload and the running policy stays.
-pub async fn load_policy(config: &Config) -> Result<Policy, AppError> {
-    let Some(path) = config.auth.policy_file.clone() else {
+/// Glance's default policies with `auth.policy_file`'s overrides (reads the file: call it
+/// off the async threads, as `App::build` does).
+pub fn load_policy(config: &Config) -> Result<Policy, AppError> {
+    let Some(path) = &config.auth.policy_file else {
         return Ok(Policy::glance_defaults());
     };
-    let read = {
-        let path = path.clone();
-        tokio::task::spawn_blocking(move || std::fs::read_to_string(path)).await?
-    };
-    let text = read.map_err(|source| AppError::PolicyFile {
+    let text = std::fs::read_to_string(path).map_err(|source| AppError::PolicyFile {
         path: path.clone(),
         source,
     })?;
-    Ok(Policy::with_overrides(&text, &path)?)
+    Ok(Policy::with_overrides(&text, path)?)
 }
 
 /// A reload may not drop a store, or a directory of one, that still holds image data.

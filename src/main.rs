@@ -143,7 +143,25 @@ fn check_config(config_arg: Option<PathBuf>) -> ExitCode {
             for (key, value, origin) in loaded.provenance() {
                 println!("{key} = {value}    # {origin}");
             }
-            ExitCode::SUCCESS
+            match glint::app::load_policy(&loaded.config) {
+                Ok(policy) => {
+                    println!(
+                        "# policy: Glance's defaults{}",
+                        match &loaded.config.auth.policy_file {
+                            Some(file) => format!(", overridden by {}", file.display()),
+                            None => String::new(),
+                        }
+                    );
+                    for (rule, check) in policy.effective() {
+                        println!("policy.{rule} = {check:?}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("glint: {e}");
+                    ExitCode::from(EX_CONFIG)
+                }
+            }
         }
         Err(e) => {
             eprintln!("glint: {e}");

@@ -89,3 +89,39 @@ fn ctl_without_a_server_says_so() {
     assert_eq!(code, 2);
     assert!(err.contains("control.sock"), "{err}");
 }
+
+#[test]
+fn check_config_prints_the_effective_policy_and_refuses_a_bad_policy_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("glint.toml");
+    // A relative policy file is found beside the config file.
+    std::fs::write(&file, "[auth]\npolicy_file = \"policy.yaml\"\n").expect("write");
+    std::fs::write(
+        dir.path().join("policy.yaml"),
+        "# operators' overrides\npublicize_image: \"role:admin or role:member\"\n",
+    )
+    .expect("write");
+    let path = file.to_str().expect("utf-8 path");
+    let (code, out, err) = run(&["check-config", "--config", path], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("policy.publicize_image = \"role:admin or role:member\""),
+        "{out}"
+    );
+    assert!(
+        out.contains("policy.get_image = \"rule:context_is_admin or (role:reader"),
+        "Glance's defaults for the rest: {out}"
+    );
+
+    std::fs::write(
+        dir.path().join("policy.yaml"),
+        "publicize_image: \"role:admin\"\ncopy_image: \"rule:nonexistent\"\n",
+    )
+    .expect("write");
+    let (code, _, err) = run(&["check-config", "--config", path], &[]);
+    assert_eq!(code, 78, "{err}");
+    assert!(
+        err.contains("policy.yaml") && err.contains("line 2") && err.contains("copy_image"),
+        "{err}"
+    );
+}

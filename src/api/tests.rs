@@ -16,7 +16,10 @@ struct Api {
 /// Who sends a request: a project (with roles) through trusted headers, or nobody.
 #[derive(Clone, Copy)]
 enum As {
+    /// A member (and reader) of the project, as a Keystone token lists its roles.
     Project(&'static str),
+    /// A reader of the project only.
+    Reader(&'static str),
     Admin,
     Anonymous,
 }
@@ -57,6 +60,12 @@ impl Api {
                     .header("x-identity-status", "Confirmed")
                     .header("x-project-id", p)
                     .header("x-roles", "member,reader");
+            }
+            As::Reader(p) => {
+                request = request
+                    .header("x-identity-status", "Confirmed")
+                    .header("x-project-id", p)
+                    .header("x-roles", "reader");
             }
             As::Admin => {
                 request = request
@@ -661,6 +670,18 @@ async fn delete_tags_and_actions() {
 }
 
 impl Api {
+    /// A confirmed identity of project p with no role at all.
+    async fn raw_as_bare(&self, method: &str, uri: &str) -> StatusCode {
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("x-identity-status", "Confirmed")
+            .header("x-project-id", "p")
+            .body(Body::empty())
+            .unwrap();
+        self.app.handle(request).await.status()
+    }
+
     async fn raw(&self, method: &str, uri: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Reply {
         let mut request = Request::builder()
             .method(method)
@@ -887,4 +908,150 @@ async fn a_deactivated_image_downloads_only_for_admins() {
         api.raw("GET", &file, &[], vec![]).await.status,
         StatusCode::OK
     );
+}
+
+#[tokio::test]
+async fn the_secure_rbac_role_matrix_follows_glance() {
+    let api = api().await;
+    let (member, reader, other) = (As::Project("p"), As::Reader("p"), As::Project("q"));
+    let raw = json!({"disk_format": "raw", "container_format": "bare"});
+
+    // A member creates (shared by default), uploads and deactivates its own image.
+    let created = api.create(member, raw.clone()).await;
+    assert_eq!(created["visibility"], "shared");
+    let id = created["id"].as_str().unwrap().to_string();
+    let image = format!("/v2/images/{id}");
+    let file = format!("{image}/file");
+    let octets = [("content-type", "application/octet-stream")];
+    assert_eq!(
+        api.raw("PUT", &file, &octets, b"data".to_vec())
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+
+    // A reader lists and shows, and may change nothing, download included.
+    let listed = api.call(reader, "GET", "/v2/images", None).await;
+    assert_eq!(listed.status, StatusCode::OK);
+    assert_eq!(listed.body["images"].as_array().unwrap().len(), 1);
+    assert_eq!(api.status(reader, "GET", &image).await, StatusCode::OK);
+    assert_eq!(
+        api.status(reader, "GET", &file).await,
+        StatusCode::FORBIDDEN
+    );
+    let renamed = json!([{"op": "replace", "path": "/name", "value": "x"}]);
+    assert_eq!(
+        api.patch(reader, &id, renamed.clone()).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        api.call(
+            reader,
+            "POST",
+            "/v2/images",
+            Some(("application/json", raw.clone()))
+        )
+        .await
+        .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        api.status(reader, "DELETE", &image).await,
+        StatusCode::FORBIDDEN
+    );
+    let members = format!("{image}/members");
+    let add_q = Some(("application/json", json!({"member": "q"})));
+    assert_eq!(
+        api.call(reader, "POST", &members, add_q.clone())
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        api.status(reader, "POST", &format!("{image}/actions/deactivate"))
+            .await,
+        StatusCode::FORBIDDEN
+    );
+
+    // Another project does not see a shared image it is not a member of.
+    assert_eq!(
+        api.status(other, "GET", &image).await,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        api.patch(other, &id, renamed.clone()).await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    // Shared with q: q sees it and accepts for itself; the owner cannot accept for q.
+    assert_eq!(
+        api.call(member, "POST", &members, add_q).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(api.status(other, "GET", &image).await, StatusCode::OK);
+    let accept = Some(("application/json", json!({"status": "accepted"})));
+    let q_member = format!("{members}/q");
+    assert_eq!(
+        api.call(member, "PUT", &q_member, accept.clone())
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        api.call(other, "PUT", &q_member, accept).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(api.status(other, "GET", &file).await, StatusCode::OK);
+    assert_eq!(
+        api.patch(other, &id, renamed.clone()).await.status,
+        StatusCode::FORBIDDEN
+    );
+
+    // Publicize is for admins; community is allowed to the owner's members.
+    let visibility = |v: &str| json!([{"op": "replace", "path": "/visibility", "value": v}]);
+    assert_eq!(
+        api.patch(member, &id, visibility("public")).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        api.patch(member, &id, visibility("community")).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        api.patch(As::Admin, &id, visibility("public")).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(api.patch(member, &id, renamed).await.status, StatusCode::OK);
+    assert_eq!(
+        api.status(member, "POST", &format!("{image}/actions/deactivate"))
+            .await,
+        StatusCode::NO_CONTENT
+    );
+
+    // The tasks API is for admins.
+    assert_eq!(
+        api.status(member, "GET", "/v2/tasks").await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        api.status(As::Admin, "GET", "/v2/tasks").await,
+        StatusCode::OK
+    );
+    // Without a role at all, nothing.
+    let bare = api.raw_as_bare("GET", "/v2/images").await;
+    assert_eq!(bare, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn a_policy_file_overrides_a_default_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, "publicize_image: \"role:member\"\n").unwrap();
+    let api = api_with(|config| config.auth.policy_file = Some(policy.clone())).await;
+    let member = As::Project("p");
+    let id = api.create_id(member, json!({"visibility": "public"})).await;
+    let shown = api
+        .call(member, "GET", &format!("/v2/images/{id}"), None)
+        .await;
+    assert_eq!(shown.body["visibility"], "public");
 }
