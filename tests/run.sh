@@ -23,6 +23,12 @@ fi
 # The README's client examples as a user types them, against glint on 127.0.0.1:9292.
 "$venv/bin/python" tests/compat/test_readme.py target/debug/glint
 
+# A real Keystone (PyPI keystone under uWSGI, set up once into a cache outside the clone;
+# .ci/run builds it): the harness's self-test, then glint in auth.mode = keystone: role
+# matrix, revocation, Keystone outage, policy reload under load, the clients with passwords.
+python3 tests/keystone/smoke.py
+"$venv/bin/python" tests/keystone/test_glint.py target/debug/glint
+
 packaging/build.sh
 deb=$(ls -t target/debian/glint_*.deb | head -1)
 if command -v lintian >/dev/null 2>&1; then

@@ -1,0 +1,303 @@
+#!/usr/bin/env python3
+"""glint with `auth.mode = "keystone"` against a real Keystone (tests/keystone/keystone.py):
+the secure-RBAC role matrix with real tokens of four users in two projects; 401 with
+keystonemiddleware's WWW-Authenticate; a revoked token refused within cache_ttl; Keystone
+stopped mid-run (cached tokens keep working, new ones get 503 within the timeout, never a
+hang) and back; a policy override applied by reload under load with no failed request; and
+the real clients with password auth: `openstack`, `glance`, openstacksdk (with an import).
+
+Usage: tests/keystone/test_glint.py GLINT_BINARY   (run with the compat venv's python, which
+has the clients; Keystone runs from its own cached venv)
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import keystone  # noqa: E402
+
+CACHE_TTL = 2.0
+TIMEOUT = 2.0
+FAILURES = []
+
+
+def check(condition, message):
+    print(f"keystone: {'ok' if condition else 'FAIL'}: {message}", flush=True)
+    if not condition:
+        FAILURES.append(message)
+
+
+class Glint:
+    """glint on a socket this test binds and passes in (socket activation: no port race)."""
+
+    def __init__(self, binary, workdir, sock, auth_url):
+        self.workdir = workdir
+        self.sock = sock
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config = os.path.join(workdir, "glint.toml")
+        self.policy = os.path.join(workdir, "policy.yaml")
+        with open(self.policy, "w") as f:
+            f.write("# no overrides yet\n")
+        self.auth_url = auth_url
+        self.write_config()
+        notify = os.path.join(workdir, "notify.sock")
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(notify)
+        env = dict(os.environ, NOTIFY_SOCKET=notify, LISTEN_FDS="1", LISTEN_FDNAMES="api")
+        for key in ("JOURNAL_STREAM", "STATE_DIRECTORY", "RUNTIME_DIRECTORY"):
+            env.pop(key, None)
+        fd = self.sock.fileno()
+        self.proc = subprocess.Popen(
+            ["sh", "-c", f'exec 3<&{fd}; LISTEN_PID=$$ exec "$0" serve --config "$1"', binary, self.config],
+            env=env, pass_fds=(fd,), stderr=open(os.path.join(workdir, "glint.log"), "w"))
+        self.wait_for("READY=1")
+
+    def write_config(self):
+        with open(self.config, "w") as f:
+            f.write(f'state_dir = "{self.workdir}/state"\n'
+                    '[server]\nlisten = ["127.0.0.1:1"]\n'
+                    '[log]\nlevel = "info"\n'
+                    '[auth]\nmode = "keystone"\npolicy_file = "policy.yaml"\n'
+                    '[auth.keystone]\n'
+                    f'auth_url = "{self.auth_url}"\nusername = "glance"\n'
+                    f'password = "{keystone.password("glance")}"\nproject_name = "service"\n'
+                    f'cache_ttl = "{CACHE_TTL}s"\ntimeout = "{TIMEOUT}s"\n')
+
+    def wait_for(self, line, timeout=60):
+        self.notify.settimeout(timeout)
+        while True:
+            message = self.notify.recv(4096).decode()
+            if line in message.splitlines():
+                return message
+
+    def reload(self):
+        self.proc.send_signal(signal.SIGHUP)
+        self.wait_for("RELOADING=1")
+        return self.wait_for("READY=1")
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=60)
+
+
+def call(g, method, path, token=None, body=None, headers=None, raw=None):
+    h = dict(headers or {})
+    if token:
+        h["X-Auth-Token"] = token
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        h.setdefault("Content-Type", "application/json")
+    if raw is not None:
+        data = raw
+    request = urllib.request.Request(g.url + path, data=data, method=method, headers=h)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            text = r.read()
+            return r.status, text, r.headers
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(), e.headers
+
+
+def role_matrix(g, tokens, ks):
+    status, _, headers = call(g, "GET", "/v2/images")
+    check(status == 401 and headers.get("WWW-Authenticate") == f'Keystone uri="{ks.url[:-3]}"',
+          f"no token: 401 with WWW-Authenticate ({status}, {headers.get('WWW-Authenticate')})")
+    status, body, _ = call(g, "GET", "/v2/images", "not-a-token")
+    check(status == 401 and b"requires authentication" in body, f"a bad token: 401 ({status})")
+
+    member, reader, admin, other = (tokens[u] for u in ("alpha-member", "alpha-reader", "alpha-admin", "beta-member"))
+    status, body, _ = call(g, "POST", "/v2/images", member, {"name": "ks", "disk_format": "raw", "container_format": "bare"})
+    image = json.loads(body)
+    check(status == 201 and image["visibility"] == "shared" and image["owner"] == ks.fixtures["projects"]["alpha"],
+          f"a member creates a shared image owned by its project ({status})")
+    path = f"/v2/images/{image['id']}"
+    status, _, _ = call(g, "PUT", path + "/file", member, raw=b"x" * 1024, headers={"Content-Type": "application/octet-stream"})
+    check(status == 204, f"a member uploads ({status})")
+    expectations = [
+        (reader, "GET", "/v2/images", None, 200, "a reader lists"),
+        (reader, "GET", path, None, 200, "a reader shows"),
+        (reader, "GET", path + "/file", None, 403, "a reader may not download"),
+        (reader, "PATCH", path, [{"op": "replace", "path": "/name", "value": "r"}], 403, "a reader may not update"),
+        (reader, "POST", "/v2/images", {"name": "r"}, 403, "a reader may not create"),
+        (reader, "DELETE", path, None, 403, "a reader may not delete"),
+        (reader, "POST", path + "/members", {"member": "x"}, 403, "a reader may not share"),
+        (other, "GET", path, None, 404, "another project does not see a shared image it is no member of"),
+        (member, "PATCH", path, [{"op": "replace", "path": "/visibility", "value": "public"}], 403, "publicize is for admins"),
+        (member, "PATCH", path, [{"op": "replace", "path": "/visibility", "value": "community"}], 200, "community is allowed to members"),
+        (admin, "PATCH", path, [{"op": "replace", "path": "/visibility", "value": "private"}], 200, "an admin changes another's image"),
+        (other, "GET", path, None, 404, "another project does not see a private image"),
+        (member, "GET", "/v2/tasks", None, 403, "the tasks API is not for members"),
+        (admin, "GET", "/v2/tasks", None, 200, "the tasks API is for admins"),
+        (member, "POST", path + "/actions/deactivate", None, 204, "a member deactivates its own image"),
+        (admin, "GET", path + "/file", None, 200, "an admin downloads a deactivated image"),
+    ]
+    for token, method, where, body, expected, what in expectations:
+        headers = {"Content-Type": "application/openstack-images-v2.1-json-patch"} if method == "PATCH" else None
+        status, text, _ = call(g, method, where, token, body, headers)
+        check(status == expected, f"{what}: {status} (expected {expected}) {text[:120]!r}")
+
+
+def revocation(g, ks, glance_token):
+    token, _ = ks.token("alpha-member")
+    status, _, _ = call(g, "GET", "/v2/images", token)
+    check(status == 200, "a fresh token works (and is now cached)")
+    ks.revoke(glance_token, token)
+    revoked_at = time.monotonic()
+    while True:
+        status, _, _ = call(g, "GET", "/v2/images", token)
+        if status == 401:
+            break
+        if time.monotonic() - revoked_at > CACHE_TTL + TIMEOUT + 5:
+            break
+        time.sleep(0.05)
+    after = time.monotonic() - revoked_at
+    check(status == 401, f"a revoked token is refused {after:.2f} s after its revocation (cache_ttl {CACHE_TTL} s)")
+    return after
+
+
+def keystone_outage(g, ks, tokens):
+    cached = tokens["alpha-member"]
+    call(g, "GET", "/v2/images", cached)
+    fresh, _ = ks.token("beta-member")
+    port, data_dir = ks.port, ks.data_dir
+    ks.stop(keep=True)
+    status, _, _ = call(g, "GET", "/v2/images", cached)
+    check(status == 200, f"Keystone down: a cached token keeps working ({status})")
+    started = time.monotonic()
+    status, body, _ = call(g, "GET", "/v2/images", fresh)
+    took = time.monotonic() - started
+    check(status == 503 and b"503" in body, f"Keystone down: a new token gets 503 ({status})")
+    check(took < TIMEOUT + 3, f"... after {took:.2f} s, not a hang (timeout {TIMEOUT} s)")
+    ks = keystone.start(port=port, data_dir=data_dir, image_url=g.url)
+    status, _, _ = call(g, "GET", "/v2/images", fresh)
+    check(status == 200, f"Keystone back: the new token works ({status})")
+    return ks
+
+
+def policy_reload_under_load(g, tokens):
+    member = tokens["alpha-member"]
+    stop = threading.Event()
+    failures, count = [], [0]
+
+    def load():
+        while not stop.is_set():
+            status, _, _ = call(g, "GET", "/v2/images", member)
+            count[0] += 1
+            if status != 200:
+                failures.append(status)
+
+    def served(more):
+        """Returns once `more` further requests have been answered."""
+        goal = count[0] + more
+        while count[0] < goal and not failures:
+            time.sleep(0.01)
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for t in threads:
+        t.start()
+    served(200)
+    with open(g.policy, "w") as f:
+        f.write('publicize_image: "role:admin or role:member"\n')
+    ready = g.reload()
+    served(200)
+    with open(g.policy, "w") as f:
+        f.write('publicize_image: "rule:nonexistent"\n')
+    refused = g.reload()
+    served(200)
+    stop.set()
+    for t in threads:
+        t.join()
+    check("ERRNO=" not in ready, "the reload with a policy override applied")
+    check("ERRNO=" in refused and "nonexistent" in refused, f"a bad policy file is refused by name: {refused.strip()!r}")
+    check(not failures, f"{count[0]} requests during the policy reloads, {len(failures)} failed")
+    status, body, _ = call(g, "POST", "/v2/images", member, {"name": "pub", "visibility": "public"})
+    check(status == 201, f"the override (members may publicize) is in force after the refused reload ({status})")
+
+
+def clients(g, ks, workdir):
+    bindir = os.path.dirname(sys.executable)
+    env = dict(os.environ, **keystone.os_env(ks.url, "alpha-member", "alpha"))
+    image = os.path.join(workdir, "client.img")
+    with open(image, "wb") as f:
+        f.write(os.urandom(64 << 10))
+
+    def run(*argv):
+        result = subprocess.run(["sh", "-c", '"$@" <&-', "client", *argv], env=env, capture_output=True,
+                                text=True, timeout=180)
+        return result.returncode, result.stdout, result.stderr
+
+    code, out, err = run(os.path.join(bindir, "openstack"), "image", "create", "--disk-format", "raw",
+                         "--container-format", "bare", "--file", image, "-f", "json", "osc-image")
+    created = json.loads(out) if code == 0 else {}
+    check(code == 0 and created.get("status") == "active", f"openstack image create with password auth: {err.strip()[-200:]}")
+    code, out, err = run(os.path.join(bindir, "openstack"), "image", "list", "-f", "json")
+    check(code == 0 and any(i["Name"] == "osc-image" for i in json.loads(out or "[]")), f"openstack image list {err.strip()[-200:]}")
+    saved = os.path.join(workdir, "saved.img")
+    code, _, err = run(os.path.join(bindir, "openstack"), "image", "save", "--file", saved, "osc-image")
+    check(code == 0 and open(saved, "rb").read() == open(image, "rb").read(), f"openstack image save is byte-exact {err.strip()[-200:]}")
+    code, out, err = run(os.path.join(bindir, "glance"), "image-list")
+    check(code == 0 and "osc-image" in out, f"glance image-list with OS_AUTH_URL {err.strip()[-200:]}")
+    code, _, err = run(os.path.join(bindir, "openstack"), "image", "delete", "osc-image")
+    check(code == 0, f"openstack image delete {err.strip()[-200:]}")
+
+    import openstack
+    conn = openstack.connect(auth=dict(auth_url=ks.url, username="alpha-member",
+                                       password=keystone.password("alpha-member"), project_name="alpha",
+                                       user_domain_id=keystone.DOMAIN_ID, project_domain_id=keystone.DOMAIN_ID),
+                             region_name=keystone.REGION)
+    imported = conn.image.create_image(name="sdk-import", filename=image, disk_format="raw",
+                                       container_format="bare", use_import=True, wait=True, timeout=120)
+    # The import is a task: its end has no notification, so poll.
+    deadline = time.monotonic() + 60
+    fetched = conn.image.get_image(imported.id)
+    while fetched.status != "active" and time.monotonic() < deadline:
+        time.sleep(0.1)
+        fetched = conn.image.get_image(imported.id)
+    check(fetched.status == "active", f"openstacksdk connect(auth=…) import: {fetched.status}")
+    conn.image.delete_image(imported.id)
+
+
+def main():
+    binary = os.path.abspath(sys.argv[1])
+    # glint's socket first: Keystone's catalogue names it as the image endpoint.
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    ks = keystone.start(image_url=f"http://127.0.0.1:{sock.getsockname()[1]}")
+    keystone_dir = ks.data_dir
+    with tempfile.TemporaryDirectory() as workdir:
+        g = Glint(binary, workdir, sock, ks.url)
+        try:
+            glance_token, _ = ks.token("glance")
+            tokens = {u: ks.token(u)[0] for u in ("alpha-member", "alpha-reader", "alpha-admin", "beta-member")}
+            role_matrix(g, tokens, ks)
+            revoked_after = revocation(g, ks, glance_token)
+            ks = keystone_outage(g, ks, tokens)
+            policy_reload_under_load(g, tokens)
+            clients(g, ks, workdir)
+            print(f"keystone: figure: a revoked token was refused {revoked_after:.2f} s after revocation (cache_ttl {CACHE_TTL} s)")
+        finally:
+            g.stop()
+            ks.stop()
+            shutil.rmtree(keystone_dir, ignore_errors=True)
+            if FAILURES:
+                print(open(os.path.join(workdir, "glint.log")).read()[-4000:], file=sys.stderr)
+    if FAILURES:
+        sys.exit(f"keystone: {len(FAILURES)} checks failed")
+    print("keystone: all checks passed")
+
+
+if __name__ == "__main__":
+    main()
