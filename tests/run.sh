@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test glint has: unit, handler and lifecycle tests (the real binary over real
 # sockets, with a harness playing systemd), the compatibility suite (glanceclient and
-# openstacksdk from PyPI), then builds the .deb and .rpm, checks the .deb
+# openstacksdk from PyPI, and the README's examples), glint against a real Keystone, then
+# builds the .deb and .rpm, checks the .deb
 # with lintian, and, as root, installs it under a real systemd 254 in a namespace
 # (tests/e2e/systemd_e2e.py). Usage: tests/run.sh
 set -euo pipefail
