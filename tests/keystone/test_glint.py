@@ -149,6 +149,26 @@ def role_matrix(g, tokens, ks):
         check(status == expected, f"{what}: {status} (expected {expected}) {text[:120]!r}")
 
 
+def one_validation_for_a_new_token(g, ks):
+    """20 concurrent requests with one token Keystone has not seen: one GET /v3/auth/tokens."""
+    token, _ = ks.token("beta-member")
+
+    def validations():
+        return sum(1 for line in ks.log().splitlines() if "GET /v3/auth/tokens" in line)
+
+    before = validations()
+    statuses = []
+    threads = [threading.Thread(target=lambda: statuses.append(call(g, "GET", "/v2/images", token)[0]))
+               for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    asked = validations() - before
+    check(statuses.count(200) == 20, f"20 concurrent requests with a new token: {sorted(set(statuses))}")
+    check(asked == 1, f"... validated with Keystone once ({asked} times)")
+
+
 def revocation(g, ks, glance_token):
     token, _ = ks.token("alpha-member")
     status, _, _ = call(g, "GET", "/v2/images", token)
@@ -283,6 +303,7 @@ def main():
             glance_token, _ = ks.token("glance")
             tokens = {u: ks.token(u)[0] for u in ("alpha-member", "alpha-reader", "alpha-admin", "beta-member")}
             role_matrix(g, tokens, ks)
+            one_validation_for_a_new_token(g, ks)
             revoked_after = revocation(g, ks, glance_token)
             ks = keystone_outage(g, ks, tokens)
             policy_reload_under_load(g, tokens)
