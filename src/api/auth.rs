@@ -4,6 +4,7 @@
 //! a service token in `X-Service-Token`), validated by `crate::auth::Keystone`.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 
 use http::HeaderMap;
 
@@ -87,7 +88,10 @@ pub fn caller(
 
 /// The caller a Keystone token vouches for. No token, or one Keystone refuses: 401 with
 /// keystonemiddleware's `WWW-Authenticate`. Keystone not answering: 503.
-pub async fn keystone_caller(headers: &HeaderMap, keystone: &Keystone) -> Result<Caller, ApiError> {
+pub async fn keystone_caller(
+    headers: &HeaderMap,
+    keystone: &Arc<Keystone>,
+) -> Result<Caller, ApiError> {
     let refused = |error: AuthError| match error {
         AuthError::Invalid => ApiError::TokenRequired {
             uri: keystone.www_authenticate_uri().to_string(),

@@ -35,7 +35,10 @@ enum Answer {
 
 struct Cached {
     answer: Answer,
+    /// Believed until then: `cache_ttl` after the answer, or the token's expiry if sooner.
     until: Instant,
+    /// The token's own expiry (for a refused token, `until`).
+    expires: Instant,
 }
 
 struct ServiceToken {
@@ -144,17 +147,38 @@ impl Keystone {
 
     /// Who `token` belongs to, from the cache while its answer is fresh, else from
     /// Keystone; `Invalid` for a token Keystone refuses, `Unavailable` when Keystone does
-    /// not answer within `timeout`.
-    pub async fn validate(&self, token: &str) -> Result<Arc<Identity>, AuthError> {
+    /// not answer within `timeout`. A busy token is asked about again shortly before its
+    /// answer goes stale, in the background, so its requests never queue behind Keystone.
+    pub async fn validate(self: &Arc<Self>, token: &str) -> Result<Arc<Identity>, AuthError> {
         let key: TokenKey = Sha256::digest(token.as_bytes()).into();
         let now = Instant::now();
-        if let Some(cached) = self.cache().get(&key).filter(|c| c.until > now) {
-            return match &cached.answer {
-                Answer::Valid(identity) => Ok(identity.clone()),
+        let hit = self
+            .cache()
+            .get(&key)
+            .filter(|c| c.until > now)
+            .map(|c| (c.answer.clone(), c.until, c.expires));
+        if let Some((answer, until, expires)) = hit {
+            let ending = until.saturating_duration_since(now) < self.config.cache_ttl / 4;
+            if ending && until < expires && !self.pending().contains_key(&key) {
+                let this = self.clone();
+                let token = token.to_string();
+                tokio::spawn(async move {
+                    let _ = this.fetch(key, &token).await;
+                });
+            }
+            return match answer {
+                Answer::Valid(identity) => Ok(identity),
                 Answer::Invalid => Err(AuthError::Invalid),
             };
         }
-        // One question to Keystone for every request that carries this token now.
+        match self.fetch(key, token).await? {
+            Answer::Valid(identity) => Ok(identity),
+            Answer::Invalid => Err(AuthError::Invalid),
+        }
+    }
+
+    /// Asks Keystone once for every caller that wants `token` now, and caches the answer.
+    async fn fetch(&self, key: TokenKey, token: &str) -> Result<Answer, AuthError> {
         let cell = self.pending().entry(key).or_default().clone();
         let asked = cell
             .get_or_try_init(|| async {
@@ -171,29 +195,22 @@ impl Keystone {
                 pending.remove(&key);
             }
         }
-        let answer = match asked {
-            Ok(cached) => {
-                let answer = cached.answer.clone();
-                let mut cache = self.cache();
-                if cache.len() >= CACHE_SWEEP_AT {
-                    let now = Instant::now();
-                    cache.retain(|_, c| c.until > now);
-                }
-                cache.insert(
-                    key,
-                    Cached {
-                        answer: answer.clone(),
-                        until: cached.until,
-                    },
-                );
-                answer
-            }
-            Err(e) => return Err(e),
-        };
-        match answer {
-            Answer::Valid(identity) => Ok(identity),
-            Answer::Invalid => Err(AuthError::Invalid),
+        let cached = asked?;
+        let answer = cached.answer.clone();
+        let mut cache = self.cache();
+        if cache.len() >= CACHE_SWEEP_AT {
+            let now = Instant::now();
+            cache.retain(|_, c| c.until > now);
         }
+        cache.insert(
+            key,
+            Cached {
+                answer: answer.clone(),
+                until: cached.until,
+                expires: cached.expires,
+            },
+        );
+        Ok(answer)
     }
 
     /// Asks Keystone about `token` with the service token, renewing that once if Keystone
@@ -218,6 +235,7 @@ impl Keystone {
                 return Ok(Cached {
                     answer: Answer::Invalid,
                     until: ttl_end,
+                    expires: ttl_end,
                 });
             }
             if !status.is_success() {
@@ -234,6 +252,7 @@ impl Keystone {
                 return Ok(Cached {
                     answer: Answer::Invalid,
                     until: ttl_end,
+                    expires: ttl_end,
                 });
             }
             let info = body.token;
@@ -259,6 +278,7 @@ impl Keystone {
             return Ok(Cached {
                 answer: Answer::Valid(Arc::new(identity)),
                 until: ttl_end.min(expires),
+                expires,
             });
         }
         Err(unavailable("Keystone refused glint's own service token"))

@@ -40,6 +40,9 @@ def check(condition, message):
 class Glint:
     """glint on a socket this test binds and passes in (socket activation: no port race)."""
 
+    cache_ttl = CACHE_TTL
+    log_level = "info"
+
     def __init__(self, binary, workdir, sock, auth_url):
         self.workdir = workdir
         self.sock = sock
@@ -67,12 +70,12 @@ class Glint:
         with open(self.config, "w") as f:
             f.write(f'state_dir = "{self.workdir}/state"\n'
                     '[server]\nlisten = ["127.0.0.1:1"]\n'
-                    '[log]\nlevel = "info"\n'
+                    f'[log]\nlevel = "{self.log_level}"\n'
                     '[auth]\nmode = "keystone"\npolicy_file = "policy.yaml"\n'
                     '[auth.keystone]\n'
                     f'auth_url = "{self.auth_url}"\nusername = "glance"\n'
                     f'password = "{keystone.password("glance")}"\nproject_name = "service"\n'
-                    f'cache_ttl = "{CACHE_TTL}s"\ntimeout = "{TIMEOUT}s"\n')
+                    f'cache_ttl = "{self.cache_ttl}s"\ntimeout = "{TIMEOUT}s"\n')
 
     def wait_for(self, line, timeout=60):
         self.notify.settimeout(timeout)
