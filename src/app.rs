@@ -151,6 +151,12 @@ impl App {
                 web: WebDownload::new(config.import.web_download.clone()),
             },
             transfer_wait: config.server.transfer_wait,
+            quotas: crate::domain::image::Quotas {
+                properties: config.images.image_property_quota,
+                tags: config.images.image_tag_quota,
+                members: config.images.image_member_quota,
+                locations: config.images.image_location_quota,
+            },
             // Read at every start and reload: a file that does not parse fails the reload,
             // and the running policy stays.
             policy: Arc::new({

@@ -205,12 +205,21 @@ fn images() -> impl Strategy<Value = ImagesConfig> {
         size(),
         proptest::sample::select(vec!["sha512", "sha384", "sha256"]),
         size(),
+        (1..1000usize, 1..1000usize, 1..1000usize, 1..100usize),
     )
-        .prop_map(|(size_cap, hash_algo, user_storage_quota)| ImagesConfig {
-            size_cap,
-            hash_algo: hash_algo.into(),
-            user_storage_quota,
-        })
+        .prop_map(
+            |(size_cap, hash_algo, user_storage_quota, (properties, tags, members, locations))| {
+                ImagesConfig {
+                    size_cap,
+                    hash_algo: hash_algo.into(),
+                    user_storage_quota,
+                    image_property_quota: properties,
+                    image_tag_quota: tags,
+                    image_member_quota: members,
+                    image_location_quota: locations,
+                }
+            },
+        )
 }
 
 fn import() -> impl Strategy<Value = ImportConfig> {

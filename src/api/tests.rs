@@ -1055,3 +1055,43 @@ async fn a_policy_file_overrides_a_default_rule() {
         .await;
     assert_eq!(shown.body["visibility"], "public");
 }
+
+#[tokio::test]
+async fn per_image_quotas_come_from_the_config() {
+    let api = api_with(|config| {
+        config.images.image_tag_quota = 2;
+        config.images.image_property_quota = 1;
+        config.images.image_member_quota = 1;
+    })
+    .await;
+    let me = As::Project("p");
+    let id = api.create_id(me, json!({"tags": ["a", "b"]})).await;
+    let tag = |t: &str| format!("/v2/images/{id}/tags/{t}");
+    assert_eq!(
+        api.status(me, "PUT", &tag("c")).await,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+    let add = |k: &str| json!([{"op": "add", "path": format!("/{k}"), "value": "v"}]);
+    assert_eq!(
+        api.patch(me, &id, add("x_one")).await.status,
+        StatusCode::OK
+    );
+    let over = api.patch(me, &id, add("x_two")).await;
+    assert_eq!(over.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(
+        over.text
+            .contains("Maximum number of properties exceeded (1)"),
+        "{}",
+        over.text
+    );
+    let members = format!("/v2/images/{id}/members");
+    let member = |m: &str| Some(("application/json", json!({"member": m})));
+    assert_eq!(
+        api.call(me, "POST", &members, member("q")).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        api.call(me, "POST", &members, member("r")).await.status,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+}

@@ -195,6 +195,11 @@ pub struct ImagesConfig {
     pub hash_algo: String,
     /// Image data one project may store in all; 0 means unlimited.
     pub user_storage_quota: bytesize::ByteSize,
+    /// Per image: custom properties, tags, members and locations at most.
+    pub image_property_quota: usize,
+    pub image_tag_quota: usize,
+    pub image_member_quota: usize,
+    pub image_location_quota: usize,
 }
 
 impl Default for ImagesConfig {
@@ -203,6 +208,10 @@ impl Default for ImagesConfig {
             size_cap: bytesize::ByteSize::tib(1),
             hash_algo: "sha512".into(),
             user_storage_quota: bytesize::ByteSize::b(0),
+            image_property_quota: 128,
+            image_tag_quota: 128,
+            image_member_quota: 128,
+            image_location_quota: 10,
         }
     }
 }

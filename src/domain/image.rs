@@ -10,10 +10,31 @@ use super::DomainError;
 use super::caller::Caller;
 use super::time::Timestamp;
 
-/// How many custom properties, tags and members an image may have (Glance's quotas).
+/// Glance's defaults for how many custom properties, tags and members an image may have.
 pub const PROPERTY_QUOTA: usize = 128;
 pub const TAG_QUOTA: usize = 128;
 pub const MEMBER_QUOTA: usize = 128;
+
+/// Per-image limits (Glance's `image_property_quota`, `image_tag_quota`,
+/// `image_member_quota`, `image_location_quota`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quotas {
+    pub properties: usize,
+    pub tags: usize,
+    pub members: usize,
+    pub locations: usize,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Quotas {
+            properties: PROPERTY_QUOTA,
+            tags: TAG_QUOTA,
+            members: MEMBER_QUOTA,
+            locations: 10,
+        }
+    }
+}
 /// Longest name, tag, owner or custom key.
 pub const MAX_LEN: usize = 255;
 
@@ -364,6 +385,7 @@ pub fn new_image(
     caller: &Caller,
     now: Timestamp,
     fresh_id: String,
+    quotas: &Quotas,
 ) -> Result<Image, DomainError> {
     for key in ["direct_url", "self", "file", "schema", "stores"] {
         if attributes.contains_key(key) {
@@ -431,7 +453,7 @@ pub fn new_image(
             image.owner.as_deref().unwrap_or("None")
         )));
     }
-    check_quotas(&image)?;
+    check_quotas(&image, quotas)?;
     Ok(image)
 }
 
@@ -439,15 +461,17 @@ pub fn read_only(key: &str) -> DomainError {
     DomainError::Forbidden(format!("Attribute '{key}' is read-only."))
 }
 
-pub fn check_quotas(image: &Image) -> Result<(), DomainError> {
-    if image.properties.len() > PROPERTY_QUOTA {
+pub fn check_quotas(image: &Image, quotas: &Quotas) -> Result<(), DomainError> {
+    if image.properties.len() > quotas.properties {
         return Err(DomainError::OverLimit(format!(
-            "Maximum number of properties exceeded ({PROPERTY_QUOTA})"
+            "Maximum number of properties exceeded ({})",
+            quotas.properties
         )));
     }
-    if image.tags.len() > TAG_QUOTA {
+    if image.tags.len() > quotas.tags {
         return Err(DomainError::OverLimit(format!(
-            "Maximum number of tags exceeded ({TAG_QUOTA})"
+            "Maximum number of tags exceeded ({})",
+            quotas.tags
         )));
     }
     Ok(())
@@ -478,6 +502,7 @@ mod tests {
             &caller("p", false),
             7,
             "id".into(),
+            &Quotas::default(),
         )
         .unwrap();
         assert_eq!(image.status, Status::Queued);
@@ -489,7 +514,8 @@ mod tests {
     #[test]
     fn read_only_reserved_and_typed_attributes() {
         let c = caller("p", false);
-        let err = |v: Value| new_image(attrs(v), &c, 0, "id".into()).unwrap_err();
+        let err =
+            |v: Value| new_image(attrs(v), &c, 0, "id".into(), &Quotas::default()).unwrap_err();
         assert!(matches!(
             err(json!({"status": "active"})),
             DomainError::Forbidden(_)
@@ -524,6 +550,7 @@ mod tests {
             &c,
             0,
             "id".into(),
+            &Quotas::default(),
         )
         .unwrap();
         assert_eq!(image.properties["foo"], "bar");
@@ -541,7 +568,14 @@ mod tests {
 
     #[test]
     fn visibility_of_one_image() {
-        let mut image = new_image(Map::new(), &caller("owner", false), 0, "id".into()).unwrap();
+        let mut image = new_image(
+            Map::new(),
+            &caller("owner", false),
+            0,
+            "id".into(),
+            &Quotas::default(),
+        )
+        .unwrap();
         let other = caller("other", false);
         assert!(!image.visible_to(&other, None));
         assert!(image.visible_to(&other, Some("pending")));

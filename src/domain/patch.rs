@@ -144,6 +144,7 @@ pub fn apply(
     operations: &[Operation],
     dialect: Dialect,
     caller: &Caller,
+    quotas: &image::Quotas,
 ) -> Result<(), DomainError> {
     for operation in operations {
         let key = operation.key.as_str();
@@ -194,7 +195,7 @@ pub fn apply(
             }
         }
     }
-    image::check_quotas(image)
+    image::check_quotas(image, quotas)
 }
 
 fn base_is_set(image: &Image, key: &str) -> bool {
@@ -252,7 +253,14 @@ mod tests {
     }
 
     fn image_with(props: &[(&str, &str)]) -> Image {
-        let mut image = new_image(serde_json::Map::new(), &owner(), 0, "id".into()).unwrap();
+        let mut image = new_image(
+            serde_json::Map::new(),
+            &owner(),
+            0,
+            "id".into(),
+            &image::Quotas::default(),
+        )
+        .unwrap();
         for (k, v) in props {
             image.properties.insert(k.to_string(), v.to_string());
         }
@@ -261,7 +269,13 @@ mod tests {
 
     fn run(image: &mut Image, body: Value) -> Result<(), DomainError> {
         let ops = parse(&body, Dialect::V21)?;
-        apply(image, &ops, Dialect::V21, &owner())
+        apply(
+            image,
+            &ops,
+            Dialect::V21,
+            &owner(),
+            &image::Quotas::default(),
+        )
     }
 
     #[test]
@@ -383,11 +397,24 @@ mod tests {
         let mut image = image_with(&[("a", "1")]);
         let ops = parse(&json!([{"add": "/a", "value": "2"}]), Dialect::V20).unwrap();
         assert!(matches!(
-            apply(&mut image, &ops, Dialect::V20, &owner()),
+            apply(
+                &mut image,
+                &ops,
+                Dialect::V20,
+                &owner(),
+                &image::Quotas::default()
+            ),
             Err(DomainError::Conflict(_))
         ));
         let ops = parse(&json!([{"replace": "/a", "value": "2"}]), Dialect::V20).unwrap();
-        apply(&mut image, &ops, Dialect::V20, &owner()).unwrap();
+        apply(
+            &mut image,
+            &ops,
+            Dialect::V20,
+            &owner(),
+            &image::Quotas::default(),
+        )
+        .unwrap();
         assert_eq!(image.properties["a"], "2");
     }
 

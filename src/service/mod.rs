@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 use crate::db::{Database, DbError};
 use crate::domain::DomainError;
 use crate::domain::caller::Caller;
-use crate::domain::image::{self, Image, MEMBER_QUOTA, Status, Visibility, check_value, new_image};
+use crate::domain::image::{self, Image, Quotas, Status, Visibility, check_value, new_image};
 use crate::domain::member::{Member, MemberStatus};
 use crate::domain::patch::{self, Dialect};
 use crate::domain::query::ListQuery;
@@ -88,6 +88,7 @@ pub struct Catalog {
     /// How long a client's transfer waits for a slot before a 503.
     transfer_wait: Duration,
     policy: std::sync::Arc<Policy>,
+    quotas: Quotas,
 }
 
 /// What a catalogue is built from (one generation's settings).
@@ -99,6 +100,7 @@ pub struct CatalogParts {
     pub import: ImportSettings,
     pub transfer_wait: Duration,
     pub policy: std::sync::Arc<Policy>,
+    pub quotas: Quotas,
     pub board: std::sync::Arc<TaskBoard>,
     pub tracker: tokio_util::task::TaskTracker,
     pub cut: tokio_util::sync::CancellationToken,
@@ -148,6 +150,7 @@ impl Catalog {
             executor: Executor::new(parts.board, parts.tracker, parts.cut),
             transfer_wait: parts.transfer_wait,
             policy: parts.policy,
+            quotas: parts.quotas,
         }
     }
 
@@ -177,6 +180,7 @@ impl Catalog {
             caller,
             time::now(),
             uuid::Uuid::new_v4().to_string(),
+            &self.quotas,
         )?;
         let target = ImageTarget::new_image(image.owner.clone(), image.visibility);
         self.authorize(caller, "add_image", &target)?;
@@ -270,7 +274,7 @@ impl Catalog {
         let operations = patch::parse(body, dialect)?;
         self.modify(caller, id, "modify_image", |image| {
             let before = image.visibility;
-            patch::apply(image, &operations, dialect, caller)?;
+            patch::apply(image, &operations, dialect, caller, &self.quotas)?;
             let target = ImageTarget::new_image(image.owner.clone(), image.visibility);
             self.authorize_visibility(caller, Some(before), image.visibility, &target)?;
             Ok(true)
@@ -339,7 +343,7 @@ impl Catalog {
             if !image.tags.insert(tag.to_string()) {
                 return Ok(false);
             }
-            image::check_quotas(image)?;
+            image::check_quotas(image, &self.quotas)?;
             Ok(true)
         })
         .await?;
@@ -410,10 +414,11 @@ impl Catalog {
             created_at: now,
             updated_at: now,
         };
-        match self.db.add_member(&member, MEMBER_QUOTA).await {
+        let quota = self.quotas.members;
+        match self.db.add_member(&member, quota).await {
             Ok(true) => Ok(member),
             Ok(false) => Err(DomainError::OverLimit(format!(
-                "Maximum number of members exceeded ({MEMBER_QUOTA})"
+                "Maximum number of members exceeded ({quota})"
             ))
             .into()),
             Err(DbError::Duplicate) => Err(DomainError::Conflict(format!(

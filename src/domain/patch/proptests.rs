@@ -12,8 +12,8 @@ use super::{Dialect, apply, parse};
 use crate::domain::DomainError;
 use crate::domain::caller::Caller;
 use crate::domain::image::{
-    BASE_KEYS, CONTAINER_FORMATS, DISK_FORMATS, Image, MAX_LEN, PROPERTY_QUOTA, READ_ONLY, Status,
-    TAG_QUOTA, Visibility, is_reserved, new_image,
+    BASE_KEYS, CONTAINER_FORMATS, DISK_FORMATS, Image, MAX_LEN, PROPERTY_QUOTA, Quotas, READ_ONLY,
+    Status, TAG_QUOTA, Visibility, is_reserved, new_image,
 };
 
 const CASES: u32 = 256;
@@ -198,8 +198,14 @@ fn image() -> impl Strategy<Value = Image> {
         proptest::sample::select(vec![0, PROPERTY_QUOTA - 2, PROPERTY_QUOTA - 1]),
     )
         .prop_map(|(status, visibility, properties, tags, filler)| {
-            let mut image = new_image(Map::new(), &caller(false), 0, "id".into())
-                .expect("an empty create is valid");
+            let mut image = new_image(
+                Map::new(),
+                &caller(false),
+                0,
+                "id".into(),
+                &Quotas::default(),
+            )
+            .expect("an empty create is valid");
             image.status = status;
             image.visibility = visibility;
             image.tags = tags.into_iter().collect();
@@ -356,7 +362,7 @@ proptest! {
         prop_assert_eq!(operations.len(), count);
         let caller = caller(is_admin);
         let before = image.clone();
-        match apply(&mut image, &operations, dialect, &caller) {
+        match apply(&mut image, &operations, dialect, &caller, &Quotas::default()) {
             Ok(()) => check_accepted(&before, &image, &caller)?,
             Err(e) => prop_assert!(
                 matches!(
@@ -381,7 +387,7 @@ proptest! {
         prop_assert!(operations.is_ok(), "{:?}", operations);
         let operations = operations.unwrap_or_default();
         let expected = model(image.properties.clone(), &ops, dialect);
-        let outcome = apply(&mut image, &operations, dialect, &caller(false));
+        let outcome = apply(&mut image, &operations, dialect, &caller(false), &Quotas::default());
         match (expected, outcome) {
             (Ok(properties), Ok(())) => prop_assert_eq!(properties, image.properties),
             (Err("conflict"), Err(DomainError::Conflict(_)))
