@@ -30,6 +30,9 @@ fi
 python3 tests/keystone/smoke.py
 "$venv/bin/python" tests/keystone/test_glint.py target/debug/glint
 
+# Behind a real HAProxy: forwarded scheme, host and client from a trusted proxy only.
+python3 tests/proxy/test_haproxy.py target/debug/glint
+
 packaging/build.sh
 deb=$(ls -t target/debian/glint_*.deb | head -1)
 if command -v lintian >/dev/null 2>&1; then
