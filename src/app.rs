@@ -203,6 +203,10 @@ impl App {
             catalog: catalog.clone(),
             auth: Arc::new(config.auth.clone()),
             keystone: keystone.clone(),
+            show: api::wire::Show {
+                direct_url: config.images.show_image_direct_url,
+                locations: config.images.show_multiple_locations,
+            },
             proxy: Arc::new(api::forwarded::ProxySettings {
                 public_endpoint: config.server.public_endpoint.clone(),
                 trusted_proxies: config.server.trusted_proxies.clone(),

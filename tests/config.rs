@@ -217,6 +217,8 @@ fn images() -> impl Strategy<Value = ImagesConfig> {
                     image_tag_quota: tags,
                     image_member_quota: members,
                     image_location_quota: locations,
+                    show_image_direct_url: properties % 2 == 0,
+                    show_multiple_locations: tags % 2 == 0,
                 }
             },
         )

@@ -46,7 +46,7 @@ pub async fn create(
         ));
     };
     let image = ctx.catalog.create(&caller, attributes).await?;
-    let mut response = (StatusCode::CREATED, Json(wire::image(&image))).into_response();
+    let mut response = (StatusCode::CREATED, Json(wire::image(&image, ctx.show))).into_response();
     let headers = response.headers_mut();
     if let Ok(location) =
         HeaderValue::from_str(&format!("{}/v2/images/{}", view.base_url, image.id))
@@ -80,7 +80,7 @@ pub async fn list(
             .collect();
     let list_query = ListQuery::parse(&params)?;
     let page = ctx.catalog.list(&caller, &list_query).await?;
-    Ok(Json(wire::image_list(&page.images, &params, page.full)).into_response())
+    Ok(Json(wire::image_list(&page.images, &params, page.full, ctx.show)).into_response())
 }
 
 pub async fn show(
@@ -89,7 +89,7 @@ pub async fn show(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let image = ctx.catalog.get(&caller, &id).await?;
-    Ok(Json(wire::image(&image)).into_response())
+    Ok(Json(wire::image(&image, ctx.show)).into_response())
 }
 
 pub async fn update(
@@ -111,7 +111,7 @@ pub async fn update(
     };
     let patch = json_body(&body)?;
     let image = ctx.catalog.update(&caller, &id, &patch, dialect).await?;
-    Ok(Json(wire::image(&image)).into_response())
+    Ok(Json(wire::image(&image, ctx.show)).into_response())
 }
 
 pub async fn delete(
@@ -392,4 +392,48 @@ mod range_tests {
         assert!(parse_range("items=0-1", 100).is_err());
         assert!(parse_range("bytes=5-2", 100).is_err());
     }
+}
+
+/// `GET /v2/images/{id}/locations`.
+pub async fn locations(
+    State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let image = ctx.catalog.locations(&caller, &id).await?;
+    Ok(Json(wire::locations(&image)).into_response())
+}
+
+/// `POST /v2/images/{id}/locations`: `{"url": …, "validation_data": {"os_hash_algo": …,
+/// "os_hash_value": …}}`.
+pub async fn add_location(
+    State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let body = json_body(&body)?;
+    let url = body.get("url").and_then(Value::as_str).ok_or_else(|| {
+        ApiError::BadRequest(
+            "Provided object does not match schema: 'url' is a required property".into(),
+        )
+    })?;
+    let validation = match body.get("validation_data") {
+        None | Some(Value::Null) => None,
+        Some(data) => {
+            let field = |key: &str| data.get(key).and_then(Value::as_str).map(str::to_string);
+            match (field("os_hash_algo"), field("os_hash_value")) {
+                (Some(algo), Some(value)) => Some((algo, value)),
+                _ => {
+                    return Err(ApiError::BadRequest(
+                        "validation_data needs os_hash_algo and os_hash_value".into(),
+                    ));
+                }
+            }
+        }
+    };
+    ctx.catalog
+        .add_location(&caller, &id, url, validation)
+        .await?;
+    Ok(StatusCode::ACCEPTED.into_response())
 }

@@ -13,7 +13,7 @@ mod testing;
 #[cfg(test)]
 mod tests;
 mod versions;
-mod wire;
+pub mod wire;
 
 use axum::Router;
 use axum::extract::{OriginalUri, Request, State};
@@ -45,6 +45,8 @@ pub struct ApiContext {
     pub keystone: Option<Arc<Keystone>>,
     /// `server.public_endpoint` and `server.trusted_proxies`.
     pub proxy: Arc<ProxySettings>,
+    /// Which location fields image bodies carry.
+    pub show: wire::Show,
 }
 
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-openstack-request-id");
@@ -77,6 +79,10 @@ pub fn router(context: ApiContext) -> Router {
             get(images::download).put(images::upload),
         )
         .route("/images/{id}/stage", put(images::stage))
+        .route(
+            "/images/{id}/locations",
+            get(images::locations).post(images::add_location),
+        )
         .route("/images/{id}/import", post(import::import))
         .route("/images/{id}/tasks", get(import::image_tasks))
         .route("/tasks", get(import::tasks))

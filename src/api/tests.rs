@@ -1095,3 +1095,77 @@ async fn per_image_quotas_come_from_the_config() {
         StatusCode::PAYLOAD_TOO_LARGE
     );
 }
+
+#[tokio::test]
+async fn the_locations_api_adds_data_already_in_a_store_and_shows_it_to_services() {
+    let api = api_with(|config| {
+        config.images.show_image_direct_url = true;
+        config.images.show_multiple_locations = true;
+    })
+    .await;
+    let member = As::Project("p");
+    let id = api
+        .create_id(
+            member,
+            json!({"disk_format": "raw", "container_format": "bare"}),
+        )
+        .await;
+    let placed = api._dir.path().join("images").join("placed-by-a-service");
+    std::fs::create_dir_all(placed.parent().unwrap()).unwrap();
+    std::fs::write(&placed, b"twelve bytes").unwrap();
+    let url = format!("file://{}", placed.display());
+    let locations = format!("/v2/images/{id}/locations");
+    let outside = Some(("application/json", json!({"url": "file:///etc/passwd"})));
+    assert_eq!(
+        api.call(member, "POST", &locations, outside).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    let bad_hash =
+        json!({"url": url, "validation_data": {"os_hash_algo": "md5", "os_hash_value": "x"}});
+    assert_eq!(
+        api.call(
+            member,
+            "POST",
+            &locations,
+            Some(("application/json", bad_hash))
+        )
+        .await
+        .status,
+        StatusCode::BAD_REQUEST
+    );
+    let sha = "a".repeat(128);
+    let body =
+        json!({"url": url, "validation_data": {"os_hash_algo": "sha512", "os_hash_value": sha}});
+    let added = api
+        .call(
+            member,
+            "POST",
+            &locations,
+            Some(("application/json", body.clone())),
+        )
+        .await;
+    assert_eq!(added.status, StatusCode::ACCEPTED, "{}", added.text);
+    let shown = api
+        .call(member, "GET", &format!("/v2/images/{id}"), None)
+        .await;
+    assert_eq!(shown.body["status"], "active");
+    assert_eq!(shown.body["size"], 12);
+    assert_eq!(shown.body["os_hash_value"], sha.as_str());
+    assert_eq!(shown.body["direct_url"], url.as_str());
+    assert_eq!(shown.body["locations"][0]["metadata"]["store"], "default");
+    // A location is added to a queued image only.
+    assert_eq!(
+        api.call(member, "POST", &locations, Some(("application/json", body)))
+            .await
+            .status,
+        StatusCode::CONFLICT
+    );
+    // Reading locations is for services (and admins), not for the owner.
+    assert_eq!(
+        api.status(member, "GET", &locations).await,
+        StatusCode::FORBIDDEN
+    );
+    let listed = api.call(As::Admin, "GET", &locations, None).await;
+    assert_eq!(listed.status, StatusCode::OK);
+    assert_eq!(listed.body[0]["url"], url.as_str());
+}

@@ -42,11 +42,48 @@ pub struct WireImage<'a> {
     /// Glance shows the stores only of an image that has data.
     #[serde(skip_serializing_if = "Option::is_none")]
     stores: Option<String>,
+    /// `images.show_image_direct_url`: the first location's URL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    direct_url: Option<&'a str>,
+    /// `images.show_multiple_locations`: every location.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    locations: Option<Vec<WireLocation<'a>>>,
     #[serde(flatten)]
     properties: &'a BTreeMap<String, String>,
 }
 
-pub fn image(image: &Image) -> WireImage<'_> {
+/// A location as Glance shows it: the URL and the store it is in.
+#[derive(Serialize)]
+pub struct WireLocation<'a> {
+    url: &'a str,
+    metadata: WireLocationMetadata<'a>,
+}
+
+#[derive(Serialize)]
+pub struct WireLocationMetadata<'a> {
+    store: &'a str,
+}
+
+pub fn locations(image: &Image) -> Vec<WireLocation<'_>> {
+    image
+        .locations
+        .iter()
+        .map(|l| WireLocation {
+            url: &l.url,
+            metadata: WireLocationMetadata { store: &l.store },
+        })
+        .collect()
+}
+
+/// Which of the location fields image bodies carry (Glance's `show_image_direct_url` and
+/// `show_multiple_locations`; both off by default, as they reveal where data lives).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Show {
+    pub direct_url: bool,
+    pub locations: bool,
+}
+
+pub fn image(image: &Image, show: Show) -> WireImage<'_> {
     WireImage {
         id: &image.id,
         name: &image.name,
@@ -71,6 +108,12 @@ pub fn image(image: &Image) -> WireImage<'_> {
         file: format!("/v2/images/{}/file", image.id),
         schema: "/v2/schemas/image",
         stores: (!image.locations.is_empty()).then(|| image.stores()),
+        direct_url: image
+            .locations
+            .first()
+            .filter(|_| show.direct_url)
+            .map(|l| l.url.as_str()),
+        locations: show.locations.then(|| locations(image)),
         properties: &image.properties,
     }
 }
@@ -184,6 +227,7 @@ pub fn image_list<'a>(
     images: &'a [Image],
     params: &[(String, String)],
     more: bool,
+    show: Show,
 ) -> WireImageList<'a> {
     let kept: Vec<&(String, String)> = params.iter().filter(|(k, _)| k != "marker").collect();
     let link = |marker: Option<&str>| {
@@ -202,7 +246,7 @@ pub fn image_list<'a>(
         }
     };
     WireImageList {
-        images: images.iter().map(image).collect(),
+        images: images.iter().map(|i| image(i, show)).collect(),
         first: link(None),
         schema: "/v2/schemas/images",
         next: images

@@ -200,6 +200,10 @@ pub struct ImagesConfig {
     pub image_tag_quota: usize,
     pub image_member_quota: usize,
     pub image_location_quota: usize,
+    /// Show `direct_url` (the first location) in image bodies, as Glance's option.
+    pub show_image_direct_url: bool,
+    /// Show `locations` in image bodies, as Glance's option.
+    pub show_multiple_locations: bool,
 }
 
 impl Default for ImagesConfig {
@@ -212,6 +216,8 @@ impl Default for ImagesConfig {
             image_tag_quota: 128,
             image_member_quota: 128,
             image_location_quota: 10,
+            show_image_direct_url: false,
+            show_multiple_locations: false,
         }
     }
 }

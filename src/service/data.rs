@@ -531,3 +531,105 @@ impl Catalog {
         })
     }
 }
+
+impl Catalog {
+    /// `GET /v2/images/{id}/locations` (`fetch_image_location`: services).
+    pub async fn locations(&self, caller: &Caller, id: &str) -> Result<Image> {
+        self.get_modifiable(caller, id, "fetch_image_location")
+            .await
+    }
+
+    /// `POST /v2/images/{id}/locations` (`add_image_location`): data that is already in a
+    /// store becomes a queued image's, which turns active. `validation` is Glance's
+    /// `validation_data` (`os_hash_algo`, `os_hash_value`), recorded as the image's hash.
+    /// Until a store resolves locations glint did not write, one outside the configured
+    /// stores is refused.
+    pub async fn add_location(
+        &self,
+        caller: &Caller,
+        id: &str,
+        url: &str,
+        validation: Option<(String, String)>,
+    ) -> Result<Image> {
+        let image = self
+            .get_modifiable(caller, id, "add_image_location")
+            .await?;
+        if image.status != Status::Queued {
+            return Err(DomainError::Conflict(format!(
+                "It's not allowed to add locations if image status is {}.",
+                image.status.as_str()
+            ))
+            .into());
+        }
+        if image.locations.len() >= self.quotas.locations {
+            return Err(DomainError::OverLimit(format!(
+                "Maximum number of locations exceeded ({})",
+                self.quotas.locations
+            ))
+            .into());
+        }
+        let invalid = |message: String| ServiceError::from(DomainError::Invalid(message));
+        let (store, path) = self
+            .stores
+            .all()
+            .iter()
+            .find_map(|s| s.file_of(url).ok().map(|path| (s.id.clone(), path)))
+            .ok_or_else(|| {
+                invalid(format!(
+                    "Location {url} is not in a store of this deployment: glint adds only \
+                     locations inside its configured stores"
+                ))
+            })?;
+        let size = blocking(move || std::fs::metadata(path).map(|m| m.len()))
+            .await?
+            .map_err(|e| invalid(format!("Location {url} cannot be read: {e}")))?;
+        let (os_hash_algo, os_hash_value) = match validation {
+            Some((algo, value)) => {
+                let length = match algo.as_str() {
+                    "sha256" => 64,
+                    "sha384" => 96,
+                    "sha512" => 128,
+                    _ => {
+                        return Err(invalid(format!(
+                            "os_hash_algo must be one of sha256, sha384, sha512, got {algo}"
+                        )));
+                    }
+                };
+                if value.len() != length || !value.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(invalid(format!(
+                        "os_hash_value must be {length} hexadecimal digits for {algo}"
+                    )));
+                }
+                (Some(algo), Some(value.to_ascii_lowercase()))
+            }
+            None => (None, None),
+        };
+        let change = ImageChange {
+            expect_status: Some(&["queued"]),
+            status: Some(Status::Active),
+            data: Some(ImageData {
+                size: i64::try_from(size).ok(),
+                checksum: None,
+                os_hash_algo,
+                os_hash_value,
+            }),
+            add_location: Some(Location {
+                store,
+                url: url.to_string(),
+            }),
+            ..ImageChange::default()
+        };
+        if !self
+            .db
+            .change_image(id, &change, TaskWrite::None, time::now())
+            .await?
+        {
+            return Err(DomainError::Conflict(format!(
+                "Image {id} changed while its location was added; try again"
+            ))
+            .into());
+        }
+        tracing::info!(image_id = id, url, "location added");
+        self.get(caller, id).await
+    }
+}
