@@ -372,28 +372,6 @@ fn parse_range(header: &str, size: u64) -> Result<(u64, u64), ApiError> {
     Ok((start, end))
 }
 
-#[cfg(test)]
-mod proptests;
-
-#[cfg(test)]
-mod range_tests {
-    use super::parse_range;
-
-    #[test]
-    fn ranges_follow_glance() {
-        assert_eq!(parse_range("bytes=0-9", 100).ok(), Some((0, 9)));
-        assert_eq!(parse_range("bytes=90-200", 100).ok(), Some((90, 99)));
-        assert_eq!(parse_range("bytes=10-", 100).ok(), Some((10, 99)));
-        assert_eq!(parse_range("bytes=-10", 100).ok(), Some((90, 99)));
-        assert_eq!(parse_range("bytes=-1000", 100).ok(), Some((0, 99)));
-        assert!(parse_range("bytes=100-", 100).is_err());
-        assert!(parse_range("bytes=0-1,5-6", 100).is_err());
-        assert!(parse_range("bytes=x-1", 100).is_err());
-        assert!(parse_range("items=0-1", 100).is_err());
-        assert!(parse_range("bytes=5-2", 100).is_err());
-    }
-}
-
 /// `GET /v2/images/{id}/locations`.
 pub async fn locations(
     State(ctx): State<ApiContext>,
@@ -436,4 +414,26 @@ pub async fn add_location(
         .add_location(&caller, &id, url, validation)
         .await?;
     Ok(StatusCode::ACCEPTED.into_response())
+}
+
+#[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
+mod range_tests {
+    use super::parse_range;
+
+    #[test]
+    fn ranges_follow_glance() {
+        assert_eq!(parse_range("bytes=0-9", 100).ok(), Some((0, 9)));
+        assert_eq!(parse_range("bytes=90-200", 100).ok(), Some((90, 99)));
+        assert_eq!(parse_range("bytes=10-", 100).ok(), Some((10, 99)));
+        assert_eq!(parse_range("bytes=-10", 100).ok(), Some((90, 99)));
+        assert_eq!(parse_range("bytes=-1000", 100).ok(), Some((0, 99)));
+        assert!(parse_range("bytes=100-", 100).is_err());
+        assert!(parse_range("bytes=0-1,5-6", 100).is_err());
+        assert!(parse_range("bytes=x-1", 100).is_err());
+        assert!(parse_range("items=0-1", 100).is_err());
+        assert!(parse_range("bytes=5-2", 100).is_err());
+    }
 }
