@@ -188,28 +188,32 @@ impl Keystone {
                         unavailable("Keystone did not answer within auth.keystone.timeout")
                     })?
             })
-            .await;
+            .await
+            .map(|cached| (cached.answer.clone(), cached.until, cached.expires));
+        // Cached before the question is retired: a request arriving in between finds one
+        // or the other, and never asks again.
+        if let Ok((answer, until, expires)) = &asked {
+            let mut cache = self.cache();
+            if cache.len() >= CACHE_SWEEP_AT {
+                let now = Instant::now();
+                cache.retain(|_, c| c.until > now);
+            }
+            cache.insert(
+                key,
+                Cached {
+                    answer: answer.clone(),
+                    until: *until,
+                    expires: *expires,
+                },
+            );
+        }
         {
             let mut pending = self.pending();
             if pending.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
                 pending.remove(&key);
             }
         }
-        let cached = asked?;
-        let answer = cached.answer.clone();
-        let mut cache = self.cache();
-        if cache.len() >= CACHE_SWEEP_AT {
-            let now = Instant::now();
-            cache.retain(|_, c| c.until > now);
-        }
-        cache.insert(
-            key,
-            Cached {
-                answer: answer.clone(),
-                until: cached.until,
-                expires: cached.expires,
-            },
-        );
+        let (answer, _, _) = asked?;
         Ok(answer)
     }
 

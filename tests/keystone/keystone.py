@@ -234,7 +234,7 @@ connection = sqlite:///{db}
 
 [token]
 provider = fernet
-expiration = 3600
+expiration = {os.environ.get("GLINT_KEYSTONE_TOKEN_EXPIRATION", "3600")}
 
 [fernet_tokens]
 key_repository = {fernet}

@@ -10,6 +10,7 @@ Usage: tests/keystone/test_glint.py GLINT_BINARY   (run with the compat venv's p
 has the clients; Keystone runs from its own cached venv)
 """
 
+import datetime
 import json
 import os
 import shutil
@@ -167,6 +168,13 @@ def one_validation_for_a_new_token(g, ks):
         t.start()
     for t in threads:
         t.join()
+    # uWSGI logs a request once it has answered: a marker request sent after every glint
+    # answer (so after the validations they waited for) shows when the log has caught up.
+    marker = f"/v3?after-validations-{time.monotonic_ns()}"
+    keystone.request("GET", ks.url[:-3] + marker)
+    deadline = time.monotonic() + 10
+    while marker not in ks.log() and time.monotonic() < deadline:
+        time.sleep(0.02)
     asked = validations() - before
     check(statuses.count(200) == 20, f"20 concurrent requests with a new token: {sorted(set(statuses))}")
     check(asked == 1, f"... validated with Keystone once ({asked} times)")
@@ -207,6 +215,34 @@ def keystone_outage(g, ks, tokens):
     status, _, _ = call(g, "GET", "/v2/images", fresh)
     check(status == 200, f"Keystone back: the new token works ({status})")
     return ks
+
+
+def expired_token(g, ks):
+    """A token is never believed past its expires_at, whatever cache_ttl says: Keystone is
+    restarted (same state) to issue tokens that live 3 s."""
+    port, data_dir = ks.port, ks.data_dir
+    ks.stop(keep=True)
+    os.environ["GLINT_KEYSTONE_TOKEN_EXPIRATION"] = "3"
+    try:
+        ks = keystone.start(port=port, data_dir=data_dir, image_url=g.url)
+        token, expires_at = ks.token("alpha-member")
+    finally:
+        del os.environ["GLINT_KEYSTONE_TOKEN_EXPIRATION"]
+    expires = datetime.datetime.strptime(expires_at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+        tzinfo=datetime.timezone.utc).timestamp()
+    accepted_late = []
+    while True:
+        status, _, _ = call(g, "GET", "/v2/images", token)
+        now = time.time()
+        if status == 200 and now > expires + 0.5:
+            accepted_late.append(now - expires)
+        if status == 401 or now > expires + CACHE_TTL + 5:
+            break
+        time.sleep(0.05)
+    check(status == 401 and not accepted_late,
+          f"an expired token is refused, never accepted past its expires_at (late: {accepted_late[:3]})")
+    ks.stop(keep=True)
+    return keystone.start(port=port, data_dir=data_dir, image_url=g.url)
 
 
 def policy_reload_under_load(g, tokens):
@@ -309,6 +345,7 @@ def main():
             one_validation_for_a_new_token(g, ks)
             revoked_after = revocation(g, ks, glance_token)
             ks = keystone_outage(g, ks, tokens)
+            ks = expired_token(g, ks)
             policy_reload_under_load(g, tokens)
             clients(g, ks, workdir)
             print(f"keystone: figure: a revoked token was refused {revoked_after:.2f} s after revocation (cache_ttl {CACHE_TTL} s)")
