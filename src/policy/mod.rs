@@ -1,6 +1,8 @@
 //! Authorization policy as Glance enforces it: the oslo.policy rule language (`check`),
-//! Glance's default rules (`defaults`), and an operator's policy file laid over them (`file`).
-//! Pure: it parses text it is handed, does no I/O and imports nothing of the crate.
+//! Glance's default rules (`defaults`), and an operator's policy file laid over them (`file`);
+//! and Glance's property protections (`protections`), which say who may touch which custom
+//! image property. Pure: it parses text it is handed, does no I/O and imports nothing of the
+//! crate.
 //!
 //! The semantics are oslo.policy's with `enforce_new_defaults` and `enforce_scope` on, as
 //! Glance runs since 2023.2: a rule the file does not name has Glance's default check string
@@ -12,6 +14,7 @@
 mod check;
 mod defaults;
 mod file;
+pub mod protections;
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
