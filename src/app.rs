@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{AuthError, Keystone};
 use crate::config::{AuthMode, Config, ImportMethod};
 use crate::db::{Database, DbError};
+use crate::policy::protections::{PropertyProtections, ProtectionsError};
 use crate::policy::{Policy, PolicyError};
 use crate::service::{Catalog, CatalogParts, ImportSettings, TaskBoard, WebDownload};
 use crate::store::{DataDir, StoreError, StoreSpec, Stores};
@@ -41,6 +42,13 @@ pub enum AppError {
     },
     #[error("auth.policy_file {0}")]
     Policy(#[from] PolicyError),
+    #[error("auth.property_protection_file {}: {source}", path.display())]
+    ProtectionsFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("auth.property_protection_file {0}")]
+    Protections(#[from] ProtectionsError),
     #[error("cannot start the task runtime: {0}")]
     Runtime(std::io::Error),
     #[error("a blocking task failed: {0}")]
@@ -163,6 +171,12 @@ impl App {
                 let config = config.clone();
                 tokio::task::spawn_blocking(move || load_policy(&config)).await??
             }),
+            protections: {
+                let config = config.clone();
+                tokio::task::spawn_blocking(move || load_protections(&config))
+                    .await??
+                    .map(Arc::new)
+            },
             board: board.clone(),
             tracker: tracker.clone(),
             cut: cut.clone(),
@@ -272,6 +286,18 @@ pub fn load_policy(config: &Config) -> Result<Policy, AppError> {
         source,
     })?;
     Ok(Policy::with_overrides(&text, path)?)
+}
+
+/// `auth.property_protection_file`, if set (reads the file: call it off the async threads).
+pub fn load_protections(config: &Config) -> Result<Option<PropertyProtections>, AppError> {
+    let Some(path) = &config.auth.property_protection_file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| AppError::ProtectionsFile {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(Some(PropertyProtections::parse(&text, path)?))
 }
 
 /// A reload may not drop a store, or a directory of one, that still holds image data.

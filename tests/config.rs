@@ -148,6 +148,7 @@ fn auth() -> impl Strategy<Value = AuthConfig> {
                 ..KeystoneConfig::default()
             },
             policy_file: None,
+            property_protection_file: None,
         })
 }
 

@@ -1169,3 +1169,59 @@ async fn the_locations_api_adds_data_already_in_a_store_and_shows_it_to_services
     assert_eq!(listed.status, StatusCode::OK);
     assert_eq!(listed.body[0]["url"], url.as_str());
 }
+
+#[tokio::test]
+async fn property_protections_hide_and_guard_custom_properties() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("property-protections.conf");
+    std::fs::write(
+        &file,
+        "[^x_secret]\ncreate = admin\nread = admin\nupdate = admin\ndelete = admin\n\n\
+         [.*]\ncreate = @\nread = @\nupdate = @\ndelete = @\n",
+    )
+    .unwrap();
+    let api = api_with(|config| config.auth.property_protection_file = Some(file.clone())).await;
+    let member = As::Project("p");
+    let refused = api
+        .call(
+            member,
+            "POST",
+            "/v2/images",
+            Some(("application/json", json!({"x_secret": "1"}))),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(
+        refused.text.contains("Property 'x_secret' is protected"),
+        "{}",
+        refused.text
+    );
+
+    let id = api
+        .create_id(
+            As::Admin,
+            json!({"owner": "p", "x_secret": "s", "x_open": "o"}),
+        )
+        .await;
+    let shown = api
+        .call(member, "GET", &format!("/v2/images/{id}"), None)
+        .await;
+    assert_eq!(shown.body["x_open"], "o");
+    assert!(shown.body.get("x_secret").is_none(), "{}", shown.text);
+    let listed = api.call(member, "GET", "/v2/images", None).await;
+    assert!(listed.body["images"][0].get("x_secret").is_none());
+
+    let op = |op: &str, key: &str| json!([{"op": op, "path": format!("/{key}"), "value": "v"}]);
+    let changed = api.patch(member, &id, op("replace", "x_open")).await;
+    assert_eq!(changed.status, StatusCode::OK);
+    assert!(changed.body.get("x_secret").is_none());
+    assert_eq!(
+        api.patch(member, &id, op("add", "x_secret")).await.status,
+        StatusCode::FORBIDDEN
+    );
+    // What the member could not see is still there.
+    let admin = api
+        .call(As::Admin, "GET", &format!("/v2/images/{id}"), None)
+        .await;
+    assert_eq!(admin.body["x_secret"], "s");
+}

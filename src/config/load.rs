@@ -161,12 +161,15 @@ pub fn load(source: &ConfigSource) -> Result<LoadedConfig, ConfigError> {
     check_tables(&figment)?;
     let mut config: Config = figment.extract().map_err(|e| figment_error(&e))?;
     // Files the config names beside it are found beside it, wherever glint was started.
-    if let (Some(policy), Some(dir)) = (
-        config.auth.policy_file.as_mut(),
-        source.file.as_deref().and_then(Path::parent),
-    ) {
-        if policy.is_relative() {
-            *policy = dir.join(&*policy);
+    if let Some(dir) = source.file.as_deref().and_then(Path::parent) {
+        let auth = &mut config.auth;
+        for file in [&mut auth.policy_file, &mut auth.property_protection_file]
+            .into_iter()
+            .flatten()
+        {
+            if file.is_relative() {
+                *file = dir.join(&*file);
+            }
         }
     }
     let loaded = LoadedConfig {

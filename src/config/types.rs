@@ -274,6 +274,10 @@ pub struct AuthConfig {
     /// `policy.yaml`); a relative path is relative to the main config file's directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_file: Option<PathBuf>,
+    /// Glance's property protections (roles form): which roles may create, read, update
+    /// and delete which custom properties; relative to the main config file's directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub property_protection_file: Option<PathBuf>,
 }
 
 /// `[auth.keystone]`: Keystone v3 and glint's own service user there.
@@ -338,6 +342,7 @@ impl Default for AuthConfig {
             ],
             keystone: KeystoneConfig::default(),
             policy_file: None,
+            property_protection_file: None,
         }
     }
 }

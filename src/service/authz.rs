@@ -6,6 +6,7 @@
 use crate::domain::DomainError;
 use crate::domain::caller::Caller;
 use crate::domain::image::{Image, Visibility};
+use crate::policy::protections::Operation;
 use crate::policy::{Credentials, Target};
 
 use super::{Catalog, Result};
@@ -106,5 +107,52 @@ impl Catalog {
             &credentials(caller),
             &ImageTarget::default(),
         )
+    }
+
+    /// Property protections: the custom properties a caller may not read are left out of
+    /// what it is shown.
+    pub(super) fn hide_protected(&self, caller: &Caller, image: &mut Image) {
+        if let Some(protections) = &self.protections {
+            let creds = credentials(caller);
+            image
+                .properties
+                .retain(|key, _| protections.allows(key, Operation::Read, &creds));
+        }
+    }
+
+    /// Property protections for a change from `before` to `after`'s custom properties: a
+    /// new one needs create, a changed one update (create, if the caller cannot read it: it
+    /// was never shown to it), a removed one delete. Glance's 403 names the property.
+    pub(super) fn check_protected(
+        &self,
+        caller: &Caller,
+        before: &std::collections::BTreeMap<String, String>,
+        after: &std::collections::BTreeMap<String, String>,
+    ) -> Result<()> {
+        let Some(protections) = &self.protections else {
+            return Ok(());
+        };
+        let creds = credentials(caller);
+        let allows = |key: &str, op| protections.allows(key, op, &creds);
+        let refused = |key: &str| {
+            Err(DomainError::Forbidden(format!("Property '{key}' is protected")).into())
+        };
+        for (key, value) in after {
+            let allowed = match before.get(key) {
+                None => allows(key, Operation::Create),
+                Some(old) if old == value => true,
+                Some(_) if allows(key, Operation::Read) => allows(key, Operation::Update),
+                Some(_) => allows(key, Operation::Create),
+            };
+            if !allowed {
+                return refused(key);
+            }
+        }
+        for key in before.keys().filter(|k| !after.contains_key(*k)) {
+            if !allows(key, Operation::Delete) {
+                return refused(key);
+            }
+        }
+        Ok(())
     }
 }

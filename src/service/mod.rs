@@ -23,6 +23,7 @@ use crate::domain::patch::{self, Dialect};
 use crate::domain::query::ListQuery;
 use crate::domain::time;
 use crate::policy::Policy;
+use crate::policy::protections::PropertyProtections;
 use crate::store::{StoreError, Stores};
 use authz::ImageTarget;
 
@@ -88,6 +89,7 @@ pub struct Catalog {
     /// How long a client's transfer waits for a slot before a 503.
     transfer_wait: Duration,
     policy: std::sync::Arc<Policy>,
+    protections: Option<std::sync::Arc<PropertyProtections>>,
     quotas: Quotas,
 }
 
@@ -100,6 +102,7 @@ pub struct CatalogParts {
     pub import: ImportSettings,
     pub transfer_wait: Duration,
     pub policy: std::sync::Arc<Policy>,
+    pub protections: Option<std::sync::Arc<PropertyProtections>>,
     pub quotas: Quotas,
     pub board: std::sync::Arc<TaskBoard>,
     pub tracker: tokio_util::task::TaskTracker,
@@ -150,6 +153,7 @@ impl Catalog {
             executor: Executor::new(parts.board, parts.tracker, parts.cut),
             transfer_wait: parts.transfer_wait,
             policy: parts.policy,
+            protections: parts.protections,
             quotas: parts.quotas,
         }
     }
@@ -185,8 +189,13 @@ impl Catalog {
         let target = ImageTarget::new_image(image.owner.clone(), image.visibility);
         self.authorize(caller, "add_image", &target)?;
         self.authorize_visibility(caller, None, image.visibility, &target)?;
+        self.check_protected(caller, &Default::default(), &image.properties)?;
         match self.db.insert_image(&image).await {
-            Ok(()) => Ok(image),
+            Ok(()) => {
+                let mut shown = image;
+                self.hide_protected(caller, &mut shown);
+                Ok(shown)
+            }
             Err(DbError::Duplicate) => {
                 Err(DomainError::Conflict(format!("Image ID {} already exists!", image.id)).into())
             }
@@ -197,7 +206,9 @@ impl Catalog {
     /// The image if the caller may see it (`get_image`); otherwise the same 404 as for a
     /// missing one.
     pub async fn get(&self, caller: &Caller, id: &str) -> Result<Image> {
-        Ok(self.get_seen(caller, id).await?.0)
+        let mut image = self.get_seen(caller, id).await?.0;
+        self.hide_protected(caller, &mut image);
+        Ok(image)
     }
 
     /// The image a caller may see, with the policy target it is for that caller.
@@ -259,8 +270,11 @@ impl Catalog {
                 })?),
                 None => None,
             };
-        let images = self.db.list_images(query, caller, marker.as_ref()).await?;
+        let mut images = self.db.list_images(query, caller, marker.as_ref()).await?;
         let full = query.limit > 0 && images.len() == query.limit as usize;
+        for image in &mut images {
+            self.hide_protected(caller, image);
+        }
         Ok(Page { images, full })
     }
 
@@ -272,14 +286,19 @@ impl Catalog {
         dialect: Dialect,
     ) -> Result<Image> {
         let operations = patch::parse(body, dialect)?;
-        self.modify(caller, id, "modify_image", |image| {
-            let before = image.visibility;
-            patch::apply(image, &operations, dialect, caller, &self.quotas)?;
-            let target = ImageTarget::new_image(image.owner.clone(), image.visibility);
-            self.authorize_visibility(caller, Some(before), image.visibility, &target)?;
-            Ok(true)
-        })
-        .await
+        let mut image = self
+            .modify(caller, id, "modify_image", |image| {
+                let before = image.visibility;
+                let properties = image.properties.clone();
+                patch::apply(image, &operations, dialect, caller, &self.quotas)?;
+                let target = ImageTarget::new_image(image.owner.clone(), image.visibility);
+                self.authorize_visibility(caller, Some(before), image.visibility, &target)?;
+                self.check_protected(caller, &properties, &image.properties)?;
+                Ok(true)
+            })
+            .await?;
+        self.hide_protected(caller, &mut image);
+        Ok(image)
     }
 
     /// Reads the image, lets `edit` change it (returning whether it did) and saves it.
