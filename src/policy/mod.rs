@@ -14,6 +14,7 @@
 mod check;
 mod defaults;
 mod file;
+mod parse;
 pub mod protections;
 
 use std::collections::{BTreeMap, HashMap};
