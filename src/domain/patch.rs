@@ -84,6 +84,18 @@ pub fn parse(body: &Value, dialect: Dialect) -> Result<Vec<Operation>, DomainErr
                 (parse_op(name)?, path)
             }
         };
+        if path == "/locations" || path.starts_with("/locations/") {
+            // Glance changes locations through PATCH only with show_multiple_locations on;
+            // glint takes them through the locations API (POST /v2/images/{id}/locations).
+            let verb = match op {
+                Op::Add => "add",
+                Op::Replace => "update",
+                Op::Remove => "remove",
+            };
+            return Err(DomainError::Forbidden(format!(
+                "It's not allowed to {verb} locations if locations are invisible."
+            )));
+        }
         let key = pointer_key(path)?;
         let value = fields.get("value").cloned();
         if op != Op::Remove && value.is_none() {
@@ -276,6 +288,28 @@ mod tests {
             &owner(),
             &image::Quotas::default(),
         )
+    }
+
+    #[test]
+    fn location_operations_are_refused_as_glance_refuses_them_with_locations_hidden() {
+        for (body, verb) in [
+            (
+                json!([{"op": "add", "path": "/locations/-", "value": {"url": "x", "metadata": {}}}]),
+                "add",
+            ),
+            (
+                json!([{"op": "replace", "path": "/locations", "value": []}]),
+                "update",
+            ),
+            (json!([{"op": "remove", "path": "/locations/0"}]), "remove"),
+        ] {
+            match parse(&body, Dialect::V21) {
+                Err(DomainError::Forbidden(message)) => {
+                    assert!(message.contains(verb), "{message}")
+                }
+                other => panic!("{body}: {other:?}"),
+            }
+        }
     }
 
     #[test]
