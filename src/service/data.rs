@@ -240,10 +240,28 @@ impl Drop for Claim {
         let id = std::mem::take(&mut self.image_id);
         let kind = self.kind;
         tracing::warn!(image_id = %id, status = kind.status(), "transfer ended before its data was recorded; image released");
+        // Waiters are let go however the release ends (even if its task is dropped), so a
+        // retry never waits forever.
+        let done = ReleaseDone {
+            board: board.clone(),
+            id: id.clone(),
+        };
         board.spawn(async move {
+            let _done = done;
             catalog.release(&id, kind).await;
-            catalog.executor.board().releases.end(&id);
         });
+    }
+}
+
+/// Marks a release as over when dropped.
+struct ReleaseDone {
+    board: Arc<super::TaskBoard>,
+    id: String,
+}
+
+impl Drop for ReleaseDone {
+    fn drop(&mut self) {
+        self.board.releases.end(&self.id);
     }
 }
 
