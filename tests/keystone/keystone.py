@@ -78,6 +78,20 @@ USERS = {
     "beta-member": ("beta", ["member"]),
 }
 
+# Keystone unified limits for the image service in REGION, as Glance's `use_keystone_limits`
+# (oslo.limit) reads them: the registered (default) limits, then project limits that override
+# them. Sizes are in MiB, as Glance counts them.
+REGISTERED_LIMITS = {
+    "image_size_total": 1000,
+    "image_stage_total": 1000,
+    "image_count_total": 100,
+    "image_count_uploading": 10,
+}
+PROJECT_LIMITS = {
+    "alpha": {"image_count_uploading": 1},
+    "beta": {"image_count_total": 2, "image_size_total": 1},
+}
+
 READY_TIMEOUT = 90.0  # seconds for uWSGI to load Keystone and answer GET /v3
 STOP_TIMEOUT = 30.0
 
@@ -309,8 +323,8 @@ def _build_state(paths):
 
 
 def _create_fixtures(ks):
-    """Roles, projects, users and assignments, through Keystone's API with bootstrap's admin
-    holding a system-scoped token."""
+    """Roles, projects, users and assignments, the image service and its unified limits, through
+    Keystone's API with bootstrap's admin holding a system-scoped token."""
     admin, _ = token(ks.url, "admin", system=True)
 
     def call(method, path, body=None, what=None):
@@ -354,6 +368,17 @@ def _create_fixtures(ks):
         call("POST", "/endpoints", {"endpoint": {
             "service_id": image, "interface": interface, "region_id": REGION,
             "url": PLACEHOLDER_IMAGE_URL}})
+    # Unified limits for it (Keystone's default enforcement model, flat): a project limit needs
+    # the registered limit of the same service, region and resource first.
+    call("POST", "/registered_limits", {"registered_limits": [
+        {"service_id": image, "region_id": REGION, "resource_name": resource,
+         "default_limit": value, "description": f"glint test default {resource}"}
+        for resource, value in REGISTERED_LIMITS.items()]})
+    call("POST", "/limits", {"limits": [
+        {"service_id": image, "region_id": REGION, "project_id": projects[project],
+         "resource_name": resource, "resource_limit": value,
+         "description": f"glint test {resource} of {project}"}
+        for project, limits in PROJECT_LIMITS.items() for resource, value in limits.items()]})
     return {
         "keystone_version": keystone_version(),
         "region": REGION,
@@ -362,6 +387,8 @@ def _create_fixtures(ks):
         "projects": {name: projects[name] for name in ["admin", *PROJECTS]},
         "users": out_users,
         "services": {"image": image},
+        "limits": {"registered": dict(REGISTERED_LIMITS),
+                   "projects": {p: dict(l) for p, l in PROJECT_LIMITS.items()}},
     }
 
 

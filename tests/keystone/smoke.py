@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Self-test of tests/keystone/keystone.py against the real Keystone it serves: setup, start,
 a token for every fixture user, validation the way keystonemiddleware does it (the glance
-service token validating a user's token, ?nocatalog), the roles in the answers, a revocation
-refused afterwards, isolation between two runs, and stop. Prints how long setup and start took.
+service token validating a user's token, ?nocatalog), the roles in the answers, the image
+service's unified limits as the glance token reads them, a revocation refused afterwards,
+isolation between two runs, and stop. Prints how long setup and start took.
 
 Usage: python3 tests/keystone/smoke.py
 """
@@ -34,6 +35,75 @@ def roles_of(body):
 def port_closed(port):
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+# The unified limits of the image service the pristine state holds (MiB for sizes).
+REGISTERED = {"image_size_total": 1000, "image_stage_total": 1000, "image_count_total": 100,
+              "image_count_uploading": 10}
+PROJECT = {"beta": {"image_count_total": 2, "image_size_total": 1},
+           "alpha": {"image_count_uploading": 1}}
+
+
+def check_limits(ks, glance, tokens):
+    """The limits as Glance's oslo.limit reads them with its service token: registered limits by
+    service and region, project limits by service, project and region."""
+    fx = ks.fixtures
+    service, region = fx["services"]["image"], keystone.REGION
+    check(fx.get("limits") == {"registered": REGISTERED, "projects": PROJECT},
+          f"fixtures.json lists the image service's limits {fx.get('limits')}")
+
+    def get(tok, path):
+        status, body, _ = keystone.request("GET", ks.url + path, headers={"X-Auth-Token": tok})
+        return status, body
+
+    def values(body, key, value):
+        return {x["resource_name"]: x[value] for x in body.get(key, [])}
+
+    status, body = get(glance, f"/registered_limits?service_id={service}&region_id={region}")
+    ok = status == 200 and all(x["service_id"] == service and x["region_id"] == region
+                               for x in body["registered_limits"])
+    check(ok and values(body, "registered_limits", "default_limit") == REGISTERED,
+          f"glance reads the registered limits (HTTP {status}): "
+          f"{values(body, 'registered_limits', 'default_limit') if ok else body}")
+    for project in ("beta", "alpha", "service"):
+        pid = fx["projects"][project]
+        status, body = get(glance, f"/limits?service_id={service}&project_id={pid}"
+                                   f"&region_id={region}")
+        ok = status == 200 and all(x["service_id"] == service and x["region_id"] == region
+                                   and x["project_id"] == pid for x in body["limits"])
+        got = values(body, "limits", "resource_limit") if ok else body
+        check(ok and got == PROJECT.get(project, {}),
+              f"glance reads {project}'s project limits (HTTP {status}): {got}")
+    status, body = get(glance, f"/limits?service_id={service}&project_id={fx['projects']['beta']}"
+                               f"&region_id={region}&resource_name=image_size_total")
+    check(status == 200 and values(body, "limits", "resource_limit") == {"image_size_total": 1},
+          f"resource_name narrows glance's list to one limit (HTTP {status})")
+    status, body = get(glance, "/limits/model")
+    check(status == 200 and body["model"]["name"] == "flat",
+          f"the enforcement model is flat (HTTP {status})")
+    status, body = get(glance, f"/endpoints?service_id={service}&region_id={region}"
+                               f"&interface=public")
+    ok = status == 200 and len(body["endpoints"]) == 1
+    if ok:
+        status, _ = get(glance, f"/endpoints/{body['endpoints'][0]['id']}")
+        ok = status == 200
+    check(ok, f"glance may read the image endpoint, as oslo.limit's endpoint_id lookup does "
+              f"(HTTP {status})")
+
+    # A user's own token (no admin or service role) sees only its own project's limits: asked
+    # for another project's it answers 200 with none, not 403. Registered limits anyone reads.
+    member = tokens["alpha-member"]
+    status, body = get(member, f"/limits?service_id={service}&region_id={region}")
+    check(status == 200 and {x["project_id"] for x in body["limits"]} == {fx["projects"]["alpha"]},
+          f"alpha-member's own token lists only alpha's limits (HTTP {status})")
+    status, body = get(member, f"/limits?service_id={service}&region_id={region}"
+                               f"&project_id={fx['projects']['beta']}")
+    check(status == 200 and body["limits"] == [],
+          f"alpha-member's token asked for beta's limits gets none (HTTP {status}, "
+          f"{len(body.get('limits', [])) if status == 200 else body})")
+    status, body = get(member, f"/registered_limits?service_id={service}&region_id={region}")
+    check(status == 200 and values(body, "registered_limits", "default_limit") == REGISTERED,
+          f"alpha-member's token reads the registered limits (HTTP {status})")
 
 
 def main():
@@ -107,6 +177,8 @@ def main():
             check(False, "a wrong password is refused")
         except RuntimeError as e:
             check("HTTP 401" in str(e), "a wrong password is refused (401)")
+
+        check_limits(ks, glance, tokens)
 
         # A client that keeps connections alive (keystoneauth, in the venv's openstack CLI):
         # discovery, then authentication, then the catalogue.
