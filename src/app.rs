@@ -19,7 +19,7 @@ use crate::config::{AuthMode, Config, ImportMethod};
 use crate::db::{Database, DbError};
 use crate::policy::protections::{PropertyProtections, ProtectionsError};
 use crate::policy::{Policy, PolicyError};
-use crate::service::{Catalog, CatalogParts, ImportSettings, TaskBoard, WebDownload};
+use crate::service::{Catalog, CatalogParts, ImportSettings, LimitSource, TaskBoard, WebDownload};
 use crate::store::{DataDir, StoreError, StoreSpec, Stores};
 
 #[derive(Debug, thiserror::Error)]
@@ -144,6 +144,22 @@ impl App {
         };
         let tracker = TaskTracker::new();
         let cut = CancellationToken::new();
+        let keystone = match (
+            config.auth.mode,
+            previous.and_then(|app| app.keystone.clone()),
+        ) {
+            (AuthMode::Keystone, Some(kept)) if kept.built_from(&config.auth.keystone) => {
+                Some(kept)
+            }
+            (AuthMode::Keystone, _) => Some(Arc::new(Keystone::new(&config.auth.keystone)?)),
+            _ => None,
+        };
+        let limits: Option<Arc<dyn LimitSource>> = match &keystone {
+            Some(keystone) if config.images.use_keystone_limits => {
+                Some(Arc::new(KeystoneLimits(keystone.clone())))
+            }
+            _ => None,
+        };
         let catalog = Catalog::new(CatalogParts {
             db: database.clone(),
             stores: stores.clone(),
@@ -159,6 +175,7 @@ impl App {
                 web: WebDownload::new(config.import.web_download.clone()),
             },
             transfer_wait: config.server.transfer_wait,
+            limits,
             quotas: crate::domain::image::Quotas {
                 properties: config.images.image_property_quota,
                 tags: config.images.image_tag_quota,
@@ -202,16 +219,6 @@ impl App {
                 );
             }
         }
-        let keystone = match (
-            config.auth.mode,
-            previous.and_then(|app| app.keystone.clone()),
-        ) {
-            (AuthMode::Keystone, Some(kept)) if kept.built_from(&config.auth.keystone) => {
-                Some(kept)
-            }
-            (AuthMode::Keystone, _) => Some(Arc::new(Keystone::new(&config.auth.keystone)?)),
-            _ => None,
-        };
         let context = api::ApiContext {
             generation,
             catalog: catalog.clone(),
@@ -272,6 +279,27 @@ impl App {
             Ok(response) => response,
             Err(never) => match never {},
         }
+    }
+}
+
+/// Keystone's limits API as the catalogue's source of unified limits.
+struct KeystoneLimits(Arc<Keystone>);
+
+impl LimitSource for KeystoneLimits {
+    fn limits<'a>(
+        &'a self,
+        project: &'a str,
+    ) -> futures_util::future::BoxFuture<
+        'a,
+        std::result::Result<std::collections::HashMap<String, i64>, String>,
+    > {
+        Box::pin(async move {
+            self.0
+                .limits(project)
+                .await
+                .map(|limits| (*limits).clone())
+                .map_err(|e| e.to_string())
+        })
     }
 }
 

@@ -220,6 +220,7 @@ fn images() -> impl Strategy<Value = ImagesConfig> {
                     image_location_quota: locations,
                     show_image_direct_url: properties % 2 == 0,
                     show_multiple_locations: tags % 2 == 0,
+                    use_keystone_limits: false,
                 }
             },
         )

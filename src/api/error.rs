@@ -78,6 +78,10 @@ impl From<ServiceError> for ApiError {
             ServiceError::Domain(e) => e.into(),
             ServiceError::Db(e) => ApiError::Internal(e.to_string()),
             ServiceError::Store(e) => ApiError::Internal(e.to_string()),
+            ServiceError::Unavailable(message) => ApiError::Unavailable {
+                message,
+                retry_after: None,
+            },
             busy @ ServiceError::Busy { retry_after } => ApiError::Unavailable {
                 message: busy.to_string(),
                 retry_after: Some(retry_after.as_secs().max(1)),

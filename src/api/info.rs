@@ -101,7 +101,15 @@ fn describe(store: &StoreInfo) -> Value {
     entry
 }
 
-/// Unified limits are not enforced, so there is no usage to report.
-pub async fn usage() -> Response {
-    Json(json!({"usage": {}})).into_response()
+/// The caller's project's unified limits and usage (`images.use_keystone_limits`); empty
+/// without them.
+pub async fn usage(
+    State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, ApiError> {
+    let mut usage = serde_json::Map::new();
+    for (resource, limit, used) in ctx.catalog.usage(&caller).await? {
+        usage.insert(resource.into(), json!({"limit": limit, "usage": used}));
+    }
+    Ok(Json(json!({"usage": usage})).into_response())
 }

@@ -25,6 +25,8 @@ const RENEW_BEFORE: Duration = Duration::from_secs(120);
 const CACHE_SWEEP_AT: usize = 10_000;
 
 type TokenKey = [u8; 32];
+/// A project's unified limits: resource name → limit.
+pub type Limits = Arc<HashMap<String, i64>>;
 
 /// What Keystone said of a token; answers it could not give are not cached.
 #[derive(Clone)]
@@ -48,6 +50,10 @@ struct ServiceToken {
 
 pub struct Keystone {
     config: KeystoneConfig,
+    /// Unified limits by project, believed for `cache_ttl`.
+    limits: Mutex<HashMap<String, (Limits, Instant)>>,
+    /// The id of the image service in Keystone's catalogue, found once.
+    image_service: tokio::sync::Mutex<Option<String>>,
     /// `auth_url` without a trailing slash.
     base: String,
     client: reqwest::Client,
@@ -121,6 +127,8 @@ impl Keystone {
             config: config.clone(),
             client,
             service: tokio::sync::Mutex::new(None),
+            limits: Mutex::default(),
+            image_service: tokio::sync::Mutex::new(None),
             cache: Mutex::default(),
             pending: Mutex::default(),
         })
@@ -286,6 +294,112 @@ impl Keystone {
             });
         }
         Err(unavailable("Keystone refused glint's own service token"))
+    }
+
+    /// The unified limits of `project_id` for the image service (Keystone's limits API):
+    /// resource name → limit, a project's own limit over the registered default. Believed
+    /// for `cache_ttl`; bounded by `timeout`.
+    pub async fn limits(&self, project_id: &str) -> Result<Limits, AuthError> {
+        let now = Instant::now();
+        let cached = self
+            .limits
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(project_id)
+            .filter(|(_, until)| *until > now)
+            .map(|(limits, _)| limits.clone());
+        if let Some(limits) = cached {
+            return Ok(limits);
+        }
+        let fetched = tokio::time::timeout(self.config.timeout, self.fetch_limits(project_id))
+            .await
+            .map_err(|_| unavailable("Keystone did not answer within auth.keystone.timeout"))??;
+        let fetched = Arc::new(fetched);
+        self.limits
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(
+                project_id.to_string(),
+                (fetched.clone(), Instant::now() + self.config.cache_ttl),
+            );
+        Ok(fetched)
+    }
+
+    async fn fetch_limits(&self, project_id: &str) -> Result<HashMap<String, i64>, AuthError> {
+        let service = self.service_token(false).await?;
+        let image_service = self.image_service_id(&service).await?;
+        let registered: serde_json::Value = self
+            .get_json(
+                &service,
+                &format!("{}/registered_limits?service_id={image_service}", self.base),
+            )
+            .await?;
+        let own: serde_json::Value = self
+            .get_json(
+                &service,
+                &format!(
+                    "{}/limits?service_id={image_service}&project_id={project_id}",
+                    self.base
+                ),
+            )
+            .await?;
+        let mut limits = HashMap::new();
+        let entries = |value: &serde_json::Value, list: &str, field: &str| {
+            value
+                .get(list)
+                .and_then(serde_json::Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|entry| {
+                    Some((
+                        entry.get("resource_name")?.as_str()?.to_string(),
+                        entry.get(field)?.as_i64()?,
+                    ))
+                })
+                .collect::<Vec<_>>()
+        };
+        limits.extend(entries(&registered, "registered_limits", "default_limit"));
+        // A project's own limit wins over the registered default.
+        limits.extend(entries(&own, "limits", "resource_limit"));
+        Ok(limits)
+    }
+
+    async fn image_service_id(&self, service: &str) -> Result<String, AuthError> {
+        let mut known = self.image_service.lock().await;
+        if let Some(id) = known.as_ref() {
+            return Ok(id.clone());
+        }
+        let services = self
+            .get_json(service, &format!("{}/services?type=image", self.base))
+            .await?;
+        let id = services
+            .get("services")
+            .and_then(serde_json::Value::as_array)
+            .and_then(|list| list.first())
+            .and_then(|s| s.get("id"))
+            .and_then(serde_json::Value::as_str)
+            .ok_or_else(|| unavailable("Keystone's catalogue has no image service"))?
+            .to_string();
+        *known = Some(id.clone());
+        Ok(id)
+    }
+
+    async fn get_json(&self, service: &str, url: &str) -> Result<serde_json::Value, AuthError> {
+        let response = self
+            .client
+            .get(url)
+            .header("X-Auth-Token", service)
+            .send()
+            .await
+            .map_err(|e| unavailable(format!("Keystone: {e}")))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(unavailable(format!("Keystone answered {status} for {url}")));
+        }
+        response
+            .json()
+            .await
+            .map_err(|e| unavailable(format!("Keystone's answer to {url}: {e}")))
     }
 
     /// glint's own token, fetched when missing, close to expiry, or refused (`renew`).

@@ -204,6 +204,10 @@ pub struct ImagesConfig {
     pub show_image_direct_url: bool,
     /// Show `locations` in image bodies, as Glance's option.
     pub show_multiple_locations: bool,
+    /// Enforce Keystone's unified limits for the image service (Glance's
+    /// `use_keystone_limits`): image_size_total, image_stage_total, image_count_total,
+    /// image_count_uploading.
+    pub use_keystone_limits: bool,
 }
 
 impl Default for ImagesConfig {
@@ -218,6 +222,7 @@ impl Default for ImagesConfig {
             image_location_quota: 10,
             show_image_direct_url: false,
             show_multiple_locations: false,
+            use_keystone_limits: false,
         }
     }
 }

@@ -106,6 +106,12 @@ pub(super) fn validate(loaded: &LoadedConfig) -> Result<(), ConfigError> {
     }
     validate_stores(config, &invalid)?;
     validate_keystone(config, &invalid)?;
+    if config.images.use_keystone_limits && config.auth.mode != AuthMode::Keystone {
+        return Err(invalid(
+            "images.use_keystone_limits",
+            "the limits come from Keystone: it needs auth.mode = \"keystone\"".into(),
+        ));
+    }
     if !config.server.public_endpoint.is_empty() {
         let endpoint = url::Url::parse(&config.server.public_endpoint);
         let usable = endpoint.as_ref().is_ok_and(|url| {

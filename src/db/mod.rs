@@ -65,6 +65,15 @@ pub struct ImageData {
     pub os_hash_value: Option<String>,
 }
 
+/// A project's usage of what Glance's unified limits limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProjectUsage {
+    pub images: u64,
+    pub stored_bytes: u64,
+    pub uploading: u64,
+    pub staged_bytes: u64,
+}
+
 /// How long a statement waits for a lock before failing: long enough that only a stuck
 /// database, never ordinary contention, reaches it.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -362,6 +371,32 @@ impl Database {
         .fetch_one(&self.read)
         .await?;
         Ok(u64::try_from(total).unwrap_or(0))
+    }
+
+    /// What a project uses, as Glance's unified limits count it: images, bytes of image
+    /// data in stores, images with data on the way in, bytes staged.
+    pub async fn usage(&self, owner: &str) -> Result<ProjectUsage, DbError> {
+        let (images, stored, uploading, staged): (i64, i64, i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), \
+             COALESCE(SUM(CASE WHEN EXISTS (SELECT 1 FROM image_locations l \
+                 WHERE l.image_id = i.id) THEN size ELSE 0 END), 0), \
+             COALESCE(SUM(CASE WHEN status IN ('saving', 'uploading', 'importing') \
+                 THEN 1 ELSE 0 END), 0), \
+             COALESCE(SUM(CASE WHEN status IN ('uploading', 'importing') \
+                 AND NOT EXISTS (SELECT 1 FROM image_locations l WHERE l.image_id = i.id) \
+                 THEN COALESCE(size, 0) ELSE 0 END), 0) \
+             FROM images i WHERE owner = ? AND deleted = 0",
+        )
+        .bind(owner)
+        .fetch_one(&self.read)
+        .await?;
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        Ok(ProjectUsage {
+            images: count(images),
+            stored_bytes: count(stored),
+            uploading: count(uploading),
+            staged_bytes: count(staged),
+        })
     }
 
     /// How many live images keep their data under `dir`.

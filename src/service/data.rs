@@ -357,6 +357,11 @@ impl Catalog {
             return Err(too_large(size, self.size_cap).into());
         }
         let allowance = self.allowance(&image, declared).await?;
+        self.enforce_limits(
+            caller,
+            &[("image_size_total", 0), ("image_count_uploading", 1)],
+        )
+        .await?;
         let slot = self.transfer_slot().await?;
         let claim = self.claim(id, ClaimKind::Upload).await?;
         let stored = match self

@@ -79,6 +79,11 @@ impl Catalog {
             return Err(conflict(format!("Image {id} already has staged data")));
         }
         let allowance = self.allowance(&image, declared).await?;
+        self.enforce_limits(
+            caller,
+            &[("image_stage_total", 0), ("image_count_uploading", 1)],
+        )
+        .await?;
         let slot = self.transfer_slot().await?;
         let claim = self.claim(id, ClaimKind::Stage).await?;
         let staging = self.stores.staging().clone();

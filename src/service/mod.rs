@@ -8,6 +8,7 @@ mod data;
 mod fetch;
 mod import;
 mod import_task;
+mod quota;
 mod tasks;
 
 use std::time::Duration;
@@ -31,6 +32,7 @@ use data::data_of;
 pub use data::{Download, TransferSlots};
 pub use fetch::{FetchError, WebDownload};
 pub use import::ImportSettings;
+pub use quota::LimitSource;
 use tasks::Executor;
 pub use tasks::TaskBoard;
 
@@ -42,6 +44,9 @@ pub enum ServiceError {
     Db(#[from] DbError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A service glint needs (the limits API) did not answer.
+    #[error("{0}")]
+    Unavailable(String),
     /// Every transfer slot stayed taken for `server.transfer_wait`.
     #[error("glint is busy with other transfers; try again in {} s", retry_after.as_secs().max(1))]
     Busy { retry_after: Duration },
@@ -91,6 +96,8 @@ pub struct Catalog {
     policy: std::sync::Arc<Policy>,
     protections: Option<std::sync::Arc<PropertyProtections>>,
     quotas: Quotas,
+    /// Unified limits (`images.use_keystone_limits`), when on.
+    limits: Option<std::sync::Arc<dyn LimitSource>>,
 }
 
 /// What a catalogue is built from (one generation's settings).
@@ -104,6 +111,7 @@ pub struct CatalogParts {
     pub policy: std::sync::Arc<Policy>,
     pub protections: Option<std::sync::Arc<PropertyProtections>>,
     pub quotas: Quotas,
+    pub limits: Option<std::sync::Arc<dyn LimitSource>>,
     pub board: std::sync::Arc<TaskBoard>,
     pub tracker: tokio_util::task::TaskTracker,
     pub cut: tokio_util::sync::CancellationToken,
@@ -155,6 +163,7 @@ impl Catalog {
             policy: parts.policy,
             protections: parts.protections,
             quotas: parts.quotas,
+            limits: parts.limits,
         }
     }
 
@@ -190,6 +199,8 @@ impl Catalog {
         self.authorize(caller, "add_image", &target)?;
         self.authorize_visibility(caller, None, image.visibility, &target)?;
         self.check_protected(caller, &Default::default(), &image.properties)?;
+        self.enforce_limits(caller, &[("image_count_total", 1)])
+            .await?;
         match self.db.insert_image(&image).await {
             Ok(()) => {
                 let mut shown = image;

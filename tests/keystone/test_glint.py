@@ -76,7 +76,8 @@ class Glint:
                     '[auth.keystone]\n'
                     f'auth_url = "{self.auth_url}"\nusername = "glance"\n'
                     f'password = "{keystone.password("glance")}"\nproject_name = "service"\n'
-                    f'cache_ttl = "{self.cache_ttl}s"\ntimeout = "{TIMEOUT}s"\n')
+                    f'cache_ttl = "{self.cache_ttl}s"\ntimeout = "{TIMEOUT}s"\n'
+                    '[images]\nuse_keystone_limits = true\n')
 
     def wait_for(self, line, timeout=60):
         self.notify.settimeout(timeout)
@@ -160,7 +161,15 @@ def one_validation_for_a_new_token(g, ks):
     def validations():
         return sum(1 for line in ks.log().splitlines() if "GET /v3/auth/tokens" in line)
 
-    before = validations()
+    # A background revalidation of a token used just before may still be on its way: wait
+    # until Keystone's log has been still for a second.
+    before, still_since = validations(), time.monotonic()
+    deadline = time.monotonic() + 15
+    while time.monotonic() - still_since < 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = validations()
+        if now != before:
+            before, still_since = now, time.monotonic()
     statuses = []
     threads = [threading.Thread(target=lambda: statuses.append(call(g, "GET", "/v2/images", token)[0]))
                for _ in range(20)]
@@ -178,6 +187,43 @@ def one_validation_for_a_new_token(g, ks):
     asked = validations() - before
     check(statuses.count(200) == 20, f"20 concurrent requests with a new token: {sorted(set(statuses))}")
     check(asked == 1, f"... validated with Keystone once ({asked} times)")
+
+
+def unified_limits(g, tokens):
+    """Keystone's limits for the image service (tests/keystone: beta may have 2 images and
+    1 MiB; alpha 1 image on the way in), enforced as Glance does, reported by /v2/info/usage."""
+    beta, alpha = tokens["beta-member"], tokens["alpha-member"]
+    octets = {"Content-Type": "application/octet-stream"}
+    ids = []
+    for name in ("b1", "b2"):
+        status, body, _ = call(g, "POST", "/v2/images", beta, {"name": name, "disk_format": "raw", "container_format": "bare"})
+        check(status == 201, f"beta creates image {name} within image_count_total 2 ({status})")
+        ids.append(json.loads(body)["id"])
+    status, body, _ = call(g, "POST", "/v2/images", beta, {"name": "b3"})
+    check(status == 413 and b"image_count_total is over limit of 2" in body,
+          f"a third image is over image_count_total: {status} {body[:160]!r}")
+    status, _, _ = call(g, "PUT", f"/v2/images/{ids[0]}/file", beta, raw=b"x" * (2 << 20), headers=octets)
+    check(status == 204, f"an upload starting under image_size_total (1 MiB) goes through ({status})")
+    status, body, _ = call(g, "PUT", f"/v2/images/{ids[1]}/file", beta, raw=b"x", headers=octets)
+    check(status == 413 and b"image_size_total is over limit of 1" in body,
+          f"the next upload is over image_size_total: {status} {body[:160]!r}")
+    status, body, _ = call(g, "GET", "/v2/info/usage", beta)
+    usage = json.loads(body)["usage"] if status == 200 else {}
+    check(usage.get("image_count_total") == {"limit": 2, "usage": 2}
+          and usage.get("image_size_total") == {"limit": 1, "usage": 2},
+          f"/v2/info/usage reports limits and usage: {usage}")
+
+    staged = []
+    for name in ("a1", "a2"):
+        status, body, _ = call(g, "POST", "/v2/images", alpha, {"name": name, "disk_format": "raw", "container_format": "bare"})
+        staged.append(json.loads(body)["id"])
+    status, _, _ = call(g, "PUT", f"/v2/images/{staged[0]}/stage", alpha, raw=b"s" * 1024, headers=octets)
+    check(status == 204, f"alpha stages one image within image_count_uploading 1 ({status})")
+    status, body, _ = call(g, "PUT", f"/v2/images/{staged[1]}/stage", alpha, raw=b"s", headers=octets)
+    check(status == 413 and b"image_count_uploading is over limit of 1" in body,
+          f"a second image on the way in is over image_count_uploading: {status} {body[:160]!r}")
+    for image_id in ids + staged:
+        call(g, "DELETE", f"/v2/images/{image_id}", beta if image_id in ids else alpha)
 
 
 def revocation(g, ks, glance_token):
@@ -343,6 +389,7 @@ def main():
             tokens = {u: ks.token(u)[0] for u in ("alpha-member", "alpha-reader", "alpha-admin", "beta-member")}
             role_matrix(g, tokens, ks)
             one_validation_for_a_new_token(g, ks)
+            unified_limits(g, tokens)
             revoked_after = revocation(g, ks, glance_token)
             ks = keystone_outage(g, ks, tokens)
             ks = expired_token(g, ks)
