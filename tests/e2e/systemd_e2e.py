@@ -5,7 +5,7 @@ Builds (or reuses) a bookworm root with mmdebstrap, boots it with its own system
 private mount namespace (tmpfs /tmp and /run, a cgroup subtree of its own, a throw-away
 overlay over the image), installs the .deb built by packaging/build.sh and checks what
 operators rely on: socket activation, reload under keep-alive load, a rejected reload,
-restarts under load, a web-download import across `systemctl restart`, the fd store kept across
+restarts under load, a web-download import and a completed stage across `systemctl restart`, the fd store kept across
 stop/start, journald fields and the `systemd-analyze security` exposure. Every systemctl call runs under `timeout`.
 
 Usage: tests/e2e/systemd_e2e.py path/to/glint.deb    (root only; skips otherwise)
@@ -431,6 +431,32 @@ def scenario(box, port, standalone_port):
           and "resuming task" in journal and not staged,
           f"a web-download survives systemctl restart: {shown.get('status')}, resumed "
           f"{'resuming task' in journal}, staging {staged!r}, task {task.get('status')} {task.get('message')!r}")
+
+    # A completed stage survives `systemctl restart`: the image stays uploading with its data,
+    # and a glance-direct import afterwards makes it active, byte-exact.
+    staged_data = os.urandom(1024 * 1024 + 7)
+    status, image = rest(port, "POST", "/v2/images", {"name": "e2e-stage", "disk_format": "raw",
+                                                     "container_format": "bare"})
+    stage_id = image["id"]
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("PUT", f"/v2/images/{stage_id}/stage", body=staged_data,
+                 headers={"Content-Type": "application/octet-stream"})
+    staged_status = conn.getresponse().status
+    conn.close()
+    box.systemctl("restart", "glint")
+    _, after_restart = rest(port, "GET", f"/v2/images/{stage_id}")
+    rest(port, "POST", f"/v2/images/{stage_id}/import", {"method": {"name": "glance-direct"}})
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        _, shown = rest(port, "GET", f"/v2/images/{stage_id}")
+        if shown.get("status") in ("active", "queued") and "os_glance_import_task" not in shown:
+            break
+        time.sleep(0.1)
+    _, downloaded = get(port, f"/v2/images/{stage_id}/file")
+    check(staged_status == 204 and after_restart.get("status") == "uploading"
+          and shown.get("status") == "active" and downloaded == staged_data,
+          f"a completed stage survives systemctl restart and imports byte-exact: staged "
+          f"{staged_status}, after restart {after_restart.get('status')}, then {shown.get('status')}")
 
     # The fd store: a glint that binds its own listener keeps it across stop/start.
     box.write("/etc/glint/standalone.toml",
