@@ -176,6 +176,7 @@ impl App {
             },
             transfer_wait: config.server.transfer_wait,
             limits,
+            show_locations: config.images.show_multiple_locations,
             quotas: crate::domain::image::Quotas {
                 properties: config.images.image_property_quota,
                 tags: config.images.image_tag_quota,

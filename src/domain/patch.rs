@@ -45,14 +45,109 @@ fn parse_op(name: &str) -> Result<Op, DomainError> {
     }
 }
 
-/// Parses and checks a patch document; nothing is applied.
+/// A change to an image's locations, as Glance's `/locations` paths spell it (only with
+/// `show_multiple_locations`). Carried out by the service, which knows the stores.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocationChange {
+    /// `add /locations/<n|->`: `position` `None` is the end.
+    Add {
+        position: Option<usize>,
+        url: String,
+    },
+    /// `replace /locations`.
+    Replace { urls: Vec<String> },
+    /// `remove /locations/<n>`.
+    Remove { position: usize },
+}
+
+/// A checked patch: attribute operations, and location changes when locations are shown.
+#[derive(Debug, Default)]
+pub struct Patch {
+    pub operations: Vec<Operation>,
+    pub locations: Vec<LocationChange>,
+}
+
+/// Parses and checks a patch document with locations hidden; nothing is applied.
 pub fn parse(body: &Value, dialect: Dialect) -> Result<Vec<Operation>, DomainError> {
+    parse_patch(body, dialect, false).map(|patch| patch.operations)
+}
+
+/// The URL of a location value (`{"url": …, "metadata": {…}}`).
+fn location_url(value: Option<&Value>) -> Result<String, DomainError> {
+    value
+        .and_then(|v| v.get("url"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| invalid("Invalid location: a location is {\"url\": …, \"metadata\": {…}}"))
+}
+
+/// A `/locations` operation, when `shown`; Glance's 403 otherwise.
+fn location_change(
+    op: Op,
+    path: &str,
+    value: Option<&Value>,
+    shown: bool,
+) -> Result<LocationChange, DomainError> {
+    if !shown {
+        let verb = match op {
+            Op::Add => "add",
+            Op::Replace => "update",
+            Op::Remove => "remove",
+        };
+        return Err(DomainError::Forbidden(format!(
+            "It's not allowed to {verb} locations if locations are invisible."
+        )));
+    }
+    let bad = || invalid(format!("Invalid JSON pointer for this resource: '{path}'"));
+    let position = path.strip_prefix("/locations/");
+    match (op, position) {
+        (Op::Replace, None) => {
+            let Some(Value::Array(items)) = value else {
+                return Err(invalid(
+                    "Invalid locations: a list of locations is expected",
+                ));
+            };
+            let urls = items
+                .iter()
+                .map(|item| location_url(Some(item)))
+                .collect::<Result<_, _>>()?;
+            Ok(LocationChange::Replace { urls })
+        }
+        (Op::Add, Some("-")) => Ok(LocationChange::Add {
+            position: None,
+            url: location_url(value)?,
+        }),
+        (Op::Add, Some(n)) => Ok(LocationChange::Add {
+            position: Some(
+                n.parse()
+                    .map_err(|_| invalid("Invalid position for adding a location."))?,
+            ),
+            url: location_url(value)?,
+        }),
+        (Op::Remove, Some(n)) => Ok(LocationChange::Remove {
+            position: n
+                .parse()
+                .map_err(|_| invalid("Invalid position for removing a location."))?,
+        }),
+        _ => Err(bad()),
+    }
+}
+
+/// Parses and checks a patch document; `/locations` paths are changes of their own when
+/// `locations_shown` (Glance's `show_multiple_locations`), else Glance's 403. Nothing is
+/// applied.
+pub fn parse_patch(
+    body: &Value,
+    dialect: Dialect,
+    locations_shown: bool,
+) -> Result<Patch, DomainError> {
     let Value::Array(items) = body else {
         return Err(invalid(
             "Request body must be a JSON array of operation objects.",
         ));
     };
     let mut operations = Vec::with_capacity(items.len());
+    let mut locations = Vec::new();
     for item in items {
         let Value::Object(fields) = item else {
             return Err(invalid("Operations must be JSON objects."));
@@ -85,16 +180,15 @@ pub fn parse(body: &Value, dialect: Dialect) -> Result<Vec<Operation>, DomainErr
             }
         };
         if path == "/locations" || path.starts_with("/locations/") {
-            // Glance changes locations through PATCH only with show_multiple_locations on;
-            // glint takes them through the locations API (POST /v2/images/{id}/locations).
-            let verb = match op {
-                Op::Add => "add",
-                Op::Replace => "update",
-                Op::Remove => "remove",
-            };
-            return Err(DomainError::Forbidden(format!(
-                "It's not allowed to {verb} locations if locations are invisible."
-            )));
+            let value = fields.get("value");
+            if op != Op::Remove && value.is_none() {
+                let name = if op == Op::Add { "add" } else { "replace" };
+                return Err(invalid(format!(
+                    "Operation \"{name}\" requires a member named \"value\"."
+                )));
+            }
+            locations.push(location_change(op, path, value, locations_shown)?);
+            continue;
         }
         let key = pointer_key(path)?;
         let value = fields.get("value").cloned();
@@ -117,7 +211,10 @@ pub fn parse(body: &Value, dialect: Dialect) -> Result<Vec<Operation>, DomainErr
         }
         operations.push(Operation { op, key, value });
     }
-    Ok(operations)
+    Ok(Patch {
+        operations,
+        locations,
+    })
 }
 
 /// A JSON pointer with exactly one segment, unescaped.

@@ -19,6 +19,7 @@ use crate::db::{ImageChange, ImageData, TaskWrite};
 use crate::domain::DomainError;
 use crate::domain::caller::Caller;
 use crate::domain::image::{Image, Location, Status};
+use crate::domain::patch::LocationChange;
 use crate::domain::time;
 use crate::store::{Store, StoreError, Stored};
 
@@ -654,5 +655,147 @@ impl Catalog {
         }
         tracing::info!(image_id = id, url, "location added");
         self.get(caller, id).await
+    }
+}
+
+impl Catalog {
+    /// One location change of a JSON patch (`images.show_multiple_locations`), as Glance
+    /// carries it out: add (a queued image becomes active; an active one gains a copy in
+    /// another store, of the same size), replace (only an image without locations), remove
+    /// (never the last one).
+    pub(super) async fn change_location(
+        &self,
+        caller: &Caller,
+        id: &str,
+        change: &LocationChange,
+    ) -> Result<()> {
+        match change {
+            LocationChange::Replace { urls } => {
+                let image = self
+                    .get_modifiable(caller, id, "set_image_location")
+                    .await?;
+                if urls.is_empty() {
+                    return Err(super::forbidden("Cannot set locations to empty list."));
+                }
+                if !image.locations.is_empty() {
+                    return Err(DomainError::Invalid(
+                        "Cannot replace locations from a non-empty list to a non-empty list."
+                            .into(),
+                    )
+                    .into());
+                }
+                for url in urls {
+                    self.add_a_location(caller, id, url).await?;
+                }
+                Ok(())
+            }
+            LocationChange::Add { position, url } => {
+                let image = self
+                    .get_modifiable(caller, id, "set_image_location")
+                    .await?;
+                if position.is_some_and(|p| p > image.locations.len()) {
+                    return Err(DomainError::Invalid(
+                        "Invalid position for adding a location.".into(),
+                    )
+                    .into());
+                }
+                self.add_a_location(caller, id, url).await
+            }
+            LocationChange::Remove { position } => {
+                let image = self
+                    .get_modifiable(caller, id, "delete_image_location")
+                    .await?;
+                if image.status != Status::Active {
+                    return Err(DomainError::Conflict(format!(
+                        "It's not allowed to remove locations if image status is {}.",
+                        image.status.as_str()
+                    ))
+                    .into());
+                }
+                let Some(location) = image.locations.get(*position) else {
+                    return Err(DomainError::Invalid(
+                        "Invalid position for removing a location.".into(),
+                    )
+                    .into());
+                };
+                if image.locations.len() == 1 {
+                    return Err(super::forbidden(
+                        "Cannot remove last location in the image.",
+                    ));
+                }
+                self.delete_from_store(caller, &location.store, id).await
+            }
+        }
+    }
+
+    /// A queued image takes the location as its data (`add_location`); an active one gains
+    /// it as a copy in a store it is not in yet, when the file there is as large.
+    async fn add_a_location(&self, caller: &Caller, id: &str, url: &str) -> Result<()> {
+        let image = self
+            .get_modifiable(caller, id, "set_image_location")
+            .await?;
+        if image.status == Status::Queued {
+            self.add_location(caller, id, url, None).await?;
+            return Ok(());
+        }
+        if image.status != Status::Active {
+            return Err(DomainError::Conflict(format!(
+                "It's not allowed to add locations if image status is {}.",
+                image.status.as_str()
+            ))
+            .into());
+        }
+        let invalid = |message: String| ServiceError::from(DomainError::Invalid(message));
+        let (store, path) = self
+            .stores
+            .all()
+            .iter()
+            .find_map(|s| s.file_of(url).ok().map(|path| (s.id.clone(), path)))
+            .ok_or_else(|| {
+                invalid(format!(
+                    "Location {url} is not in a store of this deployment"
+                ))
+            })?;
+        if image.location_in(&store).is_some() {
+            return Err(DomainError::Conflict(format!(
+                "Image {id} already has a location in store {store}"
+            ))
+            .into());
+        }
+        if image.locations.len() >= self.quotas.locations {
+            return Err(DomainError::OverLimit(format!(
+                "Maximum number of locations exceeded ({})",
+                self.quotas.locations
+            ))
+            .into());
+        }
+        let size = blocking(move || std::fs::metadata(path).map(|m| m.len()))
+            .await?
+            .map_err(|e| invalid(format!("Location {url} cannot be read: {e}")))?;
+        if i64::try_from(size).ok() != image.size {
+            return Err(invalid(format!(
+                "Location {url} holds {size} bytes; the image has {}",
+                image.size.unwrap_or(0)
+            )));
+        }
+        let change = ImageChange {
+            expect_status: Some(&["active"]),
+            add_location: Some(Location {
+                store,
+                url: url.to_string(),
+            }),
+            ..ImageChange::default()
+        };
+        if !self
+            .db
+            .change_image(id, &change, TaskWrite::None, time::now())
+            .await?
+        {
+            return Err(DomainError::Conflict(format!(
+                "Image {id} changed while its location was added; try again"
+            ))
+            .into());
+        }
+        Ok(())
     }
 }

@@ -98,6 +98,8 @@ pub struct Catalog {
     quotas: Quotas,
     /// Unified limits (`images.use_keystone_limits`), when on.
     limits: Option<std::sync::Arc<dyn LimitSource>>,
+    /// `images.show_multiple_locations`: locations are shown and may be patched.
+    show_locations: bool,
 }
 
 /// What a catalogue is built from (one generation's settings).
@@ -112,6 +114,7 @@ pub struct CatalogParts {
     pub protections: Option<std::sync::Arc<PropertyProtections>>,
     pub quotas: Quotas,
     pub limits: Option<std::sync::Arc<dyn LimitSource>>,
+    pub show_locations: bool,
     pub board: std::sync::Arc<TaskBoard>,
     pub tracker: tokio_util::task::TaskTracker,
     pub cut: tokio_util::sync::CancellationToken,
@@ -164,6 +167,7 @@ impl Catalog {
             protections: parts.protections,
             quotas: parts.quotas,
             limits: parts.limits,
+            show_locations: parts.show_locations,
         }
     }
 
@@ -296,9 +300,10 @@ impl Catalog {
         body: &Value,
         dialect: Dialect,
     ) -> Result<Image> {
-        let operations = patch::parse(body, dialect)?;
-        let mut image = self
-            .modify(caller, id, "modify_image", |image| {
+        let patch = patch::parse_patch(body, dialect, self.show_locations)?;
+        let operations = patch.operations;
+        if !operations.is_empty() || patch.locations.is_empty() {
+            self.modify(caller, id, "modify_image", |image| {
                 let before = image.visibility;
                 let properties = image.properties.clone();
                 patch::apply(image, &operations, dialect, caller, &self.quotas)?;
@@ -308,8 +313,11 @@ impl Catalog {
                 Ok(true)
             })
             .await?;
-        self.hide_protected(caller, &mut image);
-        Ok(image)
+        }
+        for change in &patch.locations {
+            self.change_location(caller, id, change).await?;
+        }
+        self.get(caller, id).await
     }
 
     /// Reads the image, lets `edit` change it (returning whether it did) and saves it.

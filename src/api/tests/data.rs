@@ -271,3 +271,93 @@ async fn the_locations_api_adds_data_already_in_a_store_and_shows_it_to_services
     assert_eq!(listed.status, StatusCode::OK);
     assert_eq!(listed.body[0]["url"], url.as_str());
 }
+
+#[tokio::test]
+async fn with_locations_shown_a_patch_adds_replaces_and_removes_locations_as_glance_does() {
+    use crate::config::{DataDirConfig, NamedStoreConfig};
+    let api = api_with(|config| {
+        config.images.show_multiple_locations = true;
+        for (id, default) in [("a", true), ("b", false)] {
+            config.stores.insert(
+                id.into(),
+                NamedStoreConfig {
+                    datadirs: vec![DataDirConfig {
+                        path: id.into(),
+                        priority: 0,
+                        read_only: false,
+                    }],
+                    default,
+                    description: None,
+                },
+            );
+        }
+    })
+    .await;
+    let member = As::Project("p");
+    let id = api
+        .create_id(
+            member,
+            json!({"disk_format": "raw", "container_format": "bare"}),
+        )
+        .await;
+    let place = |store: &str| {
+        let file = api._dir.path().join(store).join(format!("placed-{store}"));
+        std::fs::write(&file, b"twelve bytes").unwrap();
+        format!("file://{}", file.display())
+    };
+    let (in_a, in_b) = (place("a"), place("b"));
+
+    assert_eq!(
+        api.patch(
+            member,
+            &id,
+            json!([{"op": "replace", "path": "/locations", "value": []}])
+        )
+        .await
+        .status,
+        StatusCode::FORBIDDEN,
+        "Cannot set locations to empty list."
+    );
+    let added = api
+        .patch(
+            member,
+            &id,
+            json!([{"op": "add", "path": "/locations/-", "value": {"url": in_a, "metadata": {}}}]),
+        )
+        .await;
+    assert_eq!(added.status, StatusCode::OK, "{}", added.text);
+    assert_eq!(added.body["status"], "active");
+    assert_eq!(added.body["size"], 12);
+    let copy = api
+        .patch(
+            member,
+            &id,
+            json!([{"op": "add", "path": "/locations/1", "value": {"url": in_b, "metadata": {}}}]),
+        )
+        .await;
+    assert_eq!(copy.status, StatusCode::OK, "{}", copy.text);
+    assert_eq!(copy.body["locations"].as_array().unwrap().len(), 2);
+    let replace =
+        json!([{"op": "replace", "path": "/locations", "value": [{"url": in_a, "metadata": {}}]}]);
+    assert_eq!(
+        api.patch(member, &id, replace).await.status,
+        StatusCode::BAD_REQUEST
+    );
+
+    let remove_first = json!([{"op": "remove", "path": "/locations/0"}]);
+    assert_eq!(
+        api.patch(member, &id, remove_first.clone()).await.status,
+        StatusCode::FORBIDDEN,
+        "removing a location is for admins"
+    );
+    let removed = api.patch(As::Admin, &id, remove_first.clone()).await;
+    assert_eq!(removed.status, StatusCode::OK, "{}", removed.text);
+    assert_eq!(removed.body["locations"][0]["metadata"]["store"], "b");
+    let last = api.patch(As::Admin, &id, remove_first).await;
+    assert_eq!(last.status, StatusCode::FORBIDDEN);
+    assert!(
+        last.text.contains("Cannot remove last location"),
+        "{}",
+        last.text
+    );
+}
