@@ -374,6 +374,39 @@ def clients(g, ks, workdir):
     conn.image.delete_image(imported.id)
 
 
+def readme_keystone_block(g, ks):
+    """The README's Keystone example, run as a user types it with their cloud's values: the
+    auth URL, user, password and project are this Keystone's."""
+    import pty
+    import re
+    readme = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "README.md")).read()
+    section = readme.split("Against a cloud", 1)[1]
+    script = re.search(r"```sh\n(.*?)```", section, re.S).group(1)
+    ours = {
+        "http://127.0.0.1:5000/v3": ks.url,
+        "OS_USERNAME=demo": "OS_USERNAME=alpha-member",
+        "OS_PASSWORD=secret": f"OS_PASSWORD={keystone.password('alpha-member')}",
+        "OS_PROJECT_NAME=demo": "OS_PROJECT_NAME=alpha",
+    }
+    for theirs, mine in ours.items():
+        check(theirs in script, f"the README's Keystone example has {theirs}")
+        script = script.replace(theirs, mine)
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    for key in [k for k in env if k.startswith("OS_")]:
+        del env[key]
+    terminal, user_side = pty.openpty()
+    try:
+        ran = subprocess.run(["bash", "-euo", "pipefail", "-c", script], env=env, stdin=user_side,
+                             capture_output=True, text=True, timeout=180)
+    finally:
+        os.close(user_side)
+        os.close(terminal)
+    # Both listings show alpha's image `pub` (made in the policy test).
+    check(ran.returncode == 0 and ran.stdout.count("| pub ") == 2,
+          f"the README's Keystone example runs as written and lists the project's images: "
+          f"exit {ran.returncode} {ran.stderr.strip()[-200:]}")
+
+
 def main():
     binary = os.path.abspath(sys.argv[1])
     # glint's socket first: Keystone's catalogue names it as the image endpoint.
@@ -395,6 +428,7 @@ def main():
             ks = expired_token(g, ks)
             policy_reload_under_load(g, tokens)
             clients(g, ks, workdir)
+            readme_keystone_block(g, ks)
             print(f"keystone: figure: a revoked token was refused {revoked_after:.2f} s after revocation (cache_ttl {CACHE_TTL} s)")
         finally:
             g.stop()
