@@ -585,28 +585,9 @@ impl Catalog {
             ))
             .into());
         }
-        if image.locations.len() >= self.quotas.locations {
-            return Err(DomainError::OverLimit(format!(
-                "Maximum number of locations exceeded ({})",
-                self.quotas.locations
-            ))
-            .into());
-        }
+        self.check_location_quota(&image)?;
         let invalid = |message: String| ServiceError::from(DomainError::Invalid(message));
-        let (store, path) = self
-            .stores
-            .all()
-            .iter()
-            .find_map(|s| s.file_of(url).ok().map(|path| (s.id.clone(), path)))
-            .ok_or_else(|| {
-                invalid(format!(
-                    "Location {url} is not in a store of this deployment: glint adds only \
-                     locations inside its configured stores"
-                ))
-            })?;
-        let size = blocking(move || std::fs::metadata(path).map(|m| m.len()))
-            .await?
-            .map_err(|e| invalid(format!("Location {url} cannot be read: {e}")))?;
+        let (store, size) = self.located(url).await?;
         let (os_hash_algo, os_hash_value) = match validation {
             Some((algo, value)) => {
                 let length = match algo.as_str() {
@@ -643,16 +624,7 @@ impl Catalog {
             }),
             ..ImageChange::default()
         };
-        if !self
-            .db
-            .change_image(id, &change, TaskWrite::None, time::now())
-            .await?
-        {
-            return Err(DomainError::Conflict(format!(
-                "Image {id} changed while its location was added; try again"
-            ))
-            .into());
-        }
+        self.record_location(id, &change).await?;
         tracing::info!(image_id = id, url, "location added");
         self.get(caller, id).await
     }
@@ -745,38 +717,20 @@ impl Catalog {
             ))
             .into());
         }
-        let invalid = |message: String| ServiceError::from(DomainError::Invalid(message));
-        let (store, path) = self
-            .stores
-            .all()
-            .iter()
-            .find_map(|s| s.file_of(url).ok().map(|path| (s.id.clone(), path)))
-            .ok_or_else(|| {
-                invalid(format!(
-                    "Location {url} is not in a store of this deployment"
-                ))
-            })?;
+        let (store, size) = self.located(url).await?;
         if image.location_in(&store).is_some() {
             return Err(DomainError::Conflict(format!(
                 "Image {id} already has a location in store {store}"
             ))
             .into());
         }
-        if image.locations.len() >= self.quotas.locations {
-            return Err(DomainError::OverLimit(format!(
-                "Maximum number of locations exceeded ({})",
-                self.quotas.locations
-            ))
-            .into());
-        }
-        let size = blocking(move || std::fs::metadata(path).map(|m| m.len()))
-            .await?
-            .map_err(|e| invalid(format!("Location {url} cannot be read: {e}")))?;
+        self.check_location_quota(&image)?;
         if i64::try_from(size).ok() != image.size {
-            return Err(invalid(format!(
+            return Err(DomainError::Invalid(format!(
                 "Location {url} holds {size} bytes; the image has {}",
                 image.size.unwrap_or(0)
-            )));
+            ))
+            .into());
         }
         let change = ImageChange {
             expect_status: Some(&["active"]),
@@ -786,9 +740,46 @@ impl Catalog {
             }),
             ..ImageChange::default()
         };
+        self.record_location(id, &change).await
+    }
+
+    /// The store a location URL is in, and the size of its file: glint adds only locations
+    /// inside its configured stores.
+    async fn located(&self, url: &str) -> Result<(String, u64)> {
+        let invalid = |message: String| ServiceError::from(DomainError::Invalid(message));
+        let (store, path) = self
+            .stores
+            .all()
+            .iter()
+            .find_map(|s| s.file_of(url).ok().map(|path| (s.id.clone(), path)))
+            .ok_or_else(|| {
+                invalid(format!(
+                    "Location {url} is not in a store of this deployment: glint adds only \
+                     locations inside its configured stores"
+                ))
+            })?;
+        let size = blocking(move || std::fs::metadata(path).map(|m| m.len()))
+            .await?
+            .map_err(|e| invalid(format!("Location {url} cannot be read: {e}")))?;
+        Ok((store, size))
+    }
+
+    fn check_location_quota(&self, image: &Image) -> Result<()> {
+        if image.locations.len() >= self.quotas.locations {
+            return Err(DomainError::OverLimit(format!(
+                "Maximum number of locations exceeded ({})",
+                self.quotas.locations
+            ))
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Saves a location change; the image moving meanwhile is a conflict to retry.
+    async fn record_location(&self, id: &str, change: &ImageChange) -> Result<()> {
         if !self
             .db
-            .change_image(id, &change, TaskWrite::None, time::now())
+            .change_image(id, change, TaskWrite::None, time::now())
             .await?
         {
             return Err(DomainError::Conflict(format!(
