@@ -1,5 +1,5 @@
 //! The command line of design §7 (`serve`, `check-config`, `ctl status|reload`,
-//! `--version`): argument types only, no behaviour.
+//! `db version|upgrade`, `--version`): argument types only, no behaviour.
 
 use std::path::PathBuf;
 
@@ -41,6 +41,21 @@ pub enum Command {
         #[arg(long, global = true)]
         config: Option<PathBuf>,
     },
+    /// The metadata database's schema (migrations run at every start as well).
+    Db {
+        #[command(subcommand)]
+        action: DbAction,
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum DbAction {
+    /// Print which migrations are applied and which are pending.
+    Version,
+    /// Apply the pending migrations (for operators who run them before starting glint).
+    Upgrade,
 }
 
 #[derive(Debug, Clone, Copy, Subcommand)]

@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::Parser;
 use tokio::sync::mpsc;
 
-use glint::cli::{Cli, Command, CtlAction};
+use glint::cli::{Cli, Command, CtlAction, DbAction};
 use glint::config::{self, ConfigSource};
 use glint::control::{self, Reply};
 use glint::server::status::ReloadOutcome;
@@ -33,6 +33,78 @@ fn main() -> ExitCode {
             socket,
             config,
         } => ctl(action, socket, config),
+        Command::Db { action, config } => db(action, config),
+    }
+}
+
+/// `glint db version|upgrade` against the configured database.
+fn db(action: DbAction, config_arg: Option<PathBuf>) -> ExitCode {
+    let loaded = match config::load(&config_source(config_arg)) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("glint: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let settings = &loaded.config;
+    let Some(path) = settings.database.sqlite_path(&settings.state_dir) else {
+        eprintln!("glint: database.url: not a database glint can open");
+        return ExitCode::from(EX_CONFIG);
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("glint: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let (DbAction::Upgrade, Some(parent)) = (action, path.parent()) {
+        if let Err(e) = std::fs::create_dir_all(parent) {
+            eprintln!("glint: {}: {e}", parent.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    let shown = path.display();
+    let outcome = runtime.block_on(async {
+        match action {
+            DbAction::Version => {
+                let state = glint::db::schema_state(&path).await?;
+                let pending = state.pending();
+                println!(
+                    "database {shown}: {} of {} migrations applied",
+                    state.applied.len(),
+                    state.known.len()
+                );
+                for (version, description) in &pending {
+                    println!("pending: {version} {description}");
+                }
+                if pending.is_empty() {
+                    println!("up to date");
+                }
+                Ok::<(), glint::db::DbError>(())
+            }
+            DbAction::Upgrade => {
+                let applied = glint::db::upgrade(&path).await?;
+                for version in &applied {
+                    println!("applied: {version}");
+                }
+                println!(
+                    "database {shown}: up to date ({} applied now)",
+                    applied.len()
+                );
+                Ok(())
+            }
+        }
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("glint: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -125,3 +125,55 @@ fn check_config_prints_the_effective_policy_and_refuses_a_bad_policy_file() {
         "{err}"
     );
 }
+
+#[test]
+fn db_version_and_upgrade_report_and_apply_the_embedded_migrations() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("glint.toml");
+    let state = dir.path().join("state");
+    std::fs::write(
+        &file,
+        format!("state_dir = {:?}\n", state.display().to_string()),
+    )
+    .expect("write");
+    let path = file.to_str().expect("utf-8 path");
+
+    let (code, before, err) = run(&["db", "version", "--config", path], &[]);
+    assert_eq!(code, 0, "{err}");
+    let pending = before
+        .lines()
+        .filter(|l| l.starts_with("pending: "))
+        .count();
+    assert!(
+        pending > 0,
+        "a new database has every migration pending: {before}"
+    );
+    assert!(
+        before.contains(&format!("0 of {pending} migrations applied")),
+        "{before}"
+    );
+    assert!(!state.join("glint.db").exists(), "version changes nothing");
+
+    let (code, upgraded, err) = run(&["db", "upgrade", "--config", path], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        upgraded
+            .lines()
+            .filter(|l| l.starts_with("applied: "))
+            .count(),
+        pending,
+        "{upgraded}"
+    );
+
+    let (code, after, err) = run(&["db", "version", "--config", path], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        after.contains(&format!("{pending} of {pending} migrations applied")),
+        "{after}"
+    );
+    assert!(after.contains("up to date"), "{after}");
+
+    let (code, again, err) = run(&["db", "upgrade", "--config", path], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(again.contains("(0 applied now)"), "{again}");
+}

@@ -85,6 +85,82 @@ pub struct Database {
     path: PathBuf,
 }
 
+/// The schema migrations, embedded from `migrations/`.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Where a database's schema stands against the migrations this binary carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaState {
+    /// `(version, description)` of every migration the binary has, applied or not.
+    pub known: Vec<(i64, String)>,
+    /// The versions applied to the database.
+    pub applied: Vec<i64>,
+}
+
+impl SchemaState {
+    pub fn pending(&self) -> Vec<&(i64, String)> {
+        self.known
+            .iter()
+            .filter(|(version, _)| !self.applied.contains(version))
+            .collect()
+    }
+}
+
+fn known_migrations() -> Vec<(i64, String)> {
+    MIGRATOR
+        .iter()
+        .filter(|m| m.migration_type.is_up_migration())
+        .map(|m| (m.version, m.description.to_string()))
+        .collect()
+}
+
+/// The schema state of the SQLite database at `path` (none applied if it does not exist
+/// yet), without changing it. For `glint db version`.
+pub async fn schema_state(path: &Path) -> Result<SchemaState, DbError> {
+    let mut applied = Vec::new();
+    if path.exists() {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .read_only(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .map_err(|source| DbError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let table: Option<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+        )
+        .fetch_optional(&pool)
+        .await?;
+        if table.is_some() {
+            applied = sqlx::query_scalar(
+                "SELECT version FROM _sqlx_migrations WHERE success = 1 ORDER BY version",
+            )
+            .fetch_all(&pool)
+            .await?;
+        }
+        pool.close().await;
+    }
+    Ok(SchemaState {
+        known: known_migrations(),
+        applied,
+    })
+}
+
+/// Brings the database at `path` up to date (creating it if needed), as every start does;
+/// returns the versions this applied. For `glint db upgrade`.
+pub async fn upgrade(path: &Path) -> Result<Vec<i64>, DbError> {
+    let before = schema_state(path).await?;
+    let database = Database::open(path, 1).await?;
+    database.read.close().await;
+    database.write.close().await;
+    Ok(before.pending().into_iter().map(|(v, _)| *v).collect())
+}
+
 impl Database {
     /// Opens (creating if needed) the database file and brings its schema up to date.
     pub async fn open(path: &Path, readers: u32) -> Result<Database, DbError> {
@@ -105,7 +181,7 @@ impl Database {
             .connect_with(options.clone())
             .await
             .map_err(open_error)?;
-        sqlx::migrate!("./migrations").run(&write).await?;
+        MIGRATOR.run(&write).await?;
         let read = SqlitePoolOptions::new()
             .max_connections(readers.max(1))
             .connect_with(options.read_only(true))
