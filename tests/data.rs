@@ -302,19 +302,13 @@ async fn an_upload_and_a_stage_cut_by_the_drain_deadline_release_their_image_at_
     let state = sd.path("state");
     for (what, claimed) in [("file", "saving"), ("stage", "uploading")] {
         let id = create(addr).await;
-        let path = format!("/v2/images/{id}/{what}");
-        let body = chunks(&pattern(2 << 20, 4), 64 << 10);
-        let cut = tokio::spawn(async move {
-            send_slowly(
-                addr,
-                "PUT",
-                &path,
-                &[OCTETS],
-                body,
-                Duration::from_millis(200),
-            )
-            .await
-        });
+        let cut = put_slowly(
+            addr,
+            &id,
+            what,
+            &pattern(2 << 20, 4),
+            Duration::from_millis(200),
+        );
         status_is(addr, &id, claimed).await;
         sd.reload().await;
         let reply = cut.await.expect("join");
@@ -424,19 +418,13 @@ async fn a_client_that_leaves_mid_transfer_releases_the_image() {
         ("stage", "uploading", "uploading"),
     ] {
         let id = create(addr).await;
-        let path = format!("/v2/images/{id}/{what}");
-        let body = chunks(&pattern(2 << 20, 12), 64 << 10);
-        let leaving = tokio::spawn(async move {
-            send_slowly(
-                addr,
-                "PUT",
-                &path,
-                &[OCTETS],
-                body,
-                Duration::from_millis(100),
-            )
-            .await
-        });
+        let leaving = put_slowly(
+            addr,
+            &id,
+            what,
+            &pattern(2 << 20, 12),
+            Duration::from_millis(100),
+        );
         status_is(addr, &id, claimed).await;
         // The client goes away: its connection closes with the body half sent.
         leaving.abort();
@@ -471,7 +459,19 @@ fn upload_slowly(
     data: &[u8],
     pause: Duration,
 ) -> tokio::task::JoinHandle<Result<support::Reply, String>> {
-    let path = format!("/v2/images/{id}/file");
+    put_slowly(addr, id, "file", data, pause)
+}
+
+/// PUTs `data` to the image's `what` (`file` or `stage`) in 64 KiB chunks, one every
+/// `pause`, in the background.
+fn put_slowly(
+    addr: SocketAddr,
+    id: &str,
+    what: &str,
+    data: &[u8],
+    pause: Duration,
+) -> tokio::task::JoinHandle<Result<support::Reply, String>> {
+    let path = format!("/v2/images/{id}/{what}");
     let body = chunks(data, 64 << 10);
     tokio::spawn(async move { send_slowly(addr, "PUT", &path, &[OCTETS], body, pause).await })
 }
