@@ -14,7 +14,6 @@ import datetime
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -25,7 +24,9 @@ import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "harness"))
 import keystone  # noqa: E402
+from activated import ActivatedGlint  # noqa: E402
 
 CACHE_TTL = 2.0
 TIMEOUT = 2.0
@@ -38,34 +39,19 @@ def check(condition, message):
         FAILURES.append(message)
 
 
-class Glint:
-    """glint on a socket this test binds and passes in (socket activation: no port race)."""
+class Glint(ActivatedGlint):
+    """glint in auth.mode = keystone against this Keystone, with a policy file beside it."""
 
     cache_ttl = CACHE_TTL
     log_level = "info"
 
     def __init__(self, binary, workdir, sock, auth_url):
         self.workdir = workdir
-        self.sock = sock
-        self.port = self.sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.config = os.path.join(workdir, "glint.toml")
         self.policy = os.path.join(workdir, "policy.yaml")
         with open(self.policy, "w") as f:
             f.write("# no overrides yet\n")
         self.auth_url = auth_url
-        self.write_config()
-        notify = os.path.join(workdir, "notify.sock")
-        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.notify.bind(notify)
-        env = dict(os.environ, NOTIFY_SOCKET=notify, LISTEN_FDS="1", LISTEN_FDNAMES="api")
-        for key in ("JOURNAL_STREAM", "STATE_DIRECTORY", "RUNTIME_DIRECTORY"):
-            env.pop(key, None)
-        fd = self.sock.fileno()
-        self.proc = subprocess.Popen(
-            ["sh", "-c", f'exec 3<&{fd}; LISTEN_PID=$$ exec "$0" serve --config "$1"', binary, self.config],
-            env=env, pass_fds=(fd,), stderr=open(os.path.join(workdir, "glint.log"), "w"))
-        self.wait_for("READY=1")
+        super().__init__(binary, workdir, sock)
 
     def write_config(self):
         with open(self.config, "w") as f:
@@ -78,22 +64,6 @@ class Glint:
                     f'password = "{keystone.password("glance")}"\nproject_name = "service"\n'
                     f'cache_ttl = "{self.cache_ttl}s"\ntimeout = "{TIMEOUT}s"\n'
                     '[images]\nuse_keystone_limits = true\n')
-
-    def wait_for(self, line, timeout=60):
-        self.notify.settimeout(timeout)
-        while True:
-            message = self.notify.recv(4096).decode()
-            if line in message.splitlines():
-                return message
-
-    def reload(self):
-        self.proc.send_signal(signal.SIGHUP)
-        self.wait_for("RELOADING=1")
-        return self.wait_for("READY=1")
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=60)
 
 
 def call(g, method, path, token=None, body=None, headers=None, raw=None):

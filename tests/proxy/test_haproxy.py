@@ -10,13 +10,14 @@ Usage: tests/proxy/test_haproxy.py GLINT_BINARY
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "harness"))
+from activated import ActivatedGlint  # noqa: E402
 
 FAILURES = []
 
@@ -56,41 +57,21 @@ def http(port, method, path, source="127.0.0.1", headers=None, body=None):
     return status, header_map, payload
 
 
-class Glint:
+class Glint(ActivatedGlint):
+    """glint with `server_keys` in its [server] table and JSON logs, for the client address."""
+
     def __init__(self, binary, workdir, sock, server_keys):
-        self.workdir, self.sock = workdir, sock
-        self.config = os.path.join(workdir, "glint.toml")
-        self.log = os.path.join(workdir, "glint.log")
-        self.write(server_keys)
-        notify = os.path.join(workdir, "notify.sock")
-        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.notify.bind(notify)
-        env = dict(os.environ, NOTIFY_SOCKET=notify, LISTEN_FDS="1", LISTEN_FDNAMES="api")
-        for key in ("JOURNAL_STREAM", "STATE_DIRECTORY", "RUNTIME_DIRECTORY"):
-            env.pop(key, None)
-        fd = sock.fileno()
-        self.proc = subprocess.Popen(
-            ["sh", "-c", f'exec 3<&{fd}; LISTEN_PID=$$ exec "$0" serve --config "$1"', binary, self.config],
-            env=env, pass_fds=(fd,), stderr=open(self.log, "w"))
-        self.wait_for("READY=1")
+        self.server_keys = server_keys
+        super().__init__(binary, workdir, sock)
 
-    def write(self, server_keys):
+    def write_config(self):
         with open(self.config, "w") as f:
-            f.write(f'state_dir = "{self.workdir}/state"\n[server]\nlisten = ["127.0.0.1:1"]\n{server_keys}'
-                    '[log]\nlevel = "info,glint::api=debug"\nformat = "json"\n')
-
-    def wait_for(self, line, timeout=60):
-        self.notify.settimeout(timeout)
-        while True:
-            message = self.notify.recv(4096).decode()
-            if line in message.splitlines():
-                return message
+            f.write(f'state_dir = "{self.workdir}/state"\n[server]\nlisten = ["127.0.0.1:1"]\n'
+                    f'{self.server_keys}[log]\nlevel = "info,glint::api=debug"\nformat = "json"\n')
 
     def reload(self, server_keys):
-        self.write(server_keys)
-        self.proc.send_signal(signal.SIGHUP)
-        self.wait_for("RELOADING=1")
-        return self.wait_for("READY=1")
+        self.server_keys = server_keys
+        return super().reload()
 
     def logged_clients(self):
         clients = []
@@ -166,8 +147,7 @@ backend glint
             href = json.loads(body)["versions"][0]["links"][0]["href"]
             check(href == "https://cloud.example/image/v2/", f"server.public_endpoint, applied by reload, wins: {href}")
         finally:
-            g.proc.send_signal(signal.SIGTERM)
-            g.proc.wait(timeout=60)
+            g.stop()
             haproxy.terminate()
             haproxy.wait(timeout=30)
     if FAILURES:

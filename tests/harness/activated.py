@@ -1,0 +1,55 @@
+"""glint under a socket-activation harness for the Python test suites: the test binds the
+listening socket and passes it in as fd 3 (LISTEN_FDS/LISTEN_PID/LISTEN_FDNAMES), so no port is
+bound, released and bound again, and reads READY/RELOADING from a NOTIFY_SOCKET of its own.
+What goes in the config is the subclass's `write_config`."""
+
+import os
+import signal
+import socket
+import subprocess
+
+
+class ActivatedGlint:
+    """glint serving `sock`; `write_config()` writes `self.config` before every start and
+    reload."""
+
+    def __init__(self, binary, workdir, sock):
+        self.workdir, self.sock = workdir, sock
+        self.port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config = os.path.join(workdir, "glint.toml")
+        self.log = os.path.join(workdir, "glint.log")
+        self.write_config()
+        notify = os.path.join(workdir, "notify.sock")
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(notify)
+        env = dict(os.environ, NOTIFY_SOCKET=notify, LISTEN_FDS="1", LISTEN_FDNAMES="api")
+        for key in ("JOURNAL_STREAM", "STATE_DIRECTORY", "RUNTIME_DIRECTORY"):
+            env.pop(key, None)
+        fd = sock.fileno()
+        self.proc = subprocess.Popen(
+            ["sh", "-c", f'exec 3<&{fd}; LISTEN_PID=$$ exec "$0" serve --config "$1"', binary, self.config],
+            env=env, pass_fds=(fd,), stderr=open(self.log, "w"))
+        self.wait_for("READY=1")
+
+    def write_config(self):
+        raise NotImplementedError("a subclass says what glint is configured with")
+
+    def wait_for(self, line, timeout=60):
+        self.notify.settimeout(timeout)
+        while True:
+            message = self.notify.recv(4096).decode()
+            if line in message.splitlines():
+                return message
+
+    def reload(self):
+        """Rewrites the config and reloads (SIGHUP, as systemd's Type=notify-reload sends it);
+        returns the READY message with its STATUS/ERRNO."""
+        self.write_config()
+        self.proc.send_signal(signal.SIGHUP)
+        self.wait_for("RELOADING=1")
+        return self.wait_for("READY=1")
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=60)
