@@ -42,6 +42,21 @@ fn used(usage: &ProjectUsage, resource: &str) -> i64 {
 }
 
 impl Catalog {
+    /// The caller project's limits and usage; `None` without unified limits or a project.
+    async fn limits_and_usage<'a>(
+        &self,
+        caller: &'a Caller,
+    ) -> Result<Option<(&'a str, HashMap<String, i64>, ProjectUsage)>> {
+        let (Some(source), Some(project)) = (&self.limits, caller.project.as_deref()) else {
+            return Ok(None);
+        };
+        let limits = source.limits(project).await.map_err(|e| {
+            ServiceError::Unavailable(format!("Project limits could not be read: {e}"))
+        })?;
+        let usage = self.db.usage(project).await?;
+        Ok(Some((project, limits, usage)))
+    }
+
     /// Refuses what would take the caller's project past a limit: each of `deltas` is a
     /// resource and what the use-case adds to it. Without unified limits, or without a
     /// project, nothing is limited.
@@ -50,13 +65,9 @@ impl Catalog {
         caller: &Caller,
         deltas: &[(&str, i64)],
     ) -> Result<()> {
-        let (Some(source), Some(project)) = (&self.limits, caller.project.as_deref()) else {
+        let Some((project, limits, usage)) = self.limits_and_usage(caller).await? else {
             return Ok(());
         };
-        let limits = source.limits(project).await.map_err(|e| {
-            ServiceError::Unavailable(format!("Project limits could not be read: {e}"))
-        })?;
-        let usage = self.db.usage(project).await?;
         let over: Vec<String> = deltas
             .iter()
             .filter_map(|(resource, delta)| {
@@ -83,13 +94,9 @@ impl Catalog {
     /// `GET /v2/info/usage`: limit and usage of each resource for the caller's project;
     /// empty without unified limits.
     pub async fn usage(&self, caller: &Caller) -> Result<Vec<(&'static str, i64, i64)>> {
-        let (Some(source), Some(project)) = (&self.limits, caller.project.as_deref()) else {
+        let Some((_, limits, usage)) = self.limits_and_usage(caller).await? else {
             return Ok(Vec::new());
         };
-        let limits = source.limits(project).await.map_err(|e| {
-            ServiceError::Unavailable(format!("Project limits could not be read: {e}"))
-        })?;
-        let usage = self.db.usage(project).await?;
         Ok(RESOURCES
             .iter()
             .filter_map(|r| limits.get(*r).map(|limit| (*r, *limit, used(&usage, r))))
