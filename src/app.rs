@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::{AuthError, Keystone};
 use crate::config::{AuthMode, Config, ImportMethod};
-use crate::db::{Database, DbError};
+use crate::db::{self, Database, DbError};
 use crate::policy::protections::{PropertyProtections, ProtectionsError};
 use crate::policy::{Policy, PolicyError};
 use crate::service::{Catalog, CatalogParts, ImportSettings, LimitSource, TaskBoard, WebDownload};
@@ -100,16 +100,15 @@ impl App {
                 path: config.state_dir.clone(),
                 source,
             })?;
-        let path = config
-            .database
-            .sqlite_path(&config.state_dir)
-            .ok_or_else(|| AppError::DatabaseUrl(config.database.url.clone()))?;
+        let settings = database_settings(config)?;
         let database = match previous {
-            Some(app) if app.database.path() == path => app.database.clone(),
-            _ => {
-                let readers = u32::try_from(config.server.workers.max(4)).unwrap_or(4);
-                Database::open(&path, readers).await?
+            // A reload while the database is down is refused: the running generation
+            // keeps serving, and says why.
+            Some(app) if *app.database.settings() == settings => {
+                app.database.ping().await?;
+                app.database.clone()
             }
+            _ => Database::open(&settings).await?,
         };
         let default = config.default_store();
         let specs = config
@@ -327,6 +326,20 @@ pub fn load_protections(config: &Config) -> Result<Option<PropertyProtections>, 
         source,
     })?;
     Ok(Some(PropertyProtections::parse(&text, path)?))
+}
+
+/// How to reach the configured database, as the database layer takes it.
+pub fn database_settings(config: &Config) -> Result<db::Settings, AppError> {
+    let url = config
+        .database
+        .resolved_url(&config.state_dir)
+        .ok_or_else(|| AppError::DatabaseUrl(crate::redact_url(&config.database.url)))?;
+    Ok(db::Settings {
+        url,
+        max_connections: config.database.max_connections,
+        connect_timeout: config.database.connect_timeout,
+        statement_timeout: config.database.statement_timeout,
+    })
 }
 
 /// A reload may not drop a store, or a directory of one, that still holds image data.

@@ -13,23 +13,11 @@ pub fn build(
     match builder().build() {
         Ok(client) => Ok(client),
         Err(system) => {
-            tracing::debug!(error = %chain(&system), "system trust store unusable; using built-in roots");
+            tracing::debug!(error = %crate::chain(&system), "system trust store unusable; using built-in roots");
             let roots = webpki_root_certs::TLS_SERVER_ROOT_CERTS
                 .iter()
                 .filter_map(|der| reqwest::Certificate::from_der(der).ok());
             builder().tls_certs_only(roots).build()
         }
     }
-}
-
-/// An error with its causes, on one line: reqwest's own message omits them.
-pub fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -17,3 +17,26 @@ pub mod signals;
 pub mod store;
 pub mod systemd;
 pub mod telemetry;
+
+/// An error with its causes, on one line (sqlx and reqwest keep the reason in the source).
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// `url` with its password, if any, replaced by `***`, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => match parsed.set_password(Some("***")) {
+            Ok(()) => parsed.to_string(),
+            Err(()) => "(a URL with a password)".into(),
+        },
+        _ => url.to_string(),
+    }
+}

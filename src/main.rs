@@ -46,10 +46,12 @@ fn db(action: DbAction, config_arg: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(EX_CONFIG);
         }
     };
-    let settings = &loaded.config;
-    let Some(path) = settings.database.sqlite_path(&settings.state_dir) else {
-        eprintln!("glint: database.url: not a database glint can open");
-        return ExitCode::from(EX_CONFIG);
+    let settings = match glint::app::database_settings(&loaded.config) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("glint: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -61,17 +63,20 @@ fn db(action: DbAction, config_arg: Option<PathBuf>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let (DbAction::Upgrade, Some(parent)) = (action, path.parent()) {
-        if let Err(e) = std::fs::create_dir_all(parent) {
-            eprintln!("glint: {}: {e}", parent.display());
+    let sqlite_dir = settings
+        .sqlite_path()
+        .and_then(|p| p.parent().map(Path::to_path_buf));
+    if let (DbAction::Upgrade, Some(dir)) = (action, sqlite_dir) {
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            eprintln!("glint: {}: {e}", dir.display());
             return ExitCode::FAILURE;
         }
     }
-    let shown = path.display();
+    let shown = settings.shown();
     let outcome = runtime.block_on(async {
         match action {
             DbAction::Version => {
-                let state = glint::db::schema_state(&path).await?;
+                let state = glint::db::schema_state(&settings).await?;
                 let pending = state.pending();
                 println!(
                     "database {shown}: {} of {} migrations applied",
@@ -87,7 +92,7 @@ fn db(action: DbAction, config_arg: Option<PathBuf>) -> ExitCode {
                 Ok::<(), glint::db::DbError>(())
             }
             DbAction::Upgrade => {
-                let applied = glint::db::upgrade(&path).await?;
+                let applied = glint::db::upgrade(&settings).await?;
                 for version in &applied {
                     println!("applied: {version}");
                 }

@@ -288,6 +288,7 @@ fn valid_config() -> impl Strategy<Value = Config> {
                 log,
                 database: DatabaseConfig {
                     url: format!("sqlite://{db}"),
+                    ..DatabaseConfig::default()
                 },
                 auth,
                 store,

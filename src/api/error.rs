@@ -72,12 +72,19 @@ impl ApiError {
     }
 }
 
+/// Seconds a client is told to wait after the database failed its request.
+const DATABASE_RETRY_AFTER: u64 = 2;
+
 impl From<ServiceError> for ApiError {
     fn from(error: ServiceError) -> Self {
         match error {
             ServiceError::Domain(e) => e.into(),
             ServiceError::Db(e) => ApiError::Internal(e.to_string()),
             ServiceError::Store(e) => ApiError::Internal(e.to_string()),
+            unavailable @ ServiceError::DatabaseUnavailable => ApiError::Unavailable {
+                message: unavailable.to_string(),
+                retry_after: Some(DATABASE_RETRY_AFTER),
+            },
             ServiceError::Unavailable(message) => ApiError::Unavailable {
                 message,
                 retry_after: None,

@@ -121,7 +121,13 @@ pub fn router(context: ApiContext) -> Router {
             "/versions",
             get(|r: Request| async move { versions::document(&r, StatusCode::OK) }),
         )
-        .route("/healthcheck", get(healthcheck))
+        .route(
+            "/healthcheck",
+            get({
+                let context = context.clone();
+                move || healthcheck(context.clone())
+            }),
+        )
         .nest("/v2", v2);
     #[cfg(feature = "testing")]
     let router = router.merge(testing::router());
@@ -176,9 +182,20 @@ fn has_body(headers: &http::HeaderMap) -> bool {
             .is_some_and(|n| n > 0)
 }
 
-/// oslo.middleware's healthcheck: 200 "OK" while the service is up.
-async fn healthcheck() -> Response {
-    ([(CONTENT_TYPE, "text/plain; charset=UTF-8")], "OK").into_response()
+/// oslo.middleware's healthcheck: 200 "OK" while the service can serve, 503 with the
+/// reason while its metadata database does not answer (a load balancer then sends the
+/// requests elsewhere).
+async fn healthcheck(context: ApiContext) -> Response {
+    let text = [(CONTENT_TYPE, "text/plain; charset=UTF-8")];
+    match context.catalog.database_health().await {
+        Ok(()) => (text, "OK").into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            text,
+            "database unavailable",
+        )
+            .into_response(),
+    }
 }
 
 /// Glance's version negotiation: `/v2.N/...` is the v2 API. Applied before routing, since

@@ -121,7 +121,7 @@ impl Keystone {
                 .connect_timeout(config.timeout)
                 .redirect(reqwest::redirect::Policy::none())
         })
-        .map_err(|e| AuthError::Config(http_client::chain(&e)))?;
+        .map_err(|e| AuthError::Config(crate::chain(&e)))?;
         Ok(Keystone {
             base: config.auth_url.trim_end_matches('/').to_string(),
             config: config.clone(),

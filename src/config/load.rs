@@ -80,6 +80,10 @@ impl LoadedConfig {
                 // check-config's output ends up in terminals, tickets and logs.
                 let value = if SECRET_KEYS.contains(&key.as_str()) && value != "\"\"" {
                     "\"<hidden>\"".to_string()
+                } else if key == "database.url" {
+                    // The password in it, wherever it came from.
+                    let url = serde_json::from_str::<String>(&value).unwrap_or_default();
+                    serde_json::Value::from(crate::redact_url(&url)).to_string()
                 } else {
                     value
                 };
@@ -163,22 +167,51 @@ pub fn load(source: &ConfigSource) -> Result<LoadedConfig, ConfigError> {
     // Files the config names beside it are found beside it, wherever glint was started.
     if let Some(dir) = source.file.as_deref().and_then(Path::parent) {
         let auth = &mut config.auth;
-        for file in [&mut auth.policy_file, &mut auth.property_protection_file]
-            .into_iter()
-            .flatten()
+        for file in [
+            &mut auth.policy_file,
+            &mut auth.property_protection_file,
+            &mut config.database.url_file,
+        ]
+        .into_iter()
+        .flatten()
         {
             if file.is_relative() {
                 *file = dir.join(&*file);
             }
         }
     }
-    let loaded = LoadedConfig {
+    let mut loaded = LoadedConfig {
         config,
         files,
         figment,
     };
+    read_url_file(&mut loaded)?;
     validate(&loaded)?;
     Ok(loaded)
+}
+
+/// `database.url_file`: the URL (with its password) kept out of the config, one line.
+fn read_url_file(loaded: &mut LoadedConfig) -> Result<(), ConfigError> {
+    let Some(path) = loaded.config.database.url_file.clone() else {
+        return Ok(());
+    };
+    let refuse = |message: String| ConfigError::Invalid {
+        origin: loaded
+            .origin("database.url_file")
+            .unwrap_or_else(|| "built-in default".into()),
+        message: format!("key `database.url_file`: {message}"),
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| refuse(format!("cannot read {}: {e}", path.display())))?;
+    let url = text.trim();
+    if url.is_empty() || url.lines().count() != 1 {
+        return Err(refuse(format!(
+            "{} must hold the database URL on one line",
+            path.display()
+        )));
+    }
+    loaded.config.database.url = url.to_string();
+    Ok(())
 }
 
 /// serde reads a struct from an array by position, so `database = ["sqlite://x.db", 1]`

@@ -14,9 +14,9 @@ use std::path::PathBuf;
 
 pub use load::{ConfigSource, LoadedConfig, load};
 pub use types::{
-    AuthConfig, AuthMode, Config, DataDirConfig, DatabaseConfig, ImagesConfig, ImportConfig,
-    ImportMethod, KeystoneConfig, LEGACY_STORE, LogConfig, LogFormat, NamedStoreConfig,
-    ServerConfig, StoreConfig, WebDownloadConfig,
+    AuthConfig, AuthMode, Config, DataDirConfig, DatabaseConfig, DatabaseLocation, ImagesConfig,
+    ImportConfig, ImportMethod, KeystoneConfig, LEGACY_STORE, LogConfig, LogFormat,
+    NamedStoreConfig, ServerConfig, StoreConfig, WebDownloadConfig,
 };
 pub use validate::{check_exposure, check_reloadable};
 

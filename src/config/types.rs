@@ -230,24 +230,62 @@ impl Default for ImagesConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
-    /// `sqlite://PATH`, relative to `state_dir`.
+    /// `sqlite://PATH` (relative to `state_dir`), `postgres://USER:PASSWORD@HOST:PORT/DB` or
+    /// `mysql://USER:PASSWORD@HOST:PORT/DB` (MariaDB or MySQL).
     pub url: String,
+    /// A file holding the URL (and so the password) instead: when set, it wins over `url`.
+    /// Relative to the config file; read at every start and reload.
+    pub url_file: Option<PathBuf>,
+    /// Connections glint keeps to the database (on SQLite: readers; it writes through one).
+    pub max_connections: u32,
+    /// How long a request waits for a connection, opening one included, before it fails
+    /// with 503.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// How long one statement may run (on SQLite: wait for the write lock) before the
+    /// request fails with 503.
+    #[serde(with = "humantime_serde")]
+    pub statement_timeout: Duration,
+}
+
+/// Where `database.url` points, with a relative SQLite path made absolute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseLocation {
+    Sqlite(PathBuf),
+    /// A `postgres://`, `postgresql://`, `mysql://` or `mariadb://` URL, as given.
+    Server(String),
 }
 
 impl DatabaseConfig {
-    /// The database file `url` names: `sqlite://PATH`, relative to `state_dir`; `None` for
-    /// any other URL. Parsed here, not in `db`, so that validation can refuse a bad URL
-    /// without config depending on the database layer; `app` opens the path it returns.
-    pub fn sqlite_path(&self, state_dir: &Path) -> Option<PathBuf> {
-        let path = self.url.strip_prefix("sqlite://")?;
-        if path.is_empty() {
-            return None;
+    /// What `url` names: an SQLite file (relative to `state_dir`) or a database server;
+    /// `None` for anything else. Parsed here, not in `db`, so that validation can refuse a
+    /// bad URL without config depending on the database layer.
+    pub fn location(&self, state_dir: &Path) -> Option<DatabaseLocation> {
+        if let Some(path) = self.url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return None;
+            }
+            let path = Path::new(path);
+            return Some(DatabaseLocation::Sqlite(if path.is_absolute() {
+                path.to_path_buf()
+            } else {
+                state_dir.join(path)
+            }));
         }
-        let path = Path::new(path);
-        Some(if path.is_absolute() {
-            path.to_path_buf()
-        } else {
-            state_dir.join(path)
+        let url = url::Url::parse(&self.url).ok()?;
+        let server = matches!(
+            url.scheme(),
+            "postgres" | "postgresql" | "mysql" | "mariadb"
+        ) && url.host_str().is_some_and(|h| !h.is_empty())
+            && url.path().len() > 1;
+        server.then(|| DatabaseLocation::Server(self.url.clone()))
+    }
+
+    /// The URL in the form the database layer opens: an SQLite path made absolute.
+    pub fn resolved_url(&self, state_dir: &Path) -> Option<String> {
+        Some(match self.location(state_dir)? {
+            DatabaseLocation::Sqlite(path) => format!("sqlite://{}", path.display()),
+            DatabaseLocation::Server(url) => url,
         })
     }
 }
@@ -256,6 +294,10 @@ impl Default for DatabaseConfig {
     fn default() -> Self {
         DatabaseConfig {
             url: "sqlite://glint.db".into(),
+            url_file: None,
+            max_connections: 10,
+            connect_timeout: Duration::from_secs(3),
+            statement_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -504,12 +546,29 @@ mod tests {
     }
 
     #[test]
-    fn the_database_url_names_a_file_relative_to_state_dir() {
+    fn the_database_url_names_a_file_relative_to_state_dir_or_a_server() {
         let state = Path::new("/var/lib/glint");
-        let path = |url: &str| DatabaseConfig { url: url.into() }.sqlite_path(state);
-        assert_eq!(path("sqlite://glint.db"), Some(state.join("glint.db")));
-        assert_eq!(path("sqlite:///srv/g.db"), Some(PathBuf::from("/srv/g.db")));
-        assert_eq!(path("sqlite://"), None);
-        assert_eq!(path("postgres://db/glint"), None);
+        let at = |url: &str| {
+            DatabaseConfig {
+                url: url.into(),
+                ..DatabaseConfig::default()
+            }
+            .location(state)
+        };
+        let sqlite = |path: PathBuf| Some(DatabaseLocation::Sqlite(path));
+        let server = |url: &str| Some(DatabaseLocation::Server(url.into()));
+        assert_eq!(at("sqlite://glint.db"), sqlite(state.join("glint.db")));
+        assert_eq!(at("sqlite:///srv/g.db"), sqlite(PathBuf::from("/srv/g.db")));
+        assert_eq!(at("sqlite://"), None);
+        let pg = "postgres://glint:pw@db.example:5432/glint";
+        assert_eq!(at(pg), server(pg));
+        assert_eq!(at("postgresql://db/glint"), server("postgresql://db/glint"));
+        assert_eq!(
+            at("mysql://u:p@10.0.0.5/glance"),
+            server("mysql://u:p@10.0.0.5/glance")
+        );
+        assert_eq!(at("postgres://db.example"), None, "no database named");
+        assert_eq!(at("oracle://db/glint"), None);
+        assert_eq!(at("glint.db"), None);
     }
 }

@@ -54,6 +54,11 @@ pub(super) fn validate(loaded: &LoadedConfig) -> Result<(), ConfigError> {
         ),
         ("server.body_read_timeout", config.server.body_read_timeout),
         ("server.transfer_wait", config.server.transfer_wait),
+        ("database.connect_timeout", config.database.connect_timeout),
+        (
+            "database.statement_timeout",
+            config.database.statement_timeout,
+        ),
         (
             "import.web_download.connect_timeout",
             config.import.web_download.connect_timeout,
@@ -136,12 +141,27 @@ pub(super) fn validate(loaded: &LoadedConfig) -> Result<(), ConfigError> {
             "must list at least one of glance-direct, web-download, copy-image".into(),
         ));
     }
-    if config.database.sqlite_path(&config.state_dir).is_none() {
+    if config.database.location(&config.state_dir).is_none() {
+        let key = match config.database.url_file {
+            Some(_) => "database.url_file",
+            None => "database.url",
+        };
         return Err(invalid(
-            "database.url",
+            key,
             format!(
-                "`{}` is not supported: use sqlite://PATH (relative to state_dir)",
-                config.database.url
+                "`{}` is not a database glint can open: use sqlite://PATH (relative to \
+                 state_dir), postgres://USER:PASSWORD@HOST:PORT/DATABASE or \
+                 mysql://USER:PASSWORD@HOST:PORT/DATABASE",
+                crate::redact_url(&config.database.url)
+            ),
+        ));
+    }
+    if config.database.max_connections == 0 || config.database.max_connections > 10_000 {
+        return Err(invalid(
+            "database.max_connections",
+            format!(
+                "must be between 1 and 10000, got {}",
+                config.database.max_connections
             ),
         ));
     }

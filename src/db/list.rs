@@ -1,25 +1,92 @@
 //! The statement behind an image list: one `SELECT` that applies who may see what
 //! (Glance's visibility rules), the list's filters, keyset pagination after a marker
-//! (`push_after`) and the sort, and returns the whole page as one JSON array in one row.
-//! It builds SQL and binds values only; `Database::list_images` runs the statement and
-//! turns the rows into images.
+//! (`push_after`) and the sort, and returns each image as JSON (on SQLite, the whole page
+//! as one JSON array in one row). It builds SQL text with `?` placeholders and the values
+//! to bind (`Statement`), the same for every engine but for the JSON functions;
+//! `Database::list_images` runs it and turns the rows into images.
 
-use sqlx::{QueryBuilder, Sqlite};
-
-use super::rows::IMAGE_JSON;
+use super::Engine;
+use super::rows::image_json;
 use crate::domain::caller::Caller;
 use crate::domain::image::Image;
 use crate::domain::query::{Column, Compare, Direction, Filter, ListQuery, VisibilityFilter};
 use crate::domain::time::{SECOND, Timestamp};
 
+/// A value bound to a `?` of a `Statement`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Param {
+    Int(i64),
+    Text(String),
+    /// NULL, which equals nothing: a caller with no project owns nothing.
+    Null,
+}
+
+/// SQL text with `?` placeholders and the values for them, in order.
+#[derive(Debug, Default)]
+pub(super) struct Statement {
+    pub text: String,
+    pub params: Vec<Param>,
+}
+
+impl Statement {
+    pub(super) fn new(text: String) -> Statement {
+        Statement {
+            text,
+            params: Vec::new(),
+        }
+    }
+
+    pub(super) fn push(&mut self, text: impl AsRef<str>) -> &mut Statement {
+        self.text.push_str(text.as_ref());
+        self
+    }
+
+    pub(super) fn push_bind(&mut self, value: impl Into<Param>) -> &mut Statement {
+        self.text.push('?');
+        self.params.push(value.into());
+        self
+    }
+}
+
+impl From<i64> for Param {
+    fn from(n: i64) -> Param {
+        Param::Int(n)
+    }
+}
+
+impl From<bool> for Param {
+    fn from(b: bool) -> Param {
+        Param::Int(i64::from(b))
+    }
+}
+
+impl From<String> for Param {
+    fn from(text: String) -> Param {
+        Param::Text(text)
+    }
+}
+
+impl From<Option<String>> for Param {
+    fn from(text: Option<String>) -> Param {
+        text.map_or(Param::Null, Param::Text)
+    }
+}
+
+impl From<&str> for Param {
+    fn from(text: &str) -> Param {
+        Param::Text(text.to_string())
+    }
+}
+
 /// The statement for one page of the images `caller` may list, in `query`'s order, after
-/// `marker`. It yields one row, not one per image: sqlx hands every row across threads, so
-/// the page travels as a single JSON value (each image as `IMAGE_JSON` builds it).
+/// `marker`: a row per image, each as `image_json` builds it, except on SQLite, where sqlx
+/// hands every row across threads, so the page travels as one JSON array in one row.
 pub(super) fn page_query(
+    engine: Engine,
     query: &ListQuery,
     caller: &Caller,
     marker: Option<&Image>,
-) -> QueryBuilder<'static, Sqlite> {
+) -> Statement {
     let order = query
         .sort
         .iter()
@@ -32,9 +99,13 @@ pub(super) fn page_query(
         })
         .collect::<Vec<_>>()
         .join(", ");
-    // The page comes back as one JSON array, in the same order, in one row.
-    let mut sql = QueryBuilder::<Sqlite>::new(format!(
-        "SELECT json_group_array({IMAGE_JSON} ORDER BY {order}) FROM (SELECT i.* FROM images i \
+    let image = image_json(engine);
+    let select = match engine {
+        Engine::Sqlite => format!("SELECT json_group_array({image} ORDER BY {order})"),
+        Engine::Postgres | Engine::MySql => format!("SELECT {image}"),
+    };
+    let mut sql = Statement::new(format!(
+        "{select} FROM (SELECT i.* FROM images i \
          WHERE i.deleted = 0 AND i.status != 'killed' AND i.os_hidden = "
     ));
     sql.push_bind(query.os_hidden);
@@ -48,16 +119,19 @@ pub(super) fn page_query(
     sql.push(format!(" ORDER BY {order} LIMIT "));
     sql.push_bind(i64::from(query.limit));
     sql.push(") i");
+    if engine != Engine::Sqlite {
+        sql.push(format!(" ORDER BY {order}"));
+    }
     sql
 }
 
 /// Who sees what in a list (Glance's rules, spec §3.4.4).
-fn push_visibility(sql: &mut QueryBuilder<'_, Sqlite>, query: &ListQuery, caller: &Caller) {
+fn push_visibility(sql: &mut Statement, query: &ListQuery, caller: &Caller) {
     let project = caller.project.clone();
     if !caller.is_admin {
         sql.push(" AND (i.visibility IN ('public', 'community') OR i.owner = ");
         sql.push_bind(project.clone());
-        sql.push(" OR (i.visibility = 'shared' AND EXISTS (SELECT 1 FROM image_members m WHERE m.image_id = i.id AND m.member = ");
+        sql.push(" OR (i.visibility = 'shared' AND EXISTS (SELECT 1 FROM image_members m WHERE m.image_id = i.id AND m.member_id = ");
         sql.push_bind(project.clone());
         if let Some(status) = query.member_status.as_str() {
             sql.push(" AND m.status = ");
@@ -79,15 +153,17 @@ fn push_visibility(sql: &mut QueryBuilder<'_, Sqlite>, query: &ListQuery, caller
     }
 }
 
-fn push_filter(sql: &mut QueryBuilder<'_, Sqlite>, filter: &Filter) {
+fn push_filter(sql: &mut Statement, filter: &Filter) {
     match filter {
         Filter::In(column, values) => {
             sql.push(format!(" AND i.{} IN (", column.name()));
-            let mut list = sql.separated(", ");
-            for value in values {
-                list.push_bind(value.clone());
+            for (i, value) in values.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.push_bind(value.clone());
             }
-            list.push_unseparated(")");
+            sql.push(")");
         }
         Filter::NumberEq(column, n) => {
             sql.push(format!(" AND i.{} = ", column.name()));
@@ -100,7 +176,7 @@ fn push_filter(sql: &mut QueryBuilder<'_, Sqlite>, filter: &Filter) {
             let start = at.div_euclid(SECOND) * SECOND;
             let end = start + SECOND;
             let name = column.name();
-            let bound = |sql: &mut QueryBuilder<'_, Sqlite>, op: &str, at: Timestamp| {
+            let bound = |sql: &mut Statement, op: &str, at: Timestamp| {
                 sql.push(format!("i.{name} {op} "));
                 sql.push_bind(at);
             };
@@ -189,7 +265,7 @@ fn key_of(image: &Image, column: Column) -> Key {
     }
 }
 
-fn push_key(sql: &mut QueryBuilder<'_, Sqlite>, key: Key) {
+fn push_key(sql: &mut Statement, key: Key) {
     match key {
         Key::Text(text) => sql.push_bind(text),
         Key::Number(n) => sql.push_bind(n),
@@ -198,7 +274,7 @@ fn push_key(sql: &mut QueryBuilder<'_, Sqlite>, key: Key) {
 
 /// Keyset pagination: rows strictly after `marker` in the sort order. With one direction
 /// for every key this is a row-value comparison, which SQLite answers from an index.
-fn push_after(sql: &mut QueryBuilder<'_, Sqlite>, sort: &[(Column, Direction)], marker: &Image) {
+fn push_after(sql: &mut Statement, sort: &[(Column, Direction)], marker: &Image) {
     let uniform = sort.windows(2).all(|w| w[0].1 == w[1].1);
     if uniform {
         let op = match sort[0].1 {

@@ -1,41 +1,67 @@
-//! The metadata repository: images, their properties, tags and members, over sqlx and
-//! SQLite (WAL, migrations embedded and run when a pool opens). Reads go through a pool;
-//! writes through a single connection, so concurrent writers queue instead of failing
-//! with "database is locked". The interface speaks domain types only. The SQL of an image
-//! list is built in `list` (`list_images` here runs it); the task queries are in `tasks`.
+//! The metadata repository: images, their properties, tags, members and locations, and
+//! tasks, on SQLite, PostgreSQL or MariaDB/MySQL (`engine`: pools, migrations, dialect,
+//! errors). Every statement is written once, with `?` placeholders, and runs on each engine
+//! through `engine::read!` (bounded by the deadline) and `engine::write_tx!` (a transaction,
+//! retried when another writer won). The interface speaks domain types only. The SQL of an
+//! image list is built in `list` (`list_images` here runs it); the task queries are in
+//! `tasks`.
 
+mod engine;
 mod list;
 mod rows;
 mod tasks;
 
-use std::path::{Path, PathBuf};
-use std::str::FromStr;
+use std::future::Future;
+use std::path::Path;
 use std::time::Duration;
-
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqlitePool};
 
 use crate::domain::caller::Caller;
 use crate::domain::image::{Image, Location, Status};
 use crate::domain::member::{Member, MemberStatus};
 use crate::domain::query::ListQuery;
 use crate::domain::time::Timestamp;
-use rows::{IMAGE_JSON, ImageRow, MemberRow};
+pub use engine::{Engine, Settings};
+use engine::{Pools, read, write_tx};
+use rows::{ImageRow, MemberRow};
 pub use tasks::{TaskUpdate, TaskWrite};
 use tasks::{insert_task, update_task};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    #[error("database {}: {source}", path.display())]
-    Open { path: PathBuf, source: sqlx::Error },
+    #[error("database {url}: {reason}")]
+    Open { url: String, reason: String },
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database: {0}")]
-    Query(#[from] sqlx::Error),
+    Query(sqlx::Error),
+    /// The database cannot answer now: down, restarting, out of connections, or slower than
+    /// the deadline. Nothing was written.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// Other writers won every retry.
+    #[error("database: concurrent writers, retries exhausted: {0}")]
+    Contention(sqlx::Error),
+    /// The engine refused a value (too long for its column, not encodable).
+    #[error("the database refused a value: {0}")]
+    Invalid(String),
     #[error("a row with this key exists")]
     Duplicate,
     #[error("database holds an invalid row: {0}")]
     Corrupt(String),
+}
+
+impl From<sqlx::Error> for DbError {
+    fn from(error: sqlx::Error) -> Self {
+        engine::classify(error)
+    }
+}
+
+/// `Duplicate` for a unique-key violation, else what the error means.
+fn duplicate_or(error: sqlx::Error) -> DbError {
+    match &error {
+        sqlx::Error::Database(e) if e.is_unique_violation() => DbError::Duplicate,
+        _ => engine::classify(error),
+    }
 }
 
 /// A targeted change to one image: what an upload or an import writes as it goes, without
@@ -74,19 +100,16 @@ pub struct ProjectUsage {
     pub staged_bytes: u64,
 }
 
-/// How long a statement waits for a lock before failing: long enough that only a stuck
-/// database, never ordinary contention, reaches it.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a transaction that lost to another writer runs again before the request
+/// fails with 503.
+const RETRIES: u32 = 8;
 
 #[derive(Debug, Clone)]
 pub struct Database {
-    read: SqlitePool,
-    write: SqlitePool,
-    path: PathBuf,
+    pools: Pools,
+    engine: Engine,
+    settings: Settings,
 }
-
-/// The schema migrations, embedded from `migrations/`.
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Where a database's schema stands against the migrations this binary carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,123 +129,131 @@ impl SchemaState {
     }
 }
 
-fn known_migrations() -> Vec<(i64, String)> {
-    MIGRATOR
-        .iter()
-        .filter(|m| m.migration_type.is_up_migration())
-        .map(|m| (m.version, m.description.to_string()))
-        .collect()
-}
-
-/// The schema state of the SQLite database at `path` (none applied if it does not exist
-/// yet), without changing it. For `glint db version`.
-pub async fn schema_state(path: &Path) -> Result<SchemaState, DbError> {
-    let mut applied = Vec::new();
-    if path.exists() {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .read_only(true)
-            .busy_timeout(BUSY_TIMEOUT);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options)
-            .await
-            .map_err(|source| DbError::Open {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        let table: Option<String> = sqlx::query_scalar(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
-        )
-        .fetch_optional(&pool)
-        .await?;
-        if table.is_some() {
-            applied = sqlx::query_scalar(
-                "SELECT version FROM _sqlx_migrations WHERE success = 1 ORDER BY version",
-            )
-            .fetch_all(&pool)
-            .await?;
-        }
-        pool.close().await;
-    }
+/// The schema state of the database (none applied if it does not exist yet), without
+/// changing it. For `glint db version`.
+pub async fn schema_state(settings: &Settings) -> Result<SchemaState, DbError> {
+    let engine = Engine::of(&settings.url).ok_or_else(|| DbError::Open {
+        url: settings.shown(),
+        reason: "not a sqlite://, postgres:// or mysql:// URL".into(),
+    })?;
     Ok(SchemaState {
-        known: known_migrations(),
-        applied,
+        known: engine::known_migrations(engine),
+        applied: engine::applied_migrations(settings).await?,
     })
 }
 
-/// Brings the database at `path` up to date (creating it if needed), as every start does;
-/// returns the versions this applied. For `glint db upgrade`.
-pub async fn upgrade(path: &Path) -> Result<Vec<i64>, DbError> {
-    let before = schema_state(path).await?;
-    let database = Database::open(path, 1).await?;
-    database.read.close().await;
-    database.write.close().await;
+/// Brings the database up to date (creating an SQLite file if needed), as every start
+/// does; returns the versions this applied. For `glint db upgrade`.
+pub async fn upgrade(settings: &Settings) -> Result<Vec<i64>, DbError> {
+    let before = schema_state(settings).await?;
+    let database = Database::open(settings).await?;
+    database.close().await;
     Ok(before.pending().into_iter().map(|(v, _)| *v).collect())
 }
 
 impl Database {
-    /// Opens (creating if needed) the database file and brings its schema up to date.
-    pub async fn open(path: &Path, readers: u32) -> Result<Database, DbError> {
-        let open_error = |source| DbError::Open {
-            path: path.to_path_buf(),
-            source,
-        };
-        let options = SqliteConnectOptions::from_str("sqlite://")
-            .map_err(open_error)?
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true);
-        let write = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options.clone())
-            .await
-            .map_err(open_error)?;
-        MIGRATOR.run(&write).await?;
-        let read = SqlitePoolOptions::new()
-            .max_connections(readers.max(1))
-            .connect_with(options.read_only(true))
-            .await
-            .map_err(open_error)?;
+    /// Opens the database's pools and brings its schema up to date.
+    pub async fn open(settings: &Settings) -> Result<Database, DbError> {
+        let (engine, pools) = engine::open(settings).await?;
         Ok(Database {
-            read,
-            write,
-            path: path.to_path_buf(),
+            pools,
+            engine,
+            settings: settings.clone(),
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// What it was opened with: a generation whose settings are the same keeps it.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    pub async fn close(&self) {
+        self.pools.close().await;
+    }
+
+    /// Whether the database answers now, within the deadline. For `/healthcheck` and
+    /// before a reload commits to a generation.
+    /// Bounded by `connect_timeout` (and a second): answering `SELECT 1` takes no time.
+    pub async fn ping(&self) -> Result<(), DbError> {
+        let limit = self.settings.connect_timeout + Duration::from_secs(1);
+        let answer = async {
+            read!(self, |pool, sql| {
+                let _: i64 = sqlx::query_scalar(&sql("SELECT CAST(1 AS BIGINT)"))
+                    .fetch_one(pool)
+                    .await?;
+            })
+        };
+        tokio::time::timeout(limit, answer)
+            .await
+            .unwrap_or_else(|_| Err(DbError::Unavailable(format!("no answer within {limit:?}"))))
+    }
+
+    /// How long one database call may take, waiting for a connection included, before it
+    /// fails as unavailable: the engine's own statement timeout should have ended it.
+    fn deadline(&self) -> Duration {
+        self.settings.connect_timeout + self.settings.statement_timeout + Duration::from_secs(1)
+    }
+
+    async fn bounded<T>(
+        &self,
+        work: impl Future<Output = Result<T, DbError>>,
+    ) -> Result<T, DbError> {
+        let deadline = self.deadline();
+        match tokio::time::timeout(deadline, work).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(DbError::Unavailable(format!(
+                "no answer within {deadline:?}"
+            ))),
+        }
+    }
+
+    /// Runs a write transaction until it commits, or fails otherwise than by losing to
+    /// another writer, or has lost `RETRIES` times. Backs off with jitter between tries.
+    async fn retrying<T, F, Fut>(&self, mut attempt: F) -> Result<T, DbError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, DbError>>,
+    {
+        let mut lost = 0;
+        loop {
+            match self.bounded(attempt()).await {
+                Err(DbError::Contention(e)) if lost < RETRIES => {
+                    lost += 1;
+                    tracing::debug!(error = %e, lost, "transaction lost to another writer; again");
+                    let base = 2_u64.pow(lost.min(6));
+                    let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) % base.max(1);
+                    tokio::time::sleep(Duration::from_millis(base + jitter)).await;
+                }
+                outcome => return outcome,
+            }
+        }
     }
 
     /// Inserts a new image with its tags and properties. `Duplicate` if the id was ever
     /// used, deleted images included.
     pub async fn insert_image(&self, image: &Image) -> Result<(), DbError> {
-        let mut tx = self.write.begin().await?;
-        let inserted = bind_attributes(
-            sqlx::query(
-                "INSERT INTO images (name, status, visibility, protected, os_hidden, checksum, \
-                 os_hash_algo, os_hash_value, owner, size, virtual_size, min_ram, min_disk, \
-                 disk_format, container_format, created_at, updated_at, id) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-                 ON CONFLICT (id) DO NOTHING",
-            ),
-            image,
-        )
-        .bind(image.created_at)
-        .bind(image.updated_at)
-        .bind(&image.id)
-        .execute(&mut *tx)
-        .await?;
-        if inserted.rows_affected() == 0 {
-            return Err(DbError::Duplicate);
-        }
-        write_children(&mut tx, image).await?;
-        tx.commit().await?;
-        Ok(())
+        write_tx!(self, |tx, sql| {
+            bind_attributes(
+                sqlx::query(&sql(
+                    "INSERT INTO images (name, status, visibility, protected, os_hidden, \
+                     checksum, os_hash_algo, os_hash_value, owner, size, virtual_size, min_ram, \
+                     min_disk, disk_format, container_format, created_at, updated_at, id) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                )),
+                image,
+            )
+            .bind(image.created_at)
+            .bind(image.updated_at)
+            .bind(&image.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(duplicate_or)?;
+            write_children!(tx, sql, image);
+        })
     }
 
     /// Writes the attributes, tags and custom properties of an existing image read while
@@ -230,37 +261,38 @@ impl Database {
     /// (an upload or import finished): the caller reads it again. Locations and the
     /// service's own `os_glance_*` properties are left alone; `change_image` writes those.
     pub async fn save_image(&self, image: &Image, read_in: Status) -> Result<bool, DbError> {
-        let mut tx = self.write.begin().await?;
-        let updated = bind_attributes(
-            sqlx::query(
-                "UPDATE images SET name = ?, status = ?, visibility = ?, protected = ?, \
-                 os_hidden = ?, checksum = ?, os_hash_algo = ?, os_hash_value = ?, owner = ?, \
-                 size = ?, virtual_size = ?, min_ram = ?, min_disk = ?, disk_format = ?, \
-                 container_format = ?, updated_at = ? WHERE id = ? AND deleted = 0 AND status = ?",
-            ),
-            image,
-        )
-        .bind(image.updated_at)
-        .bind(&image.id)
-        .bind(read_in.as_str())
-        .execute(&mut *tx)
-        .await?;
-        if updated.rows_affected() == 0 {
-            return Ok(false);
-        }
-        sqlx::query("DELETE FROM image_tags WHERE image_id = ?")
+        write_tx!(self, |tx, sql| {
+            let updated = bind_attributes(
+                sqlx::query(&sql(
+                    "UPDATE images SET name = ?, status = ?, visibility = ?, protected = ?, \
+                     os_hidden = ?, checksum = ?, os_hash_algo = ?, os_hash_value = ?, \
+                     owner = ?, size = ?, virtual_size = ?, min_ram = ?, min_disk = ?, \
+                     disk_format = ?, container_format = ?, updated_at = ? \
+                     WHERE id = ? AND deleted = 0 AND status = ?",
+                )),
+                image,
+            )
+            .bind(image.updated_at)
+            .bind(&image.id)
+            .bind(read_in.as_str())
+            .execute(&mut *tx)
+            .await?;
+            if updated.rows_affected() == 0 {
+                return Ok(false);
+            }
+            sqlx::query(&sql("DELETE FROM image_tags WHERE image_id = ?"))
+                .bind(&image.id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(&sql(&format!(
+                "DELETE FROM image_properties WHERE image_id = ? AND NOT {SERVICE_PROPERTY}"
+            )))
             .bind(&image.id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query(&format!(
-            "DELETE FROM image_properties WHERE image_id = ? AND NOT {SERVICE_PROPERTY}"
-        ))
-        .bind(&image.id)
-        .execute(&mut *tx)
-        .await?;
-        write_children(&mut tx, image).await?;
-        tx.commit().await?;
-        Ok(true)
+            write_children!(tx, sql, image);
+            true
+        })
     }
 
     /// Moves the image from `from` to `to` only if it is still in `from`: of two racing
@@ -272,43 +304,44 @@ impl Database {
         to: &str,
         now: Timestamp,
     ) -> Result<bool, DbError> {
-        let moved = sqlx::query(
-            "UPDATE images SET status = ?, updated_at = ? WHERE id = ? AND status = ? AND deleted = 0",
-        )
-        .bind(to)
-        .bind(now)
-        .bind(id)
-        .bind(from)
-        .execute(&self.write)
-        .await?;
-        Ok(moved.rows_affected() == 1)
+        write_tx!(self, |tx, sql| {
+            let moved = sqlx::query(&sql("UPDATE images SET status = ?, updated_at = ? \
+                 WHERE id = ? AND status = ? AND deleted = 0"))
+            .bind(to)
+            .bind(now)
+            .bind(id)
+            .bind(from)
+            .execute(&mut *tx)
+            .await?;
+            moved.rows_affected() == 1
+        })
     }
 
     /// Images whose upload a dead process left in `saving` go back to `queued` (their
     /// partial data is gone with the process's temporary files). `uploading` is also a
     /// completed stage's status: the service tells those apart by their staged data.
     pub async fn requeue_interrupted(&self, now: Timestamp) -> Result<u64, DbError> {
-        let mut tx = self.write.begin().await?;
-        let requeued = sqlx::query(
-            "UPDATE images SET status = 'queued', size = NULL, virtual_size = NULL, \
-             checksum = NULL, os_hash_algo = NULL, os_hash_value = NULL, updated_at = ? \
-             WHERE status = 'saving' AND deleted = 0",
-        )
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "DELETE FROM image_locations WHERE image_id IN \
-             (SELECT id FROM images WHERE status = 'queued' AND deleted = 0)",
-        )
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(requeued.rows_affected())
+        write_tx!(self, |tx, sql| {
+            let requeued = sqlx::query(&sql(
+                "UPDATE images SET status = 'queued', size = NULL, virtual_size = NULL, \
+                 checksum = NULL, os_hash_algo = NULL, os_hash_value = NULL, updated_at = ? \
+                 WHERE status = 'saving' AND deleted = 0",
+            ))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(&sql("DELETE FROM image_locations WHERE image_id IN \
+                 (SELECT id FROM images WHERE status = 'queued' AND deleted = 0)"))
+            .execute(&mut *tx)
+            .await?;
+            requeued.rows_affected()
+        })
     }
 
     /// Applies `change` to image `id` and writes `task`, in one transaction. `Ok(false)`
     /// (and nothing written) if the image is gone or a precondition of `change` fails.
+    /// The image's row is locked first, so that of two nodes changing one image the second
+    /// sees what the first wrote.
     pub async fn change_image(
         &self,
         id: &str,
@@ -316,156 +349,196 @@ impl Database {
         task: TaskWrite<'_>,
         now: Timestamp,
     ) -> Result<bool, DbError> {
-        let mut tx = self.write.begin().await?;
-        let status: Option<String> =
-            sqlx::query_scalar("SELECT status FROM images WHERE id = ? AND deleted = 0")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some(status) = status else {
-            return Ok(false);
-        };
-        if change
-            .expect_status
-            .is_some_and(|expected| !expected.contains(&status.as_str()))
-        {
-            return Ok(false);
-        }
-        if let Some(name) = change.require_absent {
-            let present: Option<String> = sqlx::query_scalar(
-                "SELECT value FROM image_properties WHERE image_id = ? AND name = ?",
-            )
+        let lock = self.row_lock();
+        write_tx!(self, |tx, sql| {
+            let status: Option<String> = sqlx::query_scalar(&sql(&format!(
+                "SELECT status FROM images WHERE id = ? AND deleted = 0{lock}"
+            )))
             .bind(id)
-            .bind(name)
             .fetch_optional(&mut *tx)
             .await?;
-            if present.is_some() {
+            let Some(status) = status else {
+                return Ok(false);
+            };
+            if change
+                .expect_status
+                .is_some_and(|expected| !expected.contains(&status.as_str()))
+            {
                 return Ok(false);
             }
-        }
-        sqlx::query("UPDATE images SET status = COALESCE(?, status), updated_at = ? WHERE id = ?")
+            if let Some(name) = change.require_absent {
+                let present: Option<String> = sqlx::query_scalar(&sql(
+                    "SELECT value FROM image_properties WHERE image_id = ? AND name = ?",
+                ))
+                .bind(id)
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if present.is_some() {
+                    return Ok(false);
+                }
+            }
+            sqlx::query(&sql(
+                "UPDATE images SET status = COALESCE(?, status), updated_at = ? WHERE id = ?",
+            ))
             .bind(change.status.map(Status::as_str))
             .bind(now)
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        if let Some(data) = &change.data {
-            sqlx::query(
-                "UPDATE images SET size = ?, checksum = ?, os_hash_algo = ?, os_hash_value = ?, \
-                 virtual_size = NULL WHERE id = ?",
-            )
-            .bind(data.size)
-            .bind(&data.checksum)
-            .bind(&data.os_hash_algo)
-            .bind(&data.os_hash_value)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        }
-        for name in &change.remove_properties {
-            sqlx::query("DELETE FROM image_properties WHERE image_id = ? AND name = ?")
+            if let Some(data) = &change.data {
+                sqlx::query(&sql(
+                    "UPDATE images SET size = ?, checksum = ?, os_hash_algo = ?, \
+                     os_hash_value = ?, virtual_size = NULL WHERE id = ?",
+                ))
+                .bind(data.size)
+                .bind(&data.checksum)
+                .bind(&data.os_hash_algo)
+                .bind(&data.os_hash_value)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            let replaced = change.set_properties.iter().map(|(name, _)| *name);
+            for name in change.remove_properties.iter().copied().chain(replaced) {
+                sqlx::query(&sql(
+                    "DELETE FROM image_properties WHERE image_id = ? AND name = ?",
+                ))
                 .bind(id)
                 .bind(name)
                 .execute(&mut *tx)
                 .await?;
-        }
-        for (name, value) in &change.set_properties {
-            sqlx::query(
-                "INSERT INTO image_properties (image_id, name, value) VALUES (?, ?, ?) \
-                 ON CONFLICT (image_id, name) DO UPDATE SET value = excluded.value",
-            )
-            .bind(id)
-            .bind(name)
-            .bind(value)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if change.clear_locations {
-            sqlx::query("DELETE FROM image_locations WHERE image_id = ?")
+            }
+            for (name, value) in &change.set_properties {
+                sqlx::query(&sql(
+                    "INSERT INTO image_properties (image_id, name, value) VALUES (?, ?, ?)",
+                ))
                 .bind(id)
+                .bind(*name)
+                .bind(value)
                 .execute(&mut *tx)
                 .await?;
-        }
-        for store in &change.remove_locations {
-            sqlx::query("DELETE FROM image_locations WHERE image_id = ? AND store = ?")
+            }
+            if change.clear_locations {
+                sqlx::query(&sql("DELETE FROM image_locations WHERE image_id = ?"))
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for store in &change.remove_locations {
+                sqlx::query(&sql(
+                    "DELETE FROM image_locations WHERE image_id = ? AND store = ?",
+                ))
                 .bind(id)
                 .bind(store)
                 .execute(&mut *tx)
                 .await?;
+            }
+            if let Some(location) = &change.add_location {
+                // A store keeps its place in the order when its copy is replaced.
+                let replaced = sqlx::query(&sql(
+                    "UPDATE image_locations SET url = ? WHERE image_id = ? AND store = ?",
+                ))
+                .bind(&location.url)
+                .bind(id)
+                .bind(&location.store)
+                .execute(&mut *tx)
+                .await?;
+                if replaced.rows_affected() == 0 {
+                    let next: i64 = sqlx::query_scalar(&sql(
+                        "SELECT CAST(COALESCE(MAX(position) + 1, 0) AS BIGINT) \
+                         FROM image_locations WHERE image_id = ?",
+                    ))
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    sqlx::query(&sql(
+                        "INSERT INTO image_locations (image_id, store, url, position) \
+                         VALUES (?, ?, ?, ?)",
+                    ))
+                    .bind(id)
+                    .bind(&location.store)
+                    .bind(&location.url)
+                    .bind(next)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            match task {
+                TaskWrite::None => {}
+                TaskWrite::Insert(task) => insert_task!(tx, sql, task),
+                TaskWrite::Update(update) => update_task!(tx, sql, update, now),
+            }
+            true
+        })
+    }
+
+    /// ` FOR UPDATE` where the engine has it: SQLite has one writer at a time anyway.
+    fn row_lock(&self) -> &'static str {
+        match self.engine {
+            Engine::Sqlite => "",
+            Engine::Postgres | Engine::MySql => " FOR UPDATE",
         }
-        if let Some(location) = &change.add_location {
-            sqlx::query(
-                "INSERT INTO image_locations (image_id, store, url, position) VALUES (?, ?, ?, \
-                 (SELECT COALESCE(MAX(position) + 1, 0) FROM image_locations WHERE image_id = ?)) \
-                 ON CONFLICT (image_id, store) DO UPDATE SET url = excluded.url",
-            )
-            .bind(id)
-            .bind(&location.store)
-            .bind(&location.url)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        }
-        match task {
-            TaskWrite::None => {}
-            TaskWrite::Insert(task) => insert_task(&mut tx, task).await?,
-            TaskWrite::Update(update) => update_task(&mut tx, update, now).await?,
-        }
-        tx.commit().await?;
-        Ok(true)
     }
 
     /// The live images in `status`.
     pub async fn image_ids_in(&self, status: &str) -> Result<Vec<String>, DbError> {
-        Ok(
-            sqlx::query_scalar("SELECT id FROM images WHERE status = ? AND deleted = 0")
-                .bind(status)
-                .fetch_all(&self.read)
-                .await?,
-        )
+        read!(self, |pool, sql| {
+            sqlx::query_scalar(&sql(
+                "SELECT id FROM images WHERE status = ? AND deleted = 0",
+            ))
+            .bind(status)
+            .fetch_all(pool)
+            .await?
+        })
     }
 
     /// How many live images have data in store `store`.
     pub async fn images_in_store(&self, store: &str) -> Result<i64, DbError> {
-        let count = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM image_locations l JOIN images i ON i.id = l.image_id \
-             WHERE i.deleted = 0 AND l.store = ?",
-        )
-        .bind(store)
-        .fetch_one(&self.read)
-        .await?;
-        Ok(count)
+        read!(self, |pool, sql| {
+            sqlx::query_scalar(&sql(
+                "SELECT COUNT(*) FROM image_locations l JOIN images i ON i.id = l.image_id \
+                 WHERE i.deleted = 0 AND l.store = ?",
+            ))
+            .bind(store)
+            .fetch_one(pool)
+            .await?
+        })
     }
 
     /// Bytes of image data a project's live images hold.
     pub async fn stored_by(&self, owner: &str) -> Result<u64, DbError> {
-        let total: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(SUM(size), 0) FROM images i WHERE owner = ? AND deleted = 0 \
-             AND EXISTS (SELECT 1 FROM image_locations l WHERE l.image_id = i.id)",
-        )
-        .bind(owner)
-        .fetch_one(&self.read)
-        .await?;
+        let total: i64 = read!(self, |pool, sql| {
+            sqlx::query_scalar(&sql(
+                "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM images i \
+                 WHERE owner = ? AND deleted = 0 \
+                 AND EXISTS (SELECT 1 FROM image_locations l WHERE l.image_id = i.id)",
+            ))
+            .bind(owner)
+            .fetch_one(pool)
+            .await?
+        })?;
         Ok(u64::try_from(total).unwrap_or(0))
     }
 
     /// What a project uses, as Glance's unified limits count it: images, bytes of image
     /// data in stores, images with data on the way in, bytes staged.
     pub async fn usage(&self, owner: &str) -> Result<ProjectUsage, DbError> {
-        let (images, stored, uploading, staged): (i64, i64, i64, i64) = sqlx::query_as(
-            "SELECT COUNT(*), \
-             COALESCE(SUM(CASE WHEN EXISTS (SELECT 1 FROM image_locations l \
-                 WHERE l.image_id = i.id) THEN size ELSE 0 END), 0), \
-             COALESCE(SUM(CASE WHEN status IN ('saving', 'uploading', 'importing') \
-                 THEN 1 ELSE 0 END), 0), \
-             COALESCE(SUM(CASE WHEN status IN ('uploading', 'importing') \
-                 AND NOT EXISTS (SELECT 1 FROM image_locations l WHERE l.image_id = i.id) \
-                 THEN COALESCE(size, 0) ELSE 0 END), 0) \
-             FROM images i WHERE owner = ? AND deleted = 0",
-        )
-        .bind(owner)
-        .fetch_one(&self.read)
-        .await?;
+        let (images, stored, uploading, staged): (i64, i64, i64, i64) =
+            read!(self, |pool, sql| {
+                sqlx::query_as(&sql("SELECT COUNT(*), \
+                 CAST(COALESCE(SUM(CASE WHEN EXISTS (SELECT 1 FROM image_locations l \
+                     WHERE l.image_id = i.id) THEN size ELSE 0 END), 0) AS BIGINT), \
+                 CAST(COALESCE(SUM(CASE WHEN status IN ('saving', 'uploading', 'importing') \
+                     THEN 1 ELSE 0 END), 0) AS BIGINT), \
+                 CAST(COALESCE(SUM(CASE WHEN status IN ('uploading', 'importing') \
+                     AND NOT EXISTS (SELECT 1 FROM image_locations l WHERE l.image_id = i.id) \
+                     THEN COALESCE(size, 0) ELSE 0 END), 0) AS BIGINT) \
+                 FROM images i WHERE owner = ? AND deleted = 0"))
+                .bind(owner)
+                .fetch_one(pool)
+                .await?
+            })?;
         let count = |n: i64| u64::try_from(n).unwrap_or(0);
         Ok(ProjectUsage {
             images: count(images),
@@ -477,52 +550,60 @@ impl Database {
 
     /// How many live images keep their data under `dir`.
     pub async fn images_in(&self, dir: &Path) -> Result<i64, DbError> {
-        let prefix = format!("file://{}/", dir.display());
-        let count = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM image_locations l JOIN images i ON i.id = l.image_id \
-             WHERE i.deleted = 0 AND substr(l.url, 1, length(?)) = ?",
-        )
-        .bind(&prefix)
-        .bind(&prefix)
-        .fetch_one(&self.read)
-        .await?;
-        Ok(count)
+        // Every URL under `file://DIR/` sorts from that prefix up to `file://DIR0` ('0'
+        // follows '/'), byte by byte as every engine here compares text.
+        let from = format!("file://{}/", dir.display());
+        let until = format!("file://{}0", dir.display());
+        let (from, until) = (from.as_str(), until.as_str());
+        read!(self, |pool, sql| {
+            sqlx::query_scalar(&sql(
+                "SELECT COUNT(*) FROM image_locations l JOIN images i ON i.id = l.image_id \
+                 WHERE i.deleted = 0 AND l.url >= ? AND l.url < ?",
+            ))
+            .bind(from)
+            .bind(until)
+            .fetch_one(pool)
+            .await?
+        })
     }
 
     /// Marks the image deleted; its id stays taken. `Ok(false)` if it was already gone.
     pub async fn delete_image(&self, id: &str, now: Timestamp) -> Result<bool, DbError> {
-        let mut tx = self.write.begin().await?;
-        let deleted = sqlx::query(
-            "UPDATE images SET deleted = 1, deleted_at = ?, status = 'deleted', updated_at = ? \
-             WHERE id = ? AND deleted = 0",
-        )
-        .bind(now)
-        .bind(now)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        for table in [
-            "image_tags",
-            "image_properties",
-            "image_members",
-            "image_locations",
-        ] {
-            sqlx::query(&format!("DELETE FROM {table} WHERE image_id = ?"))
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(deleted.rows_affected() > 0)
+        write_tx!(self, |tx, sql| {
+            let deleted = sqlx::query(&sql(
+                "UPDATE images SET deleted = 1, deleted_at = ?, status = 'deleted', \
+                 updated_at = ? WHERE id = ? AND deleted = 0",
+            ))
+            .bind(now)
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            for table in [
+                "image_tags",
+                "image_properties",
+                "image_members",
+                "image_locations",
+            ] {
+                sqlx::query(&sql(&format!("DELETE FROM {table} WHERE image_id = ?")))
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            deleted.rows_affected() > 0
+        })
     }
 
     pub async fn get_image(&self, id: &str) -> Result<Option<Image>, DbError> {
-        let json: Option<String> = sqlx::query_scalar(&format!(
-            "SELECT {IMAGE_JSON} FROM images i WHERE i.id = ? AND i.deleted = 0"
-        ))
-        .bind(id)
-        .fetch_optional(&self.read)
-        .await?;
+        let image_json = rows::image_json(self.engine);
+        let json: Option<String> = read!(self, |pool, sql| {
+            sqlx::query_scalar(&sql(&format!(
+                "SELECT {image_json} FROM images i WHERE i.id = ? AND i.deleted = 0"
+            )))
+            .bind(id)
+            .fetch_optional(pool)
+            .await?
+        })?;
         match json {
             Some(json) => Ok(Some(parse::<ImageRow>(&json)?.into_image()?)),
             None => Ok(None),
@@ -539,65 +620,96 @@ impl Database {
         if query.limit == 0 {
             return Ok(Vec::new());
         }
-        let mut sql = list::page_query(query, caller, marker);
-        let json: String = sql.build_query_scalar().fetch_one(&self.read).await?;
-        parse::<Vec<ImageRow>>(&json)?
-            .into_iter()
-            .map(ImageRow::into_image)
-            .collect()
+        let statement = list::page_query(self.engine, query, caller, marker);
+        let statement = &statement;
+        let rows: Vec<ImageRow> = match self.engine {
+            // SQLite hands each row across threads: the page comes as one JSON array.
+            Engine::Sqlite => {
+                let json: String = read!(self, |pool, sql| {
+                    let text = sql(&statement.text);
+                    bind_params!(sqlx::query_scalar(&text), statement)
+                        .fetch_one(pool)
+                        .await?
+                })?;
+                parse(&json)?
+            }
+            Engine::Postgres | Engine::MySql => {
+                let images: Vec<String> = read!(self, |pool, sql| {
+                    let text = sql(&statement.text);
+                    bind_params!(sqlx::query_scalar(&text), statement)
+                        .fetch_all(pool)
+                        .await?
+                })?;
+                images
+                    .iter()
+                    .map(|json| parse(json))
+                    .collect::<Result<_, _>>()?
+            }
+        };
+        rows.into_iter().map(ImageRow::into_image).collect()
     }
 
     pub async fn member(&self, image_id: &str, member: &str) -> Result<Option<Member>, DbError> {
-        let row: Option<MemberRow> = sqlx::query_as(
-            "SELECT image_id, member, status, created_at, updated_at FROM image_members \
-             WHERE image_id = ? AND member = ?",
-        )
-        .bind(image_id)
-        .bind(member)
-        .fetch_optional(&self.read)
-        .await?;
+        let row: Option<MemberRow> = read!(self, |pool, sql| {
+            sqlx::query_as(&sql(
+                "SELECT image_id, member_id, status, created_at, updated_at FROM image_members \
+                 WHERE image_id = ? AND member_id = ?",
+            ))
+            .bind(image_id)
+            .bind(member)
+            .fetch_optional(pool)
+            .await?
+        })?;
         row.map(MemberRow::into_member).transpose()
     }
 
     pub async fn members(&self, image_id: &str) -> Result<Vec<Member>, DbError> {
-        let rows: Vec<MemberRow> = sqlx::query_as(
-            "SELECT image_id, member, status, created_at, updated_at FROM image_members \
-             WHERE image_id = ? ORDER BY created_at, member",
-        )
-        .bind(image_id)
-        .fetch_all(&self.read)
-        .await?;
+        let rows: Vec<MemberRow> = read!(self, |pool, sql| {
+            sqlx::query_as(&sql(
+                "SELECT image_id, member_id, status, created_at, updated_at FROM image_members \
+                 WHERE image_id = ? ORDER BY created_at, member_id",
+            ))
+            .bind(image_id)
+            .fetch_all(pool)
+            .await?
+        })?;
         rows.into_iter().map(MemberRow::into_member).collect()
     }
 
     /// Adds a member unless it exists (`Duplicate`) or the image has `quota` members.
-    /// Returns `Ok(false)` when the quota is reached.
+    /// Returns `Ok(false)` when the quota is reached. The image's row is locked first, so
+    /// two nodes adding members at once cannot both pass the quota.
     pub async fn add_member(&self, member: &Member, quota: usize) -> Result<bool, DbError> {
-        let mut tx = self.write.begin().await?;
-        let count: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM image_members WHERE image_id = ?")
-                .bind(&member.image_id)
-                .fetch_one(&mut *tx)
-                .await?;
-        if usize::try_from(count).unwrap_or(usize::MAX) >= quota {
-            return Ok(false);
-        }
-        let inserted = sqlx::query(
-            "INSERT INTO image_members (image_id, member, status, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?) ON CONFLICT (image_id, member) DO NOTHING",
-        )
-        .bind(&member.image_id)
-        .bind(&member.member_id)
-        .bind(member.status.as_str())
-        .bind(member.created_at)
-        .bind(member.updated_at)
-        .execute(&mut *tx)
-        .await?;
-        if inserted.rows_affected() == 0 {
-            return Err(DbError::Duplicate);
-        }
-        tx.commit().await?;
-        Ok(true)
+        let lock = self.row_lock();
+        write_tx!(self, |tx, sql| {
+            let _: Option<String> =
+                sqlx::query_scalar(&sql(&format!("SELECT id FROM images WHERE id = ?{lock}")))
+                    .bind(&member.image_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let count: i64 = sqlx::query_scalar(&sql(
+                "SELECT COUNT(*) FROM image_members WHERE image_id = ?",
+            ))
+            .bind(&member.image_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            if usize::try_from(count).unwrap_or(usize::MAX) >= quota {
+                return Ok(false);
+            }
+            sqlx::query(&sql(
+                "INSERT INTO image_members (image_id, member_id, status, created_at, updated_at) \
+                 VALUES (?, ?, ?, ?, ?)",
+            ))
+            .bind(&member.image_id)
+            .bind(&member.member_id)
+            .bind(member.status.as_str())
+            .bind(member.created_at)
+            .bind(member.updated_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(duplicate_or)?;
+            true
+        })
     }
 
     pub async fn set_member_status(
@@ -607,80 +719,114 @@ impl Database {
         status: MemberStatus,
         now: Timestamp,
     ) -> Result<bool, DbError> {
-        let updated = sqlx::query(
-            "UPDATE image_members SET status = ?, updated_at = ? WHERE image_id = ? AND member = ?",
-        )
-        .bind(status.as_str())
-        .bind(now)
-        .bind(image_id)
-        .bind(member)
-        .execute(&self.write)
-        .await?;
-        Ok(updated.rows_affected() > 0)
+        write_tx!(self, |tx, sql| {
+            let updated = sqlx::query(&sql("UPDATE image_members SET status = ?, updated_at = ? \
+                 WHERE image_id = ? AND member_id = ?"))
+            .bind(status.as_str())
+            .bind(now)
+            .bind(image_id)
+            .bind(member)
+            .execute(&mut *tx)
+            .await?;
+            updated.rows_affected() > 0
+        })
     }
 
     pub async fn remove_member(&self, image_id: &str, member: &str) -> Result<bool, DbError> {
-        let deleted = sqlx::query("DELETE FROM image_members WHERE image_id = ? AND member = ?")
+        write_tx!(self, |tx, sql| {
+            let deleted = sqlx::query(&sql(
+                "DELETE FROM image_members WHERE image_id = ? AND member_id = ?",
+            ))
             .bind(image_id)
             .bind(member)
-            .execute(&self.write)
+            .execute(&mut *tx)
             .await?;
-        Ok(deleted.rows_affected() > 0)
+            deleted.rows_affected() > 0
+        })
     }
 }
 
-type Statement<'q> = sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
-
 /// Binds the mutable attributes of an image, in the column order both the INSERT and the
-/// UPDATE of `images` list them.
-fn bind_attributes<'q>(query: Statement<'q>, image: &'q Image) -> Statement<'q> {
+/// UPDATE of `images` list them. Booleans are bound as 0/1, as every engine stores them.
+fn bind_attributes<'q, DB>(
+    query: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>,
+    image: &'q Image,
+) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>
+where
+    DB: sqlx::Database,
+    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<&'q str>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
     query
-        .bind(&image.name)
+        .bind(image.name.as_deref())
         .bind(image.status.as_str())
         .bind(image.visibility.as_str())
-        .bind(image.protected)
-        .bind(image.os_hidden)
-        .bind(&image.checksum)
-        .bind(&image.os_hash_algo)
-        .bind(&image.os_hash_value)
-        .bind(&image.owner)
+        .bind(i64::from(image.protected))
+        .bind(i64::from(image.os_hidden))
+        .bind(image.checksum.as_deref())
+        .bind(image.os_hash_algo.as_deref())
+        .bind(image.os_hash_value.as_deref())
+        .bind(image.owner.as_deref())
         .bind(image.size)
         .bind(image.virtual_size)
         .bind(image.min_ram)
         .bind(image.min_disk)
-        .bind(&image.disk_format)
-        .bind(&image.container_format)
+        .bind(image.disk_format.as_deref())
+        .bind(image.container_format.as_deref())
 }
 
-async fn write_children(
-    tx: &mut sqlx::Transaction<'_, Sqlite>,
-    image: &Image,
-) -> Result<(), DbError> {
-    for tag in &image.tags {
-        sqlx::query("INSERT INTO image_tags (image_id, value) VALUES (?, ?)")
-            .bind(&image.id)
+/// Writes an image's tags and (client) properties inside transaction `$tx`.
+macro_rules! write_children {
+    ($tx:ident, $sql:ident, $image:expr) => {
+        for tag in &$image.tags {
+            sqlx::query(&$sql(
+                "INSERT INTO image_tags (image_id, value) VALUES (?, ?)",
+            ))
+            .bind(&$image.id)
             .bind(tag)
-            .execute(&mut **tx)
+            .execute(&mut *$tx)
             .await?;
-    }
-    for (name, value) in image
-        .properties
-        .iter()
-        .filter(|(name, _)| !is_service_property(name))
-    {
-        sqlx::query("INSERT INTO image_properties (image_id, name, value) VALUES (?, ?, ?)")
-            .bind(&image.id)
+        }
+        for (name, value) in $image
+            .properties
+            .iter()
+            .filter(|(name, _)| !is_service_property(name))
+        {
+            sqlx::query(&$sql(
+                "INSERT INTO image_properties (image_id, name, value) VALUES (?, ?, ?)",
+            ))
+            .bind(&$image.id)
             .bind(name)
             .bind(value)
-            .execute(&mut **tx)
+            .execute(&mut *$tx)
             .await?;
-    }
-    Ok(())
+        }
+    };
 }
+use write_children;
+
+/// Binds the parameters of a built statement (`list::Statement`) to a query of any kind.
+macro_rules! bind_params {
+    ($query:expr, $statement:expr) => {{
+        let mut query = $query;
+        for param in &$statement.params {
+            query = match param {
+                list::Param::Int(n) => query.bind(*n),
+                list::Param::Text(text) => query.bind(Some(text.as_str())),
+                list::Param::Null => query.bind(None::<&str>),
+            };
+        }
+        query
+    }};
+}
+use bind_params;
 
 /// Properties only the service writes (`os_glance_*`, Glance's reserved namespace): a
 /// client's save never overwrites them, so a PATCH cannot undo an import's progress.
-const SERVICE_PROPERTY: &str = "name LIKE 'os\\_glance\\_%' ESCAPE '\\'";
+/// (`substr`, not `LIKE`: the same, case-sensitive, on every engine.)
+const SERVICE_PROPERTY: &str = "substr(name, 1, 10) = 'os_glance_'";
 
 fn is_service_property(name: &str) -> bool {
     name.starts_with("os_glance_")
@@ -694,6 +840,8 @@ fn parse<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, DbError> {
 mod tests {
     use super::*;
     use crate::domain::time::{self, SECOND};
+    use sqlx::SqlitePool;
+    use sqlx::sqlite::SqliteConnectOptions;
 
     /// A database an older glint wrote (whole-second timestamps) opens with its times
     /// intact: the migration to microseconds converts every stored time.
@@ -702,7 +850,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let old = dir.path().join("old-migrations");
         std::fs::create_dir(&old).unwrap();
-        let migrations = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        let migrations = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
         for entry in std::fs::read_dir(&migrations).unwrap() {
             let entry = entry.unwrap();
             if entry.file_name().to_string_lossy().as_ref() < "20261127000001" {
@@ -737,7 +885,14 @@ mod tests {
         }
         pool.close().await;
 
-        let db = Database::open(&path, 1).await.unwrap();
+        let db = Database::open(&Settings {
+            url: format!("sqlite://{}", path.display()),
+            max_connections: 1,
+            connect_timeout: Duration::from_secs(3),
+            statement_timeout: Duration::from_secs(30),
+        })
+        .await
+        .unwrap();
         let image = db.get_image("a").await.unwrap().unwrap();
         assert_eq!(image.created_at, seconds * SECOND);
         assert_eq!(image.updated_at, (seconds + 1) * SECOND);

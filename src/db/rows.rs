@@ -1,30 +1,112 @@
-//! Rows as SQLite stores them, and their conversion to domain types. Images are read as
-//! JSON that SQLite assembles (`IMAGE_JSON`): one value per page instead of a row per image
-//! and per tag and property, since sqlx hands each row across threads.
+//! Rows as the engines store them, and their conversion to domain types. Images are read
+//! as JSON that the engine assembles (`image_json`): one value per image (on SQLite, per
+//! page) instead of a row per image and per tag, property and location.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::LazyLock;
 
 use serde::Deserialize;
 use sqlx::FromRow;
 
-use super::DbError;
+use super::{DbError, Engine};
 use crate::domain::image::{Image, Location, Status, Visibility};
 use crate::domain::member::{Member, MemberStatus};
 use crate::domain::task::{Task, TaskStatus};
 
-/// One image of alias `i` as a JSON object, with its tags and properties.
-pub const IMAGE_JSON: &str = "json_object('id', i.id, 'name', i.name, 'status', i.status, \
-     'visibility', i.visibility, 'protected', i.protected, 'os_hidden', i.os_hidden, \
-     'checksum', i.checksum, 'os_hash_algo', i.os_hash_algo, 'os_hash_value', i.os_hash_value, \
-     'owner', i.owner, 'size', i.size, 'virtual_size', i.virtual_size, 'min_ram', i.min_ram, \
-     'min_disk', i.min_disk, 'disk_format', i.disk_format, 'container_format', i.container_format, \
-     'created_at', i.created_at, 'updated_at', i.updated_at, \
-     'locations', json((SELECT json_group_array(json_object('store', l.store, 'url', l.url)) \
-                        FROM (SELECT * FROM image_locations l WHERE l.image_id = i.id \
-                              ORDER BY l.position, l.store) l)), \
-     'tags', json((SELECT json_group_array(t.value) FROM image_tags t WHERE t.image_id = i.id)), \
-     'properties', json((SELECT json_group_object(p.name, p.value) FROM image_properties p \
-                         WHERE p.image_id = i.id)))";
+/// The columns of `images` an image is read with, in `IMAGE_JSON`'s key order.
+const IMAGE_COLUMNS: [&str; 18] = [
+    "id",
+    "name",
+    "status",
+    "visibility",
+    "protected",
+    "os_hidden",
+    "checksum",
+    "os_hash_algo",
+    "os_hash_value",
+    "owner",
+    "size",
+    "virtual_size",
+    "min_ram",
+    "min_disk",
+    "disk_format",
+    "container_format",
+    "created_at",
+    "updated_at",
+];
+
+/// One image of alias `i` as JSON text, with its locations, tags and properties, as the
+/// engine's JSON functions build it.
+pub fn image_json(engine: Engine) -> &'static str {
+    static SQLITE: LazyLock<String> = LazyLock::new(|| {
+        build_image_json(
+            "json_object",
+            ["json((SELECT json_group_array(", "))"],
+            "json((SELECT json_group_array(t.value) FROM image_tags t WHERE t.image_id = i.id))",
+            "json((SELECT json_group_object(p.name, p.value) FROM image_properties p \
+             WHERE p.image_id = i.id))",
+            ["", ""],
+        )
+    });
+    static POSTGRES: LazyLock<String> = LazyLock::new(|| {
+        build_image_json(
+            "json_build_object",
+            ["COALESCE((SELECT json_agg(", "), '[]'::json)"],
+            "COALESCE((SELECT json_agg(t.value) FROM image_tags t WHERE t.image_id = i.id), \
+             '[]'::json)",
+            "COALESCE((SELECT json_object_agg(p.name, p.value) FROM image_properties p \
+             WHERE p.image_id = i.id), '{}'::json)",
+            ["", "::text"],
+        )
+    });
+    // MariaDB nests a subquery's JSON as a string unless JSON_EXTRACT marks it as JSON.
+    static MYSQL: LazyLock<String> = LazyLock::new(|| {
+        build_image_json(
+            "JSON_OBJECT",
+            [
+                "JSON_EXTRACT(COALESCE((SELECT JSON_ARRAYAGG(",
+                "), '[]'), '$')",
+            ],
+            "JSON_EXTRACT(COALESCE((SELECT JSON_ARRAYAGG(t.value) FROM image_tags t \
+             WHERE t.image_id = i.id), '[]'), '$')",
+            "JSON_EXTRACT(COALESCE((SELECT JSON_OBJECTAGG(p.name, p.value) FROM \
+             image_properties p WHERE p.image_id = i.id), '{}'), '$')",
+            ["CAST(", " AS CHAR)"],
+        )
+    });
+    match engine {
+        Engine::Sqlite => &SQLITE,
+        Engine::Postgres => &POSTGRES,
+        Engine::MySql => &MYSQL,
+    }
+}
+
+/// `object(...)` of the image's columns, then `locations` (an aggregate of an object per
+/// location, `around` its opening and its closing after the subquery), `tags` and
+/// `properties`; `outer` wraps it all.
+fn build_image_json(
+    object: &str,
+    around: [&str; 2],
+    tags: &str,
+    properties: &str,
+    outer: [&str; 2],
+) -> String {
+    let columns = IMAGE_COLUMNS
+        .iter()
+        .map(|c| format!("'{c}', i.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let location = format!("{object}('store', l.store, 'url', l.url, 'position', l.position)");
+    let locations = format!(
+        "{}{location}) FROM image_locations l WHERE l.image_id = i.id{}",
+        around[0], around[1]
+    );
+    format!(
+        "{}{object}({columns}, 'locations', {locations}, 'tags', {tags}, \
+         'properties', {properties}){}",
+        outer[0], outer[1]
+    )
+}
 
 #[derive(Debug, Deserialize)]
 pub struct ImageRow {
@@ -80,14 +162,18 @@ impl ImageRow {
             updated_at: self.updated_at,
             tags: self.tags,
             properties: self.properties,
-            locations: self
-                .locations
-                .into_iter()
-                .map(|l| Location {
-                    store: l.store,
-                    url: l.url,
-                })
-                .collect(),
+            locations: {
+                let mut locations = self.locations;
+                // Aggregates keep no order on every engine: the first copy made is read first.
+                locations.sort_by(|a, b| (a.position, &a.store).cmp(&(b.position, &b.store)));
+                locations
+            }
+            .into_iter()
+            .map(|l| Location {
+                store: l.store,
+                url: l.url,
+            })
+            .collect(),
         })
     }
 }
@@ -96,6 +182,7 @@ impl ImageRow {
 pub struct LocationRow {
     pub store: String,
     pub url: String,
+    pub position: i64,
 }
 
 pub const TASK_COLUMNS: &str = "id, type, status, owner, image_id, request_id, user_id, input, \
@@ -149,7 +236,7 @@ impl TaskRow {
 #[derive(Debug, FromRow)]
 pub struct MemberRow {
     pub image_id: String,
-    pub member: String,
+    pub member_id: String,
     pub status: String,
     pub created_at: i64,
     pub updated_at: i64,
@@ -158,11 +245,11 @@ pub struct MemberRow {
 impl MemberRow {
     pub fn into_member(self) -> Result<Member, DbError> {
         let status = MemberStatus::parse(&self.status).map_err(|_| {
-            DbError::Corrupt(format!("member {}: status {}", self.member, self.status))
+            DbError::Corrupt(format!("member {}: status {}", self.member_id, self.status))
         })?;
         Ok(Member {
             image_id: self.image_id,
-            member_id: self.member,
+            member_id: self.member_id,
             status,
             created_at: self.created_at,
             updated_at: self.updated_at,

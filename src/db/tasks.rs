@@ -1,14 +1,15 @@
 //! Tasks in the metadata repository: the rows background work (imports) records, read and
 //! written on their own or, through `TaskWrite`, in the same transaction as an image change.
 
-use sqlx::{QueryBuilder, Sqlite};
-
+use super::engine::{read, write_tx};
+use super::list::Statement;
 use super::rows::{TASK_COLUMNS, TaskRow};
-use super::{Database, DbError};
+use super::{Database, DbError, bind_params, list};
 use crate::domain::task::{Task, TaskStatus};
 use crate::domain::time::Timestamp;
 
 /// What `change_image` writes to the tasks table in the same transaction.
+#[derive(Clone, Copy)]
 pub enum TaskWrite<'a> {
     None,
     Insert(&'a Task),
@@ -26,29 +27,34 @@ pub struct TaskUpdate {
 impl Database {
     /// Writes a task's progress on its own (the image it worked on may be gone).
     pub async fn update_task(&self, update: &TaskUpdate, now: Timestamp) -> Result<(), DbError> {
-        let mut tx = self.write.begin().await?;
-        update_task(&mut tx, update, now).await?;
-        tx.commit().await?;
-        Ok(())
+        write_tx!(self, |tx, sql| {
+            update_task!(tx, sql, update, now);
+        })
     }
 
     pub async fn get_task(&self, id: &str) -> Result<Option<Task>, DbError> {
-        let row: Option<TaskRow> =
-            sqlx::query_as(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?"))
-                .bind(id)
-                .fetch_optional(&self.read)
-                .await?;
+        let row: Option<TaskRow> = read!(self, |pool, sql| {
+            sqlx::query_as(&sql(&format!(
+                "SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?"
+            )))
+            .bind(id)
+            .fetch_optional(pool)
+            .await?
+        })?;
         row.map(TaskRow::into_task).transpose()
     }
 
     /// An image's tasks, newest first.
     pub async fn tasks_of_image(&self, image_id: &str) -> Result<Vec<Task>, DbError> {
-        let rows: Vec<TaskRow> = sqlx::query_as(&format!(
-            "SELECT {TASK_COLUMNS} FROM tasks WHERE image_id = ? ORDER BY created_at DESC, rowid DESC"
-        ))
-        .bind(image_id)
-        .fetch_all(&self.read)
-        .await?;
+        let rows: Vec<TaskRow> = read!(self, |pool, sql| {
+            sqlx::query_as(&sql(&format!(
+                "SELECT {TASK_COLUMNS} FROM tasks WHERE image_id = ? \
+                 ORDER BY created_at DESC, id DESC"
+            )))
+            .bind(image_id)
+            .fetch_all(pool)
+            .await?
+        })?;
         rows.into_iter().map(TaskRow::into_task).collect()
     }
 
@@ -60,94 +66,107 @@ impl Database {
         marker: Option<&str>,
         limit: u32,
     ) -> Result<Vec<Task>, DbError> {
-        let mut sql =
-            QueryBuilder::<Sqlite>::new(format!("SELECT {TASK_COLUMNS} FROM tasks WHERE 1 = 1"));
+        let mut statement = Statement::new(format!("SELECT {TASK_COLUMNS} FROM tasks WHERE 1 = 1"));
         if let Some(kind) = kind {
-            sql.push(" AND type = ").push_bind(kind.to_string());
+            statement.push(" AND type = ").push_bind(kind);
         }
         if let Some(status) = status {
-            sql.push(" AND status = ").push_bind(status.to_string());
+            statement.push(" AND status = ").push_bind(status);
         }
         if let Some(marker) = marker {
-            sql.push(" AND rowid < (SELECT rowid FROM tasks WHERE id = ")
-                .push_bind(marker.to_string())
+            statement
+                .push(" AND (created_at, id) < (SELECT created_at, id FROM tasks WHERE id = ")
+                .push_bind(marker)
                 .push(")");
         }
-        sql.push(" ORDER BY rowid DESC LIMIT ")
+        statement
+            .push(" ORDER BY created_at DESC, id DESC LIMIT ")
             .push_bind(i64::from(limit));
-        let rows: Vec<TaskRow> = sql.build_query_as().fetch_all(&self.read).await?;
+        let statement = &statement;
+        let rows: Vec<TaskRow> = read!(self, |pool, sql| {
+            let text = sql(&statement.text);
+            bind_params!(sqlx::query_as(&text), statement)
+                .fetch_all(pool)
+                .await?
+        })?;
         rows.into_iter().map(TaskRow::into_task).collect()
     }
 
     /// Forgets finished tasks whose time to live has passed; returns how many.
     pub async fn purge_expired_tasks(&self, now: Timestamp) -> Result<u64, DbError> {
-        let purged =
-            sqlx::query("DELETE FROM tasks WHERE expires_at IS NOT NULL AND expires_at < ?")
-                .bind(now)
-                .execute(&self.write)
-                .await?;
-        Ok(purged.rows_affected())
+        write_tx!(self, |tx, sql| {
+            sqlx::query(&sql(
+                "DELETE FROM tasks WHERE expires_at IS NOT NULL AND expires_at < ?",
+            ))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+        })
     }
 
     /// Tasks neither succeeded nor failed: what a new process (or generation) takes over.
     pub async fn unfinished_tasks(&self) -> Result<Vec<Task>, DbError> {
-        let rows: Vec<TaskRow> = sqlx::query_as(&format!(
-            "SELECT {TASK_COLUMNS} FROM tasks WHERE status IN ('pending', 'processing') \
-             ORDER BY created_at, id"
-        ))
-        .fetch_all(&self.write)
-        .await?;
+        let rows: Vec<TaskRow> = read!(self, |pool, sql| {
+            sqlx::query_as(&sql(&format!(
+                "SELECT {TASK_COLUMNS} FROM tasks WHERE status IN ('pending', 'processing') \
+                 ORDER BY created_at, id"
+            )))
+            .fetch_all(pool)
+            .await?
+        })?;
         rows.into_iter().map(TaskRow::into_task).collect()
     }
 }
 
-pub(super) async fn insert_task(
-    tx: &mut sqlx::Transaction<'_, Sqlite>,
-    task: &Task,
-) -> Result<(), DbError> {
-    sqlx::query(
-        "INSERT INTO tasks (id, type, status, owner, image_id, request_id, user_id, input, \
-         result, message, created_at, updated_at, expires_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&task.id)
-    .bind(&task.kind)
-    .bind(task.status.as_str())
-    .bind(&task.owner)
-    .bind(&task.image_id)
-    .bind(&task.request_id)
-    .bind(&task.user_id)
-    .bind(task.input.to_string())
-    .bind(task.result.as_ref().map(|r| r.to_string()))
-    .bind(&task.message)
-    .bind(task.created_at)
-    .bind(task.updated_at)
-    .bind(task.expires_at)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+/// Inserts `$task` inside transaction `$tx`.
+macro_rules! insert_task {
+    ($tx:ident, $sql:ident, $task:expr) => {{
+        sqlx::query(&$sql(
+            "INSERT INTO tasks (id, type, status, owner, image_id, request_id, user_id, input, \
+             result, message, created_at, updated_at, expires_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        ))
+        .bind(&$task.id)
+        .bind(&$task.kind)
+        .bind($task.status.as_str())
+        .bind(&$task.owner)
+        .bind(&$task.image_id)
+        .bind(&$task.request_id)
+        .bind(&$task.user_id)
+        .bind($task.input.to_string())
+        .bind($task.result.as_ref().map(|r| r.to_string()))
+        .bind(&$task.message)
+        .bind($task.created_at)
+        .bind($task.updated_at)
+        .bind($task.expires_at)
+        .execute(&mut *$tx)
+        .await?;
+    }};
 }
 
-pub(super) async fn update_task(
-    tx: &mut sqlx::Transaction<'_, Sqlite>,
-    update: &TaskUpdate,
-    now: Timestamp,
-) -> Result<(), DbError> {
-    let expires_at = update
-        .status
-        .is_final()
-        .then_some(now + crate::domain::task::TIME_TO_LIVE);
-    sqlx::query(
-        "UPDATE tasks SET status = ?, message = COALESCE(?, message), \
-         result = COALESCE(?, result), updated_at = ?, expires_at = ? WHERE id = ?",
-    )
-    .bind(update.status.as_str())
-    .bind(&update.message)
-    .bind(update.result.as_ref().map(|r| r.to_string()))
-    .bind(now)
-    .bind(expires_at)
-    .bind(&update.id)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+/// Writes `$update` to its task inside transaction `$tx`; a final status starts the
+/// task's time to live.
+macro_rules! update_task {
+    ($tx:ident, $sql:ident, $update:expr, $now:expr) => {{
+        sqlx::query(&$sql(
+            "UPDATE tasks SET status = ?, message = COALESCE(?, message), \
+             result = COALESCE(?, result), updated_at = ?, expires_at = ? WHERE id = ?",
+        ))
+        .bind($update.status.as_str())
+        .bind(&$update.message)
+        .bind($update.result.as_ref().map(|r| r.to_string()))
+        .bind($now)
+        .bind(
+            $update
+                .status
+                .is_final()
+                .then_some($now + $crate::domain::task::TIME_TO_LIVE),
+        )
+        .bind(&$update.id)
+        .execute(&mut *$tx)
+        .await?;
+    }};
 }
+
+pub(super) use {insert_task, update_task};

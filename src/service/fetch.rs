@@ -10,8 +10,9 @@ use futures_util::{Stream, StreamExt};
 use reqwest::Url;
 use reqwest::header::{CONTENT_LENGTH, LOCATION};
 
+use crate::chain;
 use crate::config::WebDownloadConfig;
-use crate::http_client::{self, chain};
+use crate::http_client;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {

@@ -41,7 +41,11 @@ pub enum ServiceError {
     #[error(transparent)]
     Domain(#[from] DomainError),
     #[error(transparent)]
-    Db(#[from] DbError),
+    Db(DbError),
+    /// The metadata database is down, restarting, out of connections or too slow (the
+    /// cause is logged here, not shown to clients). Nothing was written.
+    #[error("The metadata database is unavailable; try again.")]
+    DatabaseUnavailable,
     #[error(transparent)]
     Store(#[from] StoreError),
     /// A service glint needs (the limits API) did not answer.
@@ -50,6 +54,21 @@ pub enum ServiceError {
     /// Every transfer slot stayed taken for `server.transfer_wait`.
     #[error("glint is busy with other transfers; try again in {} s", retry_after.as_secs().max(1))]
     Busy { retry_after: Duration },
+}
+
+impl From<DbError> for ServiceError {
+    fn from(error: DbError) -> Self {
+        match error {
+            DbError::Unavailable(_) | DbError::Contention(_) => {
+                tracing::warn!(error = %error, "request failed: database unavailable");
+                ServiceError::DatabaseUnavailable
+            }
+            DbError::Invalid(reason) => {
+                DomainError::Invalid(format!("The value cannot be stored: {reason}")).into()
+            }
+            other => ServiceError::Db(other),
+        }
+    }
 }
 
 impl From<tokio::task::JoinError> for ServiceError {
@@ -154,6 +173,11 @@ fn forbidden(message: impl Into<String>) -> ServiceError {
 }
 
 impl Catalog {
+    /// Whether the metadata database answers now (`/healthcheck`).
+    pub async fn database_health(&self) -> Result<()> {
+        Ok(self.db.ping().await?)
+    }
+
     pub fn new(parts: CatalogParts) -> Self {
         Catalog {
             db: parts.db,

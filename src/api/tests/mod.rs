@@ -36,6 +36,11 @@ async fn api() -> Api {
 }
 
 async fn api_with(adjust: impl FnOnce(&mut Config)) -> Api {
+    // A failing test shows the errors the service logged (a 500's cause).
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_max_level(tracing::Level::WARN)
+        .try_init();
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config {
         state_dir: dir.path().to_path_buf(),

@@ -1,0 +1,86 @@
+-- The image catalogue on PostgreSQL: the same tables, columns and meanings as on SQLite
+-- (migrations/sqlite), in one step. Timestamps are microseconds since the Unix epoch (UTC);
+-- booleans are 0/1 so that every engine binds and compares them alike. Text is compared and
+-- sorted byte by byte (COLLATE "C"), as SQLite and MariaDB (utf8mb4_bin) do: filters are exact
+-- and a sort by name gives one order whatever the server's locale.
+CREATE TABLE images (
+    id               VARCHAR(36) COLLATE "C" PRIMARY KEY,
+    name             VARCHAR(255) COLLATE "C",
+    status           VARCHAR(30) COLLATE "C" NOT NULL,
+    visibility       VARCHAR(20) COLLATE "C" NOT NULL,
+    protected        BIGINT NOT NULL DEFAULT 0,
+    os_hidden        BIGINT NOT NULL DEFAULT 0,
+    checksum         VARCHAR(32) COLLATE "C",
+    os_hash_algo     VARCHAR(64) COLLATE "C",
+    os_hash_value    VARCHAR(128) COLLATE "C",
+    owner            VARCHAR(255) COLLATE "C",
+    size             BIGINT,
+    virtual_size     BIGINT,
+    min_ram          BIGINT NOT NULL DEFAULT 0,
+    min_disk         BIGINT NOT NULL DEFAULT 0,
+    disk_format      VARCHAR(20) COLLATE "C",
+    container_format VARCHAR(20) COLLATE "C",
+    created_at       BIGINT NOT NULL,
+    updated_at       BIGINT NOT NULL,
+    deleted          BIGINT NOT NULL DEFAULT 0,
+    deleted_at       BIGINT
+);
+CREATE INDEX images_by_created ON images (deleted, created_at, id);
+CREATE INDEX images_by_owner ON images (owner, created_at, id);
+CREATE INDEX images_by_name ON images (name);
+CREATE INDEX images_by_updated ON images (updated_at, id);
+CREATE INDEX images_by_status ON images (status);
+
+CREATE TABLE image_properties (
+    image_id VARCHAR(36) COLLATE "C" NOT NULL REFERENCES images (id),
+    name     VARCHAR(255) COLLATE "C" NOT NULL,
+    value    TEXT COLLATE "C" NOT NULL,
+    PRIMARY KEY (image_id, name)
+);
+-- By name only: a btree entry holds at most ~2.7 kB, and a value may be longer.
+CREATE INDEX image_properties_by_name ON image_properties (name);
+
+CREATE TABLE image_tags (
+    image_id VARCHAR(36) COLLATE "C" NOT NULL REFERENCES images (id),
+    value    VARCHAR(255) COLLATE "C" NOT NULL,
+    PRIMARY KEY (image_id, value)
+);
+CREATE INDEX image_tags_by_value ON image_tags (value);
+
+CREATE TABLE image_members (
+    image_id   VARCHAR(36) COLLATE "C" NOT NULL REFERENCES images (id),
+    member_id  VARCHAR(255) COLLATE "C" NOT NULL,
+    status     VARCHAR(20) COLLATE "C" NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    PRIMARY KEY (image_id, member_id)
+);
+CREATE INDEX image_members_by_member ON image_members (member_id, status);
+
+CREATE TABLE image_locations (
+    image_id VARCHAR(36) COLLATE "C" NOT NULL REFERENCES images (id),
+    store    VARCHAR(255) COLLATE "C" NOT NULL,
+    url      TEXT COLLATE "C" NOT NULL,
+    position BIGINT NOT NULL,
+    PRIMARY KEY (image_id, store)
+);
+CREATE INDEX image_locations_by_store ON image_locations (store);
+
+CREATE TABLE tasks (
+    id         VARCHAR(36) COLLATE "C" PRIMARY KEY,
+    type       VARCHAR(30) COLLATE "C" NOT NULL,
+    status     VARCHAR(30) COLLATE "C" NOT NULL,
+    owner      VARCHAR(255) COLLATE "C",
+    image_id   VARCHAR(36) COLLATE "C",
+    request_id TEXT,
+    user_id    TEXT,
+    input      TEXT NOT NULL,
+    result     TEXT,
+    message    TEXT NOT NULL DEFAULT '',
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    expires_at BIGINT
+);
+CREATE INDEX tasks_by_image ON tasks (image_id, created_at);
+CREATE INDEX tasks_by_status ON tasks (status);
+CREATE INDEX tasks_by_created ON tasks (created_at, id);
