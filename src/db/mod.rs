@@ -10,6 +10,8 @@ mod engine;
 mod list;
 mod rows;
 mod tasks;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 use std::future::Future;
 use std::path::Path;
@@ -22,7 +24,7 @@ use crate::domain::query::ListQuery;
 use crate::domain::time::Timestamp;
 pub use engine::{Engine, Settings};
 use engine::{Pools, read, write_tx};
-use rows::{ImageRow, MemberRow};
+use rows::{ImageRow, MemberRow, Text};
 pub use tasks::{TaskUpdate, TaskWrite};
 use tasks::{insert_task, update_task};
 
@@ -351,13 +353,13 @@ impl Database {
     ) -> Result<bool, DbError> {
         let lock = self.row_lock();
         write_tx!(self, |tx, sql| {
-            let status: Option<String> = sqlx::query_scalar(&sql(&format!(
+            let status: Option<Text> = sqlx::query_scalar(&sql(&format!(
                 "SELECT status FROM images WHERE id = ? AND deleted = 0{lock}"
             )))
             .bind(id)
             .fetch_optional(&mut *tx)
             .await?;
-            let Some(status) = status else {
+            let Some(Text(status)) = status else {
                 return Ok(false);
             };
             if change
@@ -367,7 +369,7 @@ impl Database {
                 return Ok(false);
             }
             if let Some(name) = change.require_absent {
-                let present: Option<String> = sqlx::query_scalar(&sql(
+                let present: Option<Text> = sqlx::query_scalar(&sql(
                     "SELECT value FROM image_properties WHERE image_id = ? AND name = ?",
                 ))
                 .bind(id)
@@ -483,14 +485,15 @@ impl Database {
 
     /// The live images in `status`.
     pub async fn image_ids_in(&self, status: &str) -> Result<Vec<String>, DbError> {
-        read!(self, |pool, sql| {
+        let ids: Vec<Text> = read!(self, |pool, sql| {
             sqlx::query_scalar(&sql(
                 "SELECT id FROM images WHERE status = ? AND deleted = 0",
             ))
             .bind(status)
             .fetch_all(pool)
             .await?
-        })
+        })?;
+        Ok(ids.into_iter().map(String::from).collect())
     }
 
     /// How many live images have data in store `store`.
@@ -682,7 +685,7 @@ impl Database {
     pub async fn add_member(&self, member: &Member, quota: usize) -> Result<bool, DbError> {
         let lock = self.row_lock();
         write_tx!(self, |tx, sql| {
-            let _: Option<String> =
+            let _: Option<Text> =
                 sqlx::query_scalar(&sql(&format!("SELECT id FROM images WHERE id = ?{lock}")))
                     .bind(&member.image_id)
                     .fetch_optional(&mut *tx)

@@ -6,12 +6,68 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::LazyLock;
 
 use serde::Deserialize;
-use sqlx::FromRow;
+use sqlx::mysql::{MySql, MySqlTypeInfo, MySqlValueRef};
+use sqlx::postgres::{PgTypeInfo, PgValueRef, Postgres};
+use sqlx::sqlite::{Sqlite, SqliteTypeInfo, SqliteValueRef};
+use sqlx::{Decode, FromRow, Type};
 
 use super::{DbError, Engine};
 use crate::domain::image::{Image, Location, Status, Visibility};
 use crate::domain::member::{Member, MemberStatus};
 use crate::domain::task::{Task, TaskStatus};
+
+/// A text column as every engine returns it. MySQL flags a `utf8mb4_bin` column (text
+/// compared byte by byte) as binary, and sqlx will not read those as `String`; the bytes are
+/// UTF-8 all the same.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Text(pub String);
+
+impl From<Text> for String {
+    fn from(text: Text) -> String {
+        text.0
+    }
+}
+
+impl Type<MySql> for Text {
+    fn type_info() -> MySqlTypeInfo {
+        <str as Type<MySql>>::type_info()
+    }
+
+    fn compatible(ty: &MySqlTypeInfo) -> bool {
+        <str as Type<MySql>>::compatible(ty) || <[u8] as Type<MySql>>::compatible(ty)
+    }
+}
+
+impl<'r> Decode<'r, MySql> for Text {
+    fn decode(value: MySqlValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        let bytes = <&[u8] as Decode<MySql>>::decode(value)?;
+        Ok(Text(String::from_utf8(bytes.to_vec())?))
+    }
+}
+
+/// SQLite and PostgreSQL read text as text.
+macro_rules! text_as_string {
+    ($db:ty, $info:ty, $value:ty) => {
+        impl Type<$db> for Text {
+            fn type_info() -> $info {
+                <String as Type<$db>>::type_info()
+            }
+
+            fn compatible(ty: &$info) -> bool {
+                <String as Type<$db>>::compatible(ty)
+            }
+        }
+
+        impl<'r> Decode<'r, $db> for Text {
+            fn decode(value: $value) -> Result<Self, sqlx::error::BoxDynError> {
+                Ok(Text(<String as Decode<$db>>::decode(value)?))
+            }
+        }
+    };
+}
+
+text_as_string!(Sqlite, SqliteTypeInfo, SqliteValueRef<'r>);
+text_as_string!(Postgres, PgTypeInfo, PgValueRef<'r>);
 
 /// The columns of `images` an image is read with, in `IMAGE_JSON`'s key order.
 const IMAGE_COLUMNS: [&str; 18] = [
@@ -190,17 +246,17 @@ pub const TASK_COLUMNS: &str = "id, type, status, owner, image_id, request_id, u
 
 #[derive(Debug, FromRow)]
 pub struct TaskRow {
-    pub id: String,
+    pub id: Text,
     #[sqlx(rename = "type")]
-    pub kind: String,
-    pub status: String,
-    pub owner: Option<String>,
-    pub image_id: Option<String>,
-    pub request_id: Option<String>,
-    pub user_id: Option<String>,
-    pub input: String,
-    pub result: Option<String>,
-    pub message: String,
+    pub kind: Text,
+    pub status: Text,
+    pub owner: Option<Text>,
+    pub image_id: Option<Text>,
+    pub request_id: Option<Text>,
+    pub user_id: Option<Text>,
+    pub input: Text,
+    pub result: Option<Text>,
+    pub message: Text,
     pub created_at: i64,
     pub updated_at: i64,
     pub expires_at: Option<i64>,
@@ -208,24 +264,25 @@ pub struct TaskRow {
 
 impl TaskRow {
     pub fn into_task(self) -> Result<Task, DbError> {
-        let corrupt = |what: &str| DbError::Corrupt(format!("task {}: {what}", self.id));
-        let status = TaskStatus::parse(&self.status).ok_or_else(|| corrupt("status"))?;
-        let input = serde_json::from_str(&self.input).map_err(|_| corrupt("input"))?;
+        let corrupt = |what: &str| DbError::Corrupt(format!("task {}: {what}", self.id.0));
+        let status = TaskStatus::parse(&self.status.0).ok_or_else(|| corrupt("status"))?;
+        let input = serde_json::from_str(&self.input.0).map_err(|_| corrupt("input"))?;
         let result = match &self.result {
-            Some(text) => Some(serde_json::from_str(text).map_err(|_| corrupt("result"))?),
+            Some(text) => Some(serde_json::from_str(&text.0).map_err(|_| corrupt("result"))?),
             None => None,
         };
+        let text = |t: Option<Text>| t.map(String::from);
         Ok(Task {
-            id: self.id,
-            kind: self.kind,
+            id: self.id.0,
+            kind: self.kind.0,
             status,
-            owner: self.owner,
-            image_id: self.image_id,
-            request_id: self.request_id,
-            user_id: self.user_id,
+            owner: text(self.owner),
+            image_id: text(self.image_id),
+            request_id: text(self.request_id),
+            user_id: text(self.user_id),
             input,
             result,
-            message: self.message,
+            message: self.message.0,
             created_at: self.created_at,
             updated_at: self.updated_at,
             expires_at: self.expires_at,
@@ -235,21 +292,24 @@ impl TaskRow {
 
 #[derive(Debug, FromRow)]
 pub struct MemberRow {
-    pub image_id: String,
-    pub member_id: String,
-    pub status: String,
+    pub image_id: Text,
+    pub member_id: Text,
+    pub status: Text,
     pub created_at: i64,
     pub updated_at: i64,
 }
 
 impl MemberRow {
     pub fn into_member(self) -> Result<Member, DbError> {
-        let status = MemberStatus::parse(&self.status).map_err(|_| {
-            DbError::Corrupt(format!("member {}: status {}", self.member_id, self.status))
+        let status = MemberStatus::parse(&self.status.0).map_err(|_| {
+            DbError::Corrupt(format!(
+                "member {}: status {}",
+                self.member_id.0, self.status.0
+            ))
         })?;
         Ok(Member {
-            image_id: self.image_id,
-            member_id: self.member_id,
+            image_id: self.image_id.0,
+            member_id: self.member_id.0,
             status,
             created_at: self.created_at,
             updated_at: self.updated_at,

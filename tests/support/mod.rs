@@ -81,6 +81,11 @@ impl FakeSystemd {
             .expect("timeout");
         let (tx, rx) = mpsc::unbounded_channel();
         std::thread::spawn(move || read_notifications(socket, tx));
+        // With TEST_DATABASE_SERVER set, every start uses a fresh database of this test's
+        // own on that server (as the config's env layer, over any file).
+        let env = fresh_database()
+            .map(|url| vec![("GLINT_DATABASE__URL".to_string(), url)])
+            .unwrap_or_default();
         FakeSystemd {
             dir,
             notifications: rx,
@@ -88,7 +93,7 @@ impl FakeSystemd {
             socket_unit: Vec::new(),
             fd_store: Vec::new(),
             child: None,
-            env: Vec::new(),
+            env,
             nofile: None,
             starts: 0,
         }
@@ -562,4 +567,19 @@ async fn collect(response: http::Response<hyper::body::Incoming>) -> Result<Repl
         headers: parts.headers,
         body,
     })
+}
+
+/// A new database on the `TEST_DATABASE_SERVER` server, or `None` for SQLite. On a thread
+/// of its own: tests call this from inside their runtime.
+pub fn fresh_database() -> Option<String> {
+    std::thread::spawn(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(glint::db::testing::fresh_database())
+            .expect("a fresh database on TEST_DATABASE_SERVER")
+    })
+    .join()
+    .expect("fresh database thread")
 }

@@ -47,6 +47,9 @@ async fn api_with(adjust: impl FnOnce(&mut Config)) -> Api {
         ..Config::default()
     };
     config.auth.mode = AuthMode::TrustedHeaders;
+    if let Some(url) = crate::db::testing::fresh_database().await.unwrap() {
+        config.database.url = url;
+    }
     adjust(&mut config);
     let app = App::build(&config, 1, None).await.unwrap();
     Api { app, _dir: dir }
