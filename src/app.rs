@@ -139,7 +139,16 @@ impl App {
         }
         let board = match previous {
             Some(app) => app.board.clone(),
-            None => TaskBoard::new(config.server.max_transfers).map_err(AppError::Runtime)?,
+            None => {
+                let state_dir = config.state_dir.clone();
+                let node = tokio::task::spawn_blocking(move || crate::service::node_id(&state_dir))
+                    .await?
+                    .map_err(|source| AppError::StateDir {
+                        path: config.state_dir.join("node-id"),
+                        source,
+                    })?;
+                TaskBoard::new(node, config.server.max_transfers).map_err(AppError::Runtime)?
+            }
         };
         let tracker = TaskTracker::new();
         let cut = CancellationToken::new();
@@ -176,6 +185,7 @@ impl App {
             transfer_wait: config.server.transfer_wait,
             limits,
             show_locations: config.images.show_multiple_locations,
+            lease: config.database.lease_time,
             quotas: crate::domain::image::Quotas {
                 properties: config.images.image_property_quota,
                 tags: config.images.image_tag_quota,
@@ -208,7 +218,7 @@ impl App {
                 tokio::task::spawn_blocking(move || stores.remove_orphans()).await?
             };
             let requeued = database
-                .requeue_interrupted(crate::domain::time::now())
+                .requeue_interrupted(Some(board.node()), crate::domain::time::now())
                 .await?;
             catalog.recover().await?;
             if removed > 0 || requeued > 0 {

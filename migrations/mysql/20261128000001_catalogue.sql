@@ -24,7 +24,11 @@ CREATE TABLE images (
     created_at       BIGINT NOT NULL,
     updated_at       BIGINT NOT NULL,
     deleted          BIGINT NOT NULL DEFAULT 0,
-    deleted_at       BIGINT
+    deleted_at       BIGINT,
+    -- The node whose upload or stage holds the image in `saving` or `uploading` (staged
+    -- data is on that node's disk), and until when; renewed while the node lives.
+    claimed_by       VARCHAR(64),
+    claim_expires_at BIGINT
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;
 CREATE INDEX images_by_created ON images (deleted, created_at, id);
 CREATE INDEX images_by_owner ON images (owner, created_at, id);
@@ -79,7 +83,11 @@ CREATE TABLE tasks (
     message    TEXT NOT NULL,
     created_at BIGINT NOT NULL,
     updated_at BIGINT NOT NULL,
-    expires_at BIGINT
+    expires_at BIGINT,
+    -- The node that runs the task, and until when: one node runs a task; a task whose
+    -- node died is taken over once its lease has expired.
+    lease_owner      VARCHAR(64),
+    lease_expires_at BIGINT
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;
 CREATE INDEX tasks_by_image ON tasks (image_id, created_at);
 CREATE INDEX tasks_by_status ON tasks (status);

@@ -246,6 +246,11 @@ pub struct DatabaseConfig {
     /// request fails with 503.
     #[serde(with = "humantime_serde")]
     pub statement_timeout: Duration,
+    /// Several nodes on one database: how long this node's hold on an upload, a stage or
+    /// a task lasts unrenewed (it renews it every quarter of this, at most every 2 s).
+    /// Once it has expired another node takes the task over, or queues the image again.
+    #[serde(with = "humantime_serde")]
+    pub lease_time: Duration,
 }
 
 /// Where `database.url` points, with a relative SQLite path made absolute.
@@ -298,6 +303,7 @@ impl Default for DatabaseConfig {
             max_connections: 10,
             connect_timeout: Duration::from_secs(3),
             statement_timeout: Duration::from_secs(30),
+            lease_time: Duration::from_secs(30),
         }
     }
 }

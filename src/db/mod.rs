@@ -102,6 +102,14 @@ pub struct ProjectUsage {
     pub staged_bytes: u64,
 }
 
+/// A node holding a claim on an image or a lease on a task, until a time (its lease is
+/// renewed while it lives).
+#[derive(Debug, Clone, Copy)]
+pub struct Holder<'a> {
+    pub node: &'a str,
+    pub until: Timestamp,
+}
+
 /// How often a transaction that lost to another writer runs again before the request
 /// fails with 503.
 const RETRIES: u32 = 8;
@@ -297,20 +305,25 @@ impl Database {
         })
     }
 
-    /// Moves the image from `from` to `to` only if it is still in `from`: of two racing
-    /// uploads, exactly one gets `true`.
-    pub async fn transition(
+    /// Moves the image from `from` to `to` only if it is still in `from`, claimed by
+    /// `holder`: of two racing uploads (on any nodes), exactly one gets `true`.
+    pub async fn claim_image(
         &self,
         id: &str,
         from: &str,
         to: &str,
+        holder: Holder<'_>,
         now: Timestamp,
     ) -> Result<bool, DbError> {
         write_tx!(self, |tx, sql| {
-            let moved = sqlx::query(&sql("UPDATE images SET status = ?, updated_at = ? \
-                 WHERE id = ? AND status = ? AND deleted = 0"))
+            let moved = sqlx::query(&sql(
+                "UPDATE images SET status = ?, updated_at = ?, claimed_by = ?, \
+                 claim_expires_at = ? WHERE id = ? AND status = ? AND deleted = 0",
+            ))
             .bind(to)
             .bind(now)
+            .bind(holder.node)
+            .bind(holder.until)
             .bind(id)
             .bind(from)
             .execute(&mut *tx)
@@ -319,17 +332,29 @@ impl Database {
         })
     }
 
-    /// Images whose upload a dead process left in `saving` go back to `queued` (their
-    /// partial data is gone with the process's temporary files). `uploading` is also a
-    /// completed stage's status: the service tells those apart by their staged data.
-    pub async fn requeue_interrupted(&self, now: Timestamp) -> Result<u64, DbError> {
+    /// Images whose upload was cut in `saving` go back to `queued` (their partial data is
+    /// gone with the temporary files): those `node` held (a previous process of this node,
+    /// at its start) and those whose holder's claim expired (a node that died). `uploading`
+    /// is also a completed stage's status: the service tells those apart by their staged
+    /// data.
+    pub async fn requeue_interrupted(
+        &self,
+        node: Option<&str>,
+        now: Timestamp,
+    ) -> Result<u64, DbError> {
         write_tx!(self, |tx, sql| {
             let requeued = sqlx::query(&sql(
                 "UPDATE images SET status = 'queued', size = NULL, virtual_size = NULL, \
-                 checksum = NULL, os_hash_algo = NULL, os_hash_value = NULL, updated_at = ? \
-                 WHERE status = 'saving' AND deleted = 0",
+                 checksum = NULL, os_hash_algo = NULL, os_hash_value = NULL, updated_at = ?, \
+                 claimed_by = NULL, claim_expires_at = NULL \
+                 WHERE status = 'saving' AND deleted = 0 \
+                 AND (claimed_by = ? OR claim_expires_at < ? \
+                      OR (claimed_by IS NULL AND ? IS NOT NULL))",
             ))
             .bind(now)
+            .bind(node)
+            .bind(now)
+            .bind(node)
             .execute(&mut *tx)
             .await?;
             sqlx::query(&sql("DELETE FROM image_locations WHERE image_id IN \
@@ -337,6 +362,58 @@ impl Database {
             .execute(&mut *tx)
             .await?;
             requeued.rows_affected()
+        })
+    }
+
+    /// Stages held by a node whose claim expired (it died with the staged data on its
+    /// disk): their images go back to `queued`, as a stage cut part-way does. Returns
+    /// their ids.
+    pub async fn requeue_abandoned_stages(&self, now: Timestamp) -> Result<Vec<String>, DbError> {
+        let ids: Vec<Text> = write_tx!(self, |tx, sql| {
+            let ids: Vec<Text> = sqlx::query_scalar(&sql(
+                "SELECT id FROM images WHERE status = 'uploading' AND deleted = 0 \
+                 AND claim_expires_at < ?",
+            ))
+            .bind(now)
+            .fetch_all(&mut *tx)
+            .await?;
+            for Text(id) in &ids {
+                sqlx::query(&sql(
+                    "UPDATE images SET status = 'queued', size = NULL, checksum = NULL, \
+                     os_hash_algo = NULL, os_hash_value = NULL, updated_at = ?, \
+                     claimed_by = NULL, claim_expires_at = NULL \
+                     WHERE id = ? AND status = 'uploading' AND claim_expires_at < ?",
+                ))
+                .bind(now)
+                .bind(id.as_str())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            ids
+        })?;
+        Ok(ids.into_iter().map(String::from).collect())
+    }
+
+    /// Extends every claim and task lease `holder.node` holds to `holder.until`.
+    pub async fn renew(&self, holder: Holder<'_>) -> Result<(), DbError> {
+        write_tx!(self, |tx, sql| {
+            sqlx::query(&sql(
+                "UPDATE images SET claim_expires_at = ? WHERE claimed_by = ? \
+                 AND status IN ('saving', 'uploading') AND deleted = 0",
+            ))
+            .bind(holder.until)
+            .bind(holder.node)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(&sql(
+                "UPDATE tasks SET lease_expires_at = ? WHERE lease_owner = ? \
+                 AND status IN ('pending', 'processing')",
+            ))
+            .bind(holder.until)
+            .bind(holder.node)
+            .execute(&mut *tx)
+            .await?;
         })
     }
 
@@ -468,7 +545,7 @@ impl Database {
             }
             match task {
                 TaskWrite::None => {}
-                TaskWrite::Insert(task) => insert_task!(tx, sql, task),
+                TaskWrite::Insert(task, holder) => insert_task!(tx, sql, task, holder),
                 TaskWrite::Update(update) => update_task!(tx, sql, update, now),
             }
             true
@@ -483,17 +560,33 @@ impl Database {
         }
     }
 
-    /// The live images in `status`.
-    pub async fn image_ids_in(&self, status: &str) -> Result<Vec<String>, DbError> {
+    /// The live images in `status` that `node` holds (or that no node holds: a database
+    /// from before nodes were recorded).
+    pub async fn image_ids_held(&self, status: &str, node: &str) -> Result<Vec<String>, DbError> {
         let ids: Vec<Text> = read!(self, |pool, sql| {
             sqlx::query_scalar(&sql(
-                "SELECT id FROM images WHERE status = ? AND deleted = 0",
+                "SELECT id FROM images WHERE status = ? AND deleted = 0 \
+                 AND (claimed_by IS NULL OR claimed_by = ?)",
             ))
             .bind(status)
+            .bind(node)
             .fetch_all(pool)
             .await?
         })?;
         Ok(ids.into_iter().map(String::from).collect())
+    }
+
+    /// The node holding image `id`'s upload or stage, if one does.
+    pub async fn claim_holder(&self, id: &str) -> Result<Option<String>, DbError> {
+        let holder: Option<Option<Text>> = read!(self, |pool, sql| {
+            sqlx::query_scalar(&sql(
+                "SELECT claimed_by FROM images WHERE id = ? AND deleted = 0",
+            ))
+            .bind(id)
+            .fetch_optional(pool)
+            .await?
+        })?;
+        Ok(holder.flatten().map(String::from))
     }
 
     /// How many live images have data in store `store`.

@@ -3,8 +3,8 @@
 
 use super::engine::{read, write_tx};
 use super::list::Statement;
-use super::rows::{TASK_COLUMNS, TaskRow};
-use super::{Database, DbError, bind_params, list};
+use super::rows::{TASK_COLUMNS, TaskRow, Text};
+use super::{Database, DbError, Holder, bind_params, list};
 use crate::domain::task::{Task, TaskStatus};
 use crate::domain::time::Timestamp;
 
@@ -12,7 +12,8 @@ use crate::domain::time::Timestamp;
 #[derive(Clone, Copy)]
 pub enum TaskWrite<'a> {
     None,
-    Insert(&'a Task),
+    /// A new task, leased to the node that is to run it.
+    Insert(&'a Task, Holder<'a>),
     Update(&'a TaskUpdate),
 }
 
@@ -105,27 +106,58 @@ impl Database {
         })
     }
 
-    /// Tasks neither succeeded nor failed: what a new process (or generation) takes over.
-    pub async fn unfinished_tasks(&self) -> Result<Vec<Task>, DbError> {
-        let rows: Vec<TaskRow> = read!(self, |pool, sql| {
-            sqlx::query_as(&sql(&format!(
-                "SELECT {TASK_COLUMNS} FROM tasks WHERE status IN ('pending', 'processing') \
-                 ORDER BY created_at, id"
-            )))
+    /// Unfinished tasks `node` is to run: those leased to it (a previous process of this
+    /// node, or a node that handed one over), unleased ones, and those whose lease expired
+    /// (their node died). Oldest first.
+    pub async fn tasks_for(&self, node: &str, now: Timestamp) -> Result<Vec<String>, DbError> {
+        let ids: Vec<Text> = read!(self, |pool, sql| {
+            sqlx::query_scalar(&sql(
+                "SELECT id FROM tasks WHERE status IN ('pending', 'processing') \
+                 AND (lease_owner IS NULL OR lease_owner = ? OR lease_expires_at < ?) \
+                 ORDER BY created_at, id",
+            ))
+            .bind(node)
+            .bind(now)
             .fetch_all(pool)
             .await?
         })?;
-        rows.into_iter().map(TaskRow::into_task).collect()
+        Ok(ids.into_iter().map(String::from).collect())
+    }
+
+    /// Takes task `id`'s lease for `holder`, if the task is unfinished and its lease is
+    /// free, expired or `holder`'s already: of two nodes, one gets `true`.
+    pub async fn lease_task(
+        &self,
+        id: &str,
+        holder: Holder<'_>,
+        now: Timestamp,
+    ) -> Result<bool, DbError> {
+        write_tx!(self, |tx, sql| {
+            sqlx::query(&sql(
+                "UPDATE tasks SET lease_owner = ?, lease_expires_at = ? \
+                 WHERE id = ? AND status IN ('pending', 'processing') \
+                 AND (lease_owner IS NULL OR lease_owner = ? OR lease_expires_at < ?)",
+            ))
+            .bind(holder.node)
+            .bind(holder.until)
+            .bind(id)
+            .bind(holder.node)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1
+        })
     }
 }
 
-/// Inserts `$task` inside transaction `$tx`.
+/// Inserts `$task`, leased to `$holder`, inside transaction `$tx`.
 macro_rules! insert_task {
-    ($tx:ident, $sql:ident, $task:expr) => {{
+    ($tx:ident, $sql:ident, $task:expr, $holder:expr) => {{
         sqlx::query(&$sql(
             "INSERT INTO tasks (id, type, status, owner, image_id, request_id, user_id, input, \
-             result, message, created_at, updated_at, expires_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             result, message, created_at, updated_at, expires_at, lease_owner, \
+             lease_expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         ))
         .bind(&$task.id)
         .bind(&$task.kind)
@@ -140,6 +172,8 @@ macro_rules! insert_task {
         .bind($task.created_at)
         .bind($task.updated_at)
         .bind($task.expires_at)
+        .bind($holder.node)
+        .bind($holder.until)
         .execute(&mut *$tx)
         .await?;
     }};

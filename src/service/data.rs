@@ -272,7 +272,7 @@ impl Catalog {
     pub(super) async fn claim(&self, id: &str, kind: ClaimKind) -> Result<Claim> {
         if !self
             .db
-            .transition(id, "queued", kind.status(), time::now())
+            .claim_image(id, "queued", kind.status(), self.holder(), time::now())
             .await?
         {
             return Err(

@@ -250,15 +250,25 @@ impl Catalog {
             remove_properties: vec![STAGE_HOST],
             ..ImageChange::default()
         };
+        // Staged data is on the disk of the node that staged it: that node runs the import.
+        let runner = match request.method {
+            Method::GlanceDirect => self.db.claim_holder(id).await?,
+            _ => None,
+        };
+        let here = self.executor.board().node();
+        let runner = runner.unwrap_or_else(|| here.to_string());
+        let holder = self.holder_of(&runner);
         if !self
             .db
-            .change_image(id, &change, TaskWrite::Insert(&task), now)
+            .change_image(id, &change, TaskWrite::Insert(&task, holder), now)
             .await?
         {
             return Err(busy());
         }
-        tracing::info!(image_id = id, task_id = %task.id, method = request.method.name(), ?stores, "import accepted");
-        self.resume(&task.id).await;
+        tracing::info!(image_id = id, task_id = %task.id, method = request.method.name(), ?stores, node = %runner, "import accepted");
+        if runner == here {
+            self.resume(&task.id).await;
+        }
         Ok(task.id)
     }
 

@@ -97,21 +97,19 @@ impl Catalog {
             Ok(purged) => tracing::info!(purged, "expired tasks purged"),
             Err(e) => tracing::warn!(error = %e, "expired tasks could not be purged"),
         }
-        match self.db.unfinished_tasks().await {
-            Ok(tasks) => {
-                for task in tasks {
-                    if !self.executor.board().is_running(&task.id) {
-                        tracing::info!(task_id = %task.id, status = task.status.as_str(), "resuming task");
-                        self.resume(&task.id).await;
-                    }
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "unfinished tasks could not be read"),
-        }
+        self.take_up_tasks().await;
     }
 
-    /// Carries out import task `task_id` from wherever its persisted state says it is.
+    /// Carries out import task `task_id` from wherever its persisted state says it is,
+    /// once this node holds its lease (another node may run it).
     async fn carry_out(&self, task_id: &str) -> std::result::Result<(), DbError> {
+        if !self
+            .db
+            .lease_task(task_id, self.holder(), time::now())
+            .await?
+        {
+            return Ok(());
+        }
         let Some(task) = self.db.get_task(task_id).await? else {
             return Ok(());
         };
@@ -475,7 +473,8 @@ impl Catalog {
     /// staged data no image waits for is removed.
     pub async fn recover(&self) -> std::result::Result<(), ServiceError> {
         let staging = self.stores.staging().clone();
-        for id in self.db.image_ids_in("uploading").await? {
+        let node = self.executor.board().node().to_string();
+        for id in self.db.image_ids_held("uploading", &node).await? {
             let Some(image) = self.db.get_image(&id).await? else {
                 continue;
             };

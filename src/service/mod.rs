@@ -8,6 +8,7 @@ mod data;
 mod fetch;
 mod import;
 mod import_task;
+mod nodes;
 mod quota;
 mod tasks;
 
@@ -32,6 +33,7 @@ use data::data_of;
 pub use data::{Download, TransferSlots};
 pub use fetch::{FetchError, WebDownload};
 pub use import::ImportSettings;
+pub use nodes::node_id;
 pub use quota::LimitSource;
 use tasks::Executor;
 pub use tasks::TaskBoard;
@@ -119,6 +121,8 @@ pub struct Catalog {
     limits: Option<std::sync::Arc<dyn LimitSource>>,
     /// `images.show_multiple_locations`: locations are shown and may be patched.
     show_locations: bool,
+    /// `database.lease_time`: how long this node's claims and task leases last unrenewed.
+    lease: Duration,
 }
 
 /// What a catalogue is built from (one generation's settings).
@@ -134,6 +138,7 @@ pub struct CatalogParts {
     pub quotas: Quotas,
     pub limits: Option<std::sync::Arc<dyn LimitSource>>,
     pub show_locations: bool,
+    pub lease: Duration,
     pub board: std::sync::Arc<TaskBoard>,
     pub tracker: tokio_util::task::TaskTracker,
     pub cut: tokio_util::sync::CancellationToken,
@@ -192,6 +197,7 @@ impl Catalog {
             quotas: parts.quotas,
             limits: parts.limits,
             show_locations: parts.show_locations,
+            lease: parts.lease,
         }
     }
 

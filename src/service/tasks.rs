@@ -25,6 +25,9 @@ const TASK_THREADS: usize = 2;
 
 /// Shared by every generation of one process.
 pub struct TaskBoard {
+    /// This node's identity among the glint processes sharing the database: the holder
+    /// of its claims and task leases.
+    node: String,
     running: Mutex<HashSet<String>>,
     live: Mutex<Option<Catalog>>,
     /// Cancelled by a stop: every task ends at its checkpoint and nothing is handed on.
@@ -32,6 +35,8 @@ pub struct TaskBoard {
     /// The board's own runtime; it outlives every worker pool and generation.
     runtime: Option<Runtime>,
     handle: Handle,
+    /// Whether `upkeep` runs.
+    upkeep: std::sync::atomic::AtomicBool,
     /// `server.max_transfers`, across generations.
     pub transfers: Arc<TransferSlots>,
     /// Dropped claims being released now.
@@ -39,13 +44,14 @@ pub struct TaskBoard {
 }
 
 impl TaskBoard {
-    pub fn new(max_transfers: usize) -> std::io::Result<Arc<TaskBoard>> {
+    pub fn new(node: String, max_transfers: usize) -> std::io::Result<Arc<TaskBoard>> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(TASK_THREADS)
             .thread_name("glint-tasks")
             .enable_all()
             .build()?;
         Ok(Arc::new(TaskBoard {
+            node,
             running: Mutex::default(),
             live: Mutex::default(),
             stop: CancellationToken::new(),
@@ -53,6 +59,7 @@ impl TaskBoard {
             runtime: Some(runtime),
             transfers: TransferSlots::new(max_transfers),
             releases: Releases::default(),
+            upkeep: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -81,9 +88,34 @@ impl TaskBoard {
         self.running().len()
     }
 
-    /// Makes `catalog` the generation tasks are handed on to.
-    pub(super) fn set_live(&self, catalog: Catalog) {
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Makes `catalog` the generation tasks are handed on to. The first time, starts the
+    /// node's upkeep on the board's runtime.
+    pub(super) fn set_live(self: &Arc<Self>, catalog: Catalog) {
         *self.live() = Some(catalog);
+        if !self.upkeep.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            let board = self.clone();
+            self.handle.spawn(async move { board.upkeep().await });
+        }
+    }
+
+    /// While the process lives, every `Catalog::upkeep_interval`: renews this node's
+    /// claims and task leases, takes up the tasks it is to run (handed to it, or whose
+    /// node died), and returns to `queued` the images of nodes that died mid-transfer.
+    async fn upkeep(self: Arc<Self>) {
+        loop {
+            let Some(catalog) = self.live().clone() else {
+                return;
+            };
+            catalog.upkeep().await;
+            tokio::select! {
+                () = tokio::time::sleep(catalog.upkeep_interval()) => {}
+                () = self.stop.cancelled() => return,
+            }
+        }
     }
 
     /// Asks every task to stop at its checkpoint; their state stays in the database for

@@ -1,0 +1,101 @@
+//! This node among the glint processes that share one database: the holder it writes on
+//! the images it claims and the tasks it runs, the upkeep that renews those while it lives,
+//! and what it takes over from nodes that died (their leases expired). Which tasks run in
+//! this process is `tasks`' business; what a task does is `import_task`'s.
+
+use std::time::Duration;
+
+use super::Catalog;
+use crate::db::Holder;
+use crate::domain::time::{self, Timestamp};
+
+/// The longest pause between two rounds of upkeep: it is also how long a task handed to
+/// this node by another (an import of data staged here) may wait to start.
+const MAX_UPKEEP_INTERVAL: Duration = Duration::from_secs(2);
+
+impl Catalog {
+    /// This node as the holder of a claim or lease taken now.
+    pub(super) fn holder(&self) -> Holder<'_> {
+        self.holder_of(self.executor.board().node())
+    }
+
+    /// `node` as the holder of a claim or lease taken now.
+    pub(super) fn holder_of<'a>(&self, node: &'a str) -> Holder<'a> {
+        Holder {
+            node,
+            until: lease_end(time::now(), self.lease),
+        }
+    }
+
+    pub(super) fn upkeep_interval(&self) -> Duration {
+        (self.lease / 4).clamp(Duration::from_millis(100), MAX_UPKEEP_INTERVAL)
+    }
+
+    /// One round: renew, take up, take over. Errors are logged and the next round tries
+    /// again (the database may be down for a while).
+    pub(super) async fn upkeep(&self) {
+        if let Err(e) = self.db.renew(self.holder()).await {
+            tracing::warn!(error = %e, "claims and task leases not renewed");
+        }
+        self.take_up_tasks().await;
+        let now = time::now();
+        match self.db.requeue_interrupted(None, now).await {
+            Ok(0) => {}
+            Ok(requeued) => {
+                tracing::warn!(
+                    requeued,
+                    "uploads of a node that stopped renewing its claims: images queued again"
+                );
+            }
+            Err(e) => tracing::warn!(error = %e, "abandoned uploads not checked"),
+        }
+        match self.db.requeue_abandoned_stages(now).await {
+            Ok(ids) => {
+                for id in ids {
+                    tracing::warn!(image_id = %id, "staged on a node that stopped renewing its claim; image queued again");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "abandoned stages not checked"),
+        }
+    }
+
+    /// Runs every unfinished task this node is to run and does not run yet: its own from
+    /// a previous process, those handed to it, and those whose node died.
+    pub(super) async fn take_up_tasks(&self) {
+        let node = self.executor.board().node().to_string();
+        match self.db.tasks_for(&node, time::now()).await {
+            Ok(ids) => {
+                for id in ids {
+                    if !self.executor.board().is_running(&id) {
+                        tracing::info!(task_id = %id, "resuming task");
+                        self.resume(&id).await;
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "unfinished tasks could not be read"),
+        }
+    }
+}
+
+fn lease_end(now: Timestamp, lease: Duration) -> Timestamp {
+    now.saturating_add(i64::try_from(lease.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// This node's identity, kept in `<state_dir>/node-id` (made at the first start): the
+/// staging area and the temporary files a node's claims stand for live in its state
+/// directory, so a restarted process is the same node and takes its own claims back at
+/// once instead of waiting for their leases to expire.
+pub fn node_id(state_dir: &std::path::Path) -> std::io::Result<String> {
+    let path = state_dir.join("node-id");
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => return Ok(text.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let id = format!("{}", uuid::Uuid::new_v4());
+    let temporary = state_dir.join(".node-id.new");
+    std::fs::write(&temporary, format!("{id}\n"))?;
+    std::fs::rename(&temporary, &path)?;
+    Ok(id)
+}
