@@ -940,3 +940,182 @@ async fn a_name_that_resolves_to_loopback_fails_the_task_without_a_connection() 
     assert_nothing_left(&state(&sd));
     assert_eq!(sd.stop().await, 0);
 }
+
+/// Two nodes on one database (the server `TEST_DATABASE_SERVER` names, else one SQLite
+/// file) with their stores on one shared directory, as on a shared filesystem, each with
+/// its own state directory (staging) and `lease_time` short enough to see a takeover.
+struct TwoNodes {
+    nodes: [FakeSystemd; 2],
+    addrs: [SocketAddr; 2],
+    shared: tempfile::TempDir,
+}
+
+impl TwoNodes {
+    async fn start() -> TwoNodes {
+        let shared = tempfile::tempdir().expect("tempdir");
+        let url = support::fresh_database()
+            .unwrap_or_else(|| format!("sqlite://{}", shared.path().join("glint.db").display()));
+        let stores = shared.path().display().to_string();
+        let mut nodes = [FakeSystemd::new(), FakeSystemd::new()];
+        let mut addrs = Vec::new();
+        for sd in &mut nodes {
+            addrs.push(sd.add_socket_unit("api"));
+            sd.env = vec![
+                ("GLINT_DATABASE__URL".into(), url.clone()),
+                ("GLINT_DATABASE__LEASE_TIME".into(), "1s".into()),
+            ];
+            sd.write_config(&format!(
+                "[server]\nlisten = [\"{SOCKET_UNIT_LISTEN}\"]\nshutdown_timeout = \"30s\"\n\
+                 [stores.fast]\ndefault = true\ndatadirs = [{{ path = \"{stores}/fast\" }}]\n\
+                 [stores.cheap]\ndatadirs = [{{ path = \"{stores}/cheap\" }}]\n\
+                 [import.web_download]\nallowed_hosts = [\"127.0.0.1\"]\nallowed_ports = []\n"
+            ));
+            sd.start().await;
+        }
+        TwoNodes {
+            nodes,
+            addrs: [addrs[0], addrs[1]],
+            shared,
+        }
+    }
+}
+
+/// Both nodes create, patch, upload and import at once, each touching images the other
+/// made: no request fails, and every image ends as the last write left it, the same seen
+/// from either node. Data staged on one node and imported through the other is imported
+/// by the node that holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_on_one_database_serve_one_catalogue_without_errors() {
+    let mut two = TwoNodes::start().await;
+    let [a, b] = two.addrs;
+    let data = pattern(300 << 10, 9);
+    let web = Web::serve(data.clone(), 64 << 10, Duration::ZERO);
+    let mut work = tokio::task::JoinSet::new();
+    for n in 0..24usize {
+        let (here, there) = if n % 2 == 0 { (a, b) } else { (b, a) };
+        let (data, url) = (data.clone(), web.url());
+        work.spawn(async move {
+            let id = create(here, &format!("image-{n}")).await;
+            for round in 0..3 {
+                let at = if round % 2 == 0 { there } else { here };
+                let mut conn = Conn::open(at).await.expect("connect");
+                let (status, body) = conn
+                    .json(
+                        "PATCH",
+                        &format!("/v2/images/{id}"),
+                        "application/openstack-images-v2.1-json-patch",
+                        &json!([
+                            {"op": "add", "path": "/round", "value": round.to_string()},
+                            {"op": "replace", "path": "/tags",
+                             "value": (0..=round).map(|t| format!("t{t}")).collect::<Vec<_>>()},
+                        ]),
+                    )
+                    .await
+                    .expect("patch");
+                assert_eq!(status, 200, "{body}");
+            }
+            match n % 3 {
+                0 => assert_eq!(put_data(there, &id, "file", &data, &[]).await, 204),
+                1 => {
+                    let (status, body) = import(
+                        there,
+                        &id,
+                        json!({"method": {"name": "web-download", "uri": url}}),
+                    )
+                    .await;
+                    assert_eq!(status, 202, "{body}");
+                }
+                _ => {
+                    assert_eq!(put_data(here, &id, "stage", &data, &[]).await, 204);
+                    let (status, body) =
+                        import(there, &id, json!({"method": {"name": "glance-direct"}})).await;
+                    assert_eq!(status, 202, "{body}");
+                }
+            }
+            id
+        });
+    }
+    let mut ids = Vec::new();
+    while let Some(id) = work.join_next().await {
+        ids.push(id.expect("no request failed"));
+    }
+    for id in &ids {
+        if image(a, id).await["status"] != "active" {
+            let (_, task) = finished(a, id).await;
+            assert_eq!(task["status"], "success", "{task}");
+        }
+        for at in [a, b] {
+            let shown = image(at, id).await;
+            assert_eq!(shown["round"], "2", "{shown}");
+            assert_eq!(shown["tags"], json!(["t0", "t1", "t2"]), "{shown}");
+            assert_holds(two.shared.path(), &shown, &data);
+        }
+    }
+    for sd in &mut two.nodes {
+        assert_eq!(sd.stop().await, 0);
+    }
+}
+
+/// A node killed in the middle of an import: the other node takes the task over once
+/// its lease has expired, and the image becomes active, byte-exact; a node that died in
+/// the middle of an upload has its image queued again by the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_nodes_task_is_taken_over_once_its_lease_expires() {
+    let mut two = TwoNodes::start().await;
+    let [a, b] = two.addrs;
+    let data = pattern(3 << 20, 10);
+    let web = Web::serve(data.clone(), 64 << 10, Duration::from_millis(20));
+    let id = create(a, "taken-over").await;
+    let (status, body) = import(
+        a,
+        &id,
+        json!({"method": {"name": "web-download", "uri": web.url()}}),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    web.wait_for_chunks(2).await;
+    let requests = web.requests.load(Ordering::SeqCst);
+    two.nodes[0].signal(Signal::SIGKILL);
+    two.nodes[0].wait_exit().await;
+    let (shown, task) = finished(b, &id).await;
+    assert_eq!(task["status"], "success", "{task}");
+    assert_eq!(web.requests.load(Ordering::SeqCst), requests + 1);
+    assert!(two.nodes[1].logs().contains("resuming task"));
+    assert_holds(two.shared.path(), &shown, &data);
+
+    // An upload cut by the death of its node (b here, a is gone): a restarted a queues
+    // the image again once b's claim has expired, without b ever coming back.
+    two.nodes[0].start().await;
+    let id = create(b, "cut-upload").await;
+    let chunks = data.chunks(64 << 10).map(Bytes::copy_from_slice).collect();
+    let path = format!("/v2/images/{id}/file");
+    let upload = tokio::spawn(async move {
+        send_slowly(
+            b,
+            "PUT",
+            &path,
+            &[OCTETS],
+            chunks,
+            Duration::from_millis(20),
+        )
+        .await
+    });
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while image(a, &id).await["status"] != "saving" {
+        assert!(tokio::time::Instant::now() < deadline, "upload never began");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    two.nodes[1].signal(Signal::SIGKILL);
+    two.nodes[1].wait_exit().await;
+    let _ = upload.await;
+    while image(a, &id).await["status"] != "queued" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the dead node's upload was never undone"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(put_data(a, &id, "file", &data, &[]).await, 204);
+    assert_holds(two.shared.path(), &image(a, &id).await, &data);
+    assert_eq!(two.nodes[0].stop().await, 0);
+}

@@ -443,6 +443,10 @@ fn mysql_meaning(number: u16) -> Meaning {
 }
 
 fn sqlite_meaning(code: &str) -> Meaning {
+    // SQLITE_BUSY_SNAPSHOT: another process wrote since this transaction read.
+    if code == "517" {
+        return Meaning::Retry;
+    }
     // Extended result codes carry the primary code in their low byte.
     match code.parse::<i32>().map(|c| c & 0xff) {
         // SQLITE_BUSY, SQLITE_LOCKED: the busy timeout passed; SQLITE_FULL: disk full.
@@ -487,7 +491,9 @@ macro_rules! write_tx {
         $db.retrying(move || async move {
             match &$db.pools {
                 $crate::db::engine::Pools::Sqlite { write, .. } => {
-                    let mut $tx = write.begin().await?;
+                    // The write lock at once: a transaction that read first and then wants
+                    // to write cannot wait for another process's writer.
+                    let mut $tx = write.begin_with("BEGIN IMMEDIATE").await?;
                     let $sql = $crate::db::engine::as_is;
                     let value = $body;
                     $tx.commit().await?;
