@@ -50,12 +50,26 @@ pub enum Command {
     },
 }
 
-#[derive(Debug, Clone, Copy, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum DbAction {
     /// Print which migrations are applied and which are pending.
     Version,
     /// Apply the pending migrations (for operators who run them before starting glint).
     Upgrade,
+    /// Copy the whole catalogue from one database to another (SQLite, PostgreSQL,
+    /// MariaDB/MySQL, either way), verified table by table before it is committed. Stop
+    /// glint on every node first.
+    Copy {
+        /// The database copied: sqlite://PATH, postgres://… or mysql://…
+        #[arg(long)]
+        from: String,
+        /// The database written; it must hold no images or tasks.
+        #[arg(long)]
+        to: String,
+        /// Replace whatever catalogue the target holds.
+        #[arg(long)]
+        replace_target: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, Subcommand)]

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod db;
+pub mod dbctl;
 pub mod domain;
 pub mod http_client;
 pub mod policy;

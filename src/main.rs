@@ -37,22 +37,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// `glint db version|upgrade` against the configured database.
+/// `glint db version|upgrade` against the configured database; `glint db copy` between two
+/// named ones.
 fn db(action: DbAction, config_arg: Option<PathBuf>) -> ExitCode {
-    let loaded = match config::load(&config_source(config_arg)) {
-        Ok(loaded) => loaded,
-        Err(e) => {
-            eprintln!("glint: {e}");
-            return ExitCode::from(EX_CONFIG);
-        }
-    };
-    let settings = match glint::app::database_settings(&loaded.config) {
-        Ok(settings) => settings,
-        Err(e) => {
-            eprintln!("glint: {e}");
-            return ExitCode::from(EX_CONFIG);
-        }
-    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -63,47 +50,34 @@ fn db(action: DbAction, config_arg: Option<PathBuf>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let sqlite_dir = settings
-        .sqlite_path()
-        .and_then(|p| p.parent().map(Path::to_path_buf));
-    if let (DbAction::Upgrade, Some(dir)) = (action, sqlite_dir) {
-        if let Err(e) = std::fs::create_dir_all(&dir) {
-            eprintln!("glint: {}: {e}", dir.display());
-            return ExitCode::FAILURE;
-        }
-    }
-    let shown = settings.shown();
-    let outcome = runtime.block_on(async {
-        match action {
-            DbAction::Version => {
-                let state = glint::db::schema_state(&settings).await?;
-                let pending = state.pending();
-                println!(
-                    "database {shown}: {} of {} migrations applied",
-                    state.applied.len(),
-                    state.known.len()
-                );
-                for (version, description) in &pending {
-                    println!("pending: {version} {description}");
-                }
-                if pending.is_empty() {
-                    println!("up to date");
-                }
-                Ok::<(), glint::db::DbError>(())
+    let outcome = if let DbAction::Copy {
+        from,
+        to,
+        replace_target,
+    } = &action
+    {
+        runtime.block_on(glint::dbctl::copy(from, to, *replace_target))
+    } else {
+        let settings = match config::load(&config_source(config_arg))
+            .map_err(|e| e.to_string())
+            .and_then(|loaded| {
+                glint::app::database_settings(&loaded.config).map_err(|e| e.to_string())
+            }) {
+            Ok(settings) => settings,
+            Err(e) => {
+                eprintln!("glint: {e}");
+                return ExitCode::from(EX_CONFIG);
             }
-            DbAction::Upgrade => {
-                let applied = glint::db::upgrade(&settings).await?;
-                for version in &applied {
-                    println!("applied: {version}");
+        };
+        runtime
+            .block_on(async {
+                match action {
+                    DbAction::Upgrade => glint::dbctl::upgrade(&settings).await,
+                    _ => glint::dbctl::version(&settings).await,
                 }
-                println!(
-                    "database {shown}: up to date ({} applied now)",
-                    applied.len()
-                );
-                Ok(())
-            }
-        }
-    });
+            })
+            .map_err(|e| e.to_string())
+    };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

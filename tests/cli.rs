@@ -1,5 +1,8 @@
 //! The command line against the real binary: `--version`, `check-config` (effective values
-//! and their origins, errors naming file and key) and `ctl` without a server.
+//! and their origins, errors naming file and key), `ctl` without a server, and `db`
+//! (`version`, `upgrade`, `copy` between engines).
+
+mod support;
 
 use std::process::Command;
 
@@ -176,4 +179,113 @@ fn db_version_and_upgrade_report_and_apply_the_embedded_migrations() {
     let (code, again, err) = run(&["db", "upgrade", "--config", path], &[]);
     assert_eq!(code, 0, "{err}");
     assert!(again.contains("(0 applied now)"), "{again}");
+}
+
+/// `glint db copy` round trip: a catalogue made through the API on SQLite is copied to the
+/// database `TEST_DATABASE_SERVER` names (else another SQLite file) and back to a third,
+/// and glint started on that one lists exactly what it listed before. A non-empty target
+/// is refused unless `--replace-target`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn db_copy_round_trips_a_catalogue_and_refuses_a_non_empty_target() {
+    use bytes::Bytes;
+    use serde_json::{Value, json};
+    use support::{Conn, FakeSystemd, SOCKET_UNIT_LISTEN};
+
+    let mut sd = FakeSystemd::new();
+    sd.env.clear();
+    let addr = sd.add_socket_unit("api");
+    sd.write_config(&format!("[server]\nlisten = [\"{SOCKET_UNIT_LISTEN}\"]\n"));
+    sd.start().await;
+    let call = |method: &'static str, path: String, body: Value| async move {
+        let mut conn = Conn::open(addr).await.expect("connect");
+        let kind = match method {
+            "PATCH" => "application/openstack-images-v2.1-json-patch",
+            _ => "application/json",
+        };
+        conn.json(method, &path, kind, &body)
+            .await
+            .expect("request")
+    };
+    for n in 0..3 {
+        let (status, image) = call(
+            "POST",
+            "/v2/images".into(),
+            json!({"name": format!("copied-{n}"), "disk_format": "raw",
+                   "container_format": "bare", "tags": ["a", format!("t{n}")],
+                   "visibility": "shared", "os_distro": "debian", "n": n.to_string()}),
+        )
+        .await;
+        assert_eq!(status, 201, "{image}");
+        let id = image["id"].as_str().expect("id").to_string();
+        let (status, body) = call(
+            "POST",
+            format!("/v2/images/{id}/members"),
+            json!({"member": format!("project-{n}")}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        if n == 0 {
+            let mut conn = Conn::open(addr).await.expect("connect");
+            let reply = conn
+                .send(
+                    "PUT",
+                    &format!("/v2/images/{id}/file"),
+                    Some("application/octet-stream"),
+                    Bytes::from(vec![7u8; 100_000]),
+                )
+                .await
+                .expect("upload");
+            assert_eq!(reply.status, 204);
+        }
+    }
+    let listing = |addr| async move {
+        let mut conn = Conn::open(addr).await.expect("connect");
+        let reply = conn.get("/v2/images?sort=name:asc").await.expect("list");
+        let mut list: Value = serde_json::from_slice(&reply.body).expect("json");
+        for image in list["images"].as_array_mut().expect("images") {
+            let members = Conn::open(addr)
+                .await
+                .expect("connect")
+                .get(&format!(
+                    "/v2/images/{}/members",
+                    image["id"].as_str().expect("id")
+                ))
+                .await
+                .expect("members");
+            image["members"] = serde_json::from_slice(&members.body).expect("json");
+        }
+        list
+    };
+    let before = listing(addr).await;
+    assert_eq!(sd.stop().await, 0);
+
+    let source = format!("sqlite://{}", sd.path("state/glint.db").display());
+    let middle = support::fresh_database()
+        .unwrap_or_else(|| format!("sqlite://{}", sd.path("middle.db").display()));
+    let back = format!("sqlite://{}", sd.path("back.db").display());
+    let copy = |from: &str, to: &str, extra: &[&str]| {
+        let mut args = vec!["db", "copy", "--from", from, "--to", to];
+        args.extend_from_slice(extra);
+        run(&args, &[])
+    };
+    let (code, out, err) = copy(&source, &middle, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("verified"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("images") && l.contains(" 3 rows")),
+        "{out}"
+    );
+    let (code, _, err) = copy(&source, &middle, &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("holds 3 images"), "{err}");
+    let (code, _, err) = copy(&source, &middle, &["--replace-target"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = copy(&middle, &back, &[]);
+    assert_eq!(code, 0, "{err}");
+
+    sd.env = vec![("GLINT_DATABASE__URL".into(), back)];
+    sd.start().await;
+    assert_eq!(listing(addr).await, before);
+    assert_eq!(sd.stop().await, 0);
 }

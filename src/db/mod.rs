@@ -6,6 +6,7 @@
 //! image list is built in `list` (`list_images` here runs it); the task queries are in
 //! `tasks`.
 
+mod copy;
 mod engine;
 mod list;
 mod rows;
@@ -22,6 +23,7 @@ use crate::domain::image::{Image, Location, Status};
 use crate::domain::member::{Member, MemberStatus};
 use crate::domain::query::ListQuery;
 use crate::domain::time::Timestamp;
+pub use copy::{CopyError, TableCopy, copy};
 pub use engine::{Engine, Settings};
 use engine::{Pools, read, write_tx};
 use rows::{ImageRow, MemberRow, Text};
