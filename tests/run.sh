@@ -1,15 +1,29 @@
 #!/usr/bin/env bash
 # Runs every test glint has: unit, handler and lifecycle tests (the real binary over real
-# sockets, with a harness playing systemd), the compatibility suite (glanceclient and
-# openstacksdk from PyPI, and the README's examples), glint against a real Keystone, then
-# builds the .deb and .rpm, checks the .deb
-# with lintian, and, as root, installs it under a real systemd 254 in a namespace
+# sockets, with a harness playing systemd) on SQLite, then the catalogue's tests again on a
+# real PostgreSQL 15 and MariaDB, the compatibility suite (glanceclient and openstacksdk from
+# PyPI, and the README's examples) on all three, database outages, glint against a real
+# Keystone and behind HAProxy, then builds the .deb and .rpm, checks the .deb with lintian,
+# and, as root, installs it under a real systemd 254 in a namespace
 # (tests/e2e/systemd_e2e.py). Usage: tests/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The lifecycle tests need the endpoints that hold requests open (feature `testing`).
 cargo test --locked --features testing
+
+# The suite's own PostgreSQL and MariaDB (tests/db/servers.py: loopback ports, data under
+# target/db), stopped when this script ends. The handler tests, the binary's data, import,
+# lifecycle and CLI tests (two nodes on one database, `glint db copy` round trips) run again
+# on each: every test gets an empty database of its own there.
+db_env=$(python3 tests/db/servers.py start)
+trap 'python3 tests/db/servers.py stop >/dev/null 2>&1 || true' EXIT
+postgres=$(sed -n 's/^TEST_POSTGRES_URL=//p' <<<"$db_env")
+mariadb=$(sed -n 's/^TEST_MARIADB_URL=//p' <<<"$db_env")
+for server in "$postgres" "$mariadb"; do
+    TEST_DATABASE_SERVER=$server cargo test --locked --features testing \
+        --lib --test data --test import --test lifecycle --test cli
+done
 
 # Compatibility: python-glanceclient and openstacksdk from PyPI, in a venv kept beside
 # the build (target/ is ignored by git), against the real binary.
@@ -21,6 +35,10 @@ if [ ! -x "$venv/bin/glance" ] || ! cmp -s tests/compat/requirements.txt "$venv/
     cp tests/compat/requirements.txt "$venv/requirements.txt"
 fi
 "$venv/bin/python" tests/compat/test_clients.py target/debug/glint
+for engine in postgres mariadb; do
+    TEST_DATABASE_URL=$(python3 tests/db/servers.py fresh --engine "$engine") \
+        "$venv/bin/python" tests/compat/test_clients.py target/debug/glint
+done
 # The README's client examples as a user types them, against glint on 127.0.0.1:9292.
 "$venv/bin/python" tests/compat/test_readme.py target/debug/glint
 

@@ -9,13 +9,14 @@ tests/run.sh, which creates the venv from tests/compat/requirements.txt)
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "harness"))
+from activated import ActivatedGlint, listening_socket  # noqa: E402
 
 FAILURES = []
 
@@ -30,33 +31,20 @@ def check(condition, message):
         FAILURES.append(message)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class Glint(ActivatedGlint):
+    """glint with two stores and web-download allowed to loopback, on the database the
+    environment's TEST_DATABASE_URL names (an empty PostgreSQL or MariaDB database; tests/run.sh
+    runs this suite once per engine), else on SQLite in its state directory."""
 
-
-class Glint:
-    def __init__(self, binary, workdir):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = os.path.join(workdir, "glint.toml")
-        with open(config, "w") as f:
-            f.write(f'state_dir = "{workdir}/state"\n[server]\nlisten = ["127.0.0.1:{self.port}"]\n'
+    def write_config(self):
+        database = os.environ.get("TEST_DATABASE_URL")
+        with open(self.config, "w") as f:
+            f.write(f'state_dir = "{self.workdir}/state"\n[server]\nlisten = ["127.0.0.1:1"]\n'
                     '[log]\nlevel = "warn"\n'
-                    '[stores.fast]\ndefault = true\ndescription = "Fast"\ndatadirs = [{ path = "fast" }]\n'
+                    + (f'[database]\nurl = "{database}"\n' if database else "")
+                    + '[stores.fast]\ndefault = true\ndescription = "Fast"\ndatadirs = [{ path = "fast" }]\n'
                     '[stores.cheap]\ndatadirs = [{ path = "cheap" }]\n'
                     '[import.web_download]\nallowed_hosts = ["127.0.0.1"]\nallowed_ports = []\n')
-        self.proc = subprocess.Popen([binary, "serve", "--config", config],
-                                     stderr=open(os.path.join(workdir, "glint.log"), "w"))
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(self.url + "/versions", timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError("glint did not start")
 
     def rest(self, method, path, body=None, headers=None):
         data = json.dumps(body).encode() if body is not None else None
@@ -69,9 +57,6 @@ class Glint:
         except urllib.error.HTTPError as e:
             return e.code, e.read().decode()
 
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=30)
 
 
 def glance(g, *args):
@@ -354,7 +339,7 @@ def main():
         print(__doc__)
         return 2
     with tempfile.TemporaryDirectory() as workdir:
-        g = Glint(os.path.abspath(sys.argv[1]), workdir)
+        g = Glint(os.path.abspath(sys.argv[1]), workdir, listening_socket())
         try:
             glanceclient_flows(g)
             data_flows(g, workdir)
@@ -367,7 +352,7 @@ def main():
         finally:
             g.stop()
             if FAILURES:
-                with open(os.path.join(workdir, "glint.log")) as f:
+                with open(g.log) as f:
                     log("glint log tail:\n" + "".join(f.readlines()[-20:]))
     if FAILURES:
         log(f"{len(FAILURES)} failure(s)")

@@ -7,6 +7,7 @@ repository starts, stops or writes into them. Python 3 standard library only.
     servers.py stop    [--engine postgres|mariadb|all]   # stop cleanly, wait until gone
     servers.py restart --engine postgres|mariadb|all     # stop then start, keeping the data
     servers.py status  [--engine postgres|mariadb|all]   # exit 0 only if all asked are running
+    servers.py fresh   --engine postgres|mariadb         # a new, empty database: print its URL
 
 `start` (and `restart`) print one line per engine on stdout, for a shell to `eval` or a test to
 parse; everything else goes to stderr:
@@ -338,6 +339,13 @@ SELECT 'CREATE DATABASE {DATABASE} OWNER {USER}'
         run([self._bin("psql"), "-X", "-q", "-t", "-c", "SELECT 1", self.url],
             f"postgres: logging in as {USER} over TCP", log=self.log)
 
+    def fresh(self, name):
+        """A new, empty database owned by glint; returns its URL."""
+        run([self._bin("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c",
+             f"CREATE DATABASE {name} OWNER {USER}", self.url],
+            f"postgres: creating database {name}", log=self.log)
+        return self.url.rsplit("/", 1)[0] + "/" + name
+
     def start(self):
         if self.pid() is not None:
             wait_until(self.ready, f"postgres: waiting for {HOST}:{self.port} to accept "
@@ -506,6 +514,15 @@ innodb_doublewrite = 0
              "--skip-column-names", "--execute=SELECT 1", DATABASE],
             f"mariadb: logging in as {USER} over TCP", log=self.log)
 
+    def fresh(self, name):
+        """A new, empty database (text compared byte by byte, as glint's tables are); returns
+        its URL."""
+        run([self._tool("mariadb"), "--no-defaults", "--protocol=tcp", f"--host={HOST}",
+             f"--port={self.port}", f"--user={USER}", f"--password={PASSWORD}", "--batch",
+             f"--execute=CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"],
+            f"mariadb: creating database {name}", log=self.log)
+        return self.url.rsplit("/", 1)[0] + "/" + name
+
     def start(self):
         if self.pid() is not None:
             wait_until(self.ready, f"mariadb: waiting for {self.socket} to answer a ping",
@@ -602,19 +619,28 @@ def cmd_status(names):
     return 0 if all_up else 3
 
 
+def cmd_fresh(names):
+    for name in names:
+        print(ENGINES[name]().fresh(f"fresh_{os.urandom(6).hex()}"), flush=True)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    for command in ("start", "stop", "restart", "status"):
+    for command in ("start", "stop", "restart", "status", "fresh"):
         p = sub.add_parser(command)
-        p.add_argument("--engine", choices=["postgres", "mariadb", "all"],
-                       required=command == "restart", default="all")
+        choices = ["postgres", "mariadb"] + ([] if command == "fresh" else ["all"])
+        p.add_argument("--engine", choices=choices,
+                       required=command in ("restart", "fresh"), default="all")
     args = parser.parse_args(argv)
     names = engines(args.engine)
     try:
         if args.command == "status":
             return cmd_status(names)
+        if args.command == "fresh":
+            cmd_fresh(names)
+            return 0
         with take_lock():
             {"start": cmd_start, "stop": cmd_stop, "restart": cmd_restart}[args.command](names)
         return 0

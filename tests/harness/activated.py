@@ -9,6 +9,15 @@ import socket
 import subprocess
 
 
+def listening_socket(host="127.0.0.1"):
+    """A socket bound to a free port of `host` and listening: what systemd's socket unit
+    would pass."""
+    sock = socket.socket()
+    sock.bind((host, 0))
+    sock.listen(128)
+    return sock
+
+
 class ActivatedGlint:
     """glint serving `sock`; `write_config()` writes `self.config` before every start and
     reload."""

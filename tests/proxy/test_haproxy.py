@@ -17,7 +17,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "harness"))
-from activated import ActivatedGlint  # noqa: E402
+from activated import ActivatedGlint, listening_socket  # noqa: E402
 
 FAILURES = []
 
@@ -26,13 +26,6 @@ def check(condition, message):
     print(f"haproxy: {'ok' if condition else 'FAIL'}: {message}", flush=True)
     if not condition:
         FAILURES.append(message)
-
-
-def listening_socket(host="127.0.0.1"):
-    sock = socket.socket()
-    sock.bind((host, 0))
-    sock.listen(128)
-    return sock
 
 
 def http(port, method, path, source="127.0.0.1", headers=None, body=None):
