@@ -140,6 +140,12 @@ fn db_version_and_upgrade_report_and_apply_the_embedded_migrations() {
     )
     .expect("write");
     let path = file.to_str().expect("utf-8 path");
+    let server = support::fresh_database();
+    let env: Vec<(&str, &str)> = server
+        .iter()
+        .map(|url| ("GLINT_DATABASE__URL", url.as_str()))
+        .collect();
+    let run = |args: &[&str], _: &[(&str, &str)]| run(args, &env);
 
     let (code, before, err) = run(&["db", "version", "--config", path], &[]);
     assert_eq!(code, 0, "{err}");
@@ -155,7 +161,9 @@ fn db_version_and_upgrade_report_and_apply_the_embedded_migrations() {
         before.contains(&format!("0 of {pending} migrations applied")),
         "{before}"
     );
-    assert!(!state.join("glint.db").exists(), "version changes nothing");
+    if server.is_none() {
+        assert!(!state.join("glint.db").exists(), "version changes nothing");
+    }
 
     let (code, upgraded, err) = run(&["db", "upgrade", "--config", path], &[]);
     assert_eq!(code, 0, "{err}");
@@ -179,6 +187,40 @@ fn db_version_and_upgrade_report_and_apply_the_embedded_migrations() {
     let (code, again, err) = run(&["db", "upgrade", "--config", path], &[]);
     assert_eq!(code, 0, "{err}");
     assert!(again.contains("(0 applied now)"), "{again}");
+}
+
+/// Processes starting together against an empty database migrate it once, under the
+/// engine's migration lock: were two to apply a migration, the second would fail on the
+/// tables the first created.
+#[test]
+fn processes_migrating_one_empty_database_at_once_all_succeed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = support::fresh_database()
+        .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("glint.db").display()));
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            Command::new(GLINT)
+                .args(["db", "upgrade"])
+                .current_dir(dir.path())
+                .env_remove("STATE_DIRECTORY")
+                .env("GLINT_DATABASE__URL", &url)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn glint")
+        })
+        .collect();
+    for child in children {
+        let output = child.wait_with_output().expect("run glint");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let (code, state, err) = run(&["db", "version"], &[("GLINT_DATABASE__URL", &url)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(state.contains("up to date"), "{state}");
 }
 
 /// `glint db copy` round trip: a catalogue made through the API on SQLite is copied to the

@@ -151,10 +151,33 @@ pub(super) async fn open(settings: &Settings) -> Result<(Engine, Pools), DbError
             drop(lock);
         }
         Pools::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await?,
-        Pools::MySql(pool) => MYSQL_MIGRATIONS.run(pool).await?,
+        Pools::MySql(pool) => {
+            // sqlx's own lock asks GET_LOCK to wait -1 s, which MariaDB takes as not at all
+            // (and sqlx ignores the answer): two processes would then both migrate.
+            let mut conn = pool.acquire().await?;
+            let locked: Option<i64> = sqlx::query_scalar(
+                "SELECT GET_LOCK(CONCAT('glint-migrations:', MD5(DATABASE())), ?)",
+            )
+            .bind(MIGRATION_LOCK_WAIT.as_secs())
+            .fetch_one(&mut *conn)
+            .await?;
+            if locked != Some(1) {
+                return Err(DbError::Unavailable(format!(
+                    "another process held the migration lock for {MIGRATION_LOCK_WAIT:?}"
+                )));
+            }
+            let migrated = MYSQL_MIGRATIONS.run_direct(&mut *conn).await;
+            sqlx::query("SELECT RELEASE_LOCK(CONCAT('glint-migrations:', MD5(DATABASE())))")
+                .execute(&mut *conn)
+                .await?;
+            migrated?;
+        }
     }
     Ok((engine, pools))
 }
+
+/// How long a process waits for another one's migrations.
+const MIGRATION_LOCK_WAIT: Duration = Duration::from_secs(300);
 
 /// An exclusive lock on `path` (created if needed), held until the file is dropped.
 async fn lock_file(path: PathBuf) -> Result<std::fs::File, DbError> {

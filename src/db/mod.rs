@@ -885,7 +885,8 @@ macro_rules! write_children {
             .bind(&$image.id)
             .bind(tag)
             .execute(&mut *$tx)
-            .await?;
+            .await
+            .map_err(same_but_for_spaces)?;
         }
         for (name, value) in $image
             .properties
@@ -899,11 +900,25 @@ macro_rules! write_children {
             .bind(name)
             .bind(value)
             .execute(&mut *$tx)
-            .await?;
+            .await
+            .map_err(same_but_for_spaces)?;
         }
     };
 }
 use write_children;
+
+/// Tags and property names are distinct by then; MySQL's `utf8mb4_bin` still compares
+/// `a` and `a ` as equal (it pads with spaces), so there two such keys are refused.
+fn same_but_for_spaces(error: sqlx::Error) -> DbError {
+    match duplicate_or(error) {
+        DbError::Duplicate => DbError::Invalid(
+            "two tags or property names differ only by trailing spaces, which this database \
+             compares as equal"
+                .into(),
+        ),
+        other => other,
+    }
+}
 
 /// Binds the parameters of a built statement (`list::Statement`) to a query of any kind.
 macro_rules! bind_params {

@@ -173,6 +173,63 @@ async fn errors_are_glance_shaped_and_never_500() {
 /// are ignored, so the request is a 401 like one without identity, and its request id is
 /// not reused.
 
+/// Text the engine stores differently from what it was sent never turns into a 500: names
+/// and values are kept byte-exact (NUL, four-byte UTF-8, trailing spaces), and what an
+/// engine cannot hold is a 400 (MySQL compares `a` and `a ` alike, so such tags are refused
+/// there).
+#[tokio::test]
+async fn text_is_kept_exactly_or_refused_with_a_400() {
+    let api = api().await;
+    let create = |body: Value| {
+        api.call(
+            As::Project("p1"),
+            "POST",
+            "/v2/images",
+            Some(("application/json", body)),
+        )
+    };
+    let reply = create(json!({"name": "Debian 🐧 12", "os_distro": "débian\u{1f427}"})).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let id = reply.body["id"].as_str().unwrap();
+    let shown = api
+        .call(As::Project("p1"), "GET", &format!("/v2/images/{id}"), None)
+        .await;
+    assert_eq!(shown.body["name"], "Debian 🐧 12");
+    assert_eq!(shown.body["os_distro"], "débian\u{1f427}");
+    let listed = api
+        .call(
+            As::Project("p1"),
+            "GET",
+            "/v2/images?name=debian%20%F0%9F%90%A7%2012",
+            None,
+        )
+        .await;
+    assert_eq!(listed.body["images"], json!([]), "name filters are exact");
+
+    for body in [
+        json!({"name": "nul \u{0}", "tags": ["x"]}),
+        json!({"name": "spaces", "tags": ["a", "a "]}),
+    ] {
+        let reply = create(body.clone()).await;
+        assert!(
+            matches!(reply.status, StatusCode::CREATED | StatusCode::BAD_REQUEST),
+            "{body}: {} {}",
+            reply.status,
+            reply.text
+        );
+        if reply.status == StatusCode::CREATED {
+            let id = reply.body["id"].as_str().unwrap();
+            let shown = api
+                .call(As::Project("p1"), "GET", &format!("/v2/images/{id}"), None)
+                .await;
+            assert_eq!(shown.body["name"], body["name"]);
+            let mut tags = shown.body["tags"].as_array().unwrap().clone();
+            tags.sort_by_key(|t| t.as_str().unwrap_or_default().to_string());
+            assert_eq!(Value::Array(tags), body["tags"]);
+        }
+    }
+}
+
 #[tokio::test]
 async fn patch_checks_its_media_type_and_applies_glance_rules() {
     let api = api().await;
