@@ -169,10 +169,6 @@ async fn errors_are_glance_shaped_and_never_500() {
     );
 }
 
-/// Identity headers count only from a peer in `auth.trusted_proxies`; from any other they
-/// are ignored, so the request is a 401 like one without identity, and its request id is
-/// not reused.
-
 /// Text the engine stores differently from what it was sent never turns into a 500: names
 /// and values are kept byte-exact (NUL, four-byte UTF-8, trailing spaces), and what an
 /// engine cannot hold is a 400 (MySQL compares `a` and `a ` alike, so such tags are refused
