@@ -16,7 +16,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Connection, Executor};
+use sqlx::{ConnectOptions, Connection, Executor};
 
 use super::DbError;
 
@@ -307,10 +307,12 @@ async fn connect(engine: Engine, settings: &Settings, read_only: bool) -> Result
             let pool = PgPoolOptions::new()
                 .max_connections(connections)
                 .acquire_timeout(settings.connect_timeout)
-                .connect_with(options)
-                .await
-                .map_err(&error)?;
-            Ok(Pools::Postgres(pool))
+                .connect_with(options.clone())
+                .await;
+            match pool {
+                Ok(pool) => Ok(Pools::Postgres(pool)),
+                Err(e) => Err(error(why_not(e, options, settings).await)),
+            }
         }
         Engine::MySql => {
             let options = MySqlConnectOptions::from_str(&settings.url)
@@ -326,11 +328,29 @@ async fn connect(engine: Engine, settings: &Settings, read_only: bool) -> Result
                         Ok(())
                     })
                 })
-                .connect_with(options)
-                .await
-                .map_err(&error)?;
-            Ok(Pools::MySql(pool))
+                .connect_with(options.clone())
+                .await;
+            match pool {
+                Ok(pool) => Ok(Pools::MySql(pool)),
+                Err(e) => Err(error(why_not(e, options, settings).await)),
+            }
         }
+    }
+}
+
+/// A pool that timed out opening its first connection says only that: one connection
+/// attempt, bounded like the pool's, says why (refused, unknown host, bad password).
+async fn why_not<O>(error: sqlx::Error, options: O, settings: &Settings) -> sqlx::Error
+where
+    O: ConnectOptions,
+    O::Connection: Sized,
+{
+    if !matches!(error, sqlx::Error::PoolTimedOut) {
+        return error;
+    }
+    match tokio::time::timeout(settings.connect_timeout, options.connect()).await {
+        Ok(Err(cause)) => cause,
+        _ => error,
     }
 }
 
