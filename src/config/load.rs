@@ -409,6 +409,50 @@ mod tests {
     }
 
     #[test]
+    fn the_database_url_comes_from_url_file_beside_the_config_and_is_never_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = "postgres://glint:s3cret@db.example:5432/glance";
+        std::fs::write(dir.path().join("database-url"), format!("{url}\n")).unwrap();
+        let loaded = load(&source_with(
+            dir.path(),
+            Some("[database]\nurl_file = \"database-url\"\n"),
+        ))
+        .unwrap();
+        assert_eq!(loaded.config.database.url, url);
+        let shown: Vec<_> = loaded
+            .provenance()
+            .into_iter()
+            .filter(|(key, _, _)| key.starts_with("database.url"))
+            .collect();
+        assert!(
+            shown.iter().all(|(_, value, _)| !value.contains("s3cret")),
+            "{shown:?}"
+        );
+
+        let missing = load(&source_with(
+            dir.path(),
+            Some("[database]\nurl_file = \"nowhere\"\n"),
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            missing.contains("database.url_file") && missing.contains("glint.toml"),
+            "{missing}"
+        );
+        std::fs::write(dir.path().join("database-url"), "oracle://db/glance\n").unwrap();
+        let unsupported = load(&source_with(
+            dir.path(),
+            Some("[database]\nurl_file = \"database-url\"\n"),
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            unsupported.contains("database.url_file") && unsupported.contains("postgres://"),
+            "{unsupported}"
+        );
+    }
+
+    #[test]
     fn a_missing_named_file_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let err = load(&source_with(dir.path(), None)).unwrap_err();
