@@ -278,6 +278,16 @@ impl App {
         self.board.stop();
     }
 
+    /// This node's id among the nodes sharing the database.
+    pub fn node(&self) -> &str {
+        self.board.node()
+    }
+
+    /// The database this generation uses, its password hidden.
+    pub fn database_shown(&self) -> String {
+        self.database.settings().shown()
+    }
+
     /// Background tasks running now, in every generation of the process.
     pub fn running_tasks(&self) -> usize {
         self.board.running_count()

@@ -461,6 +461,8 @@ impl Lifecycle {
             connections_idle,
             max_connections: self.shared.connections.limit(),
             tasks_running: current.app.running_tasks(),
+            node: current.app.node().to_string(),
+            database: current.app.database_shown(),
             reloads_applied: self.reloads_applied,
             reloads_rejected: self.reloads_rejected,
             last_reload: self.last_reload.clone(),

@@ -84,6 +84,10 @@ pub struct StatusReport {
     pub max_connections: usize,
     /// Background tasks (imports) running now, in every generation.
     pub tasks_running: usize,
+    /// This node's id among the nodes sharing the database (`<state_dir>/node-id`).
+    pub node: String,
+    /// The current generation's database, its password hidden.
+    pub database: String,
     pub reloads_applied: u64,
     pub reloads_rejected: u64,
     pub last_reload: Option<LastReload>,
