@@ -988,6 +988,13 @@ impl TwoNodes {
 async fn two_nodes_on_one_database_serve_one_catalogue_without_errors() {
     let mut two = TwoNodes::start().await;
     let [a, b] = two.addrs;
+    let (status_a, status_b) = (two.nodes[0].status().await, two.nodes[1].status().await);
+    assert_ne!(status_a["node"], status_b["node"], "two nodes");
+    assert_eq!(status_a["database"], status_b["database"], "one database");
+    assert!(
+        !status_a["database"].as_str().unwrap_or(":glint@").contains(":glint@"),
+        "the password is hidden: {status_a}"
+    );
     let data = pattern(300 << 10, 9);
     let web = Web::serve(data.clone(), 64 << 10, Duration::ZERO);
     let mut work = tokio::task::JoinSet::new();
