@@ -415,6 +415,15 @@ pub(super) fn mysql(sql: &str) -> Cow<'_, str> {
     }
 }
 
+/// A COMMIT that got no answer may have committed or not: the connection went at the
+/// moment it was sent (a server shutting down commits what it has, then closes).
+pub(super) fn commit_failed(error: sqlx::Error) -> DbError {
+    match classify(error) {
+        DbError::Unavailable(reason) => DbError::CommitUnknown(reason),
+        other => other,
+    }
+}
+
 /// What an error of the engine means to the service.
 pub(super) fn classify(error: sqlx::Error) -> DbError {
     match &error {
@@ -539,21 +548,27 @@ macro_rules! write_tx {
                     let mut $tx = write.begin_with("BEGIN IMMEDIATE").await?;
                     let $sql = $crate::db::engine::as_is;
                     let value = $body;
-                    $tx.commit().await?;
+                    $tx.commit()
+                        .await
+                        .map_err($crate::db::engine::commit_failed)?;
                     Ok::<_, $crate::db::DbError>(value)
                 }
                 $crate::db::engine::Pools::Postgres(pool) => {
                     let mut $tx = pool.begin().await?;
                     let $sql = $crate::db::engine::numbered;
                     let value = $body;
-                    $tx.commit().await?;
+                    $tx.commit()
+                        .await
+                        .map_err($crate::db::engine::commit_failed)?;
                     Ok::<_, $crate::db::DbError>(value)
                 }
                 $crate::db::engine::Pools::MySql(pool) => {
                     let mut $tx = pool.begin().await?;
                     let $sql = $crate::db::engine::mysql;
                     let value = $body;
-                    $tx.commit().await?;
+                    $tx.commit()
+                        .await
+                        .map_err($crate::db::engine::commit_failed)?;
                     Ok::<_, $crate::db::DbError>(value)
                 }
             }

@@ -42,6 +42,9 @@ pub enum DbError {
     /// the deadline. Nothing was written.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The connection went as COMMIT was sent: the change may have been made or not.
+    #[error("database unavailable while committing: {0}")]
+    CommitUnknown(String),
     /// Other writers won every retry.
     #[error("database: concurrent writers, retries exhausted: {0}")]
     Contention(sqlx::Error),
@@ -247,7 +250,36 @@ impl Database {
 
     /// Inserts a new image with its tags and properties. `Duplicate` if the id was ever
     /// used, deleted images included.
+    /// Should the connection go as it commits, the insert is settled by looking for the
+    /// image once the database answers again (within the deadline): a client told 503
+    /// must not find the image there afterwards.
     pub async fn insert_image(&self, image: &Image) -> Result<(), DbError> {
+        match self.write_image(image).await {
+            Err(DbError::CommitUnknown(reason)) => {
+                let deadline = tokio::time::Instant::now() + self.deadline();
+                while tokio::time::Instant::now() < deadline {
+                    match self.created_at_of(&image.id).await {
+                        Ok(Some(at)) if at == image.created_at => return Ok(()),
+                        Ok(_) => return Err(DbError::Unavailable(reason)),
+                        Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                    }
+                }
+                Err(DbError::CommitUnknown(reason))
+            }
+            outcome => outcome,
+        }
+    }
+
+    async fn created_at_of(&self, id: &str) -> Result<Option<Timestamp>, DbError> {
+        read!(self, |pool, sql| {
+            sqlx::query_scalar(&sql("SELECT created_at FROM images WHERE id = ?"))
+                .bind(id)
+                .fetch_optional(pool)
+                .await?
+        })
+    }
+
+    async fn write_image(&self, image: &Image) -> Result<(), DbError> {
         write_tx!(self, |tx, sql| {
             bind_attributes(
                 sqlx::query(&sql(
@@ -397,17 +429,34 @@ impl Database {
         Ok(ids.into_iter().map(String::from).collect())
     }
 
-    /// Extends every claim and task lease `holder.node` holds to `holder.until`.
-    pub async fn renew(&self, holder: Holder<'_>) -> Result<(), DbError> {
+    /// Extends `holder.node`'s task leases, its completed stages' claims (the staged data
+    /// is on its disk while it lives) and the claims of the uploads in `uploading` (those
+    /// its transfers hold now) to `holder.until`. An upload claim not renewed expires.
+    pub async fn renew(&self, holder: Holder<'_>, uploading: &[String]) -> Result<(), DbError> {
+        let mut images = list::Statement::new(String::new());
+        images
+            .push("UPDATE images SET claim_expires_at = ")
+            .push_bind(holder.until)
+            .push(" WHERE claimed_by = ")
+            .push_bind(holder.node)
+            .push(" AND deleted = 0 AND (status = 'uploading'");
+        if !uploading.is_empty() {
+            images.push(" OR (status = 'saving' AND id IN (");
+            for (i, id) in uploading.iter().enumerate() {
+                if i > 0 {
+                    images.push(", ");
+                }
+                images.push_bind(id.as_str());
+            }
+            images.push("))");
+        }
+        images.push(")");
+        let images = &images;
         write_tx!(self, |tx, sql| {
-            sqlx::query(&sql(
-                "UPDATE images SET claim_expires_at = ? WHERE claimed_by = ? \
-                 AND status IN ('saving', 'uploading') AND deleted = 0",
-            ))
-            .bind(holder.until)
-            .bind(holder.node)
-            .execute(&mut *tx)
-            .await?;
+            let text = sql(&images.text);
+            bind_params!(sqlx::query(&text), images)
+                .execute(&mut *tx)
+                .await?;
             sqlx::query(&sql(
                 "UPDATE tasks SET lease_expires_at = ? WHERE lease_owner = ? \
                  AND status IN ('pending', 'processing')",

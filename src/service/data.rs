@@ -218,15 +218,19 @@ pub(super) struct Claim {
 }
 
 impl Claim {
+    /// The transfer's outcome is recorded: the claim ends.
     pub(super) fn commit(mut self) {
         self.settled = true;
+        self.catalog.executor.board().let_go(&self.image_id);
     }
 
     /// Undoes the claim now: the image goes back to `queued` without data, staged data
-    /// goes, and its size no longer counts against the quota.
+    /// goes, and its size no longer counts against the quota. Should the database not
+    /// take that now, the claim is no longer renewed and the upkeep undoes it later.
     pub(super) async fn release(mut self) {
         self.settled = true;
         self.catalog.release(&self.image_id, self.kind).await;
+        self.catalog.executor.board().let_go(&self.image_id);
     }
 }
 
@@ -262,6 +266,7 @@ struct ReleaseDone {
 
 impl Drop for ReleaseDone {
     fn drop(&mut self) {
+        self.board.let_go(&self.id);
         self.board.releases.end(&self.id);
     }
 }
@@ -270,11 +275,16 @@ impl Catalog {
     /// Claims image `id` for incoming data: `queued` → `saving` or `uploading`, as one
     /// compare-and-set, so of two concurrent transfers one wins.
     pub(super) async fn claim(&self, id: &str, kind: ClaimKind) -> Result<Claim> {
-        if !self
+        // Held before the image moves, so the upkeep never sees it moved and not held.
+        let board = self.executor.board();
+        board.hold(id);
+        let claimed = self
             .db
             .claim_image(id, "queued", kind.status(), self.holder(), time::now())
-            .await?
-        {
+            .await;
+        if !matches!(claimed, Ok(true)) {
+            board.let_go(id);
+            claimed?;
             return Err(
                 DomainError::Conflict(format!("Image {id} is already being uploaded")).into(),
             );

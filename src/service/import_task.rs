@@ -467,14 +467,20 @@ impl Catalog {
         self.db.update_task(&update, time::now()).await
     }
 
-    /// After a crash or a restart, before any request. A completed stage (its file in
-    /// the staging area, as long as the image says) waits for its import, as it would
-    /// have without the restart; a stage cut part-way returns its image to `queued`;
-    /// staged data no image waits for is removed.
+    /// After a crash or a restart, before any request, and then at every upkeep round
+    /// (for stages whose release the database refused), leaving alone what a transfer of
+    /// this process holds. A completed stage (its file in the staging area, as long as the
+    /// image says) waits for its import, as it would have without the restart; a stage
+    /// cut part-way returns its image to `queued`; staged data no image waits for is
+    /// removed.
     pub async fn recover(&self) -> std::result::Result<(), ServiceError> {
         let staging = self.stores.staging().clone();
         let node = self.executor.board().node().to_string();
+        let held = self.executor.board().held();
         for id in self.db.image_ids_held("uploading", &node).await? {
+            if held.contains(&id) {
+                continue;
+            }
             let Some(image) = self.db.get_image(&id).await? else {
                 continue;
             };
@@ -498,7 +504,7 @@ impl Catalog {
             }
         }
         let entries = blocking(move || staging.entries()).await?;
-        for id in entries {
+        for id in entries.into_iter().filter(|id| !held.contains(id)) {
             let waiting = self
                 .db
                 .get_image(&id)

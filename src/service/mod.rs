@@ -61,7 +61,7 @@ pub enum ServiceError {
 impl From<DbError> for ServiceError {
     fn from(error: DbError) -> Self {
         match error {
-            DbError::Unavailable(_) | DbError::Contention(_) => {
+            DbError::Unavailable(_) | DbError::Contention(_) | DbError::CommitUnknown(_) => {
                 tracing::warn!(error = %error, "request failed: database unavailable");
                 ServiceError::DatabaseUnavailable
             }

@@ -31,11 +31,16 @@ impl Catalog {
         (self.lease / 4).clamp(Duration::from_millis(100), MAX_UPKEEP_INTERVAL)
     }
 
-    /// One round: renew, take up, take over. Errors are logged and the next round tries
-    /// again (the database may be down for a while).
+    /// One round: renew, repair, take up, take over. Errors are logged and the next round
+    /// tries again (the database may be down for a while).
     pub(super) async fn upkeep(&self) {
-        if let Err(e) = self.db.renew(self.holder()).await {
+        let held: Vec<String> = self.executor.board().held().into_iter().collect();
+        if let Err(e) = self.db.renew(self.holder(), &held).await {
             tracing::warn!(error = %e, "claims and task leases not renewed");
+        }
+        // Stages whose release the database refused (it was down) are released now.
+        if let Err(e) = self.recover().await {
+            tracing::warn!(error = %e, "stages not checked");
         }
         self.take_up_tasks().await;
         let now = time::now();

@@ -37,6 +37,10 @@ pub struct TaskBoard {
     handle: Handle,
     /// Whether `upkeep` runs.
     upkeep: std::sync::atomic::AtomicBool,
+    /// Images a transfer of this process holds now (claimed, neither committed nor
+    /// released yet): the uploads whose claims the upkeep renews, and the stages it leaves
+    /// alone.
+    held: Mutex<HashSet<String>>,
     /// `server.max_transfers`, across generations.
     pub transfers: Arc<TransferSlots>,
     /// Dropped claims being released now.
@@ -60,6 +64,7 @@ impl TaskBoard {
             transfers: TransferSlots::new(max_transfers),
             releases: Releases::default(),
             upkeep: std::sync::atomic::AtomicBool::new(false),
+            held: Mutex::default(),
         }))
     }
 
@@ -90,6 +95,25 @@ impl TaskBoard {
 
     pub fn node(&self) -> &str {
         &self.node
+    }
+
+    fn held_set(&self) -> MutexGuard<'_, HashSet<String>> {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A transfer of this process holds image `id` from now.
+    pub(super) fn hold(&self, id: &str) {
+        self.held_set().insert(id.to_string());
+    }
+
+    /// The transfer holding image `id` has ended (its outcome recorded or not).
+    pub(super) fn let_go(&self, id: &str) {
+        self.held_set().remove(id);
+    }
+
+    /// The images transfers of this process hold now.
+    pub(super) fn held(&self) -> HashSet<String> {
+        self.held_set().clone()
     }
 
     /// Makes `catalog` the generation tasks are handed on to. The first time, starts the
