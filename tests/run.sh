@@ -39,6 +39,9 @@ for engine in postgres mariadb; do
     TEST_DATABASE_URL=$(python3 tests/db/servers.py fresh --engine "$engine") \
         "$venv/bin/python" tests/compat/test_clients.py target/debug/glint
 done
+# The database restarted, and stopped for a few seconds, under load: 503s only, recovery by
+# itself, a reload refused meanwhile, nothing half-written.
+python3 tests/db/test_outage.py target/debug/glint
 # The README's client examples as a user types them, against glint on 127.0.0.1:9292.
 "$venv/bin/python" tests/compat/test_readme.py target/debug/glint
 

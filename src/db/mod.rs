@@ -251,28 +251,42 @@ impl Database {
     /// Inserts a new image with its tags and properties. `Duplicate` if the id was ever
     /// used, deleted images included.
     /// Should the connection go as it commits, the insert is settled by looking for the
-    /// image once the database answers again (within the deadline): a client told 503
-    /// must not find the image there afterwards.
+    /// image once the database answers again (`settle`).
     pub async fn insert_image(&self, image: &Image) -> Result<(), DbError> {
-        match self.write_image(image).await {
-            Err(DbError::CommitUnknown(reason)) => {
-                let deadline = tokio::time::Instant::now() + self.deadline();
-                while tokio::time::Instant::now() < deadline {
-                    match self.created_at_of(&image.id).await {
-                        Ok(Some(at)) if at == image.created_at => return Ok(()),
-                        Ok(_) => return Err(DbError::Unavailable(reason)),
-                        Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                    }
-                }
-                Err(DbError::CommitUnknown(reason))
-            }
-            outcome => outcome,
-        }
+        let outcome = self.write_image(image).await;
+        self.settle(outcome, &image.id, image.updated_at, || ())
+            .await
     }
 
-    async fn created_at_of(&self, id: &str) -> Result<Option<Timestamp>, DbError> {
+    /// A write to image `id` that stamped it `written_at` and whose COMMIT lost its
+    /// connection (`CommitUnknown`) is settled once the database answers again, within the
+    /// deadline: the stamp there means it committed (`committed()`), another stamp that it
+    /// did not (unavailable: a client told 503 finds nothing of it afterwards). Any other
+    /// outcome is returned as it is.
+    async fn settle<T>(
+        &self,
+        outcome: Result<T, DbError>,
+        id: &str,
+        written_at: Timestamp,
+        committed: impl FnOnce() -> T,
+    ) -> Result<T, DbError> {
+        let Err(DbError::CommitUnknown(reason)) = outcome else {
+            return outcome;
+        };
+        let deadline = tokio::time::Instant::now() + self.deadline();
+        while tokio::time::Instant::now() < deadline {
+            match self.updated_at_of(id).await {
+                Ok(Some(at)) if at == written_at => return Ok(committed()),
+                Ok(_) => return Err(DbError::Unavailable(reason)),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        Err(DbError::CommitUnknown(reason))
+    }
+
+    async fn updated_at_of(&self, id: &str) -> Result<Option<Timestamp>, DbError> {
         read!(self, |pool, sql| {
-            sqlx::query_scalar(&sql("SELECT created_at FROM images WHERE id = ?"))
+            sqlx::query_scalar(&sql("SELECT updated_at FROM images WHERE id = ?"))
                 .bind(id)
                 .fetch_optional(pool)
                 .await?
@@ -305,6 +319,12 @@ impl Database {
     /// (an upload or import finished): the caller reads it again. Locations and the
     /// service's own `os_glance_*` properties are left alone; `change_image` writes those.
     pub async fn save_image(&self, image: &Image, read_in: Status) -> Result<bool, DbError> {
+        let outcome = self.write_save(image, read_in).await;
+        self.settle(outcome, &image.id, image.updated_at, || true)
+            .await
+    }
+
+    async fn write_save(&self, image: &Image, read_in: Status) -> Result<bool, DbError> {
         write_tx!(self, |tx, sql| {
             let updated = bind_attributes(
                 sqlx::query(&sql(
@@ -349,7 +369,7 @@ impl Database {
         holder: Holder<'_>,
         now: Timestamp,
     ) -> Result<bool, DbError> {
-        write_tx!(self, |tx, sql| {
+        let outcome = write_tx!(self, |tx, sql| {
             let moved = sqlx::query(&sql(
                 "UPDATE images SET status = ?, updated_at = ?, claimed_by = ?, \
                  claim_expires_at = ? WHERE id = ? AND status = ? AND deleted = 0",
@@ -363,7 +383,8 @@ impl Database {
             .execute(&mut *tx)
             .await?;
             moved.rows_affected() == 1
-        })
+        });
+        self.settle(outcome, id, now, || true).await
     }
 
     /// Images whose upload was cut in `saving` go back to `queued` (their partial data is
@@ -480,7 +501,7 @@ impl Database {
         now: Timestamp,
     ) -> Result<bool, DbError> {
         let lock = self.row_lock();
-        write_tx!(self, |tx, sql| {
+        let outcome = write_tx!(self, |tx, sql| {
             let status: Option<Text> = sqlx::query_scalar(&sql(&format!(
                 "SELECT status FROM images WHERE id = ? AND deleted = 0{lock}"
             )))
@@ -600,7 +621,8 @@ impl Database {
                 TaskWrite::Update(update) => update_task!(tx, sql, update, now),
             }
             true
-        })
+        });
+        self.settle(outcome, id, now, || true).await
     }
 
     /// ` FOR UPDATE` where the engine has it: SQLite has one writer at a time anyway.
@@ -716,7 +738,7 @@ impl Database {
 
     /// Marks the image deleted; its id stays taken. `Ok(false)` if it was already gone.
     pub async fn delete_image(&self, id: &str, now: Timestamp) -> Result<bool, DbError> {
-        write_tx!(self, |tx, sql| {
+        let outcome = write_tx!(self, |tx, sql| {
             let deleted = sqlx::query(&sql(
                 "UPDATE images SET deleted = 1, deleted_at = ?, status = 'deleted', \
                  updated_at = ? WHERE id = ? AND deleted = 0",
@@ -738,7 +760,8 @@ impl Database {
                     .await?;
             }
             deleted.rows_affected() > 0
-        })
+        });
+        self.settle(outcome, id, now, || true).await
     }
 
     pub async fn get_image(&self, id: &str) -> Result<Option<Image>, DbError> {
