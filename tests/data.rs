@@ -488,3 +488,83 @@ async fn status_is(addr: SocketAddr, id: &str, status: &str) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Clients that hang up in the middle of their writes (the request future dropped at any
+/// point of its transaction) leave the database as usable as before: meanwhile every other
+/// client's PATCH succeeds, and afterwards patches and creates do, on every engine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn clients_hanging_up_mid_write_leave_the_database_usable() {
+    use tokio::io::AsyncWriteExt;
+
+    let mut sd = FakeSystemd::new();
+    let addr = sd.add_socket_unit("api");
+    sd.write_config(&config(""));
+    sd.start().await;
+    let mut ids = Vec::new();
+    for _ in 0..8 {
+        ids.push(create(addr).await);
+    }
+    let patch = |value: String| {
+        let body = serde_json::to_vec(&json!([{"op": "replace", "path": "/name", "value": value}]))
+            .expect("json");
+        (body.len(), body)
+    };
+    let mut quitters = tokio::task::JoinSet::new();
+    for n in 0..300u64 {
+        let (len, body) = patch(format!("quit-{n}"));
+        let id = ids[n as usize % ids.len()].clone();
+        quitters.spawn(async move {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            let head = format!(
+                "PATCH /v2/images/{id} HTTP/1.1\r\nHost: glint\r\n\
+                 Content-Type: application/openstack-images-v2.1-json-patch\r\n\
+                 Content-Length: {len}\r\n\r\n"
+            );
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.write_all(&body).await;
+            // Gone somewhere between the request's arrival and its answer.
+            tokio::time::sleep(Duration::from_micros((n * 7919) % 20_000)).await;
+        });
+    }
+    let mut stayers = tokio::task::JoinSet::new();
+    for n in 0..4usize {
+        let id = ids[n].clone();
+        stayers.spawn(async move {
+            let mut conn = Conn::open(addr).await.expect("connect");
+            for round in 0..40 {
+                let (status, body) = conn
+                    .json(
+                        "PATCH",
+                        &format!("/v2/images/{id}"),
+                        "application/openstack-images-v2.1-json-patch",
+                        &json!([{"op": "replace", "path": "/name", "value": format!("stay-{round}")}]),
+                    )
+                    .await
+                    .expect("patch");
+                assert_eq!(status, 200, "{body}");
+            }
+        });
+    }
+    while let Some(done) = quitters.join_next().await {
+        done.expect("quitter");
+    }
+    while let Some(done) = stayers.join_next().await {
+        done.expect("no PATCH of a client that stayed failed");
+    }
+    for id in &ids {
+        let mut conn = Conn::open(addr).await.expect("connect");
+        let (status, body) = conn
+            .json(
+                "PATCH",
+                &format!("/v2/images/{id}"),
+                "application/openstack-images-v2.1-json-patch",
+                &json!([{"op": "replace", "path": "/name", "value": "after"}]),
+            )
+            .await
+            .expect("patch");
+        assert_eq!(status, 200, "{body}");
+    }
+    create(addr).await;
+    assert!(!sd.logs().contains("transaction depth"), "{}", sd.logs());
+    assert_eq!(sd.stop().await, 0);
+}

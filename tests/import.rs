@@ -992,7 +992,10 @@ async fn two_nodes_on_one_database_serve_one_catalogue_without_errors() {
     assert_ne!(status_a["node"], status_b["node"], "two nodes");
     assert_eq!(status_a["database"], status_b["database"], "one database");
     assert!(
-        !status_a["database"].as_str().unwrap_or(":glint@").contains(":glint@"),
+        !status_a["database"]
+            .as_str()
+            .unwrap_or(":glint@")
+            .contains(":glint@"),
         "the password is hidden: {status_a}"
     );
     let data = pattern(300 << 10, 9);

@@ -280,12 +280,14 @@ async fn connect(engine: Engine, settings: &Settings, read_only: bool) -> Result
             let write = SqlitePoolOptions::new()
                 .max_connections(1)
                 .acquire_timeout(settings.statement_timeout)
+                .after_release(|conn, _| Box::pin(async move { Ok(settled(conn)) }))
                 .connect_with(options.clone().read_only(read_only))
                 .await
                 .map_err(&error)?;
             let read = SqlitePoolOptions::new()
                 .max_connections(connections)
                 .acquire_timeout(settings.statement_timeout)
+                .after_release(|conn, _| Box::pin(async move { Ok(settled(conn)) }))
                 .connect_with(options.read_only(true))
                 .await
                 .map_err(&error)?;
@@ -307,6 +309,7 @@ async fn connect(engine: Engine, settings: &Settings, read_only: bool) -> Result
             let pool = PgPoolOptions::new()
                 .max_connections(connections)
                 .acquire_timeout(settings.connect_timeout)
+                .after_release(|conn, _| Box::pin(async move { Ok(settled(conn)) }))
                 .connect_with(options.clone())
                 .await;
             match pool {
@@ -322,6 +325,7 @@ async fn connect(engine: Engine, settings: &Settings, read_only: bool) -> Result
             let pool = MySqlPoolOptions::new()
                 .max_connections(connections)
                 .acquire_timeout(settings.connect_timeout)
+                .after_release(|conn, _| Box::pin(async move { Ok(settled(conn)) }))
                 .after_connect(move |conn, _| {
                     Box::pin(async move {
                         mysql_session(conn, statement_timeout).await?;
@@ -336,6 +340,19 @@ async fn connect(engine: Engine, settings: &Settings, read_only: bool) -> Result
             }
         }
     }
+}
+
+/// Whether a connection coming back to its pool may serve again. A request cut while its
+/// transaction began (its client hung up) can return the connection still inside that
+/// transaction, which sqlx does not roll back: the next transaction on it would fail, and
+/// on SQLite it would keep the write lock. Such a connection is closed instead (the server
+/// rolls back), and the pool opens a fresh one.
+fn settled(conn: &mut impl Connection) -> bool {
+    let idle = !conn.is_in_transaction();
+    if !idle {
+        tracing::debug!("a connection came back inside a transaction; closed");
+    }
+    idle
 }
 
 /// A pool that timed out opening its first connection says only that: one connection
@@ -537,44 +554,77 @@ macro_rules! read {
 /// Runs `$body` in a write transaction, `$tx` the transaction (use `&mut *$tx`), committed
 /// when the body evaluates to its value; an early `return` rolls back. A transaction that
 /// lost to another writer (deadlock, serialisation failure) runs again, a bounded number of
-/// times. Every value the body uses from outside must be `Copy` (references are).
+/// times. Every value the body uses from outside must be `Copy` (references are). If the
+/// request is dropped part-way (its client hung up), the connection is closed rather than
+/// returned to the pool in an unknown state (`Held`).
 macro_rules! write_tx {
     ($db:expr, |$tx:ident, $sql:ident| $body:expr) => {
         $db.retrying(move || async move {
             match &$db.pools {
-                $crate::db::engine::Pools::Sqlite { write, .. } => {
-                    // The write lock at once: a transaction that read first and then wants
-                    // to write cannot wait for another process's writer.
-                    let mut $tx = write.begin_with("BEGIN IMMEDIATE").await?;
-                    let $sql = $crate::db::engine::as_is;
-                    let value = $body;
-                    $tx.commit()
-                        .await
-                        .map_err($crate::db::engine::commit_failed)?;
-                    Ok::<_, $crate::db::DbError>(value)
-                }
-                $crate::db::engine::Pools::Postgres(pool) => {
-                    let mut $tx = pool.begin().await?;
-                    let $sql = $crate::db::engine::numbered;
-                    let value = $body;
-                    $tx.commit()
-                        .await
-                        .map_err($crate::db::engine::commit_failed)?;
-                    Ok::<_, $crate::db::DbError>(value)
-                }
-                $crate::db::engine::Pools::MySql(pool) => {
-                    let mut $tx = pool.begin().await?;
-                    let $sql = $crate::db::engine::mysql;
-                    let value = $body;
-                    $tx.commit()
-                        .await
-                        .map_err($crate::db::engine::commit_failed)?;
-                    Ok::<_, $crate::db::DbError>(value)
-                }
+                // The write lock at once: a transaction that read first and then wants to
+                // write cannot wait for another process's writer.
+                $crate::db::engine::Pools::Sqlite { write, .. } => write_tx!(
+                    @on write, "BEGIN IMMEDIATE", $crate::db::engine::as_is, $tx, $sql, $body
+                ),
+                $crate::db::engine::Pools::Postgres(pool) => write_tx!(
+                    @on pool, "BEGIN", $crate::db::engine::numbered, $tx, $sql, $body
+                ),
+                $crate::db::engine::Pools::MySql(pool) => write_tx!(
+                    @on pool, "BEGIN", $crate::db::engine::mysql, $tx, $sql, $body
+                ),
             }
         })
         .await
     };
+    (@on $pool:expr, $begin:expr, $dialect:path, $tx:ident, $sql:ident, $body:expr) => {{
+        let mut held = $crate::db::engine::Held::new($pool.acquire().await?);
+        let outcome = async {
+            let mut $tx = sqlx::Connection::begin_with(held.connection(), $begin).await?;
+            let $sql = $dialect;
+            let value = $body;
+            $tx.commit()
+                .await
+                .map_err($crate::db::engine::commit_failed)?;
+            Ok::<_, $crate::db::DbError>(value)
+        }
+        .await;
+        held.finished();
+        outcome
+    }};
+}
+
+/// A pooled connection a write transaction runs on. Dropped before `finished` (the future
+/// running the transaction was dropped at an await: the client hung up, a deadline passed),
+/// the connection is closed, so the server rolls back whatever it had begun, instead of
+/// going back to the pool with a transaction sqlx may not know is open.
+pub(crate) struct Held<DB: sqlx::Database> {
+    connection: sqlx::pool::PoolConnection<DB>,
+    finished: bool,
+}
+
+impl<DB: sqlx::Database> Held<DB> {
+    pub(crate) fn new(connection: sqlx::pool::PoolConnection<DB>) -> Self {
+        Held {
+            connection,
+            finished: false,
+        }
+    }
+
+    pub(crate) fn connection(&mut self) -> &mut DB::Connection {
+        &mut self.connection
+    }
+
+    pub(crate) fn finished(&mut self) {
+        self.finished = true;
+    }
+}
+
+impl<DB: sqlx::Database> Drop for Held<DB> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.connection.close_on_drop();
+        }
+    }
 }
 
 pub(crate) use {read, write_tx};
