@@ -527,8 +527,7 @@ async fn clients_hanging_up_mid_write_leave_the_database_usable() {
         });
     }
     let mut stayers = tokio::task::JoinSet::new();
-    for n in 0..4usize {
-        let id = ids[n].clone();
+    for id in ids.iter().take(4).cloned() {
         stayers.spawn(async move {
             let mut conn = Conn::open(addr).await.expect("connect");
             for round in 0..40 {
