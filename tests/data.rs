@@ -527,7 +527,8 @@ async fn clients_hanging_up_mid_write_leave_the_database_usable() {
         });
     }
     let mut stayers = tokio::task::JoinSet::new();
-    for id in ids.iter().take(4).cloned() {
+    for id in ids.iter().take(4) {
+        let id = id.clone();
         stayers.spawn(async move {
             let mut conn = Conn::open(addr).await.expect("connect");
             for round in 0..40 {
