@@ -104,8 +104,15 @@ pub(super) fn page_query(
         Engine::Sqlite => format!("SELECT json_group_array({image} ORDER BY {order})"),
         Engine::Postgres | Engine::MySql => format!("SELECT {image}"),
     };
+    // MariaDB's optimizer walks `images_by_created` from one end for the default order
+    // and stops only after the page when told to use it: otherwise a page deep in the
+    // catalogue reads every row before it.
+    let hint = match (engine, query.sort.first()) {
+        (Engine::MySql, Some((Column::CreatedAt, _))) => " FORCE INDEX (images_by_created)",
+        _ => "",
+    };
     let mut sql = Statement::new(format!(
-        "{select} FROM (SELECT i.* FROM images i \
+        "{select} FROM (SELECT i.* FROM images i{hint} \
          WHERE i.deleted = 0 AND i.status != 'killed' AND i.os_hidden = "
     ));
     sql.push_bind(query.os_hidden);
@@ -114,7 +121,7 @@ pub(super) fn page_query(
         push_filter(&mut sql, filter);
     }
     if let Some(marker) = marker {
-        push_after(&mut sql, &query.sort, marker);
+        push_after(&mut sql, engine, &query.sort, marker);
     }
     sql.push(format!(" ORDER BY {order} LIMIT "));
     sql.push_bind(i64::from(query.limit));
@@ -273,10 +280,17 @@ fn push_key(sql: &mut Statement, key: Key) {
 }
 
 /// Keyset pagination: rows strictly after `marker` in the sort order. With one direction
-/// for every key this is a row-value comparison, which SQLite answers from an index.
-fn push_after(sql: &mut Statement, sort: &[(Column, Direction)], marker: &Image) {
+/// for every key this is a row-value comparison, which SQLite and PostgreSQL answer from an
+/// index; MariaDB does not use one for it, so there (and with mixed directions) it is
+/// written out key by key.
+fn push_after(
+    sql: &mut Statement,
+    engine: Engine,
+    sort: &[(Column, Direction)],
+    marker: &Image,
+) {
     let uniform = sort.windows(2).all(|w| w[0].1 == w[1].1);
-    if uniform {
+    if uniform && engine != Engine::MySql {
         let op = match sort[0].1 {
             Direction::Asc => ">",
             Direction::Desc => "<",

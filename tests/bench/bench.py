@@ -162,9 +162,10 @@ def seed(db_path, count):
     import uuid
 
     con = sqlite3.connect(db_path)
-    now = int(time.time())
+    # Times are microseconds since the epoch; a millisecond apart.
+    now = int(time.time() * 1_000_000)
     rows = [
-        (str(uuid.uuid4()), f"seed-{i}", "active", "public", now - count + i, now - count + i)
+        (str(uuid.uuid4()), f"seed-{i}", "active", "public", now - (count - i) * 1000, now - (count - i) * 1000)
         for i in range(count)
     ]
     con.executemany(
