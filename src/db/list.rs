@@ -283,12 +283,7 @@ fn push_key(sql: &mut Statement, key: Key) {
 /// for every key this is a row-value comparison, which SQLite and PostgreSQL answer from an
 /// index; MariaDB does not use one for it, so there (and with mixed directions) it is
 /// written out key by key.
-fn push_after(
-    sql: &mut Statement,
-    engine: Engine,
-    sort: &[(Column, Direction)],
-    marker: &Image,
-) {
+fn push_after(sql: &mut Statement, engine: Engine, sort: &[(Column, Direction)], marker: &Image) {
     let uniform = sort.windows(2).all(|w| w[0].1 == w[1].1);
     if uniform && engine != Engine::MySql {
         let op = match sort[0].1 {
