@@ -10,3 +10,5 @@ ALTER TABLE images ADD COLUMN claim_expires_at INTEGER;
 -- whose node died is taken over once its lease has expired.
 ALTER TABLE tasks ADD COLUMN lease_owner TEXT;
 ALTER TABLE tasks ADD COLUMN lease_expires_at INTEGER;
+-- Each node's upkeep looks for images in `saving` and `uploading` every few seconds.
+CREATE INDEX images_by_status ON images (status);

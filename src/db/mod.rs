@@ -397,27 +397,37 @@ impl Database {
         node: Option<&str>,
         now: Timestamp,
     ) -> Result<u64, DbError> {
-        write_tx!(self, |tx, sql| {
-            let requeued = sqlx::query(&sql(
-                "UPDATE images SET status = 'queued', size = NULL, virtual_size = NULL, \
-                 checksum = NULL, os_hash_algo = NULL, os_hash_value = NULL, updated_at = ?, \
-                 claimed_by = NULL, claim_expires_at = NULL \
-                 WHERE status = 'saving' AND deleted = 0 \
+        let lock = self.row_lock();
+        let requeued = write_tx!(self, |tx, sql| {
+            let ids: Vec<Text> = sqlx::query_scalar(&sql(&format!(
+                "SELECT id FROM images WHERE status = 'saving' AND deleted = 0 \
                  AND (claimed_by = ? OR claim_expires_at < ? \
-                      OR (claimed_by IS NULL AND ? IS NOT NULL))",
-            ))
-            .bind(now)
+                      OR (claimed_by IS NULL AND ? IS NOT NULL)){lock}"
+            )))
             .bind(node)
             .bind(now)
             .bind(node)
-            .execute(&mut *tx)
+            .fetch_all(&mut *tx)
             .await?;
-            sqlx::query(&sql("DELETE FROM image_locations WHERE image_id IN \
-                 (SELECT id FROM images WHERE status = 'queued' AND deleted = 0)"))
-            .execute(&mut *tx)
-            .await?;
-            requeued.rows_affected()
-        })
+            for Text(id) in &ids {
+                sqlx::query(&sql(
+                    "UPDATE images SET status = 'queued', size = NULL, virtual_size = NULL, \
+                     checksum = NULL, os_hash_algo = NULL, os_hash_value = NULL, \
+                     updated_at = ?, claimed_by = NULL, claim_expires_at = NULL \
+                     WHERE id = ? AND status = 'saving'",
+                ))
+                .bind(now)
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(&sql("DELETE FROM image_locations WHERE image_id = ?"))
+                    .bind(id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            ids.len()
+        })?;
+        Ok(requeued as u64)
     }
 
     /// Stages held by a node whose claim expired (it died with the staged data on its
