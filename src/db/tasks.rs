@@ -4,7 +4,7 @@
 use super::engine::{read, write_tx};
 use super::list::Statement;
 use super::rows::{TASK_COLUMNS, TaskRow, Text};
-use super::{Database, DbError, Holder, bind_params, list};
+use super::{Database, DbError, Holder, bind_params};
 use crate::domain::task::{Task, TaskStatus};
 use crate::domain::time::Timestamp;
 
