@@ -52,6 +52,14 @@ from activated import ActivatedGlint, listening_socket  # noqa: E402
 from bench import ROOT, wrk  # noqa: E402
 
 SERVERS = os.path.join(ROOT, "tests", "db", "servers.py")
+
+
+def server_url(engine):
+    """The URL of the suite's `engine` server (its `glint` database), as servers.py prints it
+    (the ports depend on the checkout)."""
+    out = client([sys.executable, SERVERS, "start", "--engine", engine])
+    name = {"postgres": "TEST_POSTGRES_URL", "mariadb": "TEST_MARIADB_URL"}[engine]
+    return next(line.split("=", 1)[1] for line in out.splitlines() if line.startswith(name + "="))
 WORKERS = 2
 SMALL = 100
 PATCHED = 100  # images the spread PATCH cycles over (the SMALL seeded ones)
@@ -144,7 +152,7 @@ class Postgres:
 
     @staticmethod
     def version():
-        url = "postgres://glint:glint@127.0.0.1:55432/glint"
+        url = server_url("postgres")
         return "PostgreSQL " + client(["psql", "-X", "-A", "-t", "-d", url, "-c", "SHOW server_version"]).strip()
 
 
@@ -161,7 +169,7 @@ class MariaDB:
 
     @staticmethod
     def mariadb(script, database=""):
-        url = urllib.parse.urlsplit("mysql://glint:glint@127.0.0.1:53306/glint")
+        url = urllib.parse.urlsplit(server_url("mariadb"))
         return client(["mariadb", "--no-defaults", "--protocol=tcp", f"--host={url.hostname}",
                        f"--port={url.port}", f"--user={url.username}", f"--password={url.password}",
                        "--batch", "--skip-column-names", *([database] if database else [])], script)

@@ -12,7 +12,7 @@ repository starts, stops or writes into them. Python 3 standard library only.
 `start` (and `restart`) print one line per engine on stdout, for a shell to `eval` or a test to
 parse; everything else goes to stderr:
 
-    TEST_POSTGRES_URL=postgres://glint:glint@127.0.0.1:55432/glint
+    TEST_POSTGRES_URL=postgres://glint:glint@127.0.0.1:55432/glint   (ports: see below)
     TEST_MARIADB_URL=mysql://glint:glint@127.0.0.1:53306/glint
 
 The role/user `glint` (password `glint`) is a superuser that may create databases: tests create
@@ -20,7 +20,9 @@ one database per test. `start` is idempotent: a server that is already up is onl
 printed. The servers run detached and outlive this script.
 
 Where things live: target/db/<engine>/ in the repository (git ignores target/), holding the data
-directory, the server's log, its unix socket and pid file. The servers' own ports (55432, 53306)
+directory, the server's log, its unix socket and pid file. The servers' own ports (55432, 53306,
+each plus an offset from 0 to 499 derived from the repository's path, so that two checkouts on
+one machine never meet)
 and sockets never collide with the Debian packages' services (5432, 3306, /run/...), which this
 script neither needs nor touches. Two cases move an engine's area to
 /var/tmp/glint-test-db/<hash of the repository path>/<engine>, with target/db/<engine> a symlink
@@ -55,8 +57,11 @@ FALLBACK_ROOT = Path("/var/tmp/glint-test-db") / hashlib.sha256(str(REPO).encode
 
 HOST = "127.0.0.1"
 USER = PASSWORD = DATABASE = "glint"
-PG_PORT = 55432
-MARIADB_PORT = 53306
+# Each checkout its own ports (CI's clean clone beside a working copy whose servers still
+# run): 55432 and 53306, offset by a hash of the repository's path.
+PORT_OFFSET = int(hashlib.sha256(str(REPO).encode()).hexdigest(), 16) % 500
+PG_PORT = 55432 + PORT_OFFSET
+MARIADB_PORT = 53306 + PORT_OFFSET
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PG_MAJOR = "15"
