@@ -131,24 +131,34 @@ impl App {
         // Creating directories is file I/O: off the async threads.
         let staging = config.state_dir.join("staging");
         let hash_algo = config.images.hash_algo.clone();
-        let stores =
-            tokio::task::spawn_blocking(move || Stores::open(specs, &default, staging, &hash_algo))
-                .await??;
+        // This node's id (its temporary files are named by it): the process's, or read
+        // (made, the first time) from the state directory.
+        let node = match previous {
+            Some(app) => app.board.node().to_string(),
+            None => {
+                let state_dir = config.state_dir.clone();
+                tokio::task::spawn_blocking(move || crate::service::node_id(&state_dir))
+                    .await?
+                    .map_err(|source| AppError::StateDir {
+                        path: config.state_dir.join("node-id"),
+                        source,
+                    })?
+            }
+        };
+        let stores = {
+            let node = node.clone();
+            tokio::task::spawn_blocking(move || {
+                Stores::open(specs, &default, staging, &hash_algo, &node)
+            })
+            .await??
+        };
         if let Some(app) = previous {
             refuse_dropping_data(&app.stores, &stores, &database).await?;
         }
         let board = match previous {
             Some(app) => app.board.clone(),
-            None => {
-                let state_dir = config.state_dir.clone();
-                let node = tokio::task::spawn_blocking(move || crate::service::node_id(&state_dir))
-                    .await?
-                    .map_err(|source| AppError::StateDir {
-                        path: config.state_dir.join("node-id"),
-                        source,
-                    })?;
-                TaskBoard::new(node, config.server.max_transfers).map_err(AppError::Runtime)?
-            }
+            None => TaskBoard::new(node.clone(), config.server.max_transfers)
+                .map_err(AppError::Runtime)?,
         };
         let tracker = TaskTracker::new();
         let cut = CancellationToken::new();

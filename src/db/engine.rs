@@ -137,16 +137,17 @@ fn engine_of(settings: &Settings) -> Result<Engine, DbError> {
 /// database.
 pub(super) async fn open(settings: &Settings) -> Result<(Engine, Pools), DbError> {
     let engine = engine_of(settings)?;
+    // SQLite: from creating the file and switching it to WAL to the last migration, under
+    // the lock, so that processes opening a new database together see it whole.
+    let lock = match settings.sqlite_path() {
+        Some(path) => {
+            Some(lock_file(PathBuf::from(format!("{}.migrate-lock", path.display()))).await?)
+        }
+        None => None,
+    };
     let pools = connect(engine, settings, false).await?;
     match &pools {
         Pools::Sqlite { write, .. } => {
-            let lock_path = settings
-                .sqlite_path()
-                .map(|p| PathBuf::from(format!("{}.migrate-lock", p.display())));
-            let lock = match lock_path {
-                Some(path) => Some(lock_file(path).await?),
-                None => None,
-            };
             SQLITE_MIGRATIONS.run(write).await?;
             drop(lock);
         }
@@ -266,11 +267,12 @@ async fn connect(engine: Engine, settings: &Settings, read_only: bool) -> Result
                     reason: "names no file".into(),
                 });
             };
+            // WAL is set by the writer: it stays with the file, and a read-only connection
+            // cannot set it (while another process creates the database, it would try).
             let options = SqliteConnectOptions::from_str("sqlite://")
                 .map_err(&error)?
                 .filename(&path)
                 .create_if_missing(!read_only)
-                .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 // A writer waits this long for another process's write lock.
                 .busy_timeout(settings.statement_timeout)
@@ -281,7 +283,10 @@ async fn connect(engine: Engine, settings: &Settings, read_only: bool) -> Result
                 .max_connections(1)
                 .acquire_timeout(settings.statement_timeout)
                 .after_release(|conn, _| Box::pin(async move { Ok(settled(conn)) }))
-                .connect_with(options.clone().read_only(read_only))
+                .connect_with(match read_only {
+                    true => options.clone().read_only(true),
+                    false => options.clone().journal_mode(SqliteJournalMode::Wal),
+                })
                 .await
                 .map_err(&error)?;
             let read = SqlitePoolOptions::new()

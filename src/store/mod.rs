@@ -13,7 +13,13 @@ use md5::Md5;
 use sha2::digest::DynDigest;
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
+/// Every temporary file's name starts so; then comes the writing node's id (`<state_dir>/
+/// node-id`), so that nodes sharing a data directory (NFS, CephFS) remove only their own
+/// after a crash.
 const TEMP_PREFIX: &str = ".upload-";
+/// A temporary file of another node (or of a version before node ids) untouched this long
+/// is an orphan: every transfer writes more often than its read timeouts allow.
+const FOREIGN_ORPHAN_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
 /// What a finished write computed, kept beside the data (`.hashes-<image id>`).
 const HASHES_PREFIX: &str = ".hashes-";
 /// Chunks queued for the md5 thread before the writer waits for it.
@@ -60,10 +66,11 @@ impl Stores {
         default: &str,
         staging: PathBuf,
         hash_algo: &str,
+        node: &str,
     ) -> Result<Stores, StoreError> {
         let mut stores = specs
             .into_iter()
-            .map(|spec| Store::open(spec.id, spec.description, spec.dirs, hash_algo))
+            .map(|spec| Store::open(spec.id, spec.description, spec.dirs, hash_algo, node))
             .collect::<Result<Vec<_>, _>>()?;
         stores.sort_by(|a, b| a.id.cmp(&b.id));
         if !stores.iter().any(|s| s.id == default) {
@@ -78,6 +85,7 @@ impl Stores {
                 read_only: false,
             }],
             hash_algo,
+            node,
         )?;
         Ok(Stores {
             stores,
@@ -105,8 +113,8 @@ impl Stores {
         &self.staging
     }
 
-    /// Removes temporary files an interrupted process left in any store or the staging
-    /// area; returns how many.
+    /// Removes temporary files an interrupted process of this node left in any store or
+    /// the staging area (and other nodes' long untouched); returns how many.
     pub fn remove_orphans(&self) -> usize {
         self.stores
             .iter()
@@ -130,6 +138,8 @@ pub struct Store {
     /// Highest priority first.
     dirs: Vec<DataDir>,
     hash_algo: String,
+    /// `TEMP_PREFIX` and this node's id: how this node's temporary files begin.
+    temp_prefix: String,
 }
 
 /// What a finished write produced.
@@ -150,6 +160,7 @@ impl Store {
         description: Option<String>,
         mut dirs: Vec<DataDir>,
         hash_algo: &str,
+        node: &str,
     ) -> Result<Store, StoreError> {
         for dir in &dirs {
             fs::create_dir_all(&dir.path).map_err(|source| StoreError::Dir {
@@ -163,7 +174,17 @@ impl Store {
             description,
             dirs,
             hash_algo: hash_algo.to_string(),
+            temp_prefix: format!("{TEMP_PREFIX}{node}-"),
         })
+    }
+
+    /// A new temporary file's path in `dir`, for data of `image_id`.
+    fn temporary(&self, dir: &Path, image_id: &str) -> PathBuf {
+        dir.join(format!(
+            "{}{image_id}-{}",
+            self.temp_prefix,
+            uuid::Uuid::new_v4()
+        ))
     }
 
     pub fn dirs(&self) -> &[DataDir] {
@@ -206,7 +227,7 @@ impl Store {
         let path = dir.path.join(format!("{HASHES_PREFIX}{image_id}"));
         let temp = dir
             .path
-            .join(format!("{TEMP_PREFIX}{HASHES_PREFIX}{image_id}"));
+            .join(format!("{}{HASHES_PREFIX}{image_id}", self.temp_prefix));
         let io_error = |source| StoreError::Io {
             path: path.clone(),
             source,
@@ -257,9 +278,7 @@ impl Store {
             return Ok(None);
         };
         let target = dir.path.join(image_id);
-        let temp = dir
-            .path
-            .join(format!("{TEMP_PREFIX}{image_id}-{}", uuid::Uuid::new_v4()));
+        let temp = self.temporary(&dir.path, image_id);
         let io_error = |source| StoreError::Io {
             path: target.clone(),
             source,
@@ -286,7 +305,9 @@ impl Store {
         self.path_of(location)
     }
 
-    /// Removes temporary files left by an interrupted process; returns how many.
+    /// Removes temporary files left by an interrupted process of this node, and those of
+    /// other nodes untouched for `FOREIGN_ORPHAN_AGE` (a node that died for good); returns
+    /// how many. Another node's transfer in flight keeps its file.
     pub fn remove_orphans(&self) -> usize {
         let mut removed = 0;
         for dir in &self.dirs {
@@ -295,9 +316,16 @@ impl Store {
             };
             for entry in entries.flatten() {
                 let name = entry.file_name();
-                if name.to_string_lossy().starts_with(TEMP_PREFIX)
-                    && fs::remove_file(entry.path()).is_ok()
-                {
+                let name = name.to_string_lossy();
+                let orphan = name.starts_with(&self.temp_prefix)
+                    || (name.starts_with(TEMP_PREFIX)
+                        && entry
+                            .metadata()
+                            .and_then(|m| m.modified())
+                            .ok()
+                            .and_then(|at| at.elapsed().ok())
+                            .is_some_and(|age| age > FOREIGN_ORPHAN_AGE));
+                if orphan && fs::remove_file(entry.path()).is_ok() {
                     removed += 1;
                 }
             }
@@ -315,9 +343,7 @@ impl Store {
             .filter(|d| !d.read_only)
             .find(|d| free_bytes(&d.path).is_some_and(|free| free > needed))
             .ok_or(StoreError::Full(needed))?;
-        let temp = dir
-            .path
-            .join(format!("{TEMP_PREFIX}{image_id}-{}", uuid::Uuid::new_v4()));
+        let temp = self.temporary(&dir.path, image_id);
         let file = File::create_new(&temp).map_err(|source| StoreError::Io {
             path: temp.clone(),
             source,
@@ -494,8 +520,31 @@ mod tests {
                 })
                 .collect(),
             "sha512",
+            "node-a",
         )
         .unwrap()
+    }
+
+    /// Nodes sharing a data directory: a start removes its own node's temporary files, not
+    /// another node's transfer in flight.
+    #[test]
+    fn orphans_are_this_nodes_temporary_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&[(dir.path(), 0, false)]);
+        let mine = store.begin("image-1", None).unwrap();
+        let theirs = dir.path().join(".upload-node-b-image-2-x");
+        std::fs::write(&theirs, b"in flight").unwrap();
+        std::mem::forget(mine);
+        assert_eq!(store.remove_orphans(), 1);
+        assert!(theirs.exists());
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            left,
+            vec![std::ffi::OsString::from(".upload-node-b-image-2-x")]
+        );
     }
 
     #[test]
