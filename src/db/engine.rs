@@ -222,32 +222,21 @@ pub(super) async fn applied_migrations(settings: &Settings) -> Result<Vec<i64>, 
         }
     };
     let versions = "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version";
+    // The same two queries on each engine's pool.
+    macro_rules! applied_on {
+        ($pool:expr) => {{
+            let tables: i64 = sqlx::query_scalar(exists).fetch_one($pool).await?;
+            match tables {
+                0 => Vec::new(),
+                _ => sqlx::query_scalar(versions).fetch_all($pool).await?,
+            }
+        }};
+    }
     let applied = async {
         Ok::<_, DbError>(match &pools {
-            Pools::Sqlite { read, .. } => {
-                let n: i64 = sqlx::query_scalar(exists).fetch_one(read).await?;
-                if n == 0 {
-                    Vec::new()
-                } else {
-                    sqlx::query_scalar(versions).fetch_all(read).await?
-                }
-            }
-            Pools::Postgres(pool) => {
-                let n: i64 = sqlx::query_scalar(exists).fetch_one(pool).await?;
-                if n == 0 {
-                    Vec::new()
-                } else {
-                    sqlx::query_scalar(versions).fetch_all(pool).await?
-                }
-            }
-            Pools::MySql(pool) => {
-                let n: i64 = sqlx::query_scalar(exists).fetch_one(pool).await?;
-                if n == 0 {
-                    Vec::new()
-                } else {
-                    sqlx::query_scalar(versions).fetch_all(pool).await?
-                }
-            }
+            Pools::Sqlite { read, .. } => applied_on!(read),
+            Pools::Postgres(pool) => applied_on!(pool),
+            Pools::MySql(pool) => applied_on!(pool),
         })
     }
     .await;

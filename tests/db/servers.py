@@ -229,7 +229,40 @@ def wipe(area):
 # --- PostgreSQL ---------------------------------------------------------------------------------
 
 
-class Postgres:
+class Server:
+    """What starting is for either engine: wait for a running server, or initialise (when the
+    data directory is missing or broken) and launch one, then bootstrap the glint login and
+    check it over TCP. The engines say how (`init`, `launch`, `bootstrap`, `stop`, ...)."""
+
+    def start(self):
+        if self.pid() is not None:
+            wait_until(self.ready, f"{self.name}: waiting for {self.waiting_for()}",
+                       START_TIMEOUT, log=self.log)
+            return
+        # Checked first: a port taken by someone else must not pass for a broken data directory.
+        require_free_port(self.name, self.port)
+        started = time.monotonic()
+        fresh = not self.initialised()
+        if fresh:
+            self.init()
+        try:
+            self.launch()
+        except Failure as e:
+            if fresh:
+                raise
+            say(f"{e}\n{self.name}: did not start on the existing data directory; initialising "
+                "it afresh")
+            self.stop()
+            self.init()
+            self.launch()
+        self.bootstrap()
+        self.check_login()
+        self.stamp.write_text(f"{self.server_version()}\n")
+        say(f"{self.name}: started (pid {self.pid()}) in {time.monotonic() - started:.1f} s; "
+            f"log {self.log}")
+
+
+class Postgres(Server):
     name = "postgres"
     port = PG_PORT
     env_name = "TEST_POSTGRES_URL"
@@ -351,32 +384,8 @@ SELECT 'CREATE DATABASE {DATABASE} OWNER {USER}'
             f"postgres: creating database {name}", log=self.log)
         return self.url.rsplit("/", 1)[0] + "/" + name
 
-    def start(self):
-        if self.pid() is not None:
-            wait_until(self.ready, f"postgres: waiting for {HOST}:{self.port} to accept "
-                       "connections", START_TIMEOUT, log=self.log)
-            return
-        # Checked first: a port taken by someone else must not pass for a broken data directory.
-        require_free_port(self.name, self.port)
-        started = time.monotonic()
-        fresh = not self.initialised()
-        if fresh:
-            self.init()
-        try:
-            self.launch()
-        except Failure as e:
-            if fresh:
-                raise
-            say(f"{e}\npostgres: did not start on the existing data directory; initialising it "
-                "afresh")
-            self.stop()
-            self.init()
-            self.launch()
-        self.bootstrap()
-        self.check_login()
-        self.stamp.write_text(f"{self.server_version()}\n")
-        say(f"postgres: started (pid {self.pid()}) in {time.monotonic() - started:.1f} s; "
-            f"log {self.log}")
+    def waiting_for(self):
+        return f"{HOST}:{self.port} to accept connections"
 
     def stop(self):
         pid = self.pid()
@@ -398,7 +407,7 @@ SELECT 'CREATE DATABASE {DATABASE} OWNER {USER}'
 # --- MariaDB ------------------------------------------------------------------------------------
 
 
-class MariaDB:
+class MariaDB(Server):
     name = "mariadb"
     port = MARIADB_PORT
     env_name = "TEST_MARIADB_URL"
@@ -528,31 +537,8 @@ innodb_doublewrite = 0
             f"mariadb: creating database {name}", log=self.log)
         return self.url.rsplit("/", 1)[0] + "/" + name
 
-    def start(self):
-        if self.pid() is not None:
-            wait_until(self.ready, f"mariadb: waiting for {self.socket} to answer a ping",
-                       START_TIMEOUT, log=self.log)
-            return
-        # Checked first: a port taken by someone else must not pass for a broken data directory.
-        require_free_port(self.name, self.port)
-        started = time.monotonic()
-        fresh = not self.initialised()
-        if fresh:
-            self.init()
-        try:
-            self.launch()
-        except Failure as e:
-            if fresh:
-                raise
-            say(f"{e}\nmariadb: did not start on the existing data directory; initialising it "
-                "afresh")
-            self.init()
-            self.launch()
-        self.bootstrap()
-        self.check_login()
-        self.stamp.write_text(f"{self.server_version()}\n")
-        say(f"mariadb: started (pid {self.pid()}) in {time.monotonic() - started:.1f} s; "
-            f"log {self.log}")
+    def waiting_for(self):
+        return f"{self.socket} to answer a ping"
 
     def stop(self):
         pid = self.pid()
