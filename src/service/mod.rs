@@ -8,6 +8,7 @@ mod data;
 mod fetch;
 mod import;
 mod import_task;
+mod locations;
 mod nodes;
 mod quota;
 mod tasks;
