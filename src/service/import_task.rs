@@ -97,7 +97,9 @@ impl Catalog {
             Ok(purged) => tracing::info!(purged, "expired tasks purged"),
             Err(e) => tracing::warn!(error = %e, "expired tasks could not be purged"),
         }
-        self.take_up_tasks().await;
+        if let Err(e) = self.take_up_tasks().await {
+            tracing::error!(error = %e, "unfinished tasks could not be read");
+        }
     }
 
     /// Carries out import task `task_id` from wherever its persisted state says it is,

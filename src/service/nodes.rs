@@ -31,18 +31,22 @@ impl Catalog {
         (self.lease / 4).clamp(Duration::from_millis(100), MAX_UPKEEP_INTERVAL)
     }
 
-    /// One round: renew, repair, take up, take over. Errors are logged and the next round
-    /// tries again (the database may be down for a while).
+    /// One round: renew, repair, take up, take over. Errors are logged (once while they
+    /// last: the database may be down for a while, and a round runs every few seconds) and
+    /// the next round tries again.
     pub(super) async fn upkeep(&self) {
+        let mut failures = Vec::new();
         let held: Vec<String> = self.executor.board().held().into_iter().collect();
         if let Err(e) = self.db.renew(self.holder(), &held).await {
-            tracing::warn!(error = %e, "claims and task leases not renewed");
+            failures.push(format!("claims and task leases not renewed: {e}"));
         }
         // Stages whose release the database refused (it was down) are released now.
         if let Err(e) = self.recover().await {
-            tracing::warn!(error = %e, "stages not checked");
+            failures.push(format!("stages not checked: {e}"));
         }
-        self.take_up_tasks().await;
+        if let Err(e) = self.take_up_tasks().await {
+            failures.push(format!("unfinished tasks not read: {e}"));
+        }
         let now = time::now();
         match self.db.requeue_interrupted(None, now).await {
             Ok(0) => {}
@@ -52,7 +56,7 @@ impl Catalog {
                     "uploads of a node that stopped renewing its claims: images queued again"
                 );
             }
-            Err(e) => tracing::warn!(error = %e, "abandoned uploads not checked"),
+            Err(e) => failures.push(format!("abandoned uploads not checked: {e}")),
         }
         match self.db.requeue_abandoned_stages(now).await {
             Ok(ids) => {
@@ -60,25 +64,30 @@ impl Catalog {
                     tracing::warn!(image_id = %id, "staged on a node that stopped renewing its claim; image queued again");
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "abandoned stages not checked"),
+            Err(e) => failures.push(format!("abandoned stages not checked: {e}")),
+        }
+        let board = self.executor.board();
+        match (failures.first(), board.upkeep_failing(!failures.is_empty())) {
+            (Some(first), false) => {
+                tracing::warn!(error = %first, failed = failures.len(), "node upkeep failing; retried every round, logged again when it recovers");
+            }
+            (Some(first), true) => tracing::debug!(error = %first, "node upkeep still failing"),
+            (None, true) => tracing::info!("node upkeep recovered"),
+            (None, false) => {}
         }
     }
 
     /// Runs every unfinished task this node is to run and does not run yet: its own from
     /// a previous process, those handed to it, and those whose node died.
-    pub(super) async fn take_up_tasks(&self) {
+    pub(super) async fn take_up_tasks(&self) -> Result<(), crate::db::DbError> {
         let node = self.executor.board().node().to_string();
-        match self.db.tasks_for(&node, time::now()).await {
-            Ok(ids) => {
-                for id in ids {
-                    if !self.executor.board().is_running(&id) {
-                        tracing::info!(task_id = %id, "resuming task");
-                        self.resume(&id).await;
-                    }
-                }
+        for id in self.db.tasks_for(&node, time::now()).await? {
+            if !self.executor.board().is_running(&id) {
+                tracing::info!(task_id = %id, "resuming task");
+                self.resume(&id).await;
             }
-            Err(e) => tracing::warn!(error = %e, "unfinished tasks could not be read"),
         }
+        Ok(())
     }
 }
 

@@ -37,6 +37,8 @@ pub struct TaskBoard {
     handle: Handle,
     /// Whether `upkeep` runs.
     upkeep: std::sync::atomic::AtomicBool,
+    /// Whether the last round of upkeep failed.
+    upkeep_failed: std::sync::atomic::AtomicBool,
     /// Images a transfer of this process holds now (claimed, neither committed nor
     /// released yet): the uploads whose claims the upkeep renews, and the stages it leaves
     /// alone.
@@ -64,6 +66,7 @@ impl TaskBoard {
             transfers: TransferSlots::new(max_transfers),
             releases: Releases::default(),
             upkeep: std::sync::atomic::AtomicBool::new(false),
+            upkeep_failed: std::sync::atomic::AtomicBool::new(false),
             held: Mutex::default(),
         }))
     }
@@ -95,6 +98,12 @@ impl TaskBoard {
 
     pub fn node(&self) -> &str {
         &self.node
+    }
+
+    /// Records whether this round of upkeep failed; returns whether the last one did.
+    pub(super) fn upkeep_failing(&self, now: bool) -> bool {
+        self.upkeep_failed
+            .swap(now, std::sync::atomic::Ordering::SeqCst)
     }
 
     fn held_set(&self) -> MutexGuard<'_, HashSet<String>> {
