@@ -7,8 +7,9 @@
 use sha2::{Digest, Sha256};
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
+use super::bind_params;
 use super::engine::{Pools, read};
-use super::list::Param;
+use super::list::{Param, Statement};
 use super::rows::Text;
 use super::{Database, DbError};
 
@@ -260,24 +261,24 @@ impl Database {
     ) -> Result<Vec<Vec<Param>>, DbError> {
         let columns = column_list(table);
         let key = column_names(table)[..table.key].join(", ");
-        let mut text = format!("SELECT {columns} FROM {}", table.name);
-        if after.is_some() {
-            let marks = vec!["?"; table.key].join(", ");
-            text.push_str(&format!(" WHERE ({key}) > ({marks})"));
-        }
-        text.push_str(&format!(" ORDER BY {key} LIMIT {BATCH}"));
-        let text = &text;
-        read!(self, |pool, sql| {
-            let text = sql(text);
-            let mut query = sqlx::query(&text);
-            for value in after.into_iter().flatten() {
-                query = match value {
-                    Param::Int(n) => query.bind(*n),
-                    Param::Text(t) => query.bind(Some(t.as_str())),
-                    Param::Null => query.bind(None::<&str>),
-                };
+        let mut statement = Statement::new(format!("SELECT {columns} FROM {}", table.name));
+        if let Some(after) = after {
+            statement.push(format!(" WHERE ({key}) > ("));
+            for (i, value) in after.iter().enumerate() {
+                if i > 0 {
+                    statement.push(", ");
+                }
+                statement.push_bind(value.clone());
             }
-            let rows = query.fetch_all(pool).await?;
+            statement.push(")");
+        }
+        statement.push(format!(" ORDER BY {key} LIMIT {BATCH}"));
+        let statement = &statement;
+        read!(self, |pool, sql| {
+            let text = sql(&statement.text);
+            let rows = bind_params!(sqlx::query(&text), statement)
+                .fetch_all(pool)
+                .await?;
             rows.iter()
                 .map(|row| values(row, table))
                 .collect::<Result<Vec<_>, _>>()?

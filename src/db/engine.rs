@@ -124,7 +124,8 @@ fn open_error(settings: &Settings) -> impl Fn(sqlx::Error) -> DbError + '_ {
     }
 }
 
-fn engine_of(settings: &Settings) -> Result<Engine, DbError> {
+/// The engine `settings.url` names, or the error that says it names none.
+pub(super) fn engine_of(settings: &Settings) -> Result<Engine, DbError> {
     Engine::of(&settings.url).ok_or_else(|| DbError::Open {
         url: settings.shown(),
         reason: "not a sqlite://, postgres:// or mysql:// URL".into(),

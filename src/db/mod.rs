@@ -103,10 +103,7 @@ impl SchemaState {
 /// The schema state of the database (none applied if it does not exist yet), without
 /// changing it. For `glint db version`.
 pub async fn schema_state(settings: &Settings) -> Result<SchemaState, DbError> {
-    let engine = Engine::of(&settings.url).ok_or_else(|| DbError::Open {
-        url: settings.shown(),
-        reason: "not a sqlite://, postgres:// or mysql:// URL".into(),
-    })?;
+    let engine = engine::engine_of(settings)?;
     Ok(SchemaState {
         known: engine::known_migrations(engine),
         applied: engine::applied_migrations(settings).await?,
