@@ -477,10 +477,12 @@ impl Catalog {
     /// removed.
     pub async fn recover(&self) -> std::result::Result<(), ServiceError> {
         let staging = self.stores.staging().clone();
-        let node = self.executor.board().node().to_string();
-        let held = self.executor.board().held();
+        let board = self.executor.board();
+        let node = board.node().to_string();
         for id in self.db.image_ids_held("uploading", &node).await? {
-            if held.contains(&id) {
+            // Asked after the image was seen `uploading`, so a stage in flight (held before
+            // its image moved) is seen held; one not held has recorded its size, or was cut.
+            if board.is_held(&id) {
                 continue;
             }
             let Some(image) = self.db.get_image(&id).await? else {
@@ -506,7 +508,7 @@ impl Catalog {
             }
         }
         let entries = blocking(move || staging.entries()).await?;
-        for id in entries.into_iter().filter(|id| !held.contains(id)) {
+        for id in entries.into_iter().filter(|id| !board.is_held(id)) {
             let waiting = self
                 .db
                 .get_image(&id)

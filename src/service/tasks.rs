@@ -120,6 +120,11 @@ impl TaskBoard {
         self.held_set().remove(id);
     }
 
+    /// Whether a transfer of this process holds image `id` now.
+    pub(super) fn is_held(&self, id: &str) -> bool {
+        self.held_set().contains(id)
+    }
+
     /// The images transfers of this process hold now.
     pub(super) fn held(&self) -> HashSet<String> {
         self.held_set().clone()
