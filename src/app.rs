@@ -15,12 +15,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{AuthError, Keystone};
-use crate::config::{AuthMode, Config, ImportMethod};
+use crate::config::{
+    AuthMode, Config, ImportMethod, NamedStoreConfig, S3_DEFAULT_PART_SIZE,
+    S3_DEFAULT_PARTS_IN_FLIGHT, S3_DEFAULT_REGION, StoreKind,
+};
 use crate::db::{self, Database, DbError};
 use crate::policy::protections::{PropertyProtections, ProtectionsError};
 use crate::policy::{Policy, PolicyError};
 use crate::service::{Catalog, CatalogParts, ImportSettings, LimitSource, TaskBoard, WebDownload};
-use crate::store::{DataDir, StoreError, StoreSpec, Stores};
+use crate::store::{Backend, DataDir, ObjectSpec, StoreError, StoreSpec, Stores};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -114,19 +117,7 @@ impl App {
         let specs = config
             .named_stores()
             .into_iter()
-            .map(|(id, store)| StoreSpec {
-                id,
-                description: store.description,
-                dirs: store
-                    .datadirs
-                    .iter()
-                    .map(|d| DataDir {
-                        path: config.state_dir.join(&d.path),
-                        priority: d.priority,
-                        read_only: d.read_only,
-                    })
-                    .collect(),
-            })
+            .map(|(id, store)| store_spec(&config.state_dir, id, store))
             .collect();
         // Creating directories is file I/O: off the async threads.
         let staging = config.state_dir.join("staging");
@@ -145,21 +136,23 @@ impl App {
                     })?
             }
         };
-        let stores = {
-            let node = node.clone();
-            tokio::task::spawn_blocking(move || {
-                Stores::open(specs, &default, staging, &hash_algo, &node)
-            })
-            .await??
-        };
-        if let Some(app) = previous {
-            refuse_dropping_data(&app.stores, &stores, &database).await?;
-        }
         let board = match previous {
             Some(app) => app.board.clone(),
             None => TaskBoard::new(node.clone(), config.server.max_transfers)
                 .map_err(AppError::Runtime)?,
         };
+        let stores = Stores::open(
+            specs,
+            &default,
+            staging,
+            &hash_algo,
+            &node,
+            board.runtime().clone(),
+        )
+        .await?;
+        if let Some(app) = previous {
+            refuse_dropping_data(&app.stores, &stores, &database).await?;
+        }
         let tracker = TaskTracker::new();
         let cut = CancellationToken::new();
         let keystone = match (
@@ -370,6 +363,42 @@ pub fn database_settings(config: &Config) -> Result<db::Settings, AppError> {
         connect_timeout: config.database.connect_timeout,
         statement_timeout: config.database.statement_timeout,
     })
+}
+
+/// What the store `id` of the config is to the store layer.
+fn store_spec(state_dir: &std::path::Path, id: String, store: NamedStoreConfig) -> StoreSpec {
+    let backend = match store.kind {
+        StoreKind::Filesystem => Backend::Files(
+            store
+                .datadirs
+                .iter()
+                .map(|d| DataDir {
+                    path: state_dir.join(&d.path),
+                    priority: d.priority,
+                    read_only: d.read_only,
+                })
+                .collect(),
+        ),
+        StoreKind::S3 => Backend::Objects(ObjectSpec {
+            endpoint: store.endpoint,
+            region: store
+                .region
+                .unwrap_or_else(|| S3_DEFAULT_REGION.to_string()),
+            bucket: store.bucket.unwrap_or_default(),
+            prefix: store.prefix.unwrap_or_default(),
+            access_key_id: store.access_key_id.unwrap_or_default(),
+            secret_access_key: store.secret_access_key.map(|s| s.0).unwrap_or_default(),
+            path_style: store.path_style.unwrap_or(false),
+            part_size: store.part_size.unwrap_or(S3_DEFAULT_PART_SIZE).as_u64(),
+            parts_in_flight: store.parts_in_flight.unwrap_or(S3_DEFAULT_PARTS_IN_FLIGHT),
+            optional: store.optional,
+        }),
+    };
+    StoreSpec {
+        id,
+        description: store.description,
+        backend,
+    }
 }
 
 /// A reload may not drop a store, or a directory of one, that still holds image data.

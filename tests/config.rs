@@ -189,9 +189,9 @@ fn stores() -> impl Strategy<Value = (StoreConfig, BTreeMap<String, NamedStoreCo
                         dir.path = Path::new(&id).join(&dir.path);
                     }
                     let store = NamedStoreConfig {
-                        datadirs,
                         default: i == chosen,
                         description,
+                        ..NamedStoreConfig::filesystem(datadirs)
                     };
                     (id, store)
                 })

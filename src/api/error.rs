@@ -74,12 +74,18 @@ impl ApiError {
 
 /// Seconds a client is told to wait after the database failed its request.
 const DATABASE_RETRY_AFTER: u64 = 2;
+/// An object store failing or unreachable has already been retried for seconds.
+const STORE_RETRY_AFTER: u64 = 5;
 
 impl From<ServiceError> for ApiError {
     fn from(error: ServiceError) -> Self {
         match error {
             ServiceError::Domain(e) => e.into(),
             ServiceError::Db(e) => ApiError::Internal(e.to_string()),
+            unavailable @ ServiceError::StoreUnavailable { .. } => ApiError::Unavailable {
+                message: unavailable.to_string(),
+                retry_after: Some(STORE_RETRY_AFTER),
+            },
             ServiceError::Store(e) => ApiError::Internal(e.to_string()),
             unavailable @ ServiceError::DatabaseUnavailable => ApiError::Unavailable {
                 message: unavailable.to_string(),

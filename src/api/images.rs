@@ -9,8 +9,6 @@ use futures_util::StreamExt;
 use http::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio_util::io::ReaderStream;
 
 use super::forwarded::ClientView;
 use super::{ApiContext, ApiError, wire};
@@ -285,9 +283,6 @@ fn declared_size(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     }
 }
 
-/// Download buffer: large enough that a big image is not read 4 KiB at a time.
-const READ_CHUNK: usize = 256 * 1024;
-
 /// `GET /v2/images/{id}/file`: 200 streamed, 206 for one range, 204 without data.
 pub async fn download(
     State(ctx): State<ApiContext>,
@@ -295,26 +290,20 @@ pub async fn download(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (file, size, checksum) = match ctx.catalog.download(&caller, &id).await? {
+    let (copies, size, checksum) = match ctx.catalog.download(&caller, &id).await? {
         Download::NoData => return Ok(StatusCode::NO_CONTENT.into_response()),
         Download::Data {
-            file,
+            copies,
             size,
             checksum,
-        } => (file, size, checksum),
+        } => (copies, size, checksum),
     };
     let range = match headers.get(RANGE) {
         Some(value) => Some(parse_range(value.to_str().unwrap_or(""), size)?),
         None => None,
     };
-    let (start, length) = range.map_or((0, size), |(a, b)| (a, b - a + 1));
-    let mut file = tokio::fs::File::from_std(file);
-    if start > 0 {
-        file.seek(std::io::SeekFrom::Start(start))
-            .await
-            .map_err(|e| ApiError::Internal(format!("seek in image {id}: {e}")))?;
-    }
-    let body = Body::from_stream(ReaderStream::with_capacity(file.take(length), READ_CHUNK));
+    let length = range.map_or(size, |(a, b)| b - a + 1);
+    let body = Body::from_stream(copies.open(range).await?);
     let mut response = Response::new(body);
     let response_headers = response.headers_mut();
     response_headers.insert(

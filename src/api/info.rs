@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::{ApiContext, ApiError};
 use crate::domain::caller::Caller;
-use crate::service::StoreInfo;
+use crate::service::{StoreDetail, StoreInfo};
 
 const IMAGE: &str = include_str!("schemas/schema-image.json");
 const IMAGES: &str = include_str!("schemas/schema-images.json");
@@ -69,18 +69,35 @@ pub async fn stores_detail(
         .iter()
         .map(|store| {
             let mut entry = describe(store);
-            let dirs: Vec<String> = store
-                .data_dirs
-                .iter()
-                .map(|(path, priority)| format!("{}:{priority}", path.display()))
-                .collect();
-            entry["type"] = json!("file");
+            match &store.detail {
+                StoreDetail::Files(dirs) => {
+                    let dirs: Vec<String> = dirs
+                        .iter()
+                        .map(|(path, priority)| format!("{}:{priority}", path.display()))
+                        .collect();
+                    entry["type"] = json!("file");
+                    entry["properties"] = json!({
+                        "data_dir": dirs.join(","),
+                        "chunk_size": 65536,
+                        "thin_provisioning": false,
+                    });
+                }
+                StoreDetail::Objects {
+                    endpoint,
+                    bucket,
+                    prefix,
+                    part_size,
+                } => {
+                    entry["type"] = json!("s3");
+                    entry["properties"] = json!({
+                        "endpoint": endpoint,
+                        "bucket": bucket,
+                        "prefix": prefix,
+                        "chunk_size": part_size,
+                    });
+                }
+            }
             entry["weight"] = json!(0);
-            entry["properties"] = json!({
-                "data_dir": dirs.join(","),
-                "chunk_size": 65536,
-                "thin_provisioning": false,
-            });
             entry
         })
         .collect();

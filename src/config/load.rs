@@ -13,7 +13,7 @@ use figment::value::Value;
 use figment::{Figment, Metadata};
 
 use super::ConfigError;
-use super::types::{Config, NamedStoreConfig, StoreConfig};
+use super::types::{Config, NamedStoreConfig, Secret, StoreConfig};
 use super::validate::validate;
 
 /// Where the config is read from. Built once by `main` and reused by every reload.
@@ -78,7 +78,9 @@ impl LoadedConfig {
                     .origin(&key)
                     .unwrap_or_else(|| "built-in default".to_string());
                 // check-config's output ends up in terminals, tickets and logs.
-                let value = if SECRET_KEYS.contains(&key.as_str()) && value != "\"\"" {
+                let secret =
+                    SECRET_KEYS.contains(&key.as_str()) || key.ends_with(".secret_access_key");
+                let value = if secret && value != "\"\"" {
                     "\"<hidden>\"".to_string()
                 } else if key == "database.url" {
                     // The password in it, wherever it came from.
@@ -173,6 +175,12 @@ pub fn load(source: &ConfigSource) -> Result<LoadedConfig, ConfigError> {
             &mut config.database.url_file,
         ]
         .into_iter()
+        .chain(
+            config
+                .stores
+                .values_mut()
+                .map(|store| &mut store.secret_access_key_file),
+        )
         .flatten()
         {
             if file.is_relative() {
@@ -186,6 +194,7 @@ pub fn load(source: &ConfigSource) -> Result<LoadedConfig, ConfigError> {
         figment,
     };
     read_url_file(&mut loaded)?;
+    read_secret_files(&mut loaded)?;
     validate(&loaded)?;
     Ok(loaded)
 }
@@ -214,15 +223,51 @@ fn read_url_file(loaded: &mut LoadedConfig) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// `stores.<id>.secret_access_key_file`: an S3 secret key kept out of the config, one line.
+fn read_secret_files(loaded: &mut LoadedConfig) -> Result<(), ConfigError> {
+    let mut read = Vec::new();
+    for (id, store) in &loaded.config.stores {
+        let Some(path) = &store.secret_access_key_file else {
+            continue;
+        };
+        let key = format!("stores.{id}.secret_access_key_file");
+        let refuse = |message: String| ConfigError::Invalid {
+            origin: loaded
+                .origin(&key)
+                .unwrap_or_else(|| "built-in default".into()),
+            message: format!("key `{key}`: {message}"),
+        };
+        if store.secret_access_key.is_some() {
+            return Err(refuse(
+                "set either secret_access_key or secret_access_key_file, not both".into(),
+            ));
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| refuse(format!("cannot read {}: {e}", path.display())))?;
+        let secret = text.trim();
+        if secret.is_empty() || secret.lines().count() != 1 {
+            return Err(refuse(format!(
+                "{} must hold the secret key on one line",
+                path.display()
+            )));
+        }
+        read.push((id.clone(), secret.to_string()));
+    }
+    for (id, secret) in read {
+        if let Some(store) = loaded.config.stores.get_mut(&id) {
+            store.secret_access_key = Some(Secret(secret));
+        }
+    }
+    Ok(())
+}
+
 /// serde reads a struct from an array by position, so `database = ["sqlite://x.db", 1]`
 /// would quietly mean `database.url`. Every table of the config must be written as one.
 fn check_tables(figment: &Figment) -> Result<(), ConfigError> {
     let defaults = Value::serialize(Config::default()).map_err(|e| figment_error(&e))?;
-    let store = Value::serialize(NamedStoreConfig {
-        datadirs: StoreConfig::default().datadirs,
-        default: false,
-        description: None,
-    })
+    let store = Value::serialize(NamedStoreConfig::filesystem(
+        StoreConfig::default().datadirs,
+    ))
     .map_err(|e| figment_error(&e))?;
     let merged: Value = figment.extract().map_err(|e| figment_error(&e))?;
     let mut problems = Vec::new();

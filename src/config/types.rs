@@ -36,6 +36,11 @@ pub const LEGACY_STORE: &str = "default";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NamedStoreConfig {
+    /// What holds the data: directories (`filesystem`, the default) or a bucket (`s3`).
+    #[serde(default, rename = "type")]
+    pub kind: StoreKind,
+    /// `filesystem`: the data directories.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub datadirs: Vec<DataDirConfig>,
     /// Where uploads and imports go when they name no store; exactly one store has it
     /// (a lone store is the default without saying so).
@@ -43,6 +48,91 @@ pub struct NamedStoreConfig {
     pub default: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// `s3`: a store that cannot be reached at a start or reload is served anyway (its
+    /// requests fail with 503 until it answers) instead of failing the reload.
+    #[serde(default)]
+    pub optional: bool,
+    // `s3` (all absent on a filesystem store). Every one is read again at a reload, the
+    // credentials included: rotating a key is a `systemctl reload`.
+    /// `http(s)://host:port` of an S3-compatible service; absent: AWS in `region`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
+    /// Put before every object key (`glint/` → `glint/<image id>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_access_key: Option<Secret>,
+    /// A file holding the secret key instead (relative to the config file), read at every
+    /// start and reload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_access_key_file: Option<PathBuf>,
+    /// `https://endpoint/bucket/key` rather than `https://bucket.endpoint/key` (most
+    /// services other than AWS want it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_style: Option<bool>,
+    /// Bytes per part of a multipart upload; an upload holds at most `part_size` ×
+    /// (`parts_in_flight` + 1) in memory. S3 takes 10,000 parts: a declared size that needs
+    /// more gets larger parts, and an upload of unknown length doubles its parts every
+    /// 1,000 (16 MiB parts hold 16 TiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part_size: Option<bytesize::ByteSize>,
+    /// Parts of one upload sent at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parts_in_flight: Option<usize>,
+}
+
+impl NamedStoreConfig {
+    /// A filesystem store in `datadirs`, neither default nor described.
+    pub fn filesystem(datadirs: Vec<DataDirConfig>) -> Self {
+        NamedStoreConfig {
+            kind: StoreKind::Filesystem,
+            datadirs,
+            default: false,
+            description: None,
+            optional: false,
+            endpoint: None,
+            region: None,
+            bucket: None,
+            prefix: None,
+            access_key_id: None,
+            secret_access_key: None,
+            secret_access_key_file: None,
+            path_style: None,
+            part_size: None,
+            parts_in_flight: None,
+        }
+    }
+}
+
+/// What a named store keeps its data in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    #[default]
+    Filesystem,
+    S3,
+}
+
+/// S3's defaults, where a key is absent.
+pub const S3_DEFAULT_REGION: &str = "us-east-1";
+pub const S3_DEFAULT_PART_SIZE: bytesize::ByteSize = bytesize::ByteSize::mib(16);
+pub const S3_DEFAULT_PARTS_IN_FLIGHT: usize = 4;
+
+/// A credential: shown by neither `Debug` nor `check-config`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"<hidden>\"")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -134,9 +224,8 @@ impl Config {
         BTreeMap::from([(
             LEGACY_STORE.to_string(),
             NamedStoreConfig {
-                datadirs: self.store.datadirs.clone(),
                 default: true,
-                description: None,
+                ..NamedStoreConfig::filesystem(self.store.datadirs.clone())
             },
         )])
     }

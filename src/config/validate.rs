@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use super::ConfigError;
 use super::load::LoadedConfig;
-use super::types::{AuthMode, Config, StoreConfig};
+use super::types::{
+    AuthMode, Config, NamedStoreConfig, S3_DEFAULT_PART_SIZE, S3_DEFAULT_PARTS_IN_FLIGHT,
+    StoreConfig, StoreKind,
+};
 
 /// Upper bound on `server.workers`: more threads than this is a typo, not a tuning.
 const MAX_WORKERS: usize = 1024;
@@ -244,6 +247,16 @@ fn validate_stores(
                     .into(),
             ));
         }
+        if store.kind == StoreKind::S3 {
+            validate_s3_store(id, store, invalid)?;
+            continue;
+        }
+        if let Some(name) = s3_keys_set(store).first() {
+            return Err(invalid(
+                &format!("stores.{id}.{name}"),
+                "is a key of `type = \"s3\"` stores; this store is a filesystem store".into(),
+            ));
+        }
         if store.datadirs.is_empty() {
             return Err(invalid(&key, "must list at least one directory".into()));
         }
@@ -276,7 +289,7 @@ fn validate_stores(
     let default = config.default_store();
     if stores
         .get(&default)
-        .is_some_and(|s| s.datadirs.iter().all(|d| d.read_only))
+        .is_some_and(|s| s.kind == StoreKind::Filesystem && s.datadirs.iter().all(|d| d.read_only))
     {
         let key = if config.stores.is_empty() {
             "store.datadirs".to_string()
@@ -288,6 +301,97 @@ fn validate_stores(
             "every directory of the default store is read_only: new data would have \
              nowhere to go"
                 .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The S3 keys a store sets, by name: a filesystem store must set none.
+fn s3_keys_set(store: &NamedStoreConfig) -> Vec<&'static str> {
+    [
+        ("endpoint", store.endpoint.is_some()),
+        ("region", store.region.is_some()),
+        ("bucket", store.bucket.is_some()),
+        ("prefix", store.prefix.is_some()),
+        ("access_key_id", store.access_key_id.is_some()),
+        ("secret_access_key", store.secret_access_key.is_some()),
+        (
+            "secret_access_key_file",
+            store.secret_access_key_file.is_some(),
+        ),
+        ("path_style", store.path_style.is_some()),
+        ("part_size", store.part_size.is_some()),
+        ("parts_in_flight", store.parts_in_flight.is_some()),
+        ("optional", store.optional),
+    ]
+    .into_iter()
+    .filter_map(|(name, set)| set.then_some(name))
+    .collect()
+}
+
+/// S3's own limits of a part.
+const S3_MIN_PART: u64 = 5 << 20;
+const S3_MAX_PART: u64 = 5 << 30;
+
+fn validate_s3_store(
+    id: &str,
+    store: &NamedStoreConfig,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    let key = |name: &str| format!("stores.{id}.{name}");
+    if !store.datadirs.is_empty() {
+        return Err(invalid(
+            &key("datadirs"),
+            "an s3 store keeps its data in its bucket, not in directories".into(),
+        ));
+    }
+    let bucket = store.bucket.as_deref().unwrap_or_default();
+    let valid_bucket = (3..=63).contains(&bucket.len())
+        && bucket
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+    if !valid_bucket {
+        return Err(invalid(
+            &key("bucket"),
+            "must name the bucket: 3 to 63 lowercase letters, digits, '-' or '.'".into(),
+        ));
+    }
+    if let Some(endpoint) = &store.endpoint {
+        let parsed = url::Url::parse(endpoint).ok().filter(|u| {
+            matches!(u.scheme(), "http" | "https") && u.host_str().is_some_and(|h| !h.is_empty())
+        });
+        if parsed.is_none() {
+            return Err(invalid(
+                &key("endpoint"),
+                format!("{endpoint} is not an http:// or https:// URL"),
+            ));
+        }
+    }
+    if store.access_key_id.as_deref().is_none_or(str::is_empty) {
+        return Err(invalid(&key("access_key_id"), "must be set".into()));
+    }
+    if store
+        .secret_access_key
+        .as_ref()
+        .is_none_or(|s| s.0.is_empty())
+    {
+        return Err(invalid(
+            &key("secret_access_key"),
+            "must be set (or secret_access_key_file)".into(),
+        ));
+    }
+    let part_size = store.part_size.unwrap_or(S3_DEFAULT_PART_SIZE).as_u64();
+    if !(S3_MIN_PART..=S3_MAX_PART).contains(&part_size) {
+        return Err(invalid(
+            &key("part_size"),
+            "must be from 5 MiB to 5 GiB (S3's limits of a part)".into(),
+        ));
+    }
+    let in_flight = store.parts_in_flight.unwrap_or(S3_DEFAULT_PARTS_IN_FLIGHT);
+    if !(1..=64).contains(&in_flight) {
+        return Err(invalid(
+            &key("parts_in_flight"),
+            "must be from 1 to 64".into(),
         ));
     }
     Ok(())

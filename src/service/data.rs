@@ -6,13 +6,12 @@
 //! here (`import_task`); only its transfers are.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 use super::{Catalog, Result, ServiceError, require_formats};
 use crate::db::{ImageChange, ImageData, TaskWrite};
@@ -20,21 +19,48 @@ use crate::domain::DomainError;
 use crate::domain::caller::Caller;
 use crate::domain::image::{Image, Location, Status};
 use crate::domain::time;
-use crate::store::{Store, StoreError, Stored};
+use crate::store::{ByteStream, Store, StoreError, Stored, Stores};
 
 /// What a download finds.
 pub enum Download {
     /// The image has no data yet.
     NoData,
     Data {
-        file: File,
+        copies: Box<Copies>,
         size: u64,
         checksum: Option<String>,
     },
 }
 
-/// Chunks in flight between the request body and the thread that writes and hashes them.
-const WRITE_QUEUE: usize = 8;
+/// An image's copies in the stores of this generation, to be read from the first that
+/// answers.
+pub struct Copies {
+    stores: Stores,
+    locations: Vec<Location>,
+}
+
+impl Copies {
+    /// The data, or its inclusive byte `range`, from the first copy that can be opened;
+    /// a store can only be dropped from the config once it holds nothing.
+    pub async fn open(&self, range: Option<(u64, u64)>) -> Result<ByteStream> {
+        let mut last_error = None;
+        for location in &self.locations {
+            let Ok(store) = self.stores.get(&location.store) else {
+                continue;
+            };
+            match store.read(&location.url, range).await {
+                Ok(stream) => return Ok(stream),
+                Err(e) => {
+                    tracing::warn!(store = %location.store, error = %e, "a copy of the image cannot be read");
+                    last_error = Some(e);
+                }
+            }
+        }
+        Err(store_error(last_error.unwrap_or_else(|| {
+            StoreError::UnknownLocation("no copy in a configured store".into())
+        })))
+    }
+}
 
 pub(super) fn over_quota(quota: u64) -> DomainError {
     DomainError::OverLimit(format!(
@@ -48,10 +74,11 @@ pub(super) fn too_large(size: u64, cap: u64) -> DomainError {
     ))
 }
 
-/// A full disk is the client's 413, not the server's 500.
-fn store_error(error: StoreError) -> ServiceError {
+/// A full disk, or an image larger than an S3 store takes, is the client's 413, not the
+/// server's 500.
+pub(super) fn store_error(error: StoreError) -> ServiceError {
     match &error {
-        StoreError::Full(_) => {
+        StoreError::Full(_) | StoreError::TooLarge { .. } => {
             DomainError::OverLimit(format!("Image storage media is full: {error}")).into()
         }
         StoreError::Io { source, .. } if source.raw_os_error() == Some(28) => {
@@ -399,8 +426,7 @@ impl Catalog {
             .change_image(id, &change, TaskWrite::None, time::now())
             .await;
         if !matches!(saved, Ok(true)) {
-            let location = stored.location.clone();
-            let _ = blocking(move || target.delete(&location)).await;
+            let _ = target.delete(&stored.location).await;
             claim.release().await;
             saved?;
             return Err(
@@ -444,9 +470,9 @@ impl Catalog {
         }
     }
 
-    /// Writes `body` into `store` on a blocking thread that holds `slot` (file I/O and
-    /// hashing stay off the async workers); checks size cap and declared size as bytes
-    /// arrive. Dropping the returned future removes whatever was written.
+    /// Writes `body` into `store` while it holds `slot` (file I/O and hashing run on
+    /// threads of their own); checks size cap, quota and declared size as bytes arrive.
+    /// Any failure removes what was written, and so does dropping the returned future.
     pub(super) async fn receive<S>(
         &self,
         store: &Store,
@@ -459,17 +485,8 @@ impl Catalog {
     where
         S: Stream<Item = std::result::Result<Bytes, std::io::Error>> + Send + Unpin,
     {
-        let (chunks, mut queue) = mpsc::channel::<Bytes>(WRITE_QUEUE);
-        let store = store.clone();
-        let image_id = id.to_string();
-        let writer = tokio::task::spawn_blocking(move || {
-            let _slot = slot;
-            let mut upload = store.begin(&image_id, declared)?;
-            while let Some(chunk) = queue.blocking_recv() {
-                upload.write(chunk)?;
-            }
-            Ok::<_, StoreError>(upload)
-        });
+        let _slot = slot;
+        let mut upload = store.begin(id, declared).await.map_err(store_error)?;
         let mut received: u64 = 0;
         let outcome: Result<()> = async {
             while let Some(chunk) = body.next().await {
@@ -489,38 +506,27 @@ impl Catalog {
                     ))
                     .into());
                 }
-                if chunks.send(chunk).await.is_err() {
-                    break;
-                }
+                upload.write(chunk).await.map_err(store_error)?;
+            }
+            if let Some(expected) = declared.filter(|e| *e != received) {
+                return Err(DomainError::Invalid(format!(
+                    "Size mismatch: expected {expected} bytes, got {received} bytes"
+                ))
+                .into());
             }
             Ok(())
         }
         .await;
-        drop(chunks);
-        let upload = writer.await?.map_err(store_error)?;
         if let Err(e) = outcome {
-            // Dropped on the blocking pool: removing the temporary file is file I/O.
-            let _ = blocking(move || drop(upload)).await;
+            upload.abort().await;
             return Err(e);
         }
-        if let Some(expected) = declared.filter(|e| *e != upload.size()) {
-            let size = upload.size();
-            let _ = blocking(move || drop(upload)).await;
-            return Err(DomainError::Invalid(format!(
-                "Size mismatch: expected {expected} bytes, got {size} bytes"
-            ))
-            .into());
-        }
-        tokio::task::spawn_blocking(move || upload.finish())
-            .await?
-            .map_err(store_error)
+        upload.finish().await.map_err(store_error)
     }
 
     pub(super) async fn delete_data(&self, location: &Location) -> Result<()> {
-        let store = self.stores.get(&location.store)?.clone();
-        let url = location.url.clone();
-        blocking(move || store.delete(&url)).await??;
-        Ok(())
+        let store = self.stores.get(&location.store)?;
+        store.delete(&location.url).await.map_err(store_error)
     }
 
     pub async fn download(&self, caller: &Caller, id: &str) -> Result<Download> {
@@ -533,34 +539,13 @@ impl Catalog {
         let Some(size) = image.size.filter(|_| !image.locations.is_empty()) else {
             return Ok(Download::NoData);
         };
-        // The first copy in a store this generation knows; a store can only be dropped
-        // from the config once it holds nothing.
-        let stores = self.stores.clone();
-        let locations = image.locations.clone();
-        let opened = blocking(move || {
-            let mut last_error = None;
-            for location in &locations {
-                match stores
-                    .get(&location.store)
-                    .and_then(|store| store.open_read(&location.url))
-                {
-                    Ok(file) => return Ok(Some(file)),
-                    Err(e) => last_error = Some(e),
-                }
-            }
-            match last_error {
-                Some(e) => Err(e),
-                None => Ok(None),
-            }
-        })
-        .await??;
-        Ok(match opened {
-            Some(file) => Download::Data {
-                file,
-                size: u64::try_from(size).unwrap_or(0),
-                checksum: image.checksum,
-            },
-            None => Download::NoData,
+        Ok(Download::Data {
+            copies: Box::new(Copies {
+                stores: self.stores.clone(),
+                locations: image.locations.clone(),
+            }),
+            size: u64::try_from(size).unwrap_or(0),
+            checksum: image.checksum,
         })
     }
 }

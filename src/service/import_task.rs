@@ -5,7 +5,6 @@
 //! taken up again from there. Also what a process's first generation recovers.
 
 use serde_json::{Value, json};
-use tokio_util::io::ReaderStream;
 
 use super::data::{ClaimKind, blocking};
 use super::import::{FAILED, IMPORTING, LOCK};
@@ -16,9 +15,6 @@ use crate::domain::import::{self, ImportRequest, Method};
 use crate::domain::task::{Task, TaskStatus};
 use crate::domain::time;
 use crate::store::{STAGING_ID, Store, Stored};
-
-/// Chunk size when copying stored or staged data into a store.
-const COPY_CHUNK: usize = 1 << 20;
 
 /// A task's plan, as its input recorded it.
 struct Plan {
@@ -317,7 +313,7 @@ impl Catalog {
         }
         let remove = |stored: &Stored| {
             let (target, location) = (target.clone(), stored.location.clone());
-            blocking(move || target.delete(&location))
+            async move { target.delete(&location).await }
         };
         if let Some(stored) = self.link_staged(image_id, source, &target).await? {
             if let Some(expected) = expected.filter(|e| *e != stored.md5) {
@@ -330,19 +326,17 @@ impl Catalog {
             return Ok(stored);
         }
         let source_store = self.store_of(&source.store)?.clone();
-        let url = source.url.clone();
-        let file = blocking(move || {
-            let file = source_store.open_read(&url)?;
-            let length = file.metadata().map(|m| m.len()).ok();
-            Ok::<_, crate::store::StoreError>((file, length))
-        })
-        .await
-        .map_err(|e| e.to_string())?;
-        let (file, length) = file.map_err(|e| e.to_string())?;
-        let body = ReaderStream::with_capacity(tokio::fs::File::from_std(file), COPY_CHUNK);
+        let length = source_store
+            .size_of(&source.url)
+            .await
+            .map_err(|e| e.to_string())?;
+        let body = source_store
+            .read(&source.url, None)
+            .await
+            .map_err(|e| e.to_string())?;
         let slot = self.task_slot().await;
         let stored = self
-            .receive(&target, image_id, length, None, body, slot)
+            .receive(&target, image_id, Some(length), None, body, slot)
             .await
             .map_err(|e| e.to_string())?;
         if let Some(expected) = expected.filter(|e| *e != stored.md5) {

@@ -3,7 +3,7 @@
 //! changes of a JSON patch, as Glance carries them out. Bytes never move here: a location
 //! names data a store already holds (`data` is where bytes come in).
 
-use super::data::blocking;
+use super::data::store_error;
 use super::{Catalog, Result, ServiceError};
 use crate::db::{ImageChange, ImageData, TaskWrite};
 use crate::domain::DomainError;
@@ -11,6 +11,7 @@ use crate::domain::caller::Caller;
 use crate::domain::image::{Image, Location, Status};
 use crate::domain::patch::LocationChange;
 use crate::domain::time;
+use crate::store::StoreError;
 
 impl Catalog {
     /// `GET /v2/images/{id}/locations` (`fetch_image_location`: services).
@@ -199,24 +200,26 @@ impl Catalog {
         self.record_location(id, &change).await
     }
 
-    /// The store a location URL is in, and the size of its file: glint adds only locations
+    /// The store a location URL is in, and the size of its data: glint adds only locations
     /// inside its configured stores.
     async fn located(&self, url: &str) -> Result<(String, u64)> {
         let invalid = |message: String| ServiceError::from(DomainError::Invalid(message));
-        let (store, path) = self
+        let store = self
             .stores
             .all()
             .iter()
-            .find_map(|s| s.file_of(url).ok().map(|path| (s.id.clone(), path)))
+            .find(|s| s.owns(url))
             .ok_or_else(|| {
                 invalid(format!(
                     "Location {url} is not in a store of this deployment: glint adds only \
                      locations inside its configured stores"
                 ))
             })?;
-        let size = blocking(move || std::fs::metadata(path).map(|m| m.len()))
-            .await?
-            .map_err(|e| invalid(format!("Location {url} cannot be read: {e}")))?;
+        let size = store.size_of(url).await.map_err(|e| match e {
+            StoreError::Unavailable { .. } => store_error(e),
+            e => invalid(format!("Location {url} cannot be read: {e}")),
+        })?;
+        let store = store.id.clone();
         Ok((store, size))
     }
 

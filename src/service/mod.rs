@@ -31,7 +31,7 @@ use crate::store::{StoreError, Stores};
 use authz::ImageTarget;
 
 use data::data_of;
-pub use data::{Download, TransferSlots};
+pub use data::{Copies, Download, TransferSlots};
 pub use fetch::{FetchError, WebDownload};
 pub use import::ImportSettings;
 pub use nodes::node_id;
@@ -50,7 +50,10 @@ pub enum ServiceError {
     #[error("The metadata database is unavailable; try again.")]
     DatabaseUnavailable,
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
+    /// An object store does not answer or is failing (the cause is logged here).
+    #[error("Image store {store} is unavailable; try again.")]
+    StoreUnavailable { store: String },
     /// A service glint needs (the limits API) did not answer.
     #[error("{0}")]
     Unavailable(String),
@@ -74,6 +77,18 @@ impl From<DbError> for ServiceError {
     }
 }
 
+impl From<StoreError> for ServiceError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Unavailable { store, cause } => {
+                tracing::warn!(%store, %cause, "request failed: store unavailable");
+                ServiceError::StoreUnavailable { store }
+            }
+            other => ServiceError::Store(other),
+        }
+    }
+}
+
 impl From<tokio::task::JoinError> for ServiceError {
     /// A writer thread that panicked or was cancelled fails like an I/O error.
     fn from(error: tokio::task::JoinError) -> Self {
@@ -93,8 +108,20 @@ pub struct StoreInfo {
     pub description: Option<String>,
     pub default: bool,
     pub read_only: bool,
+    pub detail: StoreDetail,
+}
+
+/// What a store keeps its data in, as admins are told of it.
+pub enum StoreDetail {
     /// Each data directory with its priority, highest first.
-    pub data_dirs: Vec<(std::path::PathBuf, i64)>,
+    Files(Vec<(std::path::PathBuf, i64)>),
+    /// Never the credentials.
+    Objects {
+        endpoint: Option<String>,
+        bucket: String,
+        prefix: String,
+        part_size: u64,
+    },
 }
 
 /// One page of a listing; `full` when the repository returned `limit` rows, which is
@@ -213,11 +240,21 @@ impl Catalog {
                 description: store.description.clone(),
                 default: store.id == default,
                 read_only: store.read_only(),
-                data_dirs: store
-                    .dirs()
-                    .iter()
-                    .map(|d| (d.path.clone(), d.priority))
-                    .collect(),
+                detail: match store.object_spec() {
+                    Some(spec) => StoreDetail::Objects {
+                        endpoint: spec.endpoint.clone(),
+                        bucket: spec.bucket.clone(),
+                        prefix: spec.prefix.clone(),
+                        part_size: spec.part_size,
+                    },
+                    None => StoreDetail::Files(
+                        store
+                            .dirs()
+                            .iter()
+                            .map(|d| (d.path.clone(), d.priority))
+                            .collect(),
+                    ),
+                },
             })
             .collect()
     }

@@ -96,6 +96,11 @@ impl TaskBoard {
         self.running().len()
     }
 
+    /// The board's runtime: where work that must outlive a request's runtime goes.
+    pub fn runtime(&self) -> &Handle {
+        &self.handle
+    }
+
     pub fn node(&self) -> &str {
         &self.node
     }

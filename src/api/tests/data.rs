@@ -281,13 +281,12 @@ async fn with_locations_shown_a_patch_adds_replaces_and_removes_locations_as_gla
             config.stores.insert(
                 id.into(),
                 NamedStoreConfig {
-                    datadirs: vec![DataDirConfig {
+                    default,
+                    ..NamedStoreConfig::filesystem(vec![DataDirConfig {
                         path: id.into(),
                         priority: 0,
                         read_only: false,
-                    }],
-                    default,
-                    description: None,
+                    }])
                 },
             );
         }

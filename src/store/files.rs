@@ -1,0 +1,488 @@
+//! A store in local (or shared: NFS, CephFS) directories with priorities (Glance's
+//! `filesystem_store_datadirs`), and the staging area of interoperable import. Writes go to
+//! a temporary file in the chosen directory on a thread of their own, hashed as they
+//! stream, fsynced and renamed; nothing is ever buffered whole. It knows nothing of
+//! images' metadata or of HTTP.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::hashing::Hashing;
+use super::{StoreError, Stored};
+
+/// Every temporary file's name starts so; then comes the writing node's id (`<state_dir>/
+/// node-id`), so that nodes sharing a data directory (NFS, CephFS) remove only their own
+/// after a crash.
+const TEMP_PREFIX: &str = ".upload-";
+/// A temporary file of another node (or of a version before node ids) untouched this long
+/// is an orphan: every transfer writes more often than its read timeouts allow.
+const FOREIGN_ORPHAN_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+/// What a finished write computed, kept beside the data (`.hashes-<image id>`).
+const HASHES_PREFIX: &str = ".hashes-";
+/// Chunks in flight between the request and the thread that writes and hashes them.
+const WRITE_QUEUE: usize = 8;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataDir {
+    pub path: PathBuf,
+    pub priority: i64,
+    pub read_only: bool,
+}
+
+/// A filesystem store: its directories, highest priority first.
+#[derive(Debug, Clone)]
+pub struct FsStore {
+    /// Highest priority first.
+    dirs: Vec<DataDir>,
+    hash_algo: String,
+    /// `TEMP_PREFIX` and this node's id: how this node's temporary files begin.
+    temp_prefix: String,
+}
+
+impl FsStore {
+    /// Creates missing directories. Nothing else is touched: cleaning up after a crash is
+    /// `remove_orphans`, which only the first generation of a process runs.
+    pub fn open(
+        mut dirs: Vec<DataDir>,
+        hash_algo: &str,
+        node: &str,
+    ) -> Result<FsStore, StoreError> {
+        for dir in &dirs {
+            fs::create_dir_all(&dir.path).map_err(|source| StoreError::Dir {
+                path: dir.path.clone(),
+                source,
+            })?;
+        }
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.priority));
+        Ok(FsStore {
+            dirs,
+            hash_algo: hash_algo.to_string(),
+            temp_prefix: format!("{TEMP_PREFIX}{node}-"),
+        })
+    }
+
+    /// A new temporary file's path in `dir`, for data of `image_id`.
+    fn temporary(&self, dir: &Path, image_id: &str) -> PathBuf {
+        dir.join(format!(
+            "{}{image_id}-{}",
+            self.temp_prefix,
+            uuid::Uuid::new_v4()
+        ))
+    }
+
+    pub fn dirs(&self) -> &[DataDir] {
+        &self.dirs
+    }
+
+    /// A store none of whose directories takes new data (Glance's read-only store).
+    pub fn read_only(&self) -> bool {
+        self.dirs.iter().all(|d| d.read_only)
+    }
+
+    /// Where `image_id`'s finished data would be in this store, if it is there (the staging
+    /// area keeps one file per image).
+    pub fn find(&self, image_id: &str) -> Option<String> {
+        self.dirs
+            .iter()
+            .map(|d| d.path.join(image_id))
+            .find(|p| p.is_file())
+            .map(|p| format!("file://{}", p.display()))
+    }
+
+    /// The names of the finished files in this store's directories (image ids).
+    pub fn entries(&self) -> Vec<String> {
+        self.dirs
+            .iter()
+            .filter_map(|d| fs::read_dir(&d.path).ok())
+            .flat_map(|entries| entries.flatten())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| !name.starts_with('.'))
+            .collect()
+    }
+
+    /// Keeps what the write of `stored` computed beside it, so the data can later go into a
+    /// store by `link_from` without being read again. Written whole or not at all; a file
+    /// without its hashes is simply copied.
+    pub fn keep_hashes(&self, image_id: &str, stored: &Stored) -> Result<(), StoreError> {
+        let Some(dir) = self.dirs.first() else {
+            return Ok(());
+        };
+        let path = dir.path.join(format!("{HASHES_PREFIX}{image_id}"));
+        let temp = dir
+            .path
+            .join(format!("{}{HASHES_PREFIX}{image_id}", self.temp_prefix));
+        let io_error = |source| StoreError::Io {
+            path: path.clone(),
+            source,
+        };
+        let text = serde_json::to_vec(stored).map_err(|e| io_error(io::Error::other(e)))?;
+        fs::write(&temp, text).map_err(io_error)?;
+        fs::rename(&temp, &path).map_err(io_error)
+    }
+
+    /// The hashes kept for `image_id`'s data in this store, if they still describe it.
+    pub fn kept_hashes(&self, image_id: &str) -> Option<Stored> {
+        let location = self.find(image_id)?;
+        let dir = self.dirs.first()?;
+        let text = fs::read(dir.path.join(format!("{HASHES_PREFIX}{image_id}"))).ok()?;
+        let kept: Stored = serde_json::from_slice(&text).ok()?;
+        let size = fs::metadata(self.path_of(&location).ok()?).ok()?.len();
+        (kept.location == location && kept.size == size).then_some(kept)
+    }
+
+    /// Removes `image_id`'s data and its kept hashes.
+    pub fn delete_with_hashes(&self, image_id: &str) -> Result<(), StoreError> {
+        for dir in &self.dirs {
+            let _ = fs::remove_file(dir.path.join(format!("{HASHES_PREFIX}{image_id}")));
+        }
+        match self.find(image_id) {
+            Some(location) => self.delete(&location),
+            None => Ok(()),
+        }
+    }
+
+    /// Makes `image_id`'s data in this store a hard link to `source` (a finished file of
+    /// another store), when one of this store's writable directories is on the same
+    /// filesystem: no byte is copied. `None` when none is, and the data must be copied.
+    pub fn link_from(&self, image_id: &str, source: &Path) -> Result<Option<String>, StoreError> {
+        use std::os::unix::fs::MetadataExt;
+        let device = fs::metadata(source)
+            .map_err(|e| StoreError::Io {
+                path: source.to_path_buf(),
+                source: e,
+            })?
+            .dev();
+        let Some(dir) = self
+            .dirs
+            .iter()
+            .filter(|d| !d.read_only)
+            .find(|d| fs::metadata(&d.path).is_ok_and(|m| m.dev() == device))
+        else {
+            return Ok(None);
+        };
+        let target = dir.path.join(image_id);
+        let temp = self.temporary(&dir.path, image_id);
+        let io_error = |source| StoreError::Io {
+            path: target.clone(),
+            source,
+        };
+        match fs::hard_link(source, &temp) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) => {
+                return Ok(None);
+            }
+            Err(e) => return Err(io_error(e)),
+        }
+        if let Err(e) = fs::rename(&temp, &target) {
+            let _ = fs::remove_file(&temp);
+            return Err(io_error(e));
+        }
+        File::open(&dir.path)
+            .and_then(|d| d.sync_all())
+            .map_err(io_error)?;
+        Ok(Some(format!("file://{}", target.display())))
+    }
+
+    /// The file behind a location of this store.
+    pub fn file_of(&self, location: &str) -> Result<PathBuf, StoreError> {
+        self.path_of(location)
+    }
+
+    /// Removes temporary files left by an interrupted process of this node, and those of
+    /// other nodes untouched for `FOREIGN_ORPHAN_AGE` (a node that died for good); returns
+    /// how many. Another node's transfer in flight keeps its file.
+    pub fn remove_orphans(&self) -> usize {
+        let mut removed = 0;
+        for dir in &self.dirs {
+            let Ok(entries) = fs::read_dir(&dir.path) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                let orphan = name.starts_with(&self.temp_prefix)
+                    || (name.starts_with(TEMP_PREFIX)
+                        && entry
+                            .metadata()
+                            .and_then(|m| m.modified())
+                            .ok()
+                            .and_then(|at| at.elapsed().ok())
+                            .is_some_and(|age| age > FOREIGN_ORPHAN_AGE));
+                if orphan && fs::remove_file(entry.path()).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        removed
+    }
+
+    /// Starts writing `image_id`'s data in the highest-priority writable directory with
+    /// room for `expected` bytes (when known). Blocking: file I/O.
+    pub fn begin(&self, image_id: &str, expected: Option<u64>) -> Result<FileWriter, StoreError> {
+        let needed = expected.unwrap_or(0);
+        let dir = self
+            .dirs
+            .iter()
+            .filter(|d| !d.read_only)
+            .find(|d| free_bytes(&d.path).is_some_and(|free| free > needed))
+            .ok_or(StoreError::Full(needed))?;
+        let temp = self.temporary(&dir.path, image_id);
+        let io_error = |source| StoreError::Io {
+            path: temp.clone(),
+            source,
+        };
+        let file = File::create_new(&temp).map_err(io_error)?;
+        let hashing = Hashing::start(&self.hash_algo).map_err(io_error)?;
+        Ok(FileWriter {
+            temp: Some(temp),
+            target: dir.path.join(image_id),
+            file,
+            hashing: Some(hashing),
+        })
+    }
+
+    pub fn delete(&self, location: &str) -> Result<(), StoreError> {
+        let path = self.path_of(location)?;
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(StoreError::Io { path, source }),
+        }
+    }
+
+    fn path_of(&self, location: &str) -> Result<PathBuf, StoreError> {
+        let path = location
+            .strip_prefix("file://")
+            .map(PathBuf::from)
+            .ok_or_else(|| StoreError::UnknownLocation(location.to_string()))?;
+        let inside = self
+            .dirs
+            .iter()
+            .any(|d| path.parent() == Some(d.path.as_path()));
+        if inside {
+            Ok(path)
+        } else {
+            Err(StoreError::UnknownLocation(location.to_string()))
+        }
+    }
+}
+
+fn free_bytes(path: &Path) -> Option<u64> {
+    let stat = rustix::fs::statvfs(path).ok()?;
+    Some(stat.f_bavail.saturating_mul(stat.f_frsize))
+}
+
+/// Data being written, blocking. Dropping it without `finish` removes the temporary
+/// file, so a failed or cut upload leaves nothing behind.
+pub struct FileWriter {
+    temp: Option<PathBuf>,
+    target: PathBuf,
+    file: File,
+    /// Taken by `finish`.
+    hashing: Option<Hashing>,
+}
+
+impl FileWriter {
+    /// Appends a chunk.
+    pub fn write(&mut self, chunk: &Bytes) -> Result<(), StoreError> {
+        if let Some(hashing) = &mut self.hashing {
+            hashing.update(chunk);
+        }
+        self.file.write_all(chunk).map_err(|source| StoreError::Io {
+            path: self.target.clone(),
+            source,
+        })
+    }
+
+    /// Makes the data durable and visible under its final name.
+    pub fn finish(mut self) -> Result<Stored, StoreError> {
+        let io_error = |source| StoreError::Io {
+            path: self.target.clone(),
+            source,
+        };
+        self.file.sync_all().map_err(io_error)?;
+        let (Some(temp), Some(hashing)) = (self.temp.take(), self.hashing.take()) else {
+            return Err(io_error(io::Error::other("upload already finished")));
+        };
+        fs::rename(&temp, &self.target).map_err(io_error)?;
+        if let Some(dir) = self.target.parent() {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_error)?;
+        }
+        let digests = hashing.finish().map_err(io_error)?;
+        Ok(Stored::new(
+            format!("file://{}", self.target.display()),
+            digests,
+        ))
+    }
+}
+
+impl Drop for FileWriter {
+    fn drop(&mut self) {
+        if let Some(temp) = self.temp.take() {
+            let _ = fs::remove_file(temp);
+        }
+    }
+}
+
+/// What the request side sends the writer thread.
+enum Feed {
+    Chunk(Bytes),
+    /// The data is whole: make it durable and visible.
+    Finish,
+}
+
+/// A `FileWriter` on a thread of the blocking pool, fed from async code. Dropped without
+/// `finish`, its thread removes what was written.
+pub struct FileUpload {
+    feed: mpsc::Sender<Feed>,
+    writer: Option<tokio::task::JoinHandle<Result<Stored, StoreError>>>,
+}
+
+impl FileUpload {
+    pub fn start(mut writer: FileWriter) -> FileUpload {
+        let (feed, mut queue) = mpsc::channel::<Feed>(WRITE_QUEUE);
+        let writer = tokio::task::spawn_blocking(move || {
+            while let Some(feed) = queue.blocking_recv() {
+                match feed {
+                    Feed::Chunk(chunk) => writer.write(&chunk)?,
+                    Feed::Finish => return writer.finish(),
+                }
+            }
+            Err(StoreError::Cancelled)
+        });
+        FileUpload {
+            feed,
+            writer: Some(writer),
+        }
+    }
+
+    pub async fn write(&mut self, chunk: Bytes) -> Result<(), StoreError> {
+        if self.feed.send(Feed::Chunk(chunk)).await.is_err() {
+            // The writer stopped: its error says why.
+            return Err(match self.outcome().await {
+                Ok(_) => StoreError::Cancelled,
+                Err(e) => e,
+            });
+        }
+        Ok(())
+    }
+
+    pub async fn finish(mut self) -> Result<Stored, StoreError> {
+        let _ = self.feed.send(Feed::Finish).await;
+        self.outcome().await
+    }
+
+    /// Removes what was written, and returns once it is gone.
+    pub async fn abort(mut self) {
+        let (closed, _) = mpsc::channel(1);
+        drop(std::mem::replace(&mut self.feed, closed));
+        let _ = self.outcome().await;
+    }
+
+    async fn outcome(&mut self) -> Result<Stored, StoreError> {
+        match self.writer.take() {
+            Some(writer) => writer.await.map_err(|e| StoreError::Io {
+                path: "writer thread".into(),
+                source: io::Error::other(e.to_string()),
+            })?,
+            None => Err(StoreError::Cancelled),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(dirs: &[(&Path, i64, bool)]) -> FsStore {
+        FsStore::open(
+            dirs.iter()
+                .map(|(p, priority, read_only)| DataDir {
+                    path: p.to_path_buf(),
+                    priority: *priority,
+                    read_only: *read_only,
+                })
+                .collect(),
+            "sha512",
+            "node-a",
+        )
+        .unwrap()
+    }
+
+    /// Nodes sharing a data directory: a start removes its own node's temporary files, not
+    /// another node's transfer in flight.
+    #[test]
+    fn orphans_are_this_nodes_temporary_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&[(dir.path(), 0, false)]);
+        let mine = store.begin("image-1", None).unwrap();
+        let theirs = dir.path().join(".upload-node-b-image-2-x");
+        std::fs::write(&theirs, b"in flight").unwrap();
+        std::mem::forget(mine);
+        assert_eq!(store.remove_orphans(), 1);
+        assert!(theirs.exists());
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            left,
+            vec![std::ffi::OsString::from(".upload-node-b-image-2-x")]
+        );
+    }
+
+    #[test]
+    fn writes_hash_and_land_in_the_highest_priority_writable_dir() {
+        let root = tempfile::tempdir().unwrap();
+        let (low, high, ro) = (
+            root.path().join("low"),
+            root.path().join("high"),
+            root.path().join("ro"),
+        );
+        let store = store(&[(&low, 10, false), (&high, 50, false), (&ro, 90, true)]);
+        let mut upload = store.begin("img", Some(3)).unwrap();
+        upload.write(&Bytes::from_static(b"abc")).unwrap();
+        let stored = upload.finish().unwrap();
+        assert_eq!(
+            stored.location,
+            format!("file://{}", high.join("img").display())
+        );
+        assert_eq!(stored.md5, "900150983cd24fb0d6963f7d28e17f72");
+        assert!(stored.hash.starts_with("ddaf35a193617aba"));
+        assert_eq!(fs::read(high.join("img")).unwrap(), b"abc");
+        assert!(store.file_of(&stored.location).is_ok());
+        assert!(store.file_of("file:///etc/passwd").is_err());
+        store.delete(&stored.location).unwrap();
+        assert!(!high.join("img").exists());
+    }
+
+    #[test]
+    fn an_abandoned_upload_leaves_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let store = store(&[(root.path(), 1, false)]);
+        let mut upload = store.begin("img", None).unwrap();
+        upload.write(&Bytes::from_static(b"partial")).unwrap();
+        drop(upload);
+        assert_eq!(fs::read_dir(root.path()).unwrap().count(), 0);
+        let leftover = store.begin("img2", None).unwrap();
+        std::mem::forget(leftover);
+        assert_eq!(store.remove_orphans(), 1);
+        assert_eq!(fs::read_dir(root.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn no_room_is_full() {
+        let root = tempfile::tempdir().unwrap();
+        let store = store(&[(root.path(), 1, false)]);
+        assert!(matches!(
+            store.begin("img", Some(u64::MAX)),
+            Err(StoreError::Full(_))
+        ));
+    }
+}
