@@ -498,6 +498,28 @@ mod tests {
     }
 
     #[test]
+    fn an_s3_secret_comes_from_its_file_beside_the_config_and_is_never_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("s3-secret"), "hunter2\n").unwrap();
+        let loaded = load(&source_with(
+            dir.path(),
+            Some(
+                "[stores.objects]\ntype = \"s3\"\nbucket = \"images\"\n\
+                 access_key_id = \"glint\"\nsecret_access_key_file = \"s3-secret\"\n",
+            ),
+        ))
+        .unwrap();
+        let store = &loaded.config.stores["objects"];
+        assert_eq!(store.secret_access_key.as_ref().unwrap().0, "hunter2");
+        assert!(!format!("{:?}", loaded.config).contains("hunter2"));
+        let shown = loaded.provenance();
+        assert!(
+            shown.iter().all(|(_, value, _)| !value.contains("hunter2")),
+            "{shown:?}"
+        );
+    }
+
+    #[test]
     fn a_missing_named_file_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let err = load(&source_with(dir.path(), None)).unwrap_err();

@@ -23,8 +23,11 @@ const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 pub(super) fn validate(loaded: &LoadedConfig) -> Result<(), ConfigError> {
     let config = &loaded.config;
     let invalid = |key: &str, message: String| {
-        let origin = loaded
-            .origin(key)
+        // A key that is missing is named with the file of the table that lacks it.
+        let tables = std::iter::successors(Some(key), |k| k.rsplit_once('.').map(|(t, _)| t));
+        let origin = tables
+            .filter_map(|k| loaded.origin(k))
+            .next()
             .unwrap_or_else(|| "built-in default".to_string());
         ConfigError::Invalid {
             origin,
@@ -532,6 +535,43 @@ mod tests {
                 "[import]\nmethods = [\"glance-download\"]\n",
                 "import.methods",
             ),
+            (
+                "[stores.a]\ntype = \"s3\"\naccess_key_id = \"k\"\nsecret_access_key = \"s\"\n",
+                "stores.a.bucket",
+            ),
+            (
+                "[stores.a]\ntype = \"s3\"\nbucket = \"images\"\nsecret_access_key = \"s\"\n",
+                "stores.a.access_key_id",
+            ),
+            (
+                "[stores.a]\ntype = \"s3\"\nbucket = \"images\"\naccess_key_id = \"k\"\n",
+                "stores.a.secret_access_key",
+            ),
+            (
+                "[stores.a]\ntype = \"s3\"\nbucket = \"images\"\naccess_key_id = \"k\"\n\
+                 secret_access_key = \"s\"\nendpoint = \"ftp://x\"\n",
+                "stores.a.endpoint",
+            ),
+            (
+                "[stores.a]\ntype = \"s3\"\nbucket = \"images\"\naccess_key_id = \"k\"\n\
+                 secret_access_key = \"s\"\npart_size = \"1MiB\"\n",
+                "stores.a.part_size",
+            ),
+            (
+                "[stores.a]\ntype = \"s3\"\nbucket = \"images\"\naccess_key_id = \"k\"\n\
+                 secret_access_key = \"s\"\ndatadirs = [{ path = \"x\" }]\n",
+                "stores.a.datadirs",
+            ),
+            (
+                "[stores.a]\ndatadirs = [{ path = \"x\" }]\nbucket = \"images\"\n",
+                "stores.a.bucket",
+            ),
+            (
+                "[stores.a]\ntype = \"s3\"\nbucket = \"images\"\naccess_key_id = \"k\"\n\
+                 secret_access_key_file = \"missing\"\n",
+                "stores.a.secret_access_key_file",
+            ),
+            ("[stores.a]\ntype = \"gcs\"\n", "stores.a"),
         ];
         for (text, expected) in cases {
             let dir = tempfile::tempdir().unwrap();
