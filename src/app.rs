@@ -71,6 +71,15 @@ pub enum AppError {
          its directories read_only = true to stop new data going there)"
     )]
     StoreInUse { store: String, count: i64 },
+    #[error(
+        "stores.{store}: the store still holds {count} image(s) in its {was}; its type and \
+         bucket stay as long as it holds any (add a new store instead)"
+    )]
+    StoreMoved {
+        store: String,
+        was: String,
+        count: i64,
+    },
 }
 
 pub struct App {
@@ -408,6 +417,23 @@ async fn refuse_dropping_data(
     database: &Database,
 ) -> Result<(), AppError> {
     for store in old.all() {
+        let moved = new.get(&store.id).is_ok_and(|kept| {
+            kept.kind_name() != store.kind_name()
+                || kept.object_spec().map(|s| &s.bucket) != store.object_spec().map(|s| &s.bucket)
+        });
+        if moved {
+            let count = database.images_in_store(&store.id).await?;
+            if count > 0 {
+                return Err(AppError::StoreMoved {
+                    store: store.id.clone(),
+                    was: match store.object_spec() {
+                        Some(spec) => format!("bucket {}", spec.bucket),
+                        None => "directories".to_string(),
+                    },
+                    count,
+                });
+            }
+        }
         if new.get(&store.id).is_err() {
             let count = database.images_in_store(&store.id).await?;
             if count > 0 {

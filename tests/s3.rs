@@ -436,6 +436,19 @@ async fn refused_credentials_or_an_unreachable_server_fail_the_reload_unless_opt
     let id = create(addr).await;
     assert_eq!(upload(addr, &id, b"still served").await.status, 204);
 
+    // A store holding images keeps its bucket.
+    std::fs::create_dir(s3.root.path().join("elsewhere")).expect("bucket");
+    sd.write_config(
+        &config(&s3, SECRET_KEY, "")
+            .replace(&format!("bucket = \"{BUCKET}\""), "bucket = \"elsewhere\""),
+    );
+    let (code, out) = sd.ctl(&["reload"]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("stores.objects") && out.contains("bucket images"),
+        "{out}"
+    );
+
     // The server down: a reload is refused, but not for an optional store.
     s3.stop();
     sd.write_config(&config(&s3, SECRET_KEY, ""));

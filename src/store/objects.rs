@@ -178,11 +178,17 @@ impl S3Store {
         format!("{}{key}", self.base_url)
     }
 
-    /// The key behind a location of this store.
+    /// The key behind a location of this store: `s3+http(s)://<any endpoint>/<bucket>/
+    /// <prefix><image id>`. The endpoint is not compared, so a service that moves keeps
+    /// its data readable.
     fn key_of(&self, location: &str) -> Result<ObjectPath, StoreError> {
         location
-            .strip_prefix(&self.base_url)
-            .filter(|key| key.starts_with(&self.spec.prefix) && key.len() > self.spec.prefix.len())
+            .strip_prefix("s3+https://")
+            .or_else(|| location.strip_prefix("s3+http://"))
+            .and_then(|rest| rest.split_once('/'))
+            .and_then(|(_, path)| path.strip_prefix(self.spec.bucket.as_str()))
+            .and_then(|path| path.strip_prefix('/'))
+            .filter(|key| !key.is_empty() && !key.ends_with('/'))
             .and_then(|key| ObjectPath::parse(key).ok())
             .ok_or_else(|| StoreError::UnknownLocation(location.to_string()))
     }
