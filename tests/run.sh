@@ -2,12 +2,22 @@
 # Runs every test glint has: unit, handler and lifecycle tests (the real binary over real
 # sockets, with a harness playing systemd) on SQLite, then the catalogue's tests again on a
 # real PostgreSQL 15 and MariaDB, the compatibility suite (glanceclient and openstacksdk from
-# PyPI, and the README's examples) on all three, database outages, glint against a real
-# Keystone and behind HAProxy, then builds the .deb and .rpm, checks the .deb with lintian,
-# and, as root, installs it under a real systemd 254 in a namespace
+# PyPI, and the README's examples) on all three and with an S3 default store, database
+# outages, glint against a real Keystone and behind HAProxy (one node, then two sharing a
+# database and a bucket through reloads and restarts), then builds the .deb and .rpm, checks
+# the .deb with lintian, and, as root, installs it under a real systemd 254 in a namespace
 # (tests/e2e/systemd_e2e.py). Usage: tests/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# The S3 server the tests run S3 stores against: s3s-fs, installed by .ci/run into a cache
+# outside the clone (see there), else the one on PATH. The Rust tests start instances of their
+# own from it; tests/s3/server.py runs the one the Python suites share.
+if [ -z "${TEST_S3S_FS:-}" ]; then
+    TEST_S3S_FS=/var/cache/glint-test/s3s-fs-0.14.1/bin/s3s-fs
+    [ -x "$TEST_S3S_FS" ] || TEST_S3S_FS=$(command -v s3s-fs || echo "$TEST_S3S_FS")
+fi
+export TEST_S3S_FS
 
 # The lifecycle tests need the endpoints that hold requests open (feature `testing`).
 cargo test --locked --features testing
@@ -17,7 +27,8 @@ cargo test --locked --features testing
 # lifecycle and CLI tests (two nodes on one database, `glint db copy` round trips) run again
 # on each: every test gets an empty database of its own there.
 db_env=$(python3 tests/db/servers.py start)
-trap 'python3 tests/db/servers.py stop >/dev/null 2>&1 || true' EXIT
+trap 'python3 tests/db/servers.py stop >/dev/null 2>&1 || true
+      python3 tests/s3/server.py stop >/dev/null 2>&1 || true' EXIT
 postgres=$(sed -n 's/^TEST_POSTGRES_URL=//p' <<<"$db_env")
 mariadb=$(sed -n 's/^TEST_MARIADB_URL=//p' <<<"$db_env")
 for server in "$postgres" "$mariadb"; do
@@ -39,6 +50,15 @@ for engine in postgres mariadb; do
     TEST_DATABASE_URL=$(python3 tests/db/servers.py fresh --engine "$engine") \
         "$venv/bin/python" tests/compat/test_clients.py target/debug/glint
 done
+# Once more on PostgreSQL with the default store in S3: the suite's s3s-fs (tests/s3/server.py:
+# a loopback port, data under target/s3; stopped when this script ends), an empty bucket and
+# an empty database of its own.
+s3_lines=$(python3 tests/s3/server.py start)
+mapfile -t s3_env <<<"$s3_lines"
+bucket=$(python3 tests/s3/server.py fresh)
+database=$(python3 tests/db/servers.py fresh --engine postgres)
+env "${s3_env[@]}" TEST_S3_BUCKET="$bucket" TEST_DATABASE_URL="$database" \
+    "$venv/bin/python" tests/compat/test_clients.py target/debug/glint
 # The database restarted, and stopped for a few seconds, under load: 503s only, recovery by
 # itself, a reload refused meanwhile, nothing half-written.
 python3 tests/db/test_outage.py target/debug/glint
@@ -53,6 +73,10 @@ python3 tests/keystone/smoke.py
 
 # Behind a real HAProxy: forwarded scheme, host and client from a trusted proxy only.
 python3 tests/proxy/test_haproxy.py target/debug/glint
+# Two nodes behind HAProxy on one PostgreSQL database and one S3 bucket: uploads, downloads,
+# glance-direct imports staged on one node and imported through the other, and lists, while
+# the nodes are reloaded and restarted in turn: no request fails, every byte comes back.
+python3 tests/proxy/test_nodes.py target/debug/glint
 
 packaging/build.sh
 deb=$(ls -t target/debian/glint_*.deb | head -1)

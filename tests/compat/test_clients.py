@@ -31,10 +31,57 @@ def check(condition, message):
         FAILURES.append(message)
 
 
+# The S3 service of tests/s3/server.py, when the environment names one (tests/run.sh runs this
+# suite once more with it): the default store `fast` is then a bucket, under S3_PREFIX.
+S3 = {key: os.environ.get(f"TEST_S3_{key}")
+      for key in ("ENDPOINT", "ACCESS_KEY", "SECRET_KEY", "BUCKET", "ROOT")}
+S3_PREFIX = "compat/"
+
+
+def s3_store():
+    return S3["ENDPOINT"] is not None
+
+
+def fast_store_keys():
+    """The keys of [stores.fast] besides `default` and `description`: a directory, or with
+    TEST_S3_ENDPOINT set, TEST_S3_BUCKET there (parts of 5 MiB, S3's smallest)."""
+    if not s3_store():
+        return 'datadirs = [{ path = "fast" }]\n'
+    q = json.dumps  # a JSON string is a TOML basic string
+    return (f'type = "s3"\nendpoint = {q(S3["ENDPOINT"])}\nregion = "us-east-1"\n'
+            f'bucket = {q(S3["BUCKET"])}\nprefix = {q(S3_PREFIX)}\n'
+            f'access_key_id = {q(S3["ACCESS_KEY"])}\nsecret_access_key = {q(S3["SECRET_KEY"])}\n'
+            'path_style = true\npart_size = "5MiB"\n')
+
+
+def fast_object_path(workdir, image_id):
+    """Where the default store keeps an image's data on this machine: its directory, or the
+    object's file under s3s-fs's root (None when the S3 service's root is not known)."""
+    if not s3_store():
+        return os.path.join(workdir, "state", "fast", image_id)
+    if not S3["ROOT"]:
+        return None
+    return os.path.join(S3["ROOT"], S3["BUCKET"], S3_PREFIX + image_id)
+
+
+def fast_object(workdir, image_id):
+    """The bytes the default store holds for an image (None when they cannot be looked at)."""
+    path = fast_object_path(workdir, image_id)
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return b""
+
+
 class Glint(ActivatedGlint):
     """glint with two stores and web-download allowed to loopback, on the database the
     environment's TEST_DATABASE_URL names (an empty PostgreSQL or MariaDB database; tests/run.sh
-    runs this suite once per engine), else on SQLite in its state directory."""
+    runs this suite once per engine), else on SQLite in its state directory. The default store
+    `fast` is a directory, or an S3 bucket when TEST_S3_ENDPOINT is set; `cheap` is always a
+    directory."""
 
     def write_config(self):
         database = os.environ.get("TEST_DATABASE_URL")
@@ -42,8 +89,8 @@ class Glint(ActivatedGlint):
             f.write(f'state_dir = "{self.workdir}/state"\n[server]\nlisten = ["127.0.0.1:1"]\n'
                     '[log]\nlevel = "warn"\n'
                     + (f'[database]\nurl = "{database}"\n' if database else "")
-                    + '[stores.fast]\ndefault = true\ndescription = "Fast"\ndatadirs = [{ path = "fast" }]\n'
-                    '[stores.cheap]\ndatadirs = [{ path = "cheap" }]\n'
+                    + '[stores.fast]\ndefault = true\ndescription = "Fast"\n' + fast_store_keys()
+                    + '[stores.cheap]\ndatadirs = [{ path = "cheap" }]\n'
                     '[import.web_download]\nallowed_hosts = ["127.0.0.1"]\nallowed_ports = []\n')
 
     def rest(self, method, path, body=None, headers=None):
@@ -171,6 +218,9 @@ def data_flows(g, workdir):
     code, out, err = glance(g, "image-download", image_id, "--file", target)
     with open(target, "rb") as f:
         check(code == 0 and f.read() == data, f"glance image-download is byte-exact (the client checks the hash): {err.strip()}")
+    stored = fast_object(workdir, image_id)
+    check(stored is None or stored == data,
+          f"the data is in the default store: {fast_object_path(workdir, image_id)}")
 
     code, out, err = glance(g, "image-deactivate", image_id)
     status, body = g.rest("GET", f"/v2/images/{image_id}")
@@ -338,6 +388,8 @@ def main():
     if len(sys.argv) != 2:
         print(__doc__)
         return 2
+    if s3_store():
+        log(f"the default store `fast` is bucket {S3['BUCKET']} at {S3['ENDPOINT']} (prefix {S3_PREFIX})")
     with tempfile.TemporaryDirectory() as workdir:
         g = Glint(os.path.abspath(sys.argv[1]), workdir, listening_socket())
         try:

@@ -1,8 +1,11 @@
 """glint under a socket-activation harness for the Python test suites: the test binds the
 listening socket and passes it in as fd 3 (LISTEN_FDS/LISTEN_PID/LISTEN_FDNAMES), so no port is
 bound, released and bound again, and reads READY/RELOADING from a NOTIFY_SOCKET of its own.
-What goes in the config is the subclass's `write_config`."""
+What goes in the config is the subclass's `write_config`. `stop()` then `start()` is a restart
+as systemd's socket unit makes it: the socket stays open here meanwhile, so connections wait in
+its backlog for the new process."""
 
+import contextlib
 import os
 import signal
 import socket
@@ -23,23 +26,35 @@ class ActivatedGlint:
     reload."""
 
     def __init__(self, binary, workdir, sock):
-        self.workdir, self.sock = workdir, sock
+        self.binary, self.workdir, self.sock = binary, workdir, sock
         self.port = sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.config = os.path.join(workdir, "glint.toml")
         self.log = os.path.join(workdir, "glint.log")
+        self.notify_path = os.path.join(workdir, "notify.sock")
+        self._launch(log_mode="w")
+
+    def _launch(self, log_mode):
         self.write_config()
-        notify = os.path.join(workdir, "notify.sock")
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.notify.bind(notify)
-        env = dict(os.environ, NOTIFY_SOCKET=notify, LISTEN_FDS="1", LISTEN_FDNAMES="api")
+        self.notify.bind(self.notify_path)
+        env = dict(os.environ, NOTIFY_SOCKET=self.notify_path, LISTEN_FDS="1", LISTEN_FDNAMES="api")
         for key in ("JOURNAL_STREAM", "STATE_DIRECTORY", "RUNTIME_DIRECTORY"):
             env.pop(key, None)
-        fd = sock.fileno()
-        self.proc = subprocess.Popen(
-            ["sh", "-c", f'exec 3<&{fd}; LISTEN_PID=$$ exec "$0" serve --config "$1"', binary, self.config],
-            env=env, pass_fds=(fd,), stderr=open(self.log, "w"))
+        fd = self.sock.fileno()
+        with open(self.log, log_mode) as log:
+            self.proc = subprocess.Popen(
+                ["sh", "-c", f'exec 3<&{fd}; LISTEN_PID=$$ exec "$0" serve --config "$1"',
+                 self.binary, self.config],
+                env=env, pass_fds=(fd,), stderr=log)
         self.wait_for("READY=1")
+
+    def start(self):
+        """glint again after stop(), on the same socket, workdir and state: a restart. The log
+        goes on in the same file; returns once the new process says READY=1."""
+        if self.proc.poll() is None:
+            raise RuntimeError(f"glint (pid {self.proc.pid}) is still running: stop() it first")
+        self._launch(log_mode="a")
 
     def write_config(self):
         raise NotImplementedError("a subclass says what glint is configured with")
@@ -60,5 +75,11 @@ class ActivatedGlint:
         return self.wait_for("READY=1")
 
     def stop(self):
+        """SIGTERM, and waits for the process to exit; the socket stays open (the caller's).
+        The notify socket is closed and removed, so that start() (or another instance in this
+        workdir) binds it again."""
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(timeout=60)
+        self.notify.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.notify_path)
