@@ -202,7 +202,7 @@ def glanceclient_flows(g):
 def data_flows(g, workdir):
     import hashlib
 
-    data = os.urandom(3 * 1024 * 1024 + 7)
+    data = os.urandom(13 * 1024 * 1024 + 7)  # with an S3 default store: a multipart upload
     source = os.path.join(workdir, "source.img")
     with open(source, "wb") as f:
         f.write(data)
