@@ -8,10 +8,12 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use bytes::Bytes;
 use nix::sys::signal::Signal;
-use serde_json::{Value, json};
-use support::{Conn, FakeSystemd, PATIENCE, SOCKET_UNIT_LISTEN, read_slowly, send_slowly};
+use serde_json::json;
+use support::{
+    Conn, FakeSystemd, SOCKET_UNIT_LISTEN, chunks, create_image, md5_hex, read_slowly, send_slowly,
+    show_image, wait_status,
+};
 
 const OCTETS: (&str, &str) = ("content-type", "application/octet-stream");
 
@@ -25,31 +27,6 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-async fn create(addr: SocketAddr) -> String {
-    let mut conn = Conn::open(addr).await.expect("connect");
-    let (status, image) = conn
-        .json(
-            "POST",
-            "/v2/images",
-            "application/json",
-            &json!({"disk_format": "raw", "container_format": "bare"}),
-        )
-        .await
-        .expect("create");
-    assert_eq!(status, 201, "{image}");
-    image["id"].as_str().expect("id").to_string()
-}
-
-async fn image(addr: SocketAddr, id: &str) -> Value {
-    let mut conn = Conn::open(addr).await.expect("connect");
-    let reply = conn.get(&format!("/v2/images/{id}")).await.expect("show");
-    serde_json::from_slice(&reply.body).expect("json")
-}
-
-fn chunks(data: &[u8], size: usize) -> Vec<Bytes> {
-    data.chunks(size).map(Bytes::copy_from_slice).collect()
-}
-
 fn files_in(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
         .map(|entries| {
@@ -59,11 +36,6 @@ fn files_in(dir: &Path) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-fn md5_hex(data: &[u8]) -> String {
-    use md5::Digest;
-    hex::encode(md5::Md5::digest(data))
 }
 
 async fn upload(addr: SocketAddr, id: &str, data: &[u8]) -> u16 {
@@ -89,11 +61,11 @@ async fn an_upload_and_a_slow_download_survive_50_reloads_byte_exact() {
     sd.start().await;
 
     let stored = pattern(8 << 20, 7);
-    let stored_id = create(addr).await;
+    let stored_id = create_image(addr).await;
     assert_eq!(upload(addr, &stored_id, &stored).await, 204);
 
     let incoming = pattern(3 << 20, 99);
-    let incoming_id = create(addr).await;
+    let incoming_id = create_image(addr).await;
     let uploading = upload_slowly(addr, &incoming_id, &incoming, Duration::from_millis(40));
     let path = format!("/v2/images/{stored_id}/file");
     let downloading =
@@ -112,7 +84,7 @@ async fn an_upload_and_a_slow_download_survive_50_reloads_byte_exact() {
     assert_eq!(downloaded.status, 200);
     assert!(downloaded.body[..] == stored[..], "download is byte-exact");
 
-    let shown = image(addr, &incoming_id).await;
+    let shown = show_image(addr, &incoming_id).await;
     assert_eq!(shown["status"], "active");
     assert_eq!(shown["checksum"], md5_hex(&incoming));
     let mut conn = Conn::open(addr).await.expect("connect");
@@ -130,14 +102,14 @@ async fn of_two_concurrent_uploads_to_one_image_one_wins() {
     let addr = sd.add_socket_unit("api");
     sd.write_config(&config(""));
     sd.start().await;
-    let id = create(addr).await;
+    let id = create_image(addr).await;
     let data = pattern(1 << 20, 11);
     let first = upload_slowly(addr, &id, &data, Duration::from_millis(30));
     status_saving(addr, &id).await;
     assert_eq!(upload(addr, &id, b"intruder").await, 409);
     let first = first.await.expect("join").expect("answered");
     assert_eq!(first.status, 204);
-    assert_eq!(image(addr, &id).await["checksum"], md5_hex(&data));
+    assert_eq!(show_image(addr, &id).await["checksum"], md5_hex(&data));
     assert_eq!(sd.stop().await, 0);
 }
 
@@ -151,14 +123,14 @@ async fn a_data_directory_added_by_reload_receives_the_next_upload() {
     sd.start().await;
     let state = sd.path("state");
 
-    let first = create(addr).await;
+    let first = create_image(addr).await;
     assert_eq!(upload(addr, &first, b"first").await, 204);
     assert_eq!(files_in(&state.join("a")), vec![first.clone()]);
 
     sd.write_config(&config(&a_and_b));
     let (code, out) = sd.ctl(&["reload"]).await;
     assert_eq!(code, 0, "{out}");
-    let second = create(addr).await;
+    let second = create_image(addr).await;
     assert_eq!(upload(addr, &second, b"second").await, 204);
     assert_eq!(files_in(&state.join("b")), vec![second.clone()]);
 
@@ -182,7 +154,7 @@ async fn sigterm_lets_an_upload_finish_within_shutdown_timeout() {
     let addr = sd.add_socket_unit("api");
     sd.write_config(&config("shutdown_timeout = \"30s\""));
     sd.start().await;
-    let id = create(addr).await;
+    let id = create_image(addr).await;
     let data = pattern(1 << 20, 3);
     let uploading = upload_slowly(addr, &id, &data, Duration::from_millis(60));
     status_saving(addr, &id).await;
@@ -194,7 +166,7 @@ async fn sigterm_lets_an_upload_finish_within_shutdown_timeout() {
     assert_eq!(reply.status, 204);
     assert_eq!(sd.wait_exit().await, 0);
     sd.start().await;
-    let shown = image(addr, &id).await;
+    let shown = show_image(addr, &id).await;
     assert_eq!(
         (shown["status"].as_str(), shown["size"].as_u64()),
         (Some("active"), Some(1 << 20))
@@ -211,7 +183,7 @@ async fn an_upload_cut_by_stop_or_kill_leaves_no_data_and_a_queued_image() {
     let images_dir = sd.path("state").join("images");
 
     for signal in [Signal::SIGTERM, Signal::SIGKILL] {
-        let id = create(addr).await;
+        let id = create_image(addr).await;
         let data = pattern(2 << 20, 5);
         let uploading = upload_slowly(addr, &id, &data, Duration::from_millis(200));
         status_saving(addr, &id).await;
@@ -222,7 +194,7 @@ async fn an_upload_cut_by_stop_or_kill_leaves_no_data_and_a_queued_image() {
         }
         uploading.abort();
         sd.start().await;
-        let shown = image(addr, &id).await;
+        let shown = show_image(addr, &id).await;
         assert_eq!(shown["status"], "queued", "{signal}: {shown}");
         assert!(shown["size"].is_null());
         assert!(
@@ -254,7 +226,7 @@ async fn a_full_disk_is_413_with_no_orphan_and_a_queued_image() {
     sd.start().await;
 
     // Size unknown (chunked): the disk fills while writing.
-    let id = create(addr).await;
+    let id = create_image(addr).await;
     let reply = send_slowly(
         addr,
         "PUT",
@@ -267,11 +239,11 @@ async fn a_full_disk_is_413_with_no_orphan_and_a_queued_image() {
     .expect("answered");
     let outcome = (
         reply.status,
-        image(addr, &id).await["status"].clone(),
+        show_image(addr, &id).await["status"].clone(),
         files_in(&small),
     );
     // Size declared: refused before writing.
-    let declared = create(addr).await;
+    let declared = create_image(addr).await;
     let refused = send_slowly(
         addr,
         "PUT",
@@ -301,7 +273,7 @@ async fn an_upload_and_a_stage_cut_by_the_drain_deadline_release_their_image_at_
     sd.start().await;
     let state = sd.path("state");
     for (what, claimed) in [("file", "saving"), ("stage", "uploading")] {
-        let id = create(addr).await;
+        let id = create_image(addr).await;
         let cut = put_slowly(
             addr,
             &id,
@@ -309,7 +281,7 @@ async fn an_upload_and_a_stage_cut_by_the_drain_deadline_release_their_image_at_
             &pattern(2 << 20, 4),
             Duration::from_millis(200),
         );
-        status_is(addr, &id, claimed).await;
+        wait_status(addr, &id, claimed).await;
         sd.reload().await;
         let reply = cut.await.expect("join");
         assert!(reply.is_err(), "{what}: the cut transfer got {reply:?}");
@@ -326,7 +298,7 @@ async fn an_upload_and_a_stage_cut_by_the_drain_deadline_release_their_image_at_
         .await
         .expect("answered");
         assert_eq!(retried.status, 204, "{what}: {:?}", retried.body);
-        let shown = image(addr, &id).await;
+        let shown = show_image(addr, &id).await;
         let expected = if what == "file" {
             "active"
         } else {
@@ -350,7 +322,7 @@ async fn a_body_that_stops_arriving_is_cut_and_its_image_released() {
     let addr = sd.add_socket_unit("api");
     sd.write_config(&config("body_read_timeout = \"1s\""));
     sd.start().await;
-    let id = create(addr).await;
+    let id = create_image(addr).await;
     // The head goes at once; the body's first byte would come only after 3 s.
     let stalled = send_slowly(
         addr,
@@ -365,7 +337,7 @@ async fn a_body_that_stops_arriving_is_cut_and_its_image_released() {
         assert_eq!(reply.status, 400, "{:?}", reply.body);
         assert!(String::from_utf8_lossy(&reply.body).contains("body_read_timeout"));
     }
-    assert_eq!(image(addr, &id).await["status"], "queued");
+    assert_eq!(show_image(addr, &id).await["status"], "queued");
     assert!(files_in(&sd.path("state").join("images")).is_empty());
     assert_eq!(upload(addr, &id, b"on time").await, 204);
     assert_eq!(sd.stop().await, 0);
@@ -377,11 +349,11 @@ async fn past_max_transfers_an_upload_waits_then_gets_503_with_retry_after() {
     let addr = sd.add_socket_unit("api");
     sd.write_config(&config("max_transfers = 1\ntransfer_wait = \"1s\""));
     sd.start().await;
-    let first = create(addr).await;
+    let first = create_image(addr).await;
     let data = pattern(1 << 20, 8);
     let uploading = upload_slowly(addr, &first, &data, Duration::from_millis(150));
-    status_is(addr, &first, "saving").await;
-    let second = create(addr).await;
+    wait_status(addr, &first, "saving").await;
+    let second = create_image(addr).await;
     let refused = send_slowly(
         addr,
         "PUT",
@@ -399,7 +371,7 @@ async fn past_max_transfers_an_upload_waits_then_gets_503_with_retry_after() {
     );
     let body = String::from_utf8_lossy(&refused.body);
     assert!(body.contains("503 Service Unavailable"), "{body}");
-    assert_eq!(image(addr, &second).await["status"], "queued");
+    assert_eq!(show_image(addr, &second).await["status"], "queued");
     let first_reply = uploading.await.expect("join").expect("answered");
     assert_eq!(first_reply.status, 204);
     assert_eq!(upload(addr, &second, b"its turn").await, 204);
@@ -417,7 +389,7 @@ async fn a_client_that_leaves_mid_transfer_releases_the_image() {
         ("file", "saving", "active"),
         ("stage", "uploading", "uploading"),
     ] {
-        let id = create(addr).await;
+        let id = create_image(addr).await;
         let leaving = put_slowly(
             addr,
             &id,
@@ -425,10 +397,10 @@ async fn a_client_that_leaves_mid_transfer_releases_the_image() {
             &pattern(2 << 20, 12),
             Duration::from_millis(100),
         );
-        status_is(addr, &id, claimed).await;
+        wait_status(addr, &id, claimed).await;
         // The client goes away: its connection closes with the body half sent.
         leaving.abort();
-        status_is(addr, &id, "queued").await;
+        wait_status(addr, &id, "queued").await;
         let leftovers: Vec<String> = [state.join("images"), state.join("staging")]
             .iter()
             .flat_map(|d| files_in(d))
@@ -447,7 +419,7 @@ async fn a_client_that_leaves_mid_transfer_releases_the_image() {
         .await
         .expect("answered");
         assert_eq!(retried.status, 204, "{what}: {:?}", retried.body);
-        assert_eq!(image(addr, &id).await["status"], done);
+        assert_eq!(show_image(addr, &id).await["status"], done);
     }
     assert_eq!(sd.stop().await, 0);
 }
@@ -478,15 +450,7 @@ fn put_slowly(
 
 /// Waits until the upload has begun (the image is `saving`): a phase with no notification.
 async fn status_saving(addr: SocketAddr, id: &str) {
-    status_is(addr, id, "saving").await;
-}
-
-async fn status_is(addr: SocketAddr, id: &str, status: &str) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while image(addr, id).await["status"] != status {
-        assert!(tokio::time::Instant::now() < deadline, "never {status}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_status(addr, id, "saving").await;
 }
 
 /// Clients that hang up in the middle of their writes (the request future dropped at any
@@ -502,7 +466,7 @@ async fn clients_hanging_up_mid_write_leave_the_database_usable() {
     sd.start().await;
     let mut ids = Vec::new();
     for _ in 0..8 {
-        ids.push(create(addr).await);
+        ids.push(create_image(addr).await);
     }
     let patch = |value: String| {
         let body = serde_json::to_vec(&json!([{"op": "replace", "path": "/name", "value": value}]))
@@ -564,7 +528,7 @@ async fn clients_hanging_up_mid_write_leave_the_database_usable() {
             .expect("patch");
         assert_eq!(status, 200, "{body}");
     }
-    create(addr).await;
+    create_image(addr).await;
     assert!(!sd.logs().contains("transaction depth"), "{}", sd.logs());
     assert_eq!(sd.stop().await, 0);
 }

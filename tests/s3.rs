@@ -16,7 +16,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::{Value, json};
-use support::{Conn, FakeSystemd, PATIENCE, SOCKET_UNIT_LISTEN, send_slowly};
+use support::{
+    Conn, FakeSystemd, PATIENCE, SOCKET_UNIT_LISTEN, chunks, create_image, md5_hex, send_slowly,
+    show_image, wait_status,
+};
 
 const OCTETS: (&str, &str) = ("content-type", "application/octet-stream");
 const ACCESS_KEY: &str = "glint-test";
@@ -150,36 +153,6 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-fn md5_hex(data: &[u8]) -> String {
-    use md5::Digest;
-    hex::encode(md5::Md5::digest(data))
-}
-
-fn chunks(data: &[u8], size: usize) -> Vec<Bytes> {
-    data.chunks(size).map(Bytes::copy_from_slice).collect()
-}
-
-async fn create(addr: SocketAddr) -> String {
-    let mut conn = Conn::open(addr).await.expect("connect");
-    let (status, image) = conn
-        .json(
-            "POST",
-            "/v2/images",
-            "application/json",
-            &json!({"disk_format": "raw", "container_format": "bare"}),
-        )
-        .await
-        .expect("create");
-    assert_eq!(status, 201, "{image}");
-    image["id"].as_str().expect("id").to_string()
-}
-
-async fn image(addr: SocketAddr, id: &str) -> Value {
-    let mut conn = Conn::open(addr).await.expect("connect");
-    let reply = conn.get(&format!("/v2/images/{id}")).await.expect("show");
-    serde_json::from_slice(&reply.body).expect("json")
-}
-
 async fn upload(addr: SocketAddr, id: &str, data: &[u8]) -> support::Reply {
     send_slowly(
         addr,
@@ -243,7 +216,7 @@ async fn download(addr: SocketAddr, id: &str, range: Option<&str>) -> support::R
 async fn stores_become(addr: SocketAddr, id: &str, stores: &[&str]) -> Value {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
-        let shown = image(addr, id).await;
+        let shown = show_image(addr, id).await;
         let mut now: Vec<&str> = shown["stores"]
             .as_str()
             .unwrap_or("")
@@ -265,14 +238,6 @@ async fn stores_become(addr: SocketAddr, id: &str, stores: &[&str]) -> Value {
     }
 }
 
-async fn status_is(addr: SocketAddr, id: &str, status: &str) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while image(addr, id).await["status"] != status {
-        assert!(tokio::time::Instant::now() < deadline, "never {status}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_s3_store_takes_multipart_uploads_serves_ranges_and_copies_both_ways() {
     let s3 = S3Server::start().await;
@@ -283,10 +248,10 @@ async fn an_s3_store_takes_multipart_uploads_serves_ranges_and_copies_both_ways(
 
     // 12 MiB in 5 MiB parts: three parts, two in flight.
     let data = pattern(12 << 20, 3);
-    let id = create(addr).await;
+    let id = create_image(addr).await;
     let uploaded = upload(addr, &id, &data).await;
     assert_eq!(uploaded.status, 204, "{:?}", uploaded.body);
-    let shown = image(addr, &id).await;
+    let shown = show_image(addr, &id).await;
     assert_eq!(shown["status"], "active");
     assert_eq!(shown["stores"], "objects");
     assert_eq!(shown["checksum"], md5_hex(&data));
@@ -313,7 +278,7 @@ async fn an_s3_store_takes_multipart_uploads_serves_ranges_and_copies_both_ways(
 
     // A small image is one PUT, not a multipart upload.
     let small = pattern(1000, 9);
-    let small_id = create(addr).await;
+    let small_id = create_image(addr).await;
     assert_eq!(upload(addr, &small_id, &small).await.status, 204);
     assert!(s3.object(&small_id) == Some(small.clone()));
 
@@ -365,7 +330,7 @@ async fn a_cut_upload_aborts_its_multipart_upload_and_releases_the_image() {
     sd.write_config(&config(&s3, SECRET_KEY, ""));
     sd.start().await;
 
-    let id = create(addr).await;
+    let id = create_image(addr).await;
     let path = format!("/v2/images/{id}/file");
     let body = chunks(&pattern(30 << 20, 4), 256 << 10);
     let leaving = tokio::spawn(async move {
@@ -393,7 +358,7 @@ async fn a_cut_upload_aborts_its_multipart_upload_and_releases_the_image() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     leaving.abort();
-    status_is(addr, &id, "queued").await;
+    wait_status(addr, &id, "queued").await;
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while !s3.uploads_in_progress().is_empty() {
         assert!(
@@ -433,7 +398,7 @@ async fn refused_credentials_or_an_unreachable_server_fail_the_reload_unless_opt
         !out.contains("not-the-secret"),
         "the secret is never shown: {out}"
     );
-    let id = create(addr).await;
+    let id = create_image(addr).await;
     assert_eq!(upload(addr, &id, b"still served").await.status, 204);
 
     // A store holding images keeps its bucket.
@@ -461,11 +426,11 @@ async fn refused_credentials_or_an_unreachable_server_fail_the_reload_unless_opt
 
     // Meanwhile requests that need the bucket get 503 with Retry-After, and nothing is
     // half-written.
-    let waiting = create(addr).await;
+    let waiting = create_image(addr).await;
     let refused = upload(addr, &waiting, &pattern(6 << 20, 6)).await;
     assert_eq!(refused.status, 503, "{:?}", refused.body);
     assert!(refused.headers.contains_key("retry-after"));
-    assert_eq!(image(addr, &waiting).await["status"], "queued");
+    assert_eq!(show_image(addr, &waiting).await["status"], "queued");
     let unreadable = download(addr, &id, None).await;
     assert_eq!(unreadable.status, 503);
 

@@ -583,3 +583,45 @@ pub fn fresh_database() -> Option<String> {
     .join()
     .expect("fresh database thread")
 }
+
+/// Creates a raw/bare image without data; returns its id.
+pub async fn create_image(addr: SocketAddr) -> String {
+    let mut conn = Conn::open(addr).await.expect("connect");
+    let (status, image) = conn
+        .json(
+            "POST",
+            "/v2/images",
+            "application/json",
+            &serde_json::json!({"disk_format": "raw", "container_format": "bare"}),
+        )
+        .await
+        .expect("create");
+    assert_eq!(status, 201, "{image}");
+    image["id"].as_str().expect("id").to_string()
+}
+
+/// `GET /v2/images/{id}`, parsed.
+pub async fn show_image(addr: SocketAddr, id: &str) -> serde_json::Value {
+    let mut conn = Conn::open(addr).await.expect("connect");
+    let reply = conn.get(&format!("/v2/images/{id}")).await.expect("show");
+    serde_json::from_slice(&reply.body).expect("json")
+}
+
+/// Waits until the image has `status`: a phase with no notification.
+pub async fn wait_status(addr: SocketAddr, id: &str, status: &str) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while show_image(addr, id).await["status"] != status {
+        assert!(tokio::time::Instant::now() < deadline, "never {status}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+pub fn md5_hex(data: &[u8]) -> String {
+    use md5::Digest;
+    hex::encode(md5::Md5::digest(data))
+}
+
+/// `data` as request body chunks of `size` bytes.
+pub fn chunks(data: &[u8], size: usize) -> Vec<Bytes> {
+    data.chunks(size).map(Bytes::copy_from_slice).collect()
+}
