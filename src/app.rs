@@ -154,6 +154,7 @@ impl App {
             specs,
             &default,
             staging,
+            config.state_dir.join("multipart"),
             &hash_algo,
             &node,
             board.runtime().clone(),
@@ -228,7 +229,7 @@ impl App {
             let removed = {
                 let stores = stores.clone();
                 tokio::task::spawn_blocking(move || stores.remove_orphans()).await?
-            };
+            } + stores.abort_interrupted_uploads().await;
             let requeued = database
                 .requeue_interrupted(Some(board.node()), crate::domain::time::now())
                 .await?;

@@ -1,8 +1,9 @@
 //! S3 stores against a real S3 server (`s3s-fs`, real SigV4) and the real binary with the
 //! harness playing systemd: multipart uploads byte-exact, Range downloads, copy-image both
 //! ways between a directory store and a bucket, `DELETE /v2/stores/…`, a cut upload that
-//! leaves no parts in the bucket, credentials refused and a server unreachable at a reload,
-//! and an S3 outage answered with 503 and recovered from by itself.
+//! leaves no parts in the bucket (nor does one of a killed process, after the next start),
+//! credentials refused and a server unreachable at a reload, and an S3 outage answered with
+//! 503 and recovered from by itself.
 //!
 //! The server binary is `$TEST_S3S_FS`, else the one `.ci/run` installs, else `s3s-fs` on
 //! the PATH.
@@ -375,6 +376,79 @@ async fn a_cut_upload_aborts_its_multipart_upload_and_releases_the_image() {
     assert_eq!(upload(addr, &id, &data).await.status, 204);
     assert!(s3.object(&id) == Some(data));
     assert_eq!(sd.stop().await, 0);
+}
+
+/// A process killed mid-upload cannot abort its multipart upload: the node's next start
+/// does, from the node's journal (`<state_dir>/multipart`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_multipart_upload_a_killed_process_left_is_aborted_at_the_next_start() {
+    let s3 = S3Server::start().await;
+    let mut sd = FakeSystemd::new();
+    let addr = sd.add_socket_unit("api");
+    sd.write_config(&config(&s3, SECRET_KEY, ""));
+    sd.start().await;
+    let journal = sd.path("state").join("multipart");
+
+    let id = create_image(addr).await;
+    let path = format!("/v2/images/{id}/file");
+    let body = chunks(&pattern(30 << 20, 8), 256 << 10);
+    let leaving = tokio::spawn(async move {
+        send_slowly(
+            addr,
+            "PUT",
+            &path,
+            &[OCTETS],
+            body,
+            Duration::from_millis(20),
+        )
+        .await
+    });
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !s3
+        .uploads_in_progress()
+        .iter()
+        .any(|f| f.contains(".part-"))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no part ever went up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(files(&journal).len(), 1, "the open upload is recorded");
+    sd.signal(nix::sys::signal::Signal::SIGKILL);
+    sd.wait_exit().await;
+    leaving.abort();
+    assert!(
+        !s3.uploads_in_progress().is_empty(),
+        "the killed process left its upload open"
+    );
+
+    // The new process aborts it before it serves.
+    sd.start().await;
+    assert_eq!(s3.uploads_in_progress(), Vec::<String>::new());
+    assert_eq!(files(&journal), Vec::<String>::new());
+    assert_eq!(show_image(addr, &id).await["status"], "queued");
+    assert_eq!(s3.object(&id), None);
+    let data = pattern(6 << 20, 9);
+    assert_eq!(upload(addr, &id, &data).await.status, 204);
+    assert_eq!(
+        files(&journal),
+        Vec::<String>::new(),
+        "a finished upload is forgotten"
+    );
+    assert_eq!(sd.stop().await, 0);
+}
+
+fn files(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

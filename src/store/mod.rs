@@ -19,7 +19,7 @@ pub use files::DataDir;
 use files::{FileUpload, FsStore};
 use hashing::Digests;
 pub use objects::ObjectSpec;
-use objects::{ObjectUpload, S3Store};
+use objects::{Journal, ObjectUpload, S3Store};
 
 /// Image data as it is read: chunks, or the error that cut them.
 pub type ByteStream = BoxStream<'static, io::Result<Bytes>>;
@@ -78,6 +78,7 @@ pub struct StoreSpec {
 pub struct Stores {
     /// By id.
     stores: Vec<Store>,
+    journal: Journal,
     default: String,
     staging: Store,
 }
@@ -86,15 +87,30 @@ impl Stores {
     /// Opens each store: creates missing directories, and asks each S3 store's bucket
     /// whether it answers (a store marked optional that does not is served anyway, and
     /// said so). `cleanup` runs what a dropped upload leaves to do (aborting a multipart
-    /// upload): the runtime of the task board, which outlives every request's.
+    /// upload): the runtime of the task board, which outlives every request's. `journal`:
+    /// the node's own directory where its open multipart uploads are recorded.
     pub async fn open(
         specs: Vec<StoreSpec>,
         default: &str,
         staging: PathBuf,
+        journal: PathBuf,
         hash_algo: &str,
         node: &str,
         cleanup: tokio::runtime::Handle,
     ) -> Result<Stores, StoreError> {
+        let journal = {
+            let path = journal.clone();
+            tokio::task::spawn_blocking(move || Journal::open(path))
+                .await
+                .map_err(|e| StoreError::Io {
+                    path: journal.clone(),
+                    source: io::Error::other(e),
+                })?
+                .map_err(|source| StoreError::Dir {
+                    path: journal,
+                    source,
+                })?
+        };
         let mut stores = Vec::new();
         for spec in specs {
             let backend = match spec.backend {
@@ -111,7 +127,13 @@ impl Stores {
                 }
                 Backend::Objects(object) => {
                     let optional = object.optional;
-                    let s3 = S3Store::open(&spec.id, object, hash_algo, cleanup.clone())?;
+                    let s3 = S3Store::open(
+                        &spec.id,
+                        object,
+                        hash_algo,
+                        cleanup.clone(),
+                        journal.clone(),
+                    )?;
                     match s3.check().await {
                         Ok(()) => {}
                         Err(e) if optional => {
@@ -151,6 +173,7 @@ impl Stores {
         })??;
         Ok(Stores {
             stores,
+            journal,
             default: default.to_string(),
             staging: Store {
                 id: STAGING_ID.to_string(),
@@ -179,10 +202,38 @@ impl Stores {
         &self.staging
     }
 
+    /// Aborts the multipart uploads an interrupted process of this node left open (its
+    /// journal says which); returns how many. One whose store cannot be asked now stays
+    /// recorded for the next start; one of a store no longer configured is forgotten
+    /// (a lifecycle rule of its bucket removes it).
+    pub async fn abort_interrupted_uploads(&self) -> usize {
+        let journal = self.journal.clone();
+        let Ok(open) = tokio::task::spawn_blocking(move || journal.entries()).await else {
+            return 0;
+        };
+        let mut aborted = 0;
+        for (record, upload) in open {
+            let gone = match self.get(&upload.store).map(|s| &s.kind) {
+                Ok(Kind::Objects(s3)) => {
+                    let key = object_store::path::Path::parse(&upload.key).unwrap_or_default();
+                    s3.abort_recorded(&key, &upload.upload_id).await
+                }
+                _ => {
+                    tracing::warn!(store = %upload.store, key = %upload.key, "multipart upload of a store no longer configured left open");
+                    true
+                }
+            };
+            if gone {
+                aborted += 1;
+                let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(record)).await;
+            }
+        }
+        aborted
+    }
+
     /// Removes temporary files an interrupted process of this node left in any store's
     /// directories or the staging area (and other nodes' long untouched); returns how
-    /// many. Blocking: file I/O. (An S3 store keeps no temporary objects: a multipart
-    /// upload a crash left is the bucket's lifecycle rule's to remove.)
+    /// many. Blocking: file I/O.
     pub fn remove_orphans(&self) -> usize {
         self.stores
             .iter()

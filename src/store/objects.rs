@@ -1,11 +1,13 @@
 //! A store in an S3 bucket (AWS, Ceph RGW, MinIO, Garage, any S3-compatible service),
 //! spoken to through `object_store` (SigV4, retries). Uploads stream into a multipart
 //! upload with a bounded number of parts in memory, hashed as they stream; a failed or
-//! dropped upload is aborted, so no parts are left in the bucket. It knows nothing of
+//! dropped upload is aborted, and one a killed process left is aborted at the node's next
+//! start (`Journal`), so no parts are left in the bucket. It knows nothing of
 //! images' metadata or of HTTP clients of glint; which S3 failure is a 503 is decided
 //! here, what a 503 looks like is not.
 
 use std::io;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,9 +15,10 @@ use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::client::{HttpClient, HttpConnector, HttpError, HttpErrorKind};
+use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as ObjectPath;
 use object_store::{
-    ClientOptions, GetOptions, GetRange, MultipartUpload, ObjectStore, ObjectStoreExt, PutPayload,
+    ClientOptions, GetOptions, GetRange, MultipartId, ObjectStore, ObjectStoreExt, PutPayload,
     RetryConfig,
 };
 use tokio::sync::mpsc;
@@ -82,6 +85,7 @@ pub struct S3Store {
     hash_algo: String,
     /// Where a dropped upload is aborted: a runtime that outlives the request's.
     cleanup: tokio::runtime::Handle,
+    journal: Journal,
 }
 
 /// glint's outbound HTTP client (rustls with ring, the system's CAs or the built-in
@@ -112,6 +116,7 @@ impl S3Store {
         spec: ObjectSpec,
         hash_algo: &str,
         cleanup: tokio::runtime::Handle,
+        journal: Journal,
     ) -> Result<S3Store, StoreError> {
         let endpoint = spec
             .endpoint
@@ -154,6 +159,7 @@ impl S3Store {
             spec: Arc::new(spec),
             hash_algo: hash_algo.to_string(),
             cleanup,
+            journal,
         })
     }
 
@@ -264,6 +270,32 @@ impl S3Store {
         })
     }
 
+    /// Aborts a multipart upload of this node and forgets it; one the service cannot be
+    /// asked to abort now stays recorded, for the node's next start.
+    async fn abort_multipart(&self, key: &ObjectPath, upload: Multipart) {
+        let record = upload.record;
+        if self.abort_recorded(key, &upload.id).await {
+            Journal::forget(record).await;
+        }
+    }
+
+    /// Aborts the recorded upload `id` of `key`; whether it is gone (aborted now, or
+    /// already).
+    pub async fn abort_recorded(&self, key: &ObjectPath, id: &MultipartId) -> bool {
+        match self
+            .client
+            .abort_multipart(key, id)
+            .await
+            .map_err(|e| self.error(e))
+        {
+            Ok(()) | Err(StoreError::Missing { .. }) => true,
+            Err(e) => {
+                tracing::warn!(store = %self.id, %key, error = %e, "multipart upload not aborted; the node's next start tries again");
+                false
+            }
+        }
+    }
+
     fn io_error(&self, source: io::Error) -> StoreError {
         StoreError::Object {
             store: self.id.clone(),
@@ -318,16 +350,83 @@ impl S3Store {
     }
 }
 
+/// The multipart uploads this node has open, a file each in `<state_dir>/multipart`: what a
+/// process killed mid-upload left in a bucket, the node's next start aborts. Another node's
+/// are not its business (it aborts them at its own start).
+#[derive(Debug, Clone)]
+pub struct Journal {
+    dir: Arc<PathBuf>,
+}
+
+/// One open multipart upload, as the journal keeps it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct OpenUpload {
+    pub store: String,
+    pub key: String,
+    pub upload_id: String,
+}
+
+impl Journal {
+    /// Creates the directory. Blocking.
+    pub fn open(dir: PathBuf) -> io::Result<Journal> {
+        std::fs::create_dir_all(&dir)?;
+        Ok(Journal { dir: Arc::new(dir) })
+    }
+
+    /// Records an upload just created, before any part of it goes up.
+    async fn record(&self, open: &OpenUpload) -> io::Result<PathBuf> {
+        let path = self.dir.join(format!("{}.json", uuid::Uuid::new_v4()));
+        let text = serde_json::to_vec(open).map_err(io::Error::other)?;
+        let target = path.clone();
+        tokio::task::spawn_blocking(move || {
+            let temp = target.with_extension("tmp");
+            std::fs::write(&temp, text)?;
+            std::fs::rename(&temp, &target)
+        })
+        .await
+        .map_err(io::Error::other)??;
+        Ok(path)
+    }
+
+    /// The upload of `record` is completed or aborted.
+    async fn forget(record: PathBuf) {
+        let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(record)).await;
+    }
+
+    /// Every recorded upload. Blocking.
+    pub fn entries(&self) -> Vec<(PathBuf, OpenUpload)> {
+        let Ok(entries) = std::fs::read_dir(self.dir.as_path()) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .filter_map(|path| {
+                let open = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
+                Some((path, open))
+            })
+            .collect()
+    }
+}
+
+/// A multipart upload under way: its id, its journal record and its parts' ids by number.
+struct Multipart {
+    id: MultipartId,
+    record: PathBuf,
+    parts: Vec<Option<PartId>>,
+}
+
 /// Data being written into the bucket: parts of `part_size` go up `parts_in_flight` at a
 /// time while the next fills; the data is hashed on a thread of its own. Data that fits
 /// one part is put in one request at `finish`; larger data goes up as a multipart upload,
-/// which `abort` (or a drop without `finish`) aborts.
+/// recorded in the node's journal, which `abort` (or a drop without `finish`) aborts.
 pub struct ObjectUpload {
     store: S3Store,
     key: ObjectPath,
     /// Created with the first full part.
-    upload: Option<Box<dyn MultipartUpload>>,
-    parts: JoinSet<object_store::Result<()>>,
+    upload: Option<Multipart>,
+    parts: JoinSet<object_store::Result<(usize, PartId)>>,
     buffer: Vec<Bytes>,
     buffered: u64,
     part_size: u64,
@@ -380,6 +479,34 @@ impl ObjectUpload {
         part.into_iter().collect()
     }
 
+    /// Starts the multipart upload and records it, before its first part.
+    async fn start_multipart(&mut self) -> Result<(), StoreError> {
+        let client = &self.store.client;
+        let id = client
+            .create_multipart(&self.key)
+            .await
+            .map_err(|e| self.store.error(e))?;
+        let open = OpenUpload {
+            store: self.store.id.clone(),
+            key: self.key.to_string(),
+            upload_id: id.clone(),
+        };
+        match self.store.journal.record(&open).await {
+            Ok(record) => {
+                self.upload = Some(Multipart {
+                    id,
+                    record,
+                    parts: Vec::new(),
+                });
+                Ok(())
+            }
+            Err(e) => {
+                let _ = client.abort_multipart(&self.key, &id).await;
+                Err(self.store.io_error(e))
+            }
+        }
+    }
+
     async fn put_part(&mut self, part: PutPayload) -> Result<(), StoreError> {
         if self.parts_put >= MAX_PARTS {
             return Err(StoreError::TooLarge {
@@ -390,18 +517,22 @@ impl ObjectUpload {
             self.join_part().await?;
         }
         if self.upload.is_none() {
-            let created = self
-                .store
-                .client
-                .put_multipart(&self.key)
-                .await
-                .map_err(|e| self.store.error(e))?;
-            self.upload = Some(created);
+            self.start_multipart().await?;
         }
         let Some(upload) = &mut self.upload else {
             return Err(StoreError::Cancelled);
         };
-        self.parts.spawn(upload.put_part(part));
+        let number = upload.parts.len();
+        upload.parts.push(None);
+        let (client, key, id) = (
+            self.store.client.clone(),
+            self.key.clone(),
+            upload.id.clone(),
+        );
+        self.parts.spawn(async move {
+            let put = client.put_part(&key, &id, number, part).await?;
+            Ok((number, put))
+        });
         self.parts_put += 1;
         if self.grows && self.parts_put % PARTS_PER_SIZE == 0 {
             self.part_size = (self.part_size * 2).min(MAX_PART_SIZE);
@@ -411,7 +542,17 @@ impl ObjectUpload {
 
     async fn join_part(&mut self) -> Result<(), StoreError> {
         match self.parts.join_next().await {
-            Some(Ok(Ok(()))) | None => Ok(()),
+            None => Ok(()),
+            Some(Ok(Ok((number, put)))) => {
+                if let Some(slot) = self
+                    .upload
+                    .as_mut()
+                    .and_then(|upload| upload.parts.get_mut(number))
+                {
+                    *slot = Some(put);
+                }
+                Ok(())
+            }
             Some(Ok(Err(e))) => Err(self.store.error(e)),
             Some(Err(e)) => Err(self.store.io_error(io::Error::other(e))),
         }
@@ -457,11 +598,23 @@ impl ObjectUpload {
         while !self.parts.is_empty() {
             self.join_part().await?;
         }
-        let Some(upload) = &mut self.upload else {
+        let Some(upload) = &self.upload else {
             return Err(StoreError::Cancelled);
         };
-        upload.complete().await.map_err(|e| self.store.error(e))?;
-        self.upload = None;
+        let parts: Vec<PartId> = upload
+            .parts
+            .iter()
+            .cloned()
+            .collect::<Option<_>>()
+            .ok_or(StoreError::Cancelled)?;
+        self.store
+            .client
+            .complete_multipart(&self.key, &upload.id, parts)
+            .await
+            .map_err(|e| self.store.error(e))?;
+        if let Some(upload) = self.upload.take() {
+            Journal::forget(upload.record).await;
+        }
         Ok(Stored::new(location, digests))
     }
 
@@ -473,10 +626,8 @@ impl ObjectUpload {
     async fn abort_now(&mut self) {
         drop(self.hashing.take());
         self.parts.shutdown().await;
-        if let Some(mut upload) = self.upload.take() {
-            if let Err(e) = upload.abort().await {
-                tracing::warn!(store = %self.store.id, key = %self.key, error = %self.store.error(e), "multipart upload not aborted; its parts stay in the bucket until a lifecycle rule removes them");
-            }
+        if let Some(upload) = self.upload.take() {
+            self.store.abort_multipart(&self.key, upload).await;
         }
     }
 }
@@ -485,12 +636,10 @@ impl Drop for ObjectUpload {
     fn drop(&mut self) {
         drop(self.hashing.take());
         self.parts.abort_all();
-        if let Some(mut upload) = self.upload.take() {
-            let (store, key) = (self.store.id.clone(), self.key.clone());
+        if let Some(upload) = self.upload.take() {
+            let (store, key) = (self.store.clone(), self.key.clone());
             self.store.cleanup.spawn(async move {
-                if let Err(e) = upload.abort().await {
-                    tracing::warn!(%store, %key, error = %crate::chain(&e), "multipart upload of a cut transfer not aborted");
-                }
+                store.abort_multipart(&key, upload).await;
             });
         }
     }
