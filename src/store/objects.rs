@@ -129,6 +129,11 @@ impl S3Store {
             .with_secret_access_key(&spec.secret_access_key)
             .with_virtual_hosted_style_request(!spec.path_style)
             .with_allow_http(endpoint.starts_with("http://"))
+            // Over TLS the body cannot be altered on the way, so SigV4 need not hash it
+            // (UNSIGNED-PAYLOAD, as AWS's own SDKs send uploads): a sha256 pass over every
+            // byte saved, 13 % of glint's CPU during an upload. Over plain http only the
+            // signature protects the body, so it stays signed.
+            .with_unsigned_payload(endpoint.starts_with("https://"))
             .with_http_connector(Connector)
             .with_retry(RetryConfig {
                 max_retries: MAX_RETRIES,
