@@ -12,7 +12,7 @@ use nix::sys::signal::Signal;
 use serde_json::json;
 use support::{
     Conn, FakeSystemd, SOCKET_UNIT_LISTEN, chunks, create_image, md5_hex, read_slowly, send_slowly,
-    show_image, wait_status,
+    show_image, upload_image, wait_status,
 };
 
 const OCTETS: (&str, &str) = ("content-type", "application/octet-stream");
@@ -38,20 +38,6 @@ fn files_in(dir: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
-async fn upload(addr: SocketAddr, id: &str, data: &[u8]) -> u16 {
-    send_slowly(
-        addr,
-        "PUT",
-        &format!("/v2/images/{id}/file"),
-        &[OCTETS],
-        chunks(data, 1 << 20),
-        Duration::ZERO,
-    )
-    .await
-    .expect("upload")
-    .status
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_upload_and_a_slow_download_survive_50_reloads_byte_exact() {
     let mut sd = FakeSystemd::new();
@@ -62,7 +48,7 @@ async fn an_upload_and_a_slow_download_survive_50_reloads_byte_exact() {
 
     let stored = pattern(8 << 20, 7);
     let stored_id = create_image(addr).await;
-    assert_eq!(upload(addr, &stored_id, &stored).await, 204);
+    assert_eq!(upload_image(addr, &stored_id, &stored).await.status, 204);
 
     let incoming = pattern(3 << 20, 99);
     let incoming_id = create_image(addr).await;
@@ -106,7 +92,7 @@ async fn of_two_concurrent_uploads_to_one_image_one_wins() {
     let data = pattern(1 << 20, 11);
     let first = upload_slowly(addr, &id, &data, Duration::from_millis(30));
     status_saving(addr, &id).await;
-    assert_eq!(upload(addr, &id, b"intruder").await, 409);
+    assert_eq!(upload_image(addr, &id, b"intruder").await.status, 409);
     let first = first.await.expect("join").expect("answered");
     assert_eq!(first.status, 204);
     assert_eq!(show_image(addr, &id).await["checksum"], md5_hex(&data));
@@ -124,14 +110,14 @@ async fn a_data_directory_added_by_reload_receives_the_next_upload() {
     let state = sd.path("state");
 
     let first = create_image(addr).await;
-    assert_eq!(upload(addr, &first, b"first").await, 204);
+    assert_eq!(upload_image(addr, &first, b"first").await.status, 204);
     assert_eq!(files_in(&state.join("a")), vec![first.clone()]);
 
     sd.write_config(&config(&a_and_b));
     let (code, out) = sd.ctl(&["reload"]).await;
     assert_eq!(code, 0, "{out}");
     let second = create_image(addr).await;
-    assert_eq!(upload(addr, &second, b"second").await, 204);
+    assert_eq!(upload_image(addr, &second, b"second").await.status, 204);
     assert_eq!(files_in(&state.join("b")), vec![second.clone()]);
 
     // Dropping a directory that holds an image is refused, and says why.
@@ -339,7 +325,7 @@ async fn a_body_that_stops_arriving_is_cut_and_its_image_released() {
     }
     assert_eq!(show_image(addr, &id).await["status"], "queued");
     assert!(files_in(&sd.path("state").join("images")).is_empty());
-    assert_eq!(upload(addr, &id, b"on time").await, 204);
+    assert_eq!(upload_image(addr, &id, b"on time").await.status, 204);
     assert_eq!(sd.stop().await, 0);
 }
 
@@ -374,7 +360,7 @@ async fn past_max_transfers_an_upload_waits_then_gets_503_with_retry_after() {
     assert_eq!(show_image(addr, &second).await["status"], "queued");
     let first_reply = uploading.await.expect("join").expect("answered");
     assert_eq!(first_reply.status, 204);
-    assert_eq!(upload(addr, &second, b"its turn").await, 204);
+    assert_eq!(upload_image(addr, &second, b"its turn").await.status, 204);
     assert_eq!(sd.stop().await, 0);
 }
 

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use support::{
     Conn, FakeSystemd, PATIENCE, SOCKET_UNIT_LISTEN, chunks, create_image, md5_hex, send_slowly,
-    show_image, wait_status,
+    show_image, upload_image, wait_status,
 };
 
 const OCTETS: (&str, &str) = ("content-type", "application/octet-stream");
@@ -154,17 +154,39 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-async fn upload(addr: SocketAddr, id: &str, data: &[u8]) -> support::Reply {
-    send_slowly(
-        addr,
-        "PUT",
-        &format!("/v2/images/{id}/file"),
-        &[OCTETS],
-        chunks(data, 1 << 20),
-        Duration::ZERO,
-    )
-    .await
-    .expect("upload answered")
+/// Starts a slow 30 MiB upload of image `id` in the background, and returns once a part of
+/// it is in the bucket (the multipart upload exists).
+async fn upload_in_parts(
+    s3: &S3Server,
+    addr: SocketAddr,
+    id: &str,
+) -> tokio::task::JoinHandle<Result<support::Reply, String>> {
+    let path = format!("/v2/images/{id}/file");
+    let body = chunks(&pattern(30 << 20, 4), 256 << 10);
+    let uploading = tokio::spawn(async move {
+        send_slowly(
+            addr,
+            "PUT",
+            &path,
+            &[OCTETS],
+            body,
+            Duration::from_millis(20),
+        )
+        .await
+    });
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !s3
+        .uploads_in_progress()
+        .iter()
+        .any(|f| f.contains(".part-"))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no part ever went up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    uploading
 }
 
 async fn request(addr: SocketAddr, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
@@ -250,7 +272,7 @@ async fn an_s3_store_takes_multipart_uploads_serves_ranges_and_copies_both_ways(
     // 12 MiB in 5 MiB parts: three parts, two in flight.
     let data = pattern(12 << 20, 3);
     let id = create_image(addr).await;
-    let uploaded = upload(addr, &id, &data).await;
+    let uploaded = upload_image(addr, &id, &data).await;
     assert_eq!(uploaded.status, 204, "{:?}", uploaded.body);
     let shown = show_image(addr, &id).await;
     assert_eq!(shown["status"], "active");
@@ -280,7 +302,7 @@ async fn an_s3_store_takes_multipart_uploads_serves_ranges_and_copies_both_ways(
     // A small image is one PUT, not a multipart upload.
     let small = pattern(1000, 9);
     let small_id = create_image(addr).await;
-    assert_eq!(upload(addr, &small_id, &small).await.status, 204);
+    assert_eq!(upload_image(addr, &small_id, &small).await.status, 204);
     assert!(s3.object(&small_id) == Some(small.clone()));
 
     // copy-image into the directory store, drop the bucket's copy, read from the
@@ -332,32 +354,7 @@ async fn a_cut_upload_aborts_its_multipart_upload_and_releases_the_image() {
     sd.start().await;
 
     let id = create_image(addr).await;
-    let path = format!("/v2/images/{id}/file");
-    let body = chunks(&pattern(30 << 20, 4), 256 << 10);
-    let leaving = tokio::spawn(async move {
-        send_slowly(
-            addr,
-            "PUT",
-            &path,
-            &[OCTETS],
-            body,
-            Duration::from_millis(20),
-        )
-        .await
-    });
-    // A part has gone up: the multipart upload exists in the bucket.
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !s3
-        .uploads_in_progress()
-        .iter()
-        .any(|f| f.contains(".part-"))
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no part ever went up"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let leaving = upload_in_parts(&s3, addr, &id).await;
     leaving.abort();
     wait_status(addr, &id, "queued").await;
     let deadline = tokio::time::Instant::now() + PATIENCE;
@@ -373,7 +370,7 @@ async fn a_cut_upload_aborts_its_multipart_upload_and_releases_the_image() {
 
     // The image takes a new upload.
     let data = pattern(6 << 20, 5);
-    assert_eq!(upload(addr, &id, &data).await.status, 204);
+    assert_eq!(upload_image(addr, &id, &data).await.status, 204);
     assert!(s3.object(&id) == Some(data));
     assert_eq!(sd.stop().await, 0);
 }
@@ -390,31 +387,7 @@ async fn a_multipart_upload_a_killed_process_left_is_aborted_at_the_next_start()
     let journal = sd.path("state").join("multipart");
 
     let id = create_image(addr).await;
-    let path = format!("/v2/images/{id}/file");
-    let body = chunks(&pattern(30 << 20, 8), 256 << 10);
-    let leaving = tokio::spawn(async move {
-        send_slowly(
-            addr,
-            "PUT",
-            &path,
-            &[OCTETS],
-            body,
-            Duration::from_millis(20),
-        )
-        .await
-    });
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !s3
-        .uploads_in_progress()
-        .iter()
-        .any(|f| f.contains(".part-"))
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no part ever went up"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let leaving = upload_in_parts(&s3, addr, &id).await;
     assert_eq!(files(&journal).len(), 1, "the open upload is recorded");
     sd.signal(nix::sys::signal::Signal::SIGKILL);
     sd.wait_exit().await;
@@ -431,7 +404,7 @@ async fn a_multipart_upload_a_killed_process_left_is_aborted_at_the_next_start()
     assert_eq!(show_image(addr, &id).await["status"], "queued");
     assert_eq!(s3.object(&id), None);
     let data = pattern(6 << 20, 9);
-    assert_eq!(upload(addr, &id, &data).await.status, 204);
+    assert_eq!(upload_image(addr, &id, &data).await.status, 204);
     assert_eq!(
         files(&journal),
         Vec::<String>::new(),
@@ -473,7 +446,7 @@ async fn refused_credentials_or_an_unreachable_server_fail_the_reload_unless_opt
         "the secret is never shown: {out}"
     );
     let id = create_image(addr).await;
-    assert_eq!(upload(addr, &id, b"still served").await.status, 204);
+    assert_eq!(upload_image(addr, &id, b"still served").await.status, 204);
 
     // A store holding images keeps its bucket.
     std::fs::create_dir(s3.root.path().join("elsewhere")).expect("bucket");
@@ -501,7 +474,7 @@ async fn refused_credentials_or_an_unreachable_server_fail_the_reload_unless_opt
     // Meanwhile requests that need the bucket get 503 with Retry-After, and nothing is
     // half-written.
     let waiting = create_image(addr).await;
-    let refused = upload(addr, &waiting, &pattern(6 << 20, 6)).await;
+    let refused = upload_image(addr, &waiting, &pattern(6 << 20, 6)).await;
     assert_eq!(refused.status, 503, "{:?}", refused.body);
     assert!(refused.headers.contains_key("retry-after"));
     assert_eq!(show_image(addr, &waiting).await["status"], "queued");
@@ -511,7 +484,7 @@ async fn refused_credentials_or_an_unreachable_server_fail_the_reload_unless_opt
     // The server back: served again without a reload.
     s3.run().await;
     let data = pattern(6 << 20, 7);
-    assert_eq!(upload(addr, &waiting, &data).await.status, 204);
+    assert_eq!(upload_image(addr, &waiting, &data).await.status, 204);
     let back = download(addr, &id, None).await;
     assert_eq!(&back.body[..], b"still served");
     assert!(s3.object(&waiting) == Some(data));

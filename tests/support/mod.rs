@@ -625,3 +625,17 @@ pub fn md5_hex(data: &[u8]) -> String {
 pub fn chunks(data: &[u8], size: usize) -> Vec<Bytes> {
     data.chunks(size).map(Bytes::copy_from_slice).collect()
 }
+
+/// PUTs `data` as image `id`'s data in 1 MiB chunks, as fast as it goes.
+pub async fn upload_image(addr: SocketAddr, id: &str, data: &[u8]) -> Reply {
+    send_slowly(
+        addr,
+        "PUT",
+        &format!("/v2/images/{id}/file"),
+        &[("content-type", "application/octet-stream")],
+        chunks(data, 1 << 20),
+        Duration::ZERO,
+    )
+    .await
+    .expect("upload answered")
+}
