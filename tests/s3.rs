@@ -304,6 +304,12 @@ async fn an_s3_store_takes_multipart_uploads_serves_ranges_and_copies_both_ways(
     let small_id = create_image(addr).await;
     assert_eq!(upload_image(addr, &small_id, &small).await.status, 204);
     assert!(s3.object(&small_id) == Some(small.clone()));
+    let empty_id = create_image(addr).await;
+    assert_eq!(upload_image(addr, &empty_id, b"").await.status, 204);
+    assert_eq!(show_image(addr, &empty_id).await["size"], 0);
+    assert_eq!(s3.object(&empty_id), Some(Vec::new()));
+    let nothing = download(addr, &empty_id, None).await;
+    assert_eq!((nothing.status, nothing.body.len()), (200, 0));
 
     // copy-image into the directory store, drop the bucket's copy, read from the
     // directory, and copy back.
