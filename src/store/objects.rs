@@ -649,3 +649,99 @@ impl Drop for ObjectUpload {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(journal: &std::path::Path) -> S3Store {
+        let spec = ObjectSpec {
+            endpoint: Some("http://127.0.0.1:1".into()),
+            region: "us-east-1".into(),
+            bucket: "images".into(),
+            prefix: "glint/".into(),
+            access_key_id: "k".into(),
+            secret_access_key: "s".into(),
+            path_style: true,
+            part_size: 5 << 20,
+            parts_in_flight: 2,
+            optional: false,
+        };
+        let journal = Journal::open(journal.to_path_buf()).unwrap();
+        S3Store::open(
+            "objects",
+            spec,
+            "sha512",
+            tokio::runtime::Handle::current(),
+            journal,
+        )
+        .unwrap()
+    }
+
+    fn generic(message: &str) -> object_store::Error {
+        object_store::Error::Generic {
+            store: "S3",
+            source: message.to_string().into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn s3_failures_are_unavailable_refused_missing_or_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let s3 = store(dir.path());
+        let status = |code: &str| {
+            generic(&format!(
+                "Error performing PUT http://x/images/k in 3ms, after 3 retries - Server returned non-2xx status code: {code} : <Error/>"
+            ))
+        };
+        assert!(matches!(
+            s3.error(status("503 Service Unavailable")),
+            StoreError::Unavailable { .. }
+        ));
+        assert!(matches!(
+            s3.error(status("500 Internal Server Error")),
+            StoreError::Unavailable { .. }
+        ));
+        assert!(matches!(
+            s3.error(status("429 Too Many Requests")),
+            StoreError::Unavailable { .. }
+        ));
+        assert!(matches!(
+            s3.error(status("403 Forbidden")),
+            StoreError::Denied { .. }
+        ));
+        assert!(matches!(
+            s3.error(status("400 Bad Request")),
+            StoreError::Object { .. }
+        ));
+        let denied = object_store::Error::PermissionDenied {
+            path: "k".into(),
+            source: "SignatureDoesNotMatch".into(),
+        };
+        assert!(matches!(s3.error(denied), StoreError::Denied { .. }));
+        let missing = object_store::Error::NotFound {
+            path: "k".into(),
+            source: "NoSuchKey".into(),
+        };
+        assert!(matches!(s3.error(missing), StoreError::Missing { .. }));
+    }
+
+    /// A location is the store's whatever endpoint wrote it, never with credentials, and
+    /// only in its bucket.
+    #[tokio::test]
+    async fn locations_name_bucket_and_key_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let s3 = store(dir.path());
+        let location = s3.location_of(&s3.key_of_image("abc"));
+        assert_eq!(location, "s3+http://127.0.0.1:1/images/glint/abc");
+        assert!(s3.owns(&location));
+        assert!(s3.owns("s3+https://moved.example/images/glint/abc"));
+        assert!(!s3.owns("s3+http://127.0.0.1:1/other/glint/abc"));
+        assert!(!s3.owns("s3+http://127.0.0.1:1/images/"));
+        assert!(!s3.owns("file:///images/glint/abc"));
+        assert!(
+            !location.contains('@'),
+            "no userinfo, no credentials: {location}"
+        );
+    }
+}
