@@ -6,7 +6,8 @@
 # outages, glint against a real Keystone and behind HAProxy (one node, then two sharing a
 # database and a bucket through reloads and restarts), then builds the .deb and .rpm, checks
 # the .deb with lintian, and, as root, installs it under a real systemd 254 in a namespace
-# (tests/e2e/systemd_e2e.py). Usage: tests/run.sh
+# (tests/e2e/systemd_e2e.py), and runs two nodes of it there behind HAProxy through rolling
+# reloads and restarts (tests/e2e/nodes_e2e.py). Usage: tests/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -88,6 +89,10 @@ fi
 
 if [ "$(id -u)" -eq 0 ]; then
     python3 tests/e2e/systemd_e2e.py "$deb"
+    # Two nodes of the .deb in that systemd (glint and a glint-b made from its units) on the
+    # PostgreSQL and s3s-fs started above, behind HAProxy: rolling `systemctl reload`, then
+    # rolling `systemctl restart`, under test_nodes.py's load.
+    python3 tests/e2e/nodes_e2e.py "$deb"
 else
-    echo "SKIPPED: the systemd end-to-end test needs root (it boots systemd 254 in a namespace)"
+    echo "SKIPPED: the systemd end-to-end tests need root (they boot systemd 254 in a namespace)"
 fi

@@ -208,6 +208,20 @@ exec env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=
             remove_cgroup(f"/sys/fs/cgroup/{hierarchy}/{self.name}")
 
 
+def boot(deb):
+    """A booted Box with `deb` at /glint-test/glint.deb in it: (box, the shared directory,
+    to remove after box.shutdown())."""
+    image = image_dir()
+    share = os.path.join(TESTBED, f"share-{os.getpid()}")
+    os.makedirs(share, exist_ok=True)
+    shutil.copy(deb, os.path.join(share, "glint.deb"))
+    try:
+        return Box(image, share), share
+    except Exception:
+        shutil.rmtree(share, ignore_errors=True)
+        raise
+
+
 def remove_cgroup(path):
     if not os.path.isdir(path):
         return
@@ -505,12 +519,7 @@ def main():
     if len(sys.argv) != 2:
         print(__doc__)
         return 2
-    deb = os.path.abspath(sys.argv[1])
-    image = image_dir()
-    share = os.path.join(TESTBED, f"share-{os.getpid()}")
-    os.makedirs(share, exist_ok=True)
-    shutil.copy(deb, os.path.join(share, "glint.deb"))
-    box = Box(image, share)
+    box, share = boot(os.path.abspath(sys.argv[1]))
     try:
         scenario(box, free_port(), free_port())
     except Exception as e:

@@ -40,6 +40,10 @@ Usage: tests/proxy/test_nodes.py GLINT_BINARY
 Starts the suite's PostgreSQL and S3 servers if they are not running (they outlive the test:
 tests/run.sh stops them). Python 3 standard library only; needs haproxy, and what
 tests/db/servers.py and tests/s3/server.py need.
+
+tests/e2e/nodes_e2e.py imports this file and runs the same load, checks and summary (roll(),
+report()) against two nodes of the .deb under a real systemd, reloaded and restarted with
+systemctl.
 """
 
 import base64
@@ -125,6 +129,20 @@ def payload(seed, size):
     return random.Random(seed).randbytes(size)
 
 
+def shared_config(db_url, s3):
+    """The config tables every node has the same: the log level, the database, the S3 store
+    (the default)."""
+    q = json.dumps  # a JSON string is a TOML basic string
+    return ('[log]\nlevel = "info"\n'
+            f'[database]\nurl = {q(db_url)}\n'
+            '[stores.objects]\ntype = "s3"\ndefault = true\n'
+            f'endpoint = {q(s3["ENDPOINT"])}\nregion = "us-east-1"\n'
+            f'bucket = {q(s3["BUCKET"])}\nprefix = {q(PREFIX)}\n'
+            f'access_key_id = {q(s3["ACCESS_KEY"])}\n'
+            f'secret_access_key = {q(s3["SECRET_KEY"])}\n'
+            'path_style = true\npart_size = "5MiB"\nparts_in_flight = 2\n')
+
+
 def notify_fields(message):
     return dict(line.split("=", 1) for line in message.splitlines() if "=" in line)
 
@@ -142,24 +160,38 @@ class Node(ActivatedGlint):
         super().__init__(binary, workdir, sock)
 
     def write_config(self):
-        q = json.dumps  # a JSON string is a TOML basic string
-        s3 = self.s3
         with open(self.config, "w") as f:
-            f.write(f'state_dir = {q(self.state_dir)}\n'
-                    '[server]\nlisten = ["127.0.0.1:1"]\n'
-                    '[log]\nlevel = "info"\n'
-                    f'[database]\nurl = {q(self.db_url)}\n'
-                    '[stores.objects]\ntype = "s3"\ndefault = true\n'
-                    f'endpoint = {q(s3["ENDPOINT"])}\nregion = "us-east-1"\n'
-                    f'bucket = {q(s3["BUCKET"])}\nprefix = {q(PREFIX)}\n'
-                    f'access_key_id = {q(s3["ACCESS_KEY"])}\n'
-                    f'secret_access_key = {q(s3["SECRET_KEY"])}\n'
-                    'path_style = true\npart_size = "5MiB"\nparts_in_flight = 2\n')
+            f.write(f'state_dir = {json.dumps(self.state_dir)}\n'
+                    '[server]\nlisten = ["127.0.0.1:1"]\n' + shared_config(self.db_url, self.s3))
 
     def log_lines(self, levels=(" WARN ", " ERROR ")):
         with open(self.log, errors="replace") as f:
             lines = [ANSI.sub("", line.rstrip("\n")) for line in f]
         return [line for line in lines if any(level in line for level in levels)]
+
+    # What roll(), judge() and summary() ask of a node besides name, port, log and
+    # log_lines() (tests/e2e/nodes_e2e.py answers them with systemctl in a booted systemd).
+
+    def rolling_reload(self):
+        """Reloads (SIGHUP, READY=1): (accepted, the STATUS it answered)."""
+        ready = notify_fields(self.reload())
+        return "ERRNO" not in ready, ready.get("STATUS", "")
+
+    def rolling_restart(self):
+        """SIGTERM, waits for the exit, a new process on the same socket: (clean, seconds
+        the stop took, what happened)."""
+        pid, at = self.proc.pid, time.monotonic()
+        self.stop()
+        stopped = time.monotonic() - at
+        code = self.proc.returncode
+        self.start()
+        return code == 0, stopped, (f"(pid {pid}) exited {code} {stopped:.2f} s after SIGTERM, "
+                                    f"restarted on the same socket (pid {self.proc.pid})")
+
+    def staging(self):
+        """What is left in the node's staging area."""
+        staging = os.path.join(self.state_dir, "staging")
+        return sorted(os.listdir(staging)) if os.path.isdir(staging) else []
 
 
 def start_haproxy(workdir, front, nodes):
@@ -455,6 +487,7 @@ def leftover_uploads(s3):
 
 
 def judge(load, nodes, s3):
+    """Checks the load's answers and the end state; returns the numbers of the summary line."""
     answers = load.answers
     check(not load.crashes, "no load thread crashed" + "".join(f"\n    {c}" for c in load.crashes))
     failed = [a for a in answers if a.failed]
@@ -507,6 +540,9 @@ def judge(load, nodes, s3):
           f"every image ({uploads} uploaded, {len(load.images) - uploads} imported) is active "
           "with the size, md5 and sha512 of its data, and the bucket holds that data"
           + "".join(f"\n    {p}" for p in problems[:15]))
+    counts = {"requests": len(answers), "failed": len(failed), "downloads": len(downloads),
+              "bad downloads": len(load.bad_downloads), "images": len(load.images),
+              "lost or wrong": len(problems)}
     if bucket_dir is not None:
         objects = set(os.listdir(os.path.join(bucket_dir, PREFIX.rstrip("/"))))
         expected = {i.id for i in load.images if i.active}
@@ -514,10 +550,12 @@ def judge(load, nodes, s3):
               f"({len(objects)} objects; {sorted(objects - expected)[:5]} unexpected)")
         left = leftover_uploads(s3)
         check(not left, f"no multipart upload is left unfinished in the bucket: {left[:5]}")
+        counts.update({"objects": len(objects), "unexpected objects": len(objects - expected),
+                       "unfinished uploads": len(left)})
     for node in nodes:
-        staging = os.path.join(node.state_dir, "staging")
-        left = sorted(os.listdir(staging)) if os.path.isdir(staging) else []
+        left = node.staging()
         check(not left, f"{node.name}: the staging area is empty: {left[:5]}")
+    return counts
 
 
 def summary(load, nodes, events, started):
@@ -573,6 +611,95 @@ def haproxy_events(log):
         return [line.rstrip() for line in f if "Server glint/" in line or "backend glint" in line]
 
 
+def shared_services():
+    """The suite's PostgreSQL and s3s-fs, started if they are not running (they outlive the
+    test: tests/run.sh stops them): (a fresh database's URL, the S3 settings with a fresh
+    bucket)."""
+    script(DB_SERVERS, "start", "--engine", "postgres")
+    db_url = script(DB_SERVERS, "fresh", "--engine", "postgres").strip()
+    return db_url, s3_settings()
+
+
+def first_answer(port, haproxy, haproxy_log):
+    """A first request through HAProxy; raises, with HAProxy's log, if it fails."""
+    probe = Client(port)
+    first = probe.call("healthcheck", "GET", "/healthcheck")
+    probe.close()
+    if first.failed:
+        with open(haproxy_log, errors="replace") as f:
+            raise RuntimeError(f"no answer through HAProxy (exit status {haproxy.poll()}): "
+                               f"{first.describe()}\n{haproxy_log}:\n{f.read()[-3000:]}")
+
+
+def roll(load, nodes, events, reload_rounds=RELOAD_ROUNDS, restart_rounds=RESTART_ROUNDS):
+    """Starts the load, reloads the nodes in turn (node.rolling_reload()) `reload_rounds`
+    times, then restarts them in turn (node.rolling_restart()) `restart_rounds` times, each
+    time waiting until the node has answered every kind of request again, then stops the
+    load. Appends to `events` what summary() reports; returns when the load began."""
+    load.start()
+    t0 = time.monotonic()
+    warm = wait_for(lambda: all(load.served(n.name, t0) for n in nodes)
+                    and all(load.served(op=op) for op in EXPECTED), 60)
+    check(warm is not None, "the load runs: both nodes serve, every kind of request succeeds")
+
+    for round_ in range(1, reload_rounds + 1):
+        for node in nodes:
+            at = time.monotonic()
+            accepted, status = node.rolling_reload()
+            took = time.monotonic() - at
+            generation = re.match(r"serving generation (\d+)", status)
+            check(accepted and generation,
+                  f"reload {round_} of {node.name} accepted in {took:.2f} s: {status!r}")
+            events.append(("reload", node.name, took, None, at))
+            if generation:
+                back = wait_for(lambda: load.served(node.name, at, generation=generation[1]),
+                                SERVES_AGAIN_TIMEOUT)
+                check(back is not None, f"{node.name} serves on generation {generation[1]}")
+            serves_every_kind(load, node, at)
+
+    for node in [n for _ in range(restart_rounds) for n in nodes]:
+        at = time.monotonic()
+        clean, stopped, what = node.rolling_restart()
+        took = time.monotonic() - at
+        check(clean, f"{node.name} restarted in {took:.2f} s: {what}")
+        events.append(("restart", node.name, took, stopped, at))
+        ready_at = time.monotonic()
+        back = wait_for(lambda: load.served(node.name, ready_at), SERVES_AGAIN_TIMEOUT)
+        check(back is not None, f"{node.name} serves through HAProxy again after its restart")
+        serves_every_kind(load, node, ready_at)
+
+    # Every kind of request once more after the last restart, then the load ends.
+    after = time.monotonic()
+    steady = wait_for(lambda: all(load.served(op=op, since=after) for op in EXPECTED), 60)
+    check(steady is not None, "after the restarts every kind of request succeeds")
+    load.stop()
+    return t0
+
+
+def report(load, nodes, s3, events, t0, haproxy_log):
+    """judge(), then the summary and HAProxy's view of the nodes; returns judge()'s numbers."""
+    counts = judge(load, nodes, s3)
+    summary(load, nodes, events, t0)
+    for line in haproxy_events(haproxy_log):
+        say(f"  haproxy: {line[:200]}")
+    return counts
+
+
+def conclude(s3, kept):
+    """The verdict: 1 with the failed checks and what is `kept` (the bucket too), or 0 with
+    the bucket removed."""
+    if FAILURES:
+        say(f"{len(FAILURES)} check(s) failed; kept: {kept}, bucket {s3['BUCKET']}"
+            + (f" in {s3['ROOT']}" if s3.get("ROOT") else ""))
+        for name in FAILURES:
+            say(f"  failed: {name}")
+        return 1
+    if s3.get("ROOT"):
+        shutil.rmtree(os.path.join(s3["ROOT"], s3["BUCKET"]), ignore_errors=True)
+    say("all checks passed")
+    return 0
+
+
 def main():
     if len(sys.argv) != 2:
         print(__doc__)
@@ -581,9 +708,7 @@ def main():
     if shutil.which("haproxy") is None:
         print("nodes: haproxy is not installed (apt-get install haproxy)")
         return 1
-    script(DB_SERVERS, "start", "--engine", "postgres")
-    db_url = script(DB_SERVERS, "fresh", "--engine", "postgres").strip()
-    s3 = s3_settings()
+    db_url, s3 = shared_services()
     workdir = tempfile.mkdtemp(prefix="glint-nodes-")
     say(f"database {db_url}, bucket {s3['BUCKET']} at {s3['ENDPOINT']}, work directory {workdir}")
     socks = [listening_socket(), listening_socket()]
@@ -595,66 +720,15 @@ def main():
             nodes.append(Node(f"node{k}", binary, os.path.join(workdir, f"node{k}"), sock,
                               db_url, s3))
         haproxy, haproxy_log = start_haproxy(workdir, front, nodes)
-        probe = Client(front.getsockname()[1])
-        first = probe.call("healthcheck", "GET", "/healthcheck")
-        probe.close()
-        if first.failed:
-            with open(haproxy_log, errors="replace") as f:
-                raise RuntimeError(f"no answer through HAProxy (exit status {haproxy.poll()}): "
-                                   f"{first.describe()}\n{haproxy_log}:\n{f.read()[-3000:]}")
+        first_answer(front.getsockname()[1], haproxy, haproxy_log)
         say(f"{', '.join(f'{n.name} on :{n.port}' for n in nodes)} up, HAProxy on "
             f":{front.getsockname()[1]}, in {time.monotonic() - started:.1f} s")
 
         load = Load(front.getsockname()[1])
-        load.start()
-        t0 = time.monotonic()
-        warm = wait_for(lambda: all(load.served(n.name, t0) for n in nodes)
-                        and all(load.served(op=op) for op in EXPECTED), 60)
-        check(warm is not None, "the load runs: both nodes serve, every kind of request succeeds")
-
-        for round_ in range(1, RELOAD_ROUNDS + 1):
-            for node in nodes:
-                at = time.monotonic()
-                ready = notify_fields(node.reload())
-                took = time.monotonic() - at
-                status = ready.get("STATUS", "")
-                generation = re.match(r"serving generation (\d+)", status)
-                check(generation and "ERRNO" not in ready,
-                      f"reload {round_} of {node.name} accepted in {took:.2f} s: {status!r}")
-                events.append(("reload", node.name, took, None, at))
-                if generation:
-                    back = wait_for(lambda: load.served(node.name, at, generation=generation[1]),
-                                    SERVES_AGAIN_TIMEOUT)
-                    check(back is not None, f"{node.name} serves on generation {generation[1]}")
-                serves_every_kind(load, node, at)
-
-        for node in [n for _ in range(RESTART_ROUNDS) for n in nodes]:
-            at = time.monotonic()
-            pid = node.proc.pid
-            node.stop()
-            stopped = time.monotonic() - at
-            check(node.proc.returncode == 0,
-                  f"{node.name} (pid {pid}) exited {node.proc.returncode} {stopped:.2f} s after SIGTERM")
-            node.start()
-            took = time.monotonic() - at
-            say(f"{node.name} restarted on the same socket (pid {node.proc.pid}) in {took:.2f} s")
-            events.append(("restart", node.name, took, stopped, at))
-            ready_at = time.monotonic()
-            back = wait_for(lambda: load.served(node.name, ready_at), SERVES_AGAIN_TIMEOUT)
-            check(back is not None, f"{node.name} serves through HAProxy again after its restart")
-            serves_every_kind(load, node, ready_at)
-
-        # Every kind of request once more after the last restart, then the load ends.
-        after = time.monotonic()
-        steady = wait_for(lambda: all(load.served(op=op, since=after) for op in EXPECTED), 60)
-        check(steady is not None, "after the restarts every kind of request succeeds")
-        load.stop()
+        t0 = roll(load, nodes, events)
         for node in nodes:
             check(node.proc.poll() is None, f"{node.name} is still running")
-        judge(load, nodes, s3)
-        summary(load, nodes, events, t0)
-        for line in haproxy_events(haproxy_log):
-            say(f"  haproxy: {line[:200]}")
+        report(load, nodes, s3, events, t0, haproxy_log)
     except Exception as e:  # noqa: BLE001 - reported, and the test fails
         FAILURES.append(f"aborted: {e!r}")
         say(f"FAIL: aborted: {traceback.format_exc()}")
@@ -669,18 +743,10 @@ def main():
             haproxy.wait(timeout=30)
         for sock in socks + [front]:
             sock.close()
-    if FAILURES:
-        say(f"{len(FAILURES)} check(s) failed; kept: {workdir} (glint.toml, glint.log per node, "
-            f"haproxy.cfg, haproxy.log), bucket {s3['BUCKET']}"
-            + (f" in {s3['ROOT']}" if s3.get("ROOT") else ""))
-        for name in FAILURES:
-            say(f"  failed: {name}")
-        return 1
-    shutil.rmtree(workdir, ignore_errors=True)
-    if s3.get("ROOT"):
-        shutil.rmtree(os.path.join(s3["ROOT"], s3["BUCKET"]), ignore_errors=True)
-    say("all checks passed")
-    return 0
+    verdict = conclude(s3, f"{workdir} (glint.toml, glint.log per node, haproxy.cfg, haproxy.log)")
+    if not verdict:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return verdict
 
 
 if __name__ == "__main__":
