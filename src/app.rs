@@ -198,6 +198,7 @@ impl App {
             transfer_wait: config.server.transfer_wait,
             limits,
             show_locations: config.images.show_multiple_locations,
+            require_format_match: config.images.require_format_match,
             lease: config.database.lease_time,
             quotas: crate::domain::image::Quotas {
                 properties: config.images.image_property_quota,

@@ -11,6 +11,7 @@ pub mod db;
 pub mod dbctl;
 pub mod domain;
 pub mod http_client;
+pub mod inspect;
 pub mod policy;
 pub mod server;
 pub mod service;

@@ -112,6 +112,7 @@ impl From<DomainError> for ApiError {
             DomainError::Conflict(m) => ApiError::Conflict(m),
             DomainError::OverLimit(m) => ApiError::TooLarge(m),
             DomainError::Gone(m) => ApiError::Gone(m),
+            DomainError::UnacceptableData(m) => ApiError::UnsupportedMediaType(m),
         }
     }
 }
@@ -346,6 +347,7 @@ mod tests {
             DomainError::Conflict(String::new()),
             DomainError::OverLimit(String::new()),
             DomainError::Gone(String::new()),
+            DomainError::UnacceptableData(String::new()),
         ];
         for kind in kinds {
             // Exhaustive, so that a new kind does not compile until it is listed above.
@@ -355,7 +357,8 @@ mod tests {
                 | DomainError::NotFound(_)
                 | DomainError::Conflict(_)
                 | DomainError::OverLimit(_)
-                | DomainError::Gone(_) => {}
+                | DomainError::Gone(_)
+                | DomainError::UnacceptableData(_) => {}
             }
             let status = ApiError::from(kind.clone()).status();
             assert!(status.is_client_error(), "{kind:?} is answered {status}");

@@ -297,6 +297,9 @@ pub struct ImagesConfig {
     /// `use_keystone_limits`): image_size_total, image_stage_total, image_count_total,
     /// image_count_uploading.
     pub use_keystone_limits: bool,
+    /// Refuse data whose format is not the image's `disk_format` (Glance's
+    /// `require_image_format_match`). Unsafe data is refused either way.
+    pub require_format_match: bool,
 }
 
 impl Default for ImagesConfig {
@@ -310,6 +313,7 @@ impl Default for ImagesConfig {
             image_member_quota: 128,
             image_location_quota: 10,
             show_image_direct_url: false,
+            require_format_match: true,
             show_multiple_locations: false,
             use_keystone_limits: false,
         }

@@ -40,6 +40,8 @@ pub struct ImageData {
     pub checksum: Option<String>,
     pub os_hash_algo: Option<String>,
     pub os_hash_value: Option<String>,
+    /// The disk's size as its format declares it.
+    pub virtual_size: Option<i64>,
 }
 
 /// A project's usage of what Glance's unified limits limit.
@@ -179,12 +181,13 @@ impl Database {
             if let Some(data) = &change.data {
                 sqlx::query(&sql(
                     "UPDATE images SET size = ?, checksum = ?, os_hash_algo = ?, \
-                     os_hash_value = ?, virtual_size = NULL WHERE id = ?",
+                     os_hash_value = ?, virtual_size = ? WHERE id = ?",
                 ))
                 .bind(data.size)
                 .bind(&data.checksum)
                 .bind(&data.os_hash_algo)
                 .bind(&data.os_hash_value)
+                .bind(data.virtual_size)
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;

@@ -32,4 +32,7 @@ pub enum DomainError {
     /// The image went away while the request worked on it.
     #[error("{0}")]
     Gone(String),
+    /// The data is not what its image says, or is not safe to keep (Glance's 415).
+    #[error("{0}")]
+    UnacceptableData(String),
 }

@@ -19,6 +19,7 @@ use crate::domain::DomainError;
 use crate::domain::caller::Caller;
 use crate::domain::image::{Image, Location, Status};
 use crate::domain::time;
+use crate::inspect::{Inspection, Inspector};
 use crate::store::{ByteStream, Store, StoreError, Stored, Stores};
 
 /// What a download finds.
@@ -88,14 +89,25 @@ pub(super) fn store_error(error: StoreError) -> ServiceError {
     }
 }
 
-/// Size and hashes as a finished write computed them.
-pub(super) fn data_of(stored: &Stored) -> ImageData {
+/// Size and hashes as a finished write computed them, and the virtual size judged from
+/// the data.
+pub(super) fn data_of(stored: &Stored, virtual_size: Option<u64>) -> ImageData {
     ImageData {
         size: i64::try_from(stored.size).ok(),
         checksum: Some(stored.md5.clone()),
         os_hash_algo: Some(stored.hash_algo.clone()),
         os_hash_value: Some(stored.hash.clone()),
+        virtual_size: virtual_size.and_then(|v| i64::try_from(v).ok()),
     }
+}
+
+/// What `receive` makes of the inspection of the data before it keeps them: the virtual
+/// size to record, or the refusal that drops them.
+pub(super) type Judge = Box<dyn FnOnce(Inspection, u64) -> Result<Option<u64>> + Send>;
+
+/// Takes any data (stages, copies whose source was judged when it came in).
+pub(super) fn take_any() -> Judge {
+    Box::new(|_, _| Ok(None))
 }
 
 /// Runs blocking filesystem work on the blocking pool, never on an async worker.
@@ -401,11 +413,21 @@ impl Catalog {
         .await?;
         let slot = self.transfer_slot().await?;
         let claim = self.claim(id, ClaimKind::Upload).await?;
-        let stored = match self
-            .receive(&target, id, declared, allowance, body, slot)
+        let require_match = self.require_format_match;
+        let judged = image.clone();
+        let judge: Judge = Box::new(move |inspection, size| {
+            Ok(super::formats::judge(
+                &judged,
+                inspection,
+                size,
+                require_match,
+            )?)
+        });
+        let (stored, virtual_size) = match self
+            .receive(&target, id, declared, allowance, body, slot, judge)
             .await
         {
-            Ok(stored) => stored,
+            Ok(received) => received,
             Err(e) => {
                 claim.release().await;
                 return Err(e);
@@ -414,7 +436,7 @@ impl Catalog {
         let change = ImageChange {
             expect_status: Some(&["saving"]),
             status: Some(Status::Active),
-            data: Some(data_of(&stored)),
+            data: Some(data_of(&stored, virtual_size)),
             add_location: Some(Location {
                 store: target.id.clone(),
                 url: stored.location.clone(),
@@ -471,8 +493,11 @@ impl Catalog {
     }
 
     /// Writes `body` into `store` while it holds `slot` (file I/O and hashing run on
-    /// threads of their own); checks size cap, quota and declared size as bytes arrive.
-    /// Any failure removes what was written, and so does dropping the returned future.
+    /// threads of their own); checks size cap, quota and declared size as bytes arrive, and
+    /// inspects them (`inspect`); `judge` decides on the inspection before the data is
+    /// kept. Any failure or refusal removes what was written, and so does dropping the
+    /// returned future. Returns the stored data and the virtual size `judge` gave.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn receive<S>(
         &self,
         store: &Store,
@@ -481,14 +506,16 @@ impl Catalog {
         allowance: Option<(u64, u64)>,
         mut body: S,
         slot: Slot,
-    ) -> Result<Stored>
+        judge: Judge,
+    ) -> Result<(Stored, Option<u64>)>
     where
         S: Stream<Item = std::result::Result<Bytes, std::io::Error>> + Send + Unpin,
     {
         let _slot = slot;
         let mut upload = store.begin(id, declared).await.map_err(store_error)?;
         let mut received: u64 = 0;
-        let outcome: Result<()> = async {
+        let mut inspector = Inspector::new();
+        let outcome: Result<Option<u64>> = async {
             while let Some(chunk) = body.next().await {
                 let chunk = chunk.map_err(|e| {
                     DomainError::Invalid(format!("The upload was interrupted: {e}"))
@@ -506,6 +533,7 @@ impl Catalog {
                     ))
                     .into());
                 }
+                inspector.feed(&chunk);
                 upload.write(chunk).await.map_err(store_error)?;
             }
             if let Some(expected) = declared.filter(|e| *e != received) {
@@ -514,14 +542,18 @@ impl Catalog {
                 ))
                 .into());
             }
-            Ok(())
+            judge(inspector.finish(), received)
         }
         .await;
-        if let Err(e) = outcome {
-            upload.abort().await;
-            return Err(e);
-        }
-        upload.finish().await.map_err(store_error)
+        let virtual_size = match outcome {
+            Ok(virtual_size) => virtual_size,
+            Err(e) => {
+                upload.abort().await;
+                return Err(e);
+            }
+        };
+        let stored = upload.finish().await.map_err(store_error)?;
+        Ok((stored, virtual_size))
     }
 
     pub(super) async fn delete_data(&self, location: &Location) -> Result<()> {

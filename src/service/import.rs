@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use super::data::{ClaimKind, blocking, too_large};
+use super::data::{ClaimKind, blocking, take_any, too_large};
 use super::{Catalog, Result, ServiceError, WebDownload, forbidden};
 use crate::config::ImportMethod;
 use crate::db::{ImageChange, ImageData, TaskWrite};
@@ -88,10 +88,10 @@ impl Catalog {
         let claim = self.claim(id, ClaimKind::Stage).await?;
         let staging = self.stores.staging().clone();
         let staged = match self
-            .receive(&staging, id, declared, allowance, body, slot)
+            .receive(&staging, id, declared, allowance, body, slot, take_any())
             .await
         {
-            Ok(staged) => staged,
+            Ok((staged, _)) => staged,
             Err(e) => {
                 claim.release().await;
                 return Err(e);

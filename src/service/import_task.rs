@@ -6,7 +6,7 @@
 
 use serde_json::{Value, json};
 
-use super::data::{ClaimKind, blocking};
+use super::data::{ClaimKind, blocking, take_any};
 use super::import::{FAILED, IMPORTING, LOCK};
 use super::{Catalog, ServiceError, data_of};
 use crate::db::{DbError, ImageChange, ImageData, TaskUpdate, TaskWrite};
@@ -157,7 +157,7 @@ impl Catalog {
                 Ok(stored) => {
                     let change = ImageChange {
                         expect_status: Some(&["importing", "active"]),
-                        data: (!plan.copies()).then(|| data_of(&stored)),
+                        data: (!plan.copies()).then(|| data_of(&stored, None)),
                         set_properties: vec![(IMPORTING, remaining.join(","))],
                         add_location: Some(Location {
                             store: store_id.clone(),
@@ -274,8 +274,16 @@ impl Catalog {
                     .await
                     .map_err(|e| e.to_string())?;
                 let slot = self.task_slot().await;
-                let fetched = self
-                    .receive(&staging, &image.id, length, allowance, body, slot)
+                let (fetched, _) = self
+                    .receive(
+                        &staging,
+                        &image.id,
+                        length,
+                        allowance,
+                        body,
+                        slot,
+                        take_any(),
+                    )
                     .await
                     .map_err(|e| format!("Downloading {uri} failed: {e}"))?;
                 self.keep_staged_hashes(&image.id, &fetched).await;
@@ -335,8 +343,16 @@ impl Catalog {
             .await
             .map_err(|e| e.to_string())?;
         let slot = self.task_slot().await;
-        let stored = self
-            .receive(&target, image_id, Some(length), None, body, slot)
+        let (stored, _) = self
+            .receive(
+                &target,
+                image_id,
+                Some(length),
+                None,
+                body,
+                slot,
+                take_any(),
+            )
             .await
             .map_err(|e| e.to_string())?;
         if let Some(expected) = expected.filter(|e| *e != stored.md5) {

@@ -74,6 +74,7 @@ impl Catalog {
                 checksum: None,
                 os_hash_algo,
                 os_hash_value,
+                virtual_size: None,
             }),
             add_location: Some(Location {
                 store,

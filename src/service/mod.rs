@@ -6,6 +6,7 @@
 mod authz;
 mod data;
 mod fetch;
+mod formats;
 mod import;
 mod import_task;
 mod locations;
@@ -149,6 +150,7 @@ pub struct Catalog {
     limits: Option<std::sync::Arc<dyn LimitSource>>,
     /// `images.show_multiple_locations`: locations are shown and may be patched.
     show_locations: bool,
+    require_format_match: bool,
     /// `database.lease_time`: how long this node's claims and task leases last unrenewed.
     lease: Duration,
 }
@@ -166,6 +168,7 @@ pub struct CatalogParts {
     pub quotas: Quotas,
     pub limits: Option<std::sync::Arc<dyn LimitSource>>,
     pub show_locations: bool,
+    pub require_format_match: bool,
     pub lease: Duration,
     pub board: std::sync::Arc<TaskBoard>,
     pub tracker: tokio_util::task::TaskTracker,
@@ -225,6 +228,7 @@ impl Catalog {
             quotas: parts.quotas,
             limits: parts.limits,
             show_locations: parts.show_locations,
+            require_format_match: parts.require_format_match,
             lease: parts.lease,
         }
     }

@@ -1,0 +1,254 @@
+//! The format inspector on real images made by `qemu-img` (qcow2, vmdk of three subformats,
+//! vhd, vhdx, vdi, raw) and on crafted dangerous ones: the format and virtual size as
+//! `qemu-img info` reports them, and the refusals Glance makes; then the same images
+//! uploaded to the real binary: `virtual_size` recorded, unsafe or mismatched data answered
+//! 415 in Glance's words with the image back in `queued` and nothing stored.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+
+use glint::inspect::{Format, Inspection, Inspector, Refusal};
+use serde_json::{Value, json};
+use support::{Conn, FakeSystemd, SOCKET_UNIT_LISTEN, show_image, upload_image};
+
+fn qemu_img(args: &[&str]) {
+    let status = Command::new("qemu-img")
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("qemu-img runs (apt-get install qemu-utils)");
+    assert!(status.success(), "qemu-img {args:?}");
+}
+
+/// `qemu-img info`'s virtual size of `path`.
+fn qemu_virtual_size(path: &Path, format: &str) -> u64 {
+    let out = Command::new("qemu-img")
+        .args(["info", "--output=json", "-f", format])
+        .arg(path)
+        .output()
+        .expect("qemu-img info");
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    info["virtual-size"].as_u64().expect("virtual-size")
+}
+
+fn inspect_file(path: &Path) -> Inspection {
+    let data = std::fs::read(path).expect("read image");
+    let mut inspector = Inspector::new();
+    for chunk in data.chunks(64 << 10) {
+        inspector.feed(chunk);
+    }
+    inspector.finish()
+}
+
+#[test]
+fn images_made_by_qemu_img_are_known_with_their_virtual_size() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases: [(&str, &[&str], Format); 7] = [
+        ("qcow2", &[], Format::Qcow2),
+        ("vmdk", &["-o", "subformat=monolithicSparse"], Format::Vmdk),
+        ("vmdk", &["-o", "subformat=streamOptimized"], Format::Vmdk),
+        ("vpc", &[], Format::Vhd),
+        ("vhdx", &[], Format::Vhdx),
+        ("vdi", &[], Format::Vdi),
+        ("raw", &[], Format::Raw),
+    ];
+    for (i, (format, options, expected)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("disk-{i}.{format}"));
+        let path_text = path.to_str().expect("utf-8 path");
+        let mut args = vec!["create", "-q", "-f", format];
+        args.extend_from_slice(options);
+        args.extend_from_slice(&[path_text, "1G"]);
+        qemu_img(&args);
+        let found = inspect_file(&path);
+        assert_eq!(found.format, *expected, "{format} {options:?}");
+        assert_eq!(found.refusal, None, "{format} {options:?}");
+        let size = if *expected == Format::Raw {
+            std::fs::metadata(&path).expect("stat").len()
+        } else {
+            qemu_virtual_size(&path, format)
+        };
+        assert_eq!(found.virtual_size, Some(size), "{format} {options:?}");
+    }
+}
+
+#[test]
+fn dangerous_images_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = |name: &str| dir.path().join(name);
+    let text = |p: &Path| p.to_str().expect("utf-8 path").to_string();
+
+    let base = path("base.qcow2");
+    qemu_img(&["create", "-q", "-f", "qcow2", &text(&base), "64M"]);
+    let backed = path("backed.qcow2");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-F",
+        "qcow2",
+        "-b",
+        &text(&base),
+        &text(&backed),
+    ]);
+    let found = inspect_file(&backed);
+    assert_eq!(found.format, Format::Qcow2);
+    assert!(
+        matches!(&found.refusal, Some(Refusal::Unsafe(f)) if f.iter().any(|(n, _)| *n == "backing_file")),
+        "{found:?}"
+    );
+
+    let data_file = path("data-file.qcow2");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-o",
+        &format!("data_file={}", text(&path("external.raw"))),
+        &text(&data_file),
+        "64M",
+    ]);
+    let found = inspect_file(&data_file);
+    assert!(
+        matches!(&found.refusal, Some(Refusal::Unsafe(f)) if f.iter().any(|(n, _)| *n == "data_file")),
+        "{found:?}"
+    );
+
+    // monolithicFlat: a descriptor that points at a file of its own.
+    let flat = path("flat.vmdk");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "vmdk",
+        "-o",
+        "subformat=monolithicFlat",
+        &text(&flat),
+        "64M",
+    ]);
+    let found = inspect_file(&flat);
+    assert_eq!(found.format, Format::Vmdk);
+    assert!(
+        matches!(&found.refusal, Some(Refusal::Unsafe(f)) if f.iter().any(|(n, _)| *n == "descriptor")),
+        "{found:?}"
+    );
+}
+
+async fn create(addr: SocketAddr, disk_format: &str) -> String {
+    let mut conn = Conn::open(addr).await.expect("connect");
+    let (status, image) = conn
+        .json(
+            "POST",
+            "/v2/images",
+            "application/json",
+            &json!({"disk_format": disk_format, "container_format": "bare"}),
+        )
+        .await
+        .expect("create");
+    assert_eq!(status, 201, "{image}");
+    image["id"].as_str().expect("id").to_string()
+}
+
+fn stored_files(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn uploads_record_virtual_size_and_unsafe_or_mismatched_data_is_415() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = |p: &Path| p.to_str().expect("utf-8 path").to_string();
+    let plain = dir.path().join("plain.qcow2");
+    qemu_img(&["create", "-q", "-f", "qcow2", &text(&plain), "3G"]);
+    let backed = dir.path().join("backed.qcow2");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-F",
+        "qcow2",
+        "-b",
+        &text(&plain),
+        &text(&backed),
+    ]);
+    let plain = std::fs::read(&plain).expect("read");
+    let backed = std::fs::read(&backed).expect("read");
+
+    let mut sd = FakeSystemd::new();
+    let addr = sd.add_socket_unit("api");
+    sd.write_config(&format!("[server]\nlisten = [\"{SOCKET_UNIT_LISTEN}\"]\n"));
+    sd.start().await;
+    let images = sd.path("state").join("images");
+
+    // A qcow2 as qcow2: its virtual size, as qemu-img has it.
+    let id = create(addr, "qcow2").await;
+    assert_eq!(upload_image(addr, &id, &plain).await.status, 204);
+    let shown = show_image(addr, &id).await;
+    assert_eq!(shown["status"], "active");
+    assert_eq!(shown["virtual_size"], 3u64 << 30);
+
+    // Raw data is its own size; a safe qcow2 declared raw is taken as raw bytes.
+    let raw = vec![7u8; 100_000];
+    let id = create(addr, "raw").await;
+    assert_eq!(upload_image(addr, &id, &raw).await.status, 204);
+    assert_eq!(show_image(addr, &id).await["virtual_size"], 100_000);
+    let id = create(addr, "raw").await;
+    assert_eq!(upload_image(addr, &id, &plain).await.status, 204);
+    assert_eq!(show_image(addr, &id).await["virtual_size"], plain.len());
+
+    let stored_before = stored_files(&images);
+    for (declared, data, message) in [
+        ("qcow2", &backed, "Image failed safety checks"),
+        // Declared raw, the qcow2's checks still apply.
+        ("raw", &backed, "Image failed safety checks"),
+        (
+            "vmdk",
+            &plain,
+            "Image disk_format vmdk does not match stream data qcow2",
+        ),
+        (
+            "qcow2",
+            &raw,
+            "Image disk_format qcow2 does not match stream data raw",
+        ),
+    ] {
+        let id = create(addr, declared).await;
+        let refused = upload_image(addr, &id, data).await;
+        assert_eq!(refused.status, 415, "{declared}: {:?}", refused.body);
+        let body = String::from_utf8_lossy(&refused.body);
+        assert!(body.contains(message), "{declared}: {body}");
+        let shown: Value = show_image(addr, &id).await;
+        assert_eq!(shown["status"], "queued", "{declared}");
+        assert!(shown["size"].is_null() && shown["virtual_size"].is_null());
+    }
+    assert_eq!(
+        stored_files(&images),
+        stored_before,
+        "nothing refused is stored"
+    );
+
+    // With images.require_format_match off a mismatch is taken (without a virtual size);
+    // unsafe data is still refused.
+    sd.write_config(&format!(
+        "[server]\nlisten = [\"{SOCKET_UNIT_LISTEN}\"]\n[images]\nrequire_format_match = false\n"
+    ));
+    let (code, out) = sd.ctl(&["reload"]).await;
+    assert_eq!(code, 0, "{out}");
+    let id = create(addr, "vmdk").await;
+    assert_eq!(upload_image(addr, &id, &plain).await.status, 204);
+    assert!(show_image(addr, &id).await["virtual_size"].is_null());
+    let id = create(addr, "vmdk").await;
+    assert_eq!(upload_image(addr, &id, &backed).await.status, 415);
+    assert_eq!(sd.stop().await, 0);
+}
