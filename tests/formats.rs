@@ -252,3 +252,146 @@ async fn uploads_record_virtual_size_and_unsafe_or_mismatched_data_is_415() {
     assert_eq!(upload_image(addr, &id, &backed).await.status, 415);
     assert_eq!(sd.stop().await, 0);
 }
+
+async fn call(addr: SocketAddr, method: &str, path: &str, body: Value) -> (u16, Value) {
+    let mut conn = Conn::open(addr).await.expect("connect");
+    let reply = conn
+        .send(
+            method,
+            path,
+            (!body.is_null()).then_some("application/json"),
+            bytes::Bytes::from(if body.is_null() {
+                String::new()
+            } else {
+                body.to_string()
+            }),
+        )
+        .await
+        .expect("answered");
+    let value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
+    (reply.status, value)
+}
+
+/// Stages `data`, imports it by glance-direct, and returns the image and its task once the
+/// task is over.
+async fn stage_and_import(addr: SocketAddr, disk_format: &str, data: &[u8]) -> (Value, Value) {
+    let id = create(addr, disk_format).await;
+    let staged = support::send_slowly(
+        addr,
+        "PUT",
+        &format!("/v2/images/{id}/stage"),
+        &[("content-type", "application/octet-stream")],
+        support::chunks(data, 1 << 20),
+        std::time::Duration::ZERO,
+    )
+    .await
+    .expect("staged");
+    assert_eq!(staged.status, 204);
+    let (status, body) = call(
+        addr,
+        "POST",
+        &format!("/v2/images/{id}/import"),
+        json!({"method": {"name": "glance-direct"}}),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let deadline = tokio::time::Instant::now() + support::PATIENCE;
+    loop {
+        let (_, tasks) = call(addr, "GET", &format!("/v2/images/{id}/tasks"), Value::Null).await;
+        let task = tasks["tasks"][0].clone();
+        if matches!(task["status"].as_str(), Some("success" | "failure")) {
+            return (show_image(addr, &id).await, task);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never done: {tasks}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Imports judge the data as uploads do: what its stage found, when the staged file is
+/// linked into the store, or the bytes as they are copied; unsafe data fails the task and
+/// never lands in a store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn imports_record_virtual_size_and_refuse_unsafe_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = |p: &Path| p.to_str().expect("utf-8 path").to_string();
+    let plain = dir.path().join("plain.qcow2");
+    qemu_img(&["create", "-q", "-f", "qcow2", &text(&plain), "2G"]);
+    let backed = dir.path().join("backed.qcow2");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-F",
+        "qcow2",
+        "-b",
+        &text(&plain),
+        &text(&backed),
+    ]);
+    let plain = std::fs::read(&plain).expect("read");
+    let backed = std::fs::read(&backed).expect("read");
+
+    let mut sd = FakeSystemd::new();
+    let addr = sd.add_socket_unit("api");
+    // `linked` shares the staging area's filesystem: glance-direct links the staged file,
+    // judged by what its stage found. copy-image then reads the bytes into `copied` and
+    // judges them as they pass.
+    sd.write_config(&format!(
+        "[server]\nlisten = [\"{SOCKET_UNIT_LISTEN}\"]\n\
+         [stores.linked]\ndefault = true\ndatadirs = [{{ path = \"linked\" }}]\n\
+         [stores.copied]\ndatadirs = [{{ path = \"copied\" }}]\n"
+    ));
+    sd.start().await;
+    let state = sd.path("state");
+
+    let (shown, task) = stage_and_import(addr, "qcow2", &plain).await;
+    assert_eq!(task["status"], "success", "{task}");
+    assert_eq!(shown["virtual_size"], 2u64 << 30);
+    let id = shown["id"].as_str().expect("id").to_string();
+
+    let (shown, task) = stage_and_import(addr, "qcow2", &backed).await;
+    assert_eq!(task["status"], "failure", "{task}");
+    assert!(
+        task["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Image failed safety checks")),
+        "{task}"
+    );
+    assert_eq!(shown["status"], "queued", "{shown}");
+    let refused = shown["id"].as_str().expect("id");
+    assert!(
+        !stored_files(&state.join("linked"))
+            .iter()
+            .any(|f| f == refused)
+    );
+
+    let (shown, task) = stage_and_import(addr, "vmdk", &plain).await;
+    assert_eq!(task["status"], "failure", "{task}");
+    assert!(
+        task["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("does not match stream data qcow2")),
+        "{task}"
+    );
+    assert_eq!(shown["status"], "queued");
+
+    // copy-image reads the bytes again, and judges them again.
+    let (status, body) = call(
+        addr,
+        "POST",
+        &format!("/v2/images/{id}/import"),
+        json!({"method": {"name": "copy-image"}, "stores": ["copied"]}),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let deadline = tokio::time::Instant::now() + support::PATIENCE;
+    while show_image(addr, &id).await["stores"] != "linked,copied" {
+        assert!(tokio::time::Instant::now() < deadline, "never copied");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(show_image(addr, &id).await["virtual_size"], 2u64 << 30);
+    assert_eq!(sd.stop().await, 0);
+}

@@ -12,7 +12,10 @@ mod tests;
 use formats::Watcher;
 
 /// A disk format the inspector recognises.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Format {
     Raw,
     Qcow2,
@@ -124,8 +127,9 @@ impl Tail {
     }
 }
 
-/// What the inspection of a whole stream found.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the inspection of a whole stream found (kept beside staged data, so an import
+/// judges it without reading the data again).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Inspection {
     /// The format the data is in: `Raw` when no other matched.
     pub format: Format,
@@ -136,14 +140,14 @@ pub struct Inspection {
     pub refusal: Option<Refusal>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Refusal {
     /// Data that is more than one format at once (`Multiple formats detected: a,b`).
     Ambiguous(Vec<Format>),
     /// The format's header is cut short (`Incomplete file cannot be safety checked`).
     Incomplete,
     /// Failed safety checks: `(check, reason)`.
-    Unsafe(Vec<(&'static str, String)>),
+    Unsafe(Vec<(String, String)>),
 }
 
 impl std::fmt::Display for Refusal {
@@ -155,7 +159,7 @@ impl std::fmt::Display for Refusal {
             }
             Refusal::Incomplete => f.write_str("Incomplete file cannot be safety checked"),
             Refusal::Unsafe(failures) => {
-                let names: Vec<&str> = failures.iter().map(|(name, _)| *name).collect();
+                let names: Vec<&str> = failures.iter().map(|(name, _)| name.as_str()).collect();
                 write!(f, "Safety checks failed: {}", names.join(","))
             }
         }
@@ -210,7 +214,11 @@ impl Inspector {
                 let refusal = if !only.complete() {
                     Some(Refusal::Incomplete)
                 } else {
-                    let failures = only.check();
+                    let failures: Vec<(String, String)> = only
+                        .check()
+                        .into_iter()
+                        .map(|(name, reason)| (name.to_string(), reason))
+                        .collect();
                     (!failures.is_empty()).then_some(Refusal::Unsafe(failures))
                 };
                 Inspection {

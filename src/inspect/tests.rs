@@ -33,9 +33,9 @@ fn qcow2(version: u32, backing: u64, features: u64, size: u64) -> Vec<u8> {
     data
 }
 
-fn unsafe_checks(inspection: &Inspection) -> Vec<&'static str> {
+fn unsafe_checks(inspection: &Inspection) -> Vec<&str> {
     match &inspection.refusal {
-        Some(Refusal::Unsafe(failures)) => failures.iter().map(|(name, _)| *name).collect(),
+        Some(Refusal::Unsafe(failures)) => failures.iter().map(|(name, _)| name.as_str()).collect(),
         _ => Vec::new(),
     }
 }
@@ -206,7 +206,7 @@ fn a_vmdk_names_its_subformat_and_its_extents() {
     assert_eq!(
         refused.refusal,
         Some(Refusal::Unsafe(vec![(
-            "descriptor",
+            "descriptor".into(),
             "Invalid extent filenames found".into()
         )]))
     );

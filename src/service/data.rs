@@ -103,7 +103,7 @@ pub(super) fn data_of(stored: &Stored, virtual_size: Option<u64>) -> ImageData {
 
 /// What `receive` makes of the inspection of the data before it keeps them: the virtual
 /// size to record, or the refusal that drops them.
-pub(super) type Judge = Box<dyn FnOnce(Inspection, u64) -> Result<Option<u64>> + Send>;
+pub(super) type Judge = Box<dyn FnOnce(&Inspection, u64) -> Result<Option<u64>> + Send>;
 
 /// Takes any data (stages, copies whose source was judged when it came in).
 pub(super) fn take_any() -> Judge {
@@ -413,16 +413,7 @@ impl Catalog {
         .await?;
         let slot = self.transfer_slot().await?;
         let claim = self.claim(id, ClaimKind::Upload).await?;
-        let require_match = self.require_format_match;
-        let judged = image.clone();
-        let judge: Judge = Box::new(move |inspection, size| {
-            Ok(super::formats::judge(
-                &judged,
-                inspection,
-                size,
-                require_match,
-            )?)
-        });
+        let judge = self.judge_for(&image);
         let (stored, virtual_size) = match self
             .receive(&target, id, declared, allowance, body, slot, judge)
             .await
@@ -515,7 +506,7 @@ impl Catalog {
         let mut upload = store.begin(id, declared).await.map_err(store_error)?;
         let mut received: u64 = 0;
         let mut inspector = Inspector::new();
-        let outcome: Result<Option<u64>> = async {
+        let outcome: Result<(Inspection, Option<u64>)> = async {
             while let Some(chunk) = body.next().await {
                 let chunk = chunk.map_err(|e| {
                     DomainError::Invalid(format!("The upload was interrupted: {e}"))
@@ -542,17 +533,20 @@ impl Catalog {
                 ))
                 .into());
             }
-            judge(inspector.finish(), received)
+            let inspection = inspector.finish();
+            let virtual_size = judge(&inspection, received)?;
+            Ok((inspection, virtual_size))
         }
         .await;
-        let virtual_size = match outcome {
-            Ok(virtual_size) => virtual_size,
+        let (inspection, virtual_size) = match outcome {
+            Ok(judged) => judged,
             Err(e) => {
                 upload.abort().await;
                 return Err(e);
             }
         };
-        let stored = upload.finish().await.map_err(store_error)?;
+        let mut stored = upload.finish().await.map_err(store_error)?;
+        stored.inspection = Some(inspection);
         Ok((stored, virtual_size))
     }
 

@@ -3,9 +3,19 @@
 //! and the detected format's safety checks must pass; then `virtual_size` is recorded.
 //! Only `bare` containers are inspected, as in Glance. The inspection itself is not here.
 
+use super::Catalog;
+use super::data::Judge;
 use crate::domain::DomainError;
 use crate::domain::image::Image;
 use crate::inspect::{Format, Inspection, Refusal};
+
+impl Catalog {
+    /// How data for `image` is judged, with this generation's settings.
+    pub(super) fn judge_for(&self, image: &Image) -> Judge {
+        let (image, require_match) = (image.clone(), self.require_format_match);
+        Box::new(move |inspection, size| Ok(judge(&image, inspection, size, require_match)?))
+    }
+}
 
 /// Formats the inspector knows by name: a `disk_format` outside them (ami, ari, aki,
 /// ploop) takes data that looks raw.
@@ -26,9 +36,9 @@ const INSPECTED: [Format; 10] = [
 /// `require_match` off, a mismatch only loses the virtual size; unsafe data is refused
 /// either way (Glance skips the safety checks after a mismatch it lets through; glint
 /// does not).
-pub(super) fn judge(
+fn judge(
     image: &Image,
-    inspection: Inspection,
+    inspection: &Inspection,
     size: u64,
     require_match: bool,
 ) -> Result<Option<u64>, DomainError> {

@@ -6,7 +6,7 @@
 
 use serde_json::{Value, json};
 
-use super::data::{ClaimKind, blocking, take_any};
+use super::data::{ClaimKind, Judge, blocking};
 use super::import::{FAILED, IMPORTING, LOCK};
 use super::{Catalog, ServiceError, data_of};
 use crate::db::{DbError, ImageChange, ImageData, TaskUpdate, TaskWrite};
@@ -153,11 +153,14 @@ impl Catalog {
         let mut expected = image.checksum.clone();
         while let Some(store_id) = remaining.first().cloned() {
             remaining.remove(0);
-            match self.copy(id, &source, &store_id, expected.as_deref()).await {
-                Ok(stored) => {
+            match self
+                .copy(&image, &source, &store_id, expected.as_deref())
+                .await
+            {
+                Ok((stored, virtual_size)) => {
                     let change = ImageChange {
                         expect_status: Some(&["importing", "active"]),
-                        data: (!plan.copies()).then(|| data_of(&stored, None)),
+                        data: (!plan.copies()).then(|| data_of(&stored, virtual_size)),
                         set_properties: vec![(IMPORTING, remaining.join(","))],
                         add_location: Some(Location {
                             store: store_id.clone(),
@@ -282,7 +285,7 @@ impl Catalog {
                         allowance,
                         body,
                         slot,
-                        take_any(),
+                        self.judge_for(image),
                     )
                     .await
                     .map_err(|e| format!("Downloading {uri} failed: {e}"))?;
@@ -308,13 +311,16 @@ impl Catalog {
 
     /// Copies `source` into store `store_id`, checking the copy against `expected` (the
     /// md5 of an earlier copy) when there is one.
+    /// The data is judged as it is copied (or, linked, by what its stage found), so unsafe
+    /// or mismatched data never lands in a store; returns the copy and its virtual size.
     async fn copy(
         &self,
-        image_id: &str,
+        image: &Image,
         source: &Location,
         store_id: &str,
         expected: Option<&str>,
-    ) -> std::result::Result<Stored, String> {
+    ) -> std::result::Result<(Stored, Option<u64>), String> {
+        let image_id = image.id.as_str();
         let target = self.store_of(store_id)?.clone();
         if target.read_only() || store_id == STAGING_ID {
             return Err(format!("Store {store_id} does not take new data"));
@@ -323,7 +329,10 @@ impl Catalog {
             let (target, location) = (target.clone(), stored.location.clone());
             async move { target.delete(&location).await }
         };
-        if let Some(stored) = self.link_staged(image_id, source, &target).await? {
+        if let Some((stored, virtual_size)) = self
+            .link_staged(image_id, source, &target, self.judge_for(image))
+            .await?
+        {
             if let Some(expected) = expected.filter(|e| *e != stored.md5) {
                 let _ = remove(&stored).await;
                 return Err(format!(
@@ -331,7 +340,7 @@ impl Catalog {
                     stored.md5
                 ));
             }
-            return Ok(stored);
+            return Ok((stored, virtual_size));
         }
         let source_store = self.store_of(&source.store)?.clone();
         let length = source_store
@@ -343,7 +352,7 @@ impl Catalog {
             .await
             .map_err(|e| e.to_string())?;
         let slot = self.task_slot().await;
-        let (stored, _) = self
+        let (stored, virtual_size) = self
             .receive(
                 &target,
                 image_id,
@@ -351,7 +360,7 @@ impl Catalog {
                 None,
                 body,
                 slot,
-                take_any(),
+                self.judge_for(image),
             )
             .await
             .map_err(|e| e.to_string())?;
@@ -362,17 +371,19 @@ impl Catalog {
                 stored.md5
             ));
         }
-        Ok(stored)
+        Ok((stored, virtual_size))
     }
 
-    /// Staged data with its kept hashes goes into `target` as a hard link when they share a
-    /// filesystem: the import then costs no copy and no second hashing.
+    /// Staged data with its kept hashes and inspection goes into `target` as a hard link
+    /// when they share a filesystem, once `judge` has taken what its stage found: the
+    /// import then costs no copy and no second pass over the bytes.
     async fn link_staged(
         &self,
         image_id: &str,
         source: &Location,
         target: &Store,
-    ) -> std::result::Result<Option<Stored>, String> {
+        judge: Judge,
+    ) -> std::result::Result<Option<(Stored, Option<u64>)>, String> {
         if source.store != STAGING_ID {
             return Ok(None);
         }
@@ -383,11 +394,15 @@ impl Catalog {
             let Some(kept) = staging.kept_hashes(&image_id) else {
                 return Ok(None);
             };
+            let Some(inspection) = &kept.inspection else {
+                return Ok(None);
+            };
+            let virtual_size = judge(inspection, kept.size).map_err(|e| e.to_string())?;
             let path = staging.file_of(&url).map_err(|e| e.to_string())?;
             let linked = target
                 .link_from(&image_id, &path)
                 .map_err(|e| e.to_string())?;
-            Ok(linked.map(|location| Stored { location, ..kept }))
+            Ok(linked.map(|location| (Stored { location, ..kept }, virtual_size)))
         })
         .await
         .map_err(|e| e.to_string())?

@@ -21,6 +21,8 @@ use hashing::Digests;
 pub use objects::ObjectSpec;
 use objects::{Journal, ObjectUpload, S3Store};
 
+use crate::inspect::Inspection;
+
 /// Image data as it is read: chunks, or the error that cut them.
 pub type ByteStream = BoxStream<'static, io::Result<Bytes>>;
 
@@ -266,6 +268,10 @@ pub struct Stored {
     pub md5: String,
     pub hash_algo: String,
     pub hash: String,
+    /// What the writer found the data to be, when it inspected them: kept with staged
+    /// data's hashes, so that an import judges them without reading them again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inspection: Option<Inspection>,
 }
 
 impl Stored {
@@ -276,6 +282,7 @@ impl Stored {
             md5: digests.md5,
             hash_algo: digests.hash_algo,
             hash: digests.hash,
+            inspection: None,
         }
     }
 }
