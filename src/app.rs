@@ -199,6 +199,10 @@ impl App {
             limits,
             show_locations: config.images.show_multiple_locations,
             require_format_match: config.images.require_format_match,
+            formats: crate::domain::image::Formats {
+                disk: config.images.disk_formats.clone(),
+                container: config.images.container_formats.clone(),
+            },
             lease: config.database.lease_time,
             quotas: crate::domain::image::Quotas {
                 properties: config.images.image_property_quota,

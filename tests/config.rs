@@ -222,6 +222,7 @@ fn images() -> impl Strategy<Value = ImagesConfig> {
                     show_multiple_locations: tags % 2 == 0,
                     use_keystone_limits: false,
                     require_format_match: members % 2 == 0,
+                    ..ImagesConfig::default()
                 }
             },
         )

@@ -300,6 +300,10 @@ pub struct ImagesConfig {
     /// Refuse data whose format is not the image's `disk_format` (Glance's
     /// `require_image_format_match`). Unsafe data is refused either way.
     pub require_format_match: bool,
+    /// The `disk_format` and `container_format` values images may have (Glance's
+    /// `[image_format]` lists and defaults).
+    pub disk_formats: Vec<String>,
+    pub container_formats: Vec<String>,
 }
 
 impl Default for ImagesConfig {
@@ -314,6 +318,23 @@ impl Default for ImagesConfig {
             image_location_quota: 10,
             show_image_direct_url: false,
             require_format_match: true,
+            disk_formats: [
+                "ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop",
+            ]
+            .map(String::from)
+            .to_vec(),
+            container_formats: [
+                "ami",
+                "ari",
+                "aki",
+                "bare",
+                "ovf",
+                "ova",
+                "docker",
+                "compressed",
+            ]
+            .map(String::from)
+            .to_vec(),
             show_multiple_locations: false,
             use_keystone_limits: false,
         }

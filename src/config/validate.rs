@@ -115,6 +115,17 @@ pub(super) fn validate(loaded: &LoadedConfig) -> Result<(), ConfigError> {
             ),
         ));
     }
+    for (key, list) in [
+        ("images.disk_formats", &config.images.disk_formats),
+        ("images.container_formats", &config.images.container_formats),
+    ] {
+        if list.is_empty() || list.iter().any(|name| name.trim().is_empty()) {
+            return Err(invalid(
+                key,
+                "must list at least one format, each a non-empty name".into(),
+            ));
+        }
+    }
     validate_stores(config, &invalid)?;
     validate_keystone(config, &invalid)?;
     if config.images.use_keystone_limits && config.auth.mode != AuthMode::Keystone {

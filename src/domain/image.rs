@@ -129,6 +129,43 @@ impl Visibility {
     }
 }
 
+/// The disk and container formats a deployment takes (`images.disk_formats`,
+/// `images.container_formats`), checked where a request names one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Formats {
+    pub disk: Vec<String>,
+    pub container: Vec<String>,
+}
+
+impl Default for Formats {
+    fn default() -> Self {
+        Formats {
+            disk: DISK_FORMATS.iter().map(|f| f.to_string()).collect(),
+            container: CONTAINER_FORMATS.iter().map(|f| f.to_string()).collect(),
+        }
+    }
+}
+
+impl Formats {
+    /// Refuses a `disk_format` or `container_format` value this deployment does not take,
+    /// in the words of Glance's schema check; other keys pass.
+    pub fn check(&self, key: &str, value: &Value) -> Result<(), DomainError> {
+        let (allowed, kind) = match key {
+            "disk_format" => (&self.disk, "disk formats"),
+            "container_format" => (&self.container, "container formats"),
+            _ => return Ok(()),
+        };
+        match value {
+            Value::String(name) if !allowed.contains(name) => Err(DomainError::Invalid(format!(
+                "Provided object does not match schema 'image': {value} is not one of the \
+                 {kind} {allowed:?} (attribute '{key}')"
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Glance's default `disk_formats` and `container_formats`.
 pub const DISK_FORMATS: [&str; 11] = [
     "ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop",
 ];
@@ -306,15 +343,10 @@ pub fn check_value(key: &str, value: &Value) -> Result<(), DomainError> {
             ))),
             None => bad("is not of type 'integer'"),
         },
-        "disk_format" => match value {
-            Value::Null => Ok(()),
-            Value::String(s) if DISK_FORMATS.contains(&s.as_str()) => Ok(()),
-            _ => bad("is not one of the disk formats"),
-        },
-        "container_format" => match value {
-            Value::Null => Ok(()),
-            Value::String(s) if CONTAINER_FORMATS.contains(&s.as_str()) => Ok(()),
-            _ => bad("is not one of the container formats"),
+        // Which names a deployment takes is `Formats`' to say.
+        "disk_format" | "container_format" => match value {
+            Value::Null | Value::String(_) => Ok(()),
+            _ => bad("is not of type 'null', 'string'"),
         },
         "tags" => match value {
             Value::Array(items)
@@ -534,9 +566,18 @@ mod tests {
             DomainError::Invalid(_)
         ));
         assert!(matches!(
-            err(json!({"disk_format": "tar"})),
+            err(json!({"disk_format": 3})),
             DomainError::Invalid(_)
         ));
+        assert!(matches!(
+            Formats::default().check("disk_format", &json!("tar")),
+            Err(DomainError::Invalid(_))
+        ));
+        assert!(
+            Formats::default()
+                .check("disk_format", &json!("qcow2"))
+                .is_ok()
+        );
         assert!(matches!(
             err(json!({"id": "not-a-uuid"})),
             DomainError::Invalid(_)

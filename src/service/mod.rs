@@ -151,6 +151,7 @@ pub struct Catalog {
     /// `images.show_multiple_locations`: locations are shown and may be patched.
     show_locations: bool,
     require_format_match: bool,
+    formats: image::Formats,
     /// `database.lease_time`: how long this node's claims and task leases last unrenewed.
     lease: Duration,
 }
@@ -169,6 +170,7 @@ pub struct CatalogParts {
     pub limits: Option<std::sync::Arc<dyn LimitSource>>,
     pub show_locations: bool,
     pub require_format_match: bool,
+    pub formats: image::Formats,
     pub lease: Duration,
     pub board: std::sync::Arc<TaskBoard>,
     pub tracker: tokio_util::task::TaskTracker,
@@ -229,6 +231,7 @@ impl Catalog {
             limits: parts.limits,
             show_locations: parts.show_locations,
             require_format_match: parts.require_format_match,
+            formats: parts.formats,
             lease: parts.lease,
         }
     }
@@ -264,6 +267,9 @@ impl Catalog {
     }
 
     pub async fn create(&self, caller: &Caller, attributes: Map<String, Value>) -> Result<Image> {
+        for (key, value) in &attributes {
+            self.formats.check(key, value)?;
+        }
         let image = new_image(
             attributes,
             caller,
@@ -374,6 +380,11 @@ impl Catalog {
     ) -> Result<Image> {
         let patch = patch::parse_patch(body, dialect, self.show_locations)?;
         let operations = patch.operations;
+        for operation in &operations {
+            if let Some(value) = &operation.value {
+                self.formats.check(&operation.key, value)?;
+            }
+        }
         if !operations.is_empty() || patch.locations.is_empty() {
             self.modify(caller, id, "modify_image", |image| {
                 let before = image.visibility;

@@ -577,3 +577,49 @@ async fn per_image_quotas_come_from_the_config() {
         StatusCode::PAYLOAD_TOO_LARGE
     );
 }
+
+#[tokio::test]
+async fn disk_and_container_formats_come_from_the_config() {
+    let api = api_with(|config| {
+        config.images.disk_formats = vec!["raw".into(), "ploop2".into()];
+        config.images.container_formats = vec!["bare".into()];
+    })
+    .await;
+    let me = As::Project("p");
+    let create = |disk: &str, container: &str| {
+        Some((
+            "application/json",
+            json!({"disk_format": disk, "container_format": container}),
+        ))
+    };
+    let made = api
+        .call(me, "POST", "/v2/images", create("ploop2", "bare"))
+        .await;
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.text);
+    for (disk, container, key) in [
+        ("qcow2", "bare", "disk_format"),
+        ("raw", "ovf", "container_format"),
+    ] {
+        let refused = api
+            .call(me, "POST", "/v2/images", create(disk, container))
+            .await;
+        assert_eq!(
+            refused.status,
+            StatusCode::BAD_REQUEST,
+            "{disk}/{container}"
+        );
+        assert!(refused.text.contains(key), "{}", refused.text);
+    }
+    let id = api.create_id(me, json!({"disk_format": "raw"})).await;
+    let set = |k: &str, v: &str| json!([{"op": "replace", "path": format!("/{k}"), "value": v}]);
+    assert_eq!(
+        api.patch(me, &id, set("disk_format", "qcow2")).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        api.patch(me, &id, set("disk_format", "ploop2"))
+            .await
+            .status,
+        StatusCode::OK
+    );
+}
