@@ -1,6 +1,6 @@
-//! Discovery under /v2: schemas (served verbatim from Glance 33, the same documents the
-//! request validation follows), import methods, stores and usage, truthful to what this
-//! server implements.
+//! Discovery under /v2: schemas (Glance 33's, the same documents the request validation
+//! follows, with the format enums of this generation's config), import methods, stores and
+//! usage, truthful to what this server implements.
 
 use axum::Json;
 use axum::extract::{Extension, Path, State};
@@ -19,10 +19,32 @@ const MEMBERS: &str = include_str!("schemas/schema-members.json");
 const TASK: &str = include_str!("schemas/schema-task.json");
 const TASKS: &str = include_str!("schemas/schema-tasks.json");
 
-pub async fn schema(Path(name): Path<String>) -> Result<Response, ApiError> {
+/// Glance's schemas, with the `disk_format` and `container_format` enums this generation's
+/// config allows (as Glance builds them from its config): clients validate against them.
+pub async fn schema(
+    State(ctx): State<ApiContext>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
     let body = match name.as_str() {
-        "image" => IMAGE,
-        "images" => IMAGES,
+        "image" | "images" => {
+            let text = if name == "image" { IMAGE } else { IMAGES };
+            let mut schema: Value = serde_json::from_str(text)
+                .map_err(|e| ApiError::Internal(format!("built-in schema {name}: {e}")))?;
+            let formats = ctx.catalog.formats();
+            let image = if name == "image" {
+                &mut schema["properties"]
+            } else {
+                &mut schema["properties"]["images"]["items"]["properties"]
+            };
+            for (key, allowed) in [
+                ("disk_format", &formats.disk),
+                ("container_format", &formats.container),
+            ] {
+                let values = std::iter::once(Value::Null).chain(allowed.iter().map(|f| json!(f)));
+                image[key]["enum"] = Value::Array(values.collect());
+            }
+            return Ok(Json(schema).into_response());
+        }
         "member" => MEMBER,
         "members" => MEMBERS,
         "task" => TASK,

@@ -236,6 +236,11 @@ impl Catalog {
         }
     }
 
+    /// The disk and container formats images may have.
+    pub fn formats(&self) -> &image::Formats {
+        &self.formats
+    }
+
     /// What `/v2/info/stores` shows of each store.
     pub fn store_infos(&self) -> Vec<StoreInfo> {
         let default = self.stores.default_id();

@@ -623,3 +623,18 @@ async fn disk_and_container_formats_come_from_the_config() {
         StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn with_glances_default_formats_the_schemas_are_glances() {
+    let api = api_with(|_| {}).await;
+    for (name, text) in [
+        ("image", include_str!("../schemas/schema-image.json")),
+        ("images", include_str!("../schemas/schema-images.json")),
+    ] {
+        let served = api
+            .call(As::Admin, "GET", &format!("/v2/schemas/{name}"), None)
+            .await;
+        let glance: serde_json::Value = serde_json::from_str(text).unwrap();
+        assert_eq!(served.body, glance, "{name}");
+    }
+}
