@@ -236,6 +236,37 @@ def data_flows(g, workdir):
     check(code == 0 and body["status"] == "active" and body["size"] == len(data), f"glance image-upload: {err.strip()}")
 
 
+def format_flows(g, workdir):
+    """Real images made by qemu-img: the clients read the virtual size qemu-img reports, and an
+    unsafe qcow2 (a backing file) is refused with Glance's 415."""
+    import openstack
+
+    base = os.path.join(workdir, "base.qcow2")
+    backed = os.path.join(workdir, "backed.qcow2")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", base, "5G"], check=True)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", base, backed], check=True)
+    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", base],
+                                     capture_output=True, text=True, check=True).stdout)
+    code, out, err = glance(g, "image-create", "--name", "qcow2", "--disk-format", "qcow2",
+                            "--container-format", "bare", "--file", base)
+    created = table(out)
+    code2, out2, _ = glance(g, "image-show", created.get("id", ""))
+    shown = table(out2)
+    check(code == 0 and code2 == 0 and shown.get("virtual_size") == str(info["virtual-size"]),
+          f"glance image-show virtual_size is qemu-img's {info['virtual-size']}: {shown.get('virtual_size')} {err.strip()}")
+    conn = openstack.connection.Connection(auth_type="none", auth={"endpoint": g.url}, image_api_version="2")
+    image = conn.image.get_image(created.get("id", ""))
+    check(image.virtual_size == info["virtual-size"],
+          f"openstacksdk get_image().virtual_size is qemu-img's: {image.virtual_size}")
+
+    code, out, err = glance(g, "image-create", "--name", "backed", "--disk-format", "qcow2",
+                            "--container-format", "bare", "--file", backed)
+    check(code != 0 and "415" in err, f"glance image-create of a qcow2 with a backing file is refused (415): {err.strip()}")
+    refused = [i for i in conn.image.images() if i.name == "backed"]
+    check(len(refused) == 1 and refused[0].status == "queued",
+          f"the refused image stays queued without data: {[(i.status, i.size) for i in refused]}")
+
+
 def openstack_cli(g, *args):
     bindir = os.path.dirname(sys.executable)
     cmd = [os.path.join(bindir, "openstack"), "--os-auth-type", "none", "--os-endpoint", g.url, *args]
@@ -395,6 +426,7 @@ def main():
         try:
             glanceclient_flows(g)
             data_flows(g, workdir)
+            format_flows(g, workdir)
             osc_flows(g, workdir)
             sdk_flows(g)
             import_flows(g, workdir)
