@@ -5,14 +5,13 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use serde_json::json;
 use support::{
-    Conn, FakeSystemd, SOCKET_UNIT_LISTEN, chunks, create_image, md5_hex, read_slowly, send_slowly,
-    show_image, upload_image, wait_status,
+    Conn, FakeSystemd, SOCKET_UNIT_LISTEN, chunks, create_image, file_names, md5_hex, read_slowly,
+    send_slowly, show_image, upload_image, wait_status,
 };
 
 const OCTETS: (&str, &str) = ("content-type", "application/octet-stream");
@@ -25,17 +24,6 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
         .collect()
-}
-
-fn files_in(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -111,14 +99,14 @@ async fn a_data_directory_added_by_reload_receives_the_next_upload() {
 
     let first = create_image(addr).await;
     assert_eq!(upload_image(addr, &first, b"first").await.status, 204);
-    assert_eq!(files_in(&state.join("a")), vec![first.clone()]);
+    assert_eq!(file_names(&state.join("a")), vec![first.clone()]);
 
     sd.write_config(&config(&a_and_b));
     let (code, out) = sd.ctl(&["reload"]).await;
     assert_eq!(code, 0, "{out}");
     let second = create_image(addr).await;
     assert_eq!(upload_image(addr, &second, b"second").await.status, 204);
-    assert_eq!(files_in(&state.join("b")), vec![second.clone()]);
+    assert_eq!(file_names(&state.join("b")), vec![second.clone()]);
 
     // Dropping a directory that holds an image is refused, and says why.
     sd.write_config(&config("[[store.datadirs]]\npath = \"b\"\npriority = 50\n"));
@@ -184,9 +172,9 @@ async fn an_upload_cut_by_stop_or_kill_leaves_no_data_and_a_queued_image() {
         assert_eq!(shown["status"], "queued", "{signal}: {shown}");
         assert!(shown["size"].is_null());
         assert!(
-            files_in(&images_dir).is_empty(),
+            file_names(&images_dir).is_empty(),
             "{signal}: {:?}",
-            files_in(&images_dir)
+            file_names(&images_dir)
         );
     }
     assert_eq!(sd.stop().await, 0);
@@ -226,7 +214,7 @@ async fn a_full_disk_is_413_with_no_orphan_and_a_queued_image() {
     let outcome = (
         reply.status,
         show_image(addr, &id).await["status"].clone(),
-        files_in(&small),
+        file_names(&small),
     );
     // Size declared: refused before writing.
     let declared = create_image(addr).await;
@@ -294,7 +282,7 @@ async fn an_upload_and_a_stage_cut_by_the_drain_deadline_release_their_image_at_
         assert_eq!(shown["size"].as_u64(), Some(data.len() as u64), "{shown}");
         let leftovers: Vec<String> = [state.join("images"), state.join("staging")]
             .iter()
-            .flat_map(|d| files_in(d))
+            .flat_map(|d| file_names(d))
             .filter(|f| f.starts_with(".upload-"))
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
@@ -324,7 +312,7 @@ async fn a_body_that_stops_arriving_is_cut_and_its_image_released() {
         assert!(String::from_utf8_lossy(&reply.body).contains("body_read_timeout"));
     }
     assert_eq!(show_image(addr, &id).await["status"], "queued");
-    assert!(files_in(&sd.path("state").join("images")).is_empty());
+    assert!(file_names(&sd.path("state").join("images")).is_empty());
     assert_eq!(upload_image(addr, &id, b"on time").await.status, 204);
     assert_eq!(sd.stop().await, 0);
 }
@@ -389,7 +377,7 @@ async fn a_client_that_leaves_mid_transfer_releases_the_image() {
         wait_status(addr, &id, "queued").await;
         let leftovers: Vec<String> = [state.join("images"), state.join("staging")]
             .iter()
-            .flat_map(|d| files_in(d))
+            .flat_map(|d| file_names(d))
             .filter(|f| f.starts_with(".upload-") || f.contains(&id))
             .collect();
         assert!(leftovers.is_empty(), "{what}: {leftovers:?}");

@@ -12,7 +12,7 @@ use std::process::Command;
 
 use glint::inspect::{Format, Inspection, Inspector, Refusal};
 use serde_json::{Value, json};
-use support::{Conn, FakeSystemd, SOCKET_UNIT_LISTEN, show_image, upload_image};
+use support::{Conn, FakeSystemd, SOCKET_UNIT_LISTEN, file_names, show_image, upload_image};
 
 fn qemu_img(args: &[&str]) {
     let status = Command::new("qemu-img")
@@ -138,6 +138,30 @@ fn dangerous_images_are_refused() {
     );
 }
 
+/// A qcow2 of `size` and one backed by it (a backing file: unsafe), as bytes.
+fn qcow2_pair(size: &str) -> (Vec<u8>, Vec<u8>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plain = dir.path().join("plain.qcow2");
+    let backed = dir.path().join("backed.qcow2");
+    let text = |p: &Path| p.to_str().expect("utf-8 path").to_string();
+    qemu_img(&["create", "-q", "-f", "qcow2", &text(&plain), size]);
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-F",
+        "qcow2",
+        "-b",
+        &text(&plain),
+        &text(&backed),
+    ]);
+    (
+        std::fs::read(&plain).expect("read"),
+        std::fs::read(&backed).expect("read"),
+    )
+}
+
 async fn create(addr: SocketAddr, disk_format: &str) -> String {
     let mut conn = Conn::open(addr).await.expect("connect");
     let (status, image) = conn
@@ -153,37 +177,9 @@ async fn create(addr: SocketAddr, disk_format: &str) -> String {
     image["id"].as_str().expect("id").to_string()
 }
 
-fn stored_files(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn uploads_record_virtual_size_and_unsafe_or_mismatched_data_is_415() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let text = |p: &Path| p.to_str().expect("utf-8 path").to_string();
-    let plain = dir.path().join("plain.qcow2");
-    qemu_img(&["create", "-q", "-f", "qcow2", &text(&plain), "3G"]);
-    let backed = dir.path().join("backed.qcow2");
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-F",
-        "qcow2",
-        "-b",
-        &text(&plain),
-        &text(&backed),
-    ]);
-    let plain = std::fs::read(&plain).expect("read");
-    let backed = std::fs::read(&backed).expect("read");
+    let (plain, backed) = qcow2_pair("3G");
 
     let mut sd = FakeSystemd::new();
     let addr = sd.add_socket_unit("api");
@@ -207,7 +203,7 @@ async fn uploads_record_virtual_size_and_unsafe_or_mismatched_data_is_415() {
     assert_eq!(upload_image(addr, &id, &plain).await.status, 204);
     assert_eq!(show_image(addr, &id).await["virtual_size"], plain.len());
 
-    let stored_before = stored_files(&images);
+    let stored_before = file_names(&images);
     for (declared, data, message) in [
         ("qcow2", &backed, "Image failed safety checks"),
         // Declared raw, the qcow2's checks still apply.
@@ -233,7 +229,7 @@ async fn uploads_record_virtual_size_and_unsafe_or_mismatched_data_is_415() {
         assert!(shown["size"].is_null() && shown["virtual_size"].is_null());
     }
     assert_eq!(
-        stored_files(&images),
+        file_names(&images),
         stored_before,
         "nothing refused is stored"
     );
@@ -315,24 +311,7 @@ async fn stage_and_import(addr: SocketAddr, disk_format: &str, data: &[u8]) -> (
 /// never lands in a store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn imports_record_virtual_size_and_refuse_unsafe_data() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let text = |p: &Path| p.to_str().expect("utf-8 path").to_string();
-    let plain = dir.path().join("plain.qcow2");
-    qemu_img(&["create", "-q", "-f", "qcow2", &text(&plain), "2G"]);
-    let backed = dir.path().join("backed.qcow2");
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-F",
-        "qcow2",
-        "-b",
-        &text(&plain),
-        &text(&backed),
-    ]);
-    let plain = std::fs::read(&plain).expect("read");
-    let backed = std::fs::read(&backed).expect("read");
+    let (plain, backed) = qcow2_pair("2G");
 
     let mut sd = FakeSystemd::new();
     let addr = sd.add_socket_unit("api");
@@ -363,7 +342,7 @@ async fn imports_record_virtual_size_and_refuse_unsafe_data() {
     assert_eq!(shown["status"], "queued", "{shown}");
     let refused = shown["id"].as_str().expect("id");
     assert!(
-        !stored_files(&state.join("linked"))
+        !file_names(&state.join("linked"))
             .iter()
             .any(|f| f == refused)
     );

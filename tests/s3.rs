@@ -18,8 +18,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::{Value, json};
 use support::{
-    Conn, FakeSystemd, PATIENCE, SOCKET_UNIT_LISTEN, chunks, create_image, md5_hex, send_slowly,
-    show_image, upload_image, wait_status,
+    Conn, FakeSystemd, PATIENCE, SOCKET_UNIT_LISTEN, chunks, create_image, file_names, md5_hex,
+    send_slowly, show_image, upload_image, wait_status,
 };
 
 const OCTETS: (&str, &str) = ("content-type", "application/octet-stream");
@@ -394,7 +394,7 @@ async fn a_multipart_upload_a_killed_process_left_is_aborted_at_the_next_start()
 
     let id = create_image(addr).await;
     let leaving = upload_in_parts(&s3, addr, &id).await;
-    assert_eq!(files(&journal).len(), 1, "the open upload is recorded");
+    assert_eq!(file_names(&journal).len(), 1, "the open upload is recorded");
     sd.signal(nix::sys::signal::Signal::SIGKILL);
     sd.wait_exit().await;
     leaving.abort();
@@ -406,28 +406,17 @@ async fn a_multipart_upload_a_killed_process_left_is_aborted_at_the_next_start()
     // The new process aborts it before it serves.
     sd.start().await;
     assert_eq!(s3.uploads_in_progress(), Vec::<String>::new());
-    assert_eq!(files(&journal), Vec::<String>::new());
+    assert_eq!(file_names(&journal), Vec::<String>::new());
     assert_eq!(show_image(addr, &id).await["status"], "queued");
     assert_eq!(s3.object(&id), None);
     let data = pattern(6 << 20, 9);
     assert_eq!(upload_image(addr, &id, &data).await.status, 204);
     assert_eq!(
-        files(&journal),
+        file_names(&journal),
         Vec::<String>::new(),
         "a finished upload is forgotten"
     );
     assert_eq!(sd.stop().await, 0);
-}
-
-fn files(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -639,3 +639,15 @@ pub async fn upload_image(addr: SocketAddr, id: &str, data: &[u8]) -> Reply {
     .await
     .expect("upload answered")
 }
+
+/// The names of the entries of `dir` (none when it cannot be read).
+pub fn file_names(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
