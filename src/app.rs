@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::{AuthError, Keystone};
 use crate::config::{
-    AuthMode, Config, ImportMethod, NamedStoreConfig, S3_DEFAULT_PART_SIZE,
+    AuthMode, Config, ImportMethod, ImportPlugin, NamedStoreConfig, S3_DEFAULT_PART_SIZE,
     S3_DEFAULT_PARTS_IN_FLIGHT, S3_DEFAULT_REGION, StoreKind,
 };
 use crate::db::{self, Database, DbError};
@@ -194,6 +194,20 @@ impl App {
                     methods
                 },
                 web: WebDownload::new(config.import.web_download.clone()),
+                inject: config
+                    .import
+                    .plugins
+                    .contains(&ImportPlugin::InjectMetadata)
+                    .then(|| crate::service::Inject {
+                        properties: config
+                            .import
+                            .inject_metadata
+                            .properties
+                            .clone()
+                            .into_iter()
+                            .collect(),
+                        ignore_user_roles: config.import.inject_metadata.ignore_user_roles.clone(),
+                    }),
             },
             transfer_wait: config.server.transfer_wait,
             limits,

@@ -12,8 +12,8 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use glint::config::{
     AuthConfig, AuthMode, Config, ConfigError, ConfigSource, DataDirConfig, DatabaseConfig,
-    ImagesConfig, ImportConfig, ImportMethod, KeystoneConfig, LogConfig, LogFormat,
-    NamedStoreConfig, ServerConfig, StoreConfig, WebDownloadConfig, load,
+    ImagesConfig, ImportConfig, ImportMethod, ImportPlugin, InjectMetadataConfig, KeystoneConfig,
+    LogConfig, LogFormat, NamedStoreConfig, ServerConfig, StoreConfig, WebDownloadConfig, load,
 };
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
@@ -265,6 +265,15 @@ fn import() -> impl Strategy<Value = ImportConfig> {
                         connect_timeout,
                         read_timeout,
                         max_redirects,
+                    },
+                    plugins: if max_redirects % 2 == 0 {
+                        vec![ImportPlugin::InjectMetadata]
+                    } else {
+                        Vec::new()
+                    },
+                    inject_metadata: InjectMetadataConfig {
+                        properties: [("hw_qemu_guest_agent".to_string(), "yes".to_string())].into(),
+                        ..InjectMetadataConfig::default()
                     },
                 }
             },

@@ -141,6 +141,35 @@ pub struct ImportConfig {
     /// The interoperable import methods offered (`/v2/info/import`).
     pub methods: Vec<ImportMethod>,
     pub web_download: WebDownloadConfig,
+    /// Import plugins run by every import, in this order (Glance's `image_import_plugins`).
+    pub plugins: Vec<ImportPlugin>,
+    pub inject_metadata: InjectMetadataConfig,
+}
+
+/// An import plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImportPlugin {
+    /// Adds `import.inject_metadata.properties` to images imported by callers without any of
+    /// `ignore_user_roles` (Glance's `inject_image_metadata`).
+    InjectMetadata,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InjectMetadataConfig {
+    pub properties: BTreeMap<String, String>,
+    /// Callers with any of these roles import without the injected properties.
+    pub ignore_user_roles: Vec<String>,
+}
+
+impl Default for InjectMetadataConfig {
+    fn default() -> Self {
+        InjectMetadataConfig {
+            properties: BTreeMap::new(),
+            ignore_user_roles: vec!["admin".into()],
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -194,6 +223,8 @@ impl Default for ImportConfig {
         ImportConfig {
             methods: ImportMethod::ALL.to_vec(),
             web_download: WebDownloadConfig::default(),
+            plugins: Vec::new(),
+            inject_metadata: InjectMetadataConfig::default(),
         }
     }
 }

@@ -126,6 +126,17 @@ pub(super) fn validate(loaded: &LoadedConfig) -> Result<(), ConfigError> {
             ));
         }
     }
+    for name in config.import.inject_metadata.properties.keys() {
+        if name.is_empty() || name.chars().count() > 255 || name.starts_with("os_glance") {
+            return Err(invalid(
+                "import.inject_metadata.properties",
+                format!(
+                    "{name:?}: a property name is 1 to 255 characters and does not start with \
+                     os_glance (reserved)"
+                ),
+            ));
+        }
+    }
     validate_stores(config, &invalid)?;
     validate_keystone(config, &invalid)?;
     if config.images.use_keystone_limits && config.auth.mode != AuthMode::Keystone {
@@ -583,6 +594,12 @@ mod tests {
                 "stores.a.secret_access_key_file",
             ),
             ("[stores.a]\ntype = \"gcs\"\n", "stores.a"),
+            (
+                "[import.inject_metadata]\nproperties = { os_glance_x = \"1\" }\n",
+                "import.inject_metadata.properties",
+            ),
+            ("[import]\nplugins = [\"decompress\"]\n", "import.plugins"),
+            ("[images]\ndisk_formats = []\n", "images.disk_formats"),
         ];
         for (text, expected) in cases {
             let dir = tempfile::tempdir().unwrap();

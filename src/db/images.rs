@@ -26,6 +26,9 @@ pub struct ImageChange {
     pub status: Option<Status>,
     pub data: Option<ImageData>,
     pub set_properties: Vec<(&'static str, String)>,
+    /// Properties named by the operator's config (import's `inject_metadata`), set or
+    /// replaced like `set_properties`.
+    pub custom_properties: Vec<(String, String)>,
     pub remove_properties: Vec<&'static str>,
     pub clear_locations: bool,
     /// Stores whose locations go.
@@ -192,7 +195,15 @@ impl Database {
                 .execute(&mut *tx)
                 .await?;
             }
-            let replaced = change.set_properties.iter().map(|(name, _)| *name);
+            let set = || {
+                let named = change
+                    .set_properties
+                    .iter()
+                    .map(|(name, value)| (*name, value));
+                let custom = change.custom_properties.iter();
+                named.chain(custom.map(|(name, value)| (name.as_str(), value)))
+            };
+            let replaced = set().map(|(name, _)| name);
             for name in change.remove_properties.iter().copied().chain(replaced) {
                 sqlx::query(&sql(
                     "DELETE FROM image_properties WHERE image_id = ? AND name = ?",
@@ -202,12 +213,12 @@ impl Database {
                 .execute(&mut *tx)
                 .await?;
             }
-            for (name, value) in &change.set_properties {
+            for (name, value) in set() {
                 sqlx::query(&sql(
                     "INSERT INTO image_properties (image_id, name, value) VALUES (?, ?, ?)",
                 ))
                 .bind(id)
-                .bind(*name)
+                .bind(name)
                 .bind(value)
                 .execute(&mut *tx)
                 .await?;

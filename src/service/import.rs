@@ -27,6 +27,33 @@ const STAGE_HOST: &str = "os_glance_stage_host";
 pub struct ImportSettings {
     pub methods: Vec<ImportMethod>,
     pub web: WebDownload,
+    /// `inject_metadata`, when the plugin is on.
+    pub inject: Option<Inject>,
+}
+
+/// Properties every import by a caller without any of `ignore_user_roles` adds to its image.
+pub struct Inject {
+    pub properties: Vec<(String, String)>,
+    pub ignore_user_roles: Vec<String>,
+}
+
+impl Inject {
+    /// What an import by `caller` adds: nothing for a caller with an ignored role, and never
+    /// a base attribute (only custom properties are injected).
+    fn for_caller(&self, caller: &Caller) -> Vec<(String, String)> {
+        if caller.roles.iter().any(|role| {
+            self.ignore_user_roles
+                .iter()
+                .any(|r| r.eq_ignore_ascii_case(role))
+        }) {
+            return Vec::new();
+        }
+        self.properties
+            .iter()
+            .filter(|(name, _)| !crate::domain::image::BASE_KEYS.contains(&name.as_str()))
+            .cloned()
+            .collect()
+    }
 }
 
 fn conflict(message: impl Into<String>) -> ServiceError {
@@ -248,6 +275,13 @@ impl Catalog {
                 (FAILED, String::new()),
             ],
             remove_properties: vec![STAGE_HOST],
+            // inject_metadata: set with the lock, so an import that starts has them.
+            custom_properties: self
+                .import
+                .inject
+                .as_ref()
+                .map(|inject| inject.for_caller(caller))
+                .unwrap_or_default(),
             ..ImageChange::default()
         };
         // Staged data is on the disk of the node that staged it: that node runs the import.

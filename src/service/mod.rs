@@ -34,7 +34,7 @@ use authz::ImageTarget;
 use data::data_of;
 pub use data::{Copies, Download, TransferSlots};
 pub use fetch::{FetchError, WebDownload};
-pub use import::ImportSettings;
+pub use import::{ImportSettings, Inject};
 pub use nodes::node_id;
 pub use quota::LimitSource;
 use tasks::Executor;

@@ -360,3 +360,63 @@ async fn with_locations_shown_a_patch_adds_replaces_and_removes_locations_as_gla
         last.text
     );
 }
+
+/// `import.plugins = ["inject_metadata"]`: an import by a caller without an ignored role
+/// gives its image the configured properties (never a base attribute); one with an ignored
+/// role does not.
+#[tokio::test]
+async fn inject_metadata_adds_the_configured_properties_to_imports() {
+    use crate::config::ImportPlugin;
+    for (ignored, injected) in [("admin", true), ("member", false)] {
+        let api = api_with(|config| {
+            config.import.plugins = vec![ImportPlugin::InjectMetadata];
+            config.import.inject_metadata.properties = [
+                ("hw_qemu_guest_agent".to_string(), "yes".to_string()),
+                ("name".to_string(), "not a property".to_string()),
+            ]
+            .into();
+            config.import.inject_metadata.ignore_user_roles = vec![ignored.into()];
+        })
+        .await;
+        let id = api
+            .create_id(
+                As::Project("p"),
+                json!({"name": "mine", "disk_format": "raw", "container_format": "bare"}),
+            )
+            .await;
+        let staged = api
+            .raw(
+                "PUT",
+                &format!("/v2/images/{id}/stage"),
+                &[("content-type", "application/octet-stream")],
+                b"staged bytes".to_vec(),
+            )
+            .await;
+        assert_eq!(staged.status, StatusCode::NO_CONTENT);
+        let started = api
+            .call(
+                As::Project("p"),
+                "POST",
+                &format!("/v2/images/{id}/import"),
+                Some((
+                    "application/json",
+                    json!({"method": {"name": "glance-direct"}}),
+                )),
+            )
+            .await;
+        assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.text);
+        let shown = api
+            .call(As::Project("p"), "GET", &format!("/v2/images/{id}"), None)
+            .await;
+        assert_eq!(
+            shown.body["name"], "mine",
+            "a base attribute is never injected"
+        );
+        assert_eq!(
+            shown.body.get("hw_qemu_guest_agent").is_some(),
+            injected,
+            "ignore_user_roles = [{ignored}]: {}",
+            shown.text
+        );
+    }
+}
