@@ -194,6 +194,33 @@ async fn uploads_record_virtual_size_and_unsafe_or_mismatched_data_is_415() {
     assert_eq!(shown["status"], "active");
     assert_eq!(shown["virtual_size"], 3u64 << 30);
 
+    // Every other format qemu-img makes, uploaded as itself: qemu-img's virtual size.
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (made_as, disk_format, options) in [
+        ("vpc", "vhd", ""),
+        ("vhdx", "vhdx", ""),
+        ("vdi", "vdi", ""),
+        ("vmdk", "vmdk", "subformat=streamOptimized"),
+    ] {
+        let path = dir.path().join(format!("disk.{made_as}"));
+        let path_text = path.to_str().expect("utf-8 path");
+        let mut args = vec!["create", "-q", "-f", made_as];
+        if !options.is_empty() {
+            args.extend(["-o", options]);
+        }
+        args.extend([path_text, "7G"]);
+        qemu_img(&args);
+        let data = std::fs::read(&path).expect("read");
+        let id = create(addr, disk_format).await;
+        let uploaded = upload_image(addr, &id, &data).await;
+        assert_eq!(uploaded.status, 204, "{disk_format}: {:?}", uploaded.body);
+        assert_eq!(
+            show_image(addr, &id).await["virtual_size"],
+            qemu_virtual_size(&path, made_as),
+            "{disk_format}"
+        );
+    }
+
     // Raw data is its own size; a safe qcow2 declared raw is taken as raw bytes.
     let raw = vec![7u8; 100_000];
     let id = create(addr, "raw").await;
