@@ -1,5 +1,5 @@
 //! The format inspector on real images made by `qemu-img` (qcow2, vmdk of three subformats,
-//! vhd, vhdx, vdi, raw) and on crafted dangerous ones: the format and virtual size as
+//! vhd, vhdx, vdi, raw) and `genisoimage` (iso), and on crafted dangerous ones: the format and virtual size as
 //! `qemu-img info` reports them, and the refusals Glance makes; then the same images
 //! uploaded to the real binary: `virtual_size` recorded, unsafe or mismatched data answered
 //! 415 in Glance's words with the image back in `queued` and nothing stored.
@@ -220,6 +220,25 @@ async fn uploads_record_virtual_size_and_unsafe_or_mismatched_data_is_415() {
             "{disk_format}"
         );
     }
+
+    // An ISO made by genisoimage: its volume's size; as a qcow2 it is refused.
+    let content = dir.path().join("content");
+    std::fs::create_dir(&content).expect("mkdir");
+    std::fs::write(content.join("README"), b"an ISO 9660 volume").expect("write");
+    let iso = dir.path().join("disk.iso");
+    let made = Command::new("genisoimage")
+        .args(["-quiet", "-V", "glint", "-o"])
+        .arg(&iso)
+        .arg(&content)
+        .status()
+        .expect("genisoimage runs (apt-get install genisoimage)");
+    assert!(made.success());
+    let data = std::fs::read(&iso).expect("read");
+    let id = create(addr, "iso").await;
+    assert_eq!(upload_image(addr, &id, &data).await.status, 204);
+    assert_eq!(show_image(addr, &id).await["virtual_size"], data.len());
+    let id = create(addr, "qcow2").await;
+    assert_eq!(upload_image(addr, &id, &data).await.status, 415);
 
     // Raw data is its own size; a safe qcow2 declared raw is taken as raw bytes.
     let raw = vec![7u8; 100_000];
