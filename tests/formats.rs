@@ -12,7 +12,9 @@ use std::process::Command;
 
 use glint::inspect::{Format, Inspection, Inspector, Refusal};
 use serde_json::{Value, json};
-use support::{Conn, FakeSystemd, SOCKET_UNIT_LISTEN, file_names, show_image, upload_image};
+use support::{
+    Conn, FakeSystemd, SOCKET_UNIT_LISTEN, create_image_as, file_names, show_image, upload_image,
+};
 
 fn qemu_img(args: &[&str]) {
     let status = Command::new("qemu-img")
@@ -162,21 +164,6 @@ fn qcow2_pair(size: &str) -> (Vec<u8>, Vec<u8>) {
     )
 }
 
-async fn create(addr: SocketAddr, disk_format: &str) -> String {
-    let mut conn = Conn::open(addr).await.expect("connect");
-    let (status, image) = conn
-        .json(
-            "POST",
-            "/v2/images",
-            "application/json",
-            &json!({"disk_format": disk_format, "container_format": "bare"}),
-        )
-        .await
-        .expect("create");
-    assert_eq!(status, 201, "{image}");
-    image["id"].as_str().expect("id").to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn uploads_record_virtual_size_and_unsafe_or_mismatched_data_is_415() {
     let (plain, backed) = qcow2_pair("3G");
@@ -188,7 +175,7 @@ async fn uploads_record_virtual_size_and_unsafe_or_mismatched_data_is_415() {
     let images = sd.path("state").join("images");
 
     // A qcow2 as qcow2: its virtual size, as qemu-img has it.
-    let id = create(addr, "qcow2").await;
+    let id = create_image_as(addr, "qcow2").await;
     assert_eq!(upload_image(addr, &id, &plain).await.status, 204);
     let shown = show_image(addr, &id).await;
     assert_eq!(shown["status"], "active");
@@ -211,7 +198,7 @@ async fn uploads_record_virtual_size_and_unsafe_or_mismatched_data_is_415() {
         args.extend([path_text, "7G"]);
         qemu_img(&args);
         let data = std::fs::read(&path).expect("read");
-        let id = create(addr, disk_format).await;
+        let id = create_image_as(addr, disk_format).await;
         let uploaded = upload_image(addr, &id, &data).await;
         assert_eq!(uploaded.status, 204, "{disk_format}: {:?}", uploaded.body);
         assert_eq!(
@@ -234,18 +221,18 @@ async fn uploads_record_virtual_size_and_unsafe_or_mismatched_data_is_415() {
         .expect("genisoimage runs (apt-get install genisoimage)");
     assert!(made.success());
     let data = std::fs::read(&iso).expect("read");
-    let id = create(addr, "iso").await;
+    let id = create_image_as(addr, "iso").await;
     assert_eq!(upload_image(addr, &id, &data).await.status, 204);
     assert_eq!(show_image(addr, &id).await["virtual_size"], data.len());
-    let id = create(addr, "qcow2").await;
+    let id = create_image_as(addr, "qcow2").await;
     assert_eq!(upload_image(addr, &id, &data).await.status, 415);
 
     // Raw data is its own size; a safe qcow2 declared raw is taken as raw bytes.
     let raw = vec![7u8; 100_000];
-    let id = create(addr, "raw").await;
+    let id = create_image_as(addr, "raw").await;
     assert_eq!(upload_image(addr, &id, &raw).await.status, 204);
     assert_eq!(show_image(addr, &id).await["virtual_size"], 100_000);
-    let id = create(addr, "raw").await;
+    let id = create_image_as(addr, "raw").await;
     assert_eq!(upload_image(addr, &id, &plain).await.status, 204);
     assert_eq!(show_image(addr, &id).await["virtual_size"], plain.len());
 
@@ -265,7 +252,7 @@ async fn uploads_record_virtual_size_and_unsafe_or_mismatched_data_is_415() {
             "Image disk_format qcow2 does not match stream data raw",
         ),
     ] {
-        let id = create(addr, declared).await;
+        let id = create_image_as(addr, declared).await;
         let refused = upload_image(addr, &id, data).await;
         assert_eq!(refused.status, 415, "{declared}: {:?}", refused.body);
         let body = String::from_utf8_lossy(&refused.body);
@@ -287,10 +274,10 @@ async fn uploads_record_virtual_size_and_unsafe_or_mismatched_data_is_415() {
     ));
     let (code, out) = sd.ctl(&["reload"]).await;
     assert_eq!(code, 0, "{out}");
-    let id = create(addr, "vmdk").await;
+    let id = create_image_as(addr, "vmdk").await;
     assert_eq!(upload_image(addr, &id, &plain).await.status, 204);
     assert!(show_image(addr, &id).await["virtual_size"].is_null());
-    let id = create(addr, "vmdk").await;
+    let id = create_image_as(addr, "vmdk").await;
     assert_eq!(upload_image(addr, &id, &backed).await.status, 415);
     assert_eq!(sd.stop().await, 0);
 }
@@ -317,7 +304,7 @@ async fn call(addr: SocketAddr, method: &str, path: &str, body: Value) -> (u16, 
 /// Stages `data`, imports it by glance-direct, and returns the image and its task once the
 /// task is over.
 async fn stage_and_import(addr: SocketAddr, disk_format: &str, data: &[u8]) -> (Value, Value) {
-    let id = create(addr, disk_format).await;
+    let id = create_image_as(addr, disk_format).await;
     let staged = support::send_slowly(
         addr,
         "PUT",

@@ -586,13 +586,18 @@ pub fn fresh_database() -> Option<String> {
 
 /// Creates a raw/bare image without data; returns its id.
 pub async fn create_image(addr: SocketAddr) -> String {
+    create_image_as(addr, "raw").await
+}
+
+/// Creates a bare image of `disk_format` without data; returns its id.
+pub async fn create_image_as(addr: SocketAddr, disk_format: &str) -> String {
     let mut conn = Conn::open(addr).await.expect("connect");
     let (status, image) = conn
         .json(
             "POST",
             "/v2/images",
             "application/json",
-            &serde_json::json!({"disk_format": "raw", "container_format": "bare"}),
+            &serde_json::json!({"disk_format": disk_format, "container_format": "bare"}),
         )
         .await
         .expect("create");
