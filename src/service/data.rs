@@ -105,7 +105,8 @@ pub(super) fn data_of(stored: &Stored, virtual_size: Option<u64>) -> ImageData {
 /// size to record, or the refusal that drops them.
 pub(super) type Judge = Box<dyn FnOnce(&Inspection, u64) -> Result<Option<u64>> + Send>;
 
-/// Takes any data (stages, copies whose source was judged when it came in).
+/// Takes any data: a stage, which Glance does not judge (its inspection is kept for the
+/// import, which does).
 pub(super) fn take_any() -> Judge {
     Box::new(|_, _| Ok(None))
 }

@@ -227,7 +227,7 @@ impl Stores {
             };
             if gone {
                 aborted += 1;
-                let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(record)).await;
+                Journal::forget(record).await;
             }
         }
         aborted

@@ -394,7 +394,7 @@ impl Journal {
     }
 
     /// The upload of `record` is completed or aborted.
-    async fn forget(record: PathBuf) {
+    pub(super) async fn forget(record: PathBuf) {
         let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(record)).await;
     }
 
