@@ -67,6 +67,17 @@ pub struct Patch {
     pub locations: Vec<LocationChange>,
 }
 
+/// Refuses a patch that sets a disk or container format this deployment does not take.
+pub fn check_formats(
+    operations: &[Operation],
+    formats: &image::Formats,
+) -> Result<(), DomainError> {
+    operations
+        .iter()
+        .filter_map(|operation| Some((&operation.key, operation.value.as_ref()?)))
+        .try_for_each(|(key, value)| formats.check(key, value))
+}
+
 /// Parses and checks a patch document with locations hidden; nothing is applied.
 pub fn parse(body: &Value, dialect: Dialect) -> Result<Vec<Operation>, DomainError> {
     parse_patch(body, dialect, false).map(|patch| patch.operations)

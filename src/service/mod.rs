@@ -385,11 +385,7 @@ impl Catalog {
     ) -> Result<Image> {
         let patch = patch::parse_patch(body, dialect, self.show_locations)?;
         let operations = patch.operations;
-        for operation in &operations {
-            if let Some(value) = &operation.value {
-                self.formats.check(&operation.key, value)?;
-            }
-        }
+        patch::check_formats(&operations, &self.formats)?;
         if !operations.is_empty() || patch.locations.is_empty() {
             self.modify(caller, id, "modify_image", |image| {
                 let before = image.visibility;

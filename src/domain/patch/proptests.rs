@@ -8,12 +8,12 @@ use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
-use super::{Dialect, apply, parse};
+use super::{Dialect, apply, check_formats, parse};
 use crate::domain::DomainError;
 use crate::domain::caller::Caller;
 use crate::domain::image::{
-    BASE_KEYS, CONTAINER_FORMATS, DISK_FORMATS, Image, MAX_LEN, PROPERTY_QUOTA, Quotas, READ_ONLY,
-    Status, TAG_QUOTA, Visibility, is_reserved, new_image,
+    BASE_KEYS, CONTAINER_FORMATS, DISK_FORMATS, Formats, Image, MAX_LEN, PROPERTY_QUOTA, Quotas,
+    READ_ONLY, Status, TAG_QUOTA, Visibility, is_reserved, new_image,
 };
 
 const CASES: u32 = 256;
@@ -348,10 +348,15 @@ proptest! {
     ) {
         let count = items.len();
         let body = Value::Array(items);
-        let operations = match parse(&body, dialect) {
+        let checked = parse(&body, dialect).and_then(|operations| {
+            check_formats(&operations, &Formats::default())?;
+            Ok(operations)
+        });
+        let operations = match checked {
             Ok(operations) => operations,
             Err(e) => {
-                // Parsing judges the shape (400) and which attributes may be named (403).
+                // Parsing judges the shape (400) and which attributes may be named (403);
+                // the deployment's formats which names a format may take (400).
                 prop_assert!(
                     matches!(e, DomainError::Invalid(_) | DomainError::Forbidden(_)),
                     "{:?}", e
