@@ -22,8 +22,11 @@ use crate::config::{
 use crate::db::{self, Database, DbError};
 use crate::policy::protections::{PropertyProtections, ProtectionsError};
 use crate::policy::{Policy, PolicyError};
-use crate::service::{Catalog, CatalogParts, ImportSettings, LimitSource, TaskBoard, WebDownload};
+use crate::service::{
+    Catalog, CatalogParts, FormatRules, ImportSettings, LimitSource, TaskBoard, WebDownload,
+};
 use crate::store::{Backend, DataDir, ObjectSpec, StoreError, StoreSpec, Stores};
+use crate::transform::{Limits, QemuImg, Step};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -208,11 +211,17 @@ impl App {
                             .collect(),
                         ignore_user_roles: config.import.inject_metadata.ignore_user_roles.clone(),
                     }),
+                steps: transform_steps(config),
+                work_dir: config.state_dir.join("work"),
             },
             transfer_wait: config.server.transfer_wait,
             limits,
             show_locations: config.images.show_multiple_locations,
-            require_format_match: config.images.require_format_match,
+            format_rules: FormatRules {
+                require_match: config.images.require_format_match,
+                vmdk_allowed_types: config.images.vmdk_allowed_types.clone(),
+                gpt_nonfatal: config.images.gpt_safety_checks_nonfatal.clone(),
+            },
             formats: crate::domain::image::Formats {
                 disk: config.images.disk_formats.clone(),
                 container: config.images.container_formats.clone(),
@@ -482,4 +491,28 @@ async fn refuse_dropping_data(
         }
     }
     Ok(())
+}
+
+/// The import plugins that change the bytes, in `import.plugins`' order.
+fn transform_steps(config: &Config) -> Vec<Step> {
+    let convert = &config.import.convert;
+    config
+        .import
+        .plugins
+        .iter()
+        .filter_map(|plugin| match plugin {
+            ImportPlugin::InjectMetadata => None,
+            ImportPlugin::Decompress => Some(Step::Decompress),
+            ImportPlugin::Convert => Some(Step::Convert(QemuImg {
+                program: convert.qemu_img.clone(),
+                output_format: convert.output_format.clone(),
+                limits: Limits {
+                    cpu_time: convert.cpu_time,
+                    address_space: convert.address_space.as_u64(),
+                },
+                vmdk_allowed_types: config.images.vmdk_allowed_types.clone(),
+                gpt_nonfatal: config.images.gpt_safety_checks_nonfatal.clone(),
+            })),
+        })
+        .collect()
 }

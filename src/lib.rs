@@ -19,6 +19,7 @@ pub mod signals;
 pub mod store;
 pub mod systemd;
 pub mod telemetry;
+pub mod transform;
 
 /// An error with its causes, on one line (sqlx and reqwest keep the reason in the source).
 pub fn chain(error: &dyn std::error::Error) -> String {

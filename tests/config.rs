@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use bytesize::ByteSize;
 use glint::config::{
-    AuthConfig, AuthMode, Config, ConfigError, ConfigSource, DataDirConfig, DatabaseConfig,
-    ImagesConfig, ImportConfig, ImportMethod, ImportPlugin, InjectMetadataConfig, KeystoneConfig,
-    LogConfig, LogFormat, NamedStoreConfig, ServerConfig, StoreConfig, WebDownloadConfig, load,
+    AuthConfig, AuthMode, Config, ConfigError, ConfigSource, ConvertConfig, DataDirConfig,
+    DatabaseConfig, ImagesConfig, ImportConfig, ImportMethod, ImportPlugin, InjectMetadataConfig,
+    KeystoneConfig, LogConfig, LogFormat, NamedStoreConfig, ServerConfig, StoreConfig,
+    WebDownloadConfig, load,
 };
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
@@ -267,9 +268,15 @@ fn import() -> impl Strategy<Value = ImportConfig> {
                         max_redirects,
                     },
                     plugins: if max_redirects % 2 == 0 {
-                        vec![ImportPlugin::InjectMetadata]
+                        vec![ImportPlugin::InjectMetadata, ImportPlugin::Decompress]
                     } else {
                         Vec::new()
+                    },
+                    // `convert` is left off: loading resolves its qemu_img in PATH.
+                    convert: ConvertConfig {
+                        output_format: "qcow2".into(),
+                        cpu_time: read_timeout,
+                        ..ConvertConfig::default()
                     },
                     inject_metadata: InjectMetadataConfig {
                         properties: [("hw_qemu_guest_agent".to_string(), "yes".to_string())].into(),

@@ -300,7 +300,29 @@ async fn call(addr: SocketAddr, method: &str, path: &str, body: Value) -> (u16, 
 /// Stages `data`, imports it by glance-direct, and returns the image and its task once the
 /// task is over.
 async fn stage_and_import(addr: SocketAddr, disk_format: &str, data: &[u8]) -> (Value, Value) {
-    let id = create_image_as(addr, disk_format).await;
+    let attributes = json!({"disk_format": disk_format, "container_format": "bare"});
+    stage_and_import_as(addr, attributes, data).await
+}
+
+/// `stage_and_import` of a new image with `attributes`.
+async fn stage_and_import_as(addr: SocketAddr, attributes: Value, data: &[u8]) -> (Value, Value) {
+    let id = stage(addr, attributes, data).await;
+    let (status, body) = call(
+        addr,
+        "POST",
+        &format!("/v2/images/{id}/import"),
+        json!({"method": {"name": "glance-direct"}}),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    import_done(addr, &id).await
+}
+
+/// Creates an image with `attributes` and stages `data` for it; returns its id.
+async fn stage(addr: SocketAddr, attributes: Value, data: &[u8]) -> String {
+    let (status, image) = call(addr, "POST", "/v2/images", attributes).await;
+    assert_eq!(status, 201, "{image}");
+    let id = image["id"].as_str().expect("id").to_string();
     let staged = support::send_slowly(
         addr,
         "PUT",
@@ -312,20 +334,17 @@ async fn stage_and_import(addr: SocketAddr, disk_format: &str, data: &[u8]) -> (
     .await
     .expect("staged");
     assert_eq!(staged.status, 204);
-    let (status, body) = call(
-        addr,
-        "POST",
-        &format!("/v2/images/{id}/import"),
-        json!({"method": {"name": "glance-direct"}}),
-    )
-    .await;
-    assert_eq!(status, 202, "{body}");
+    id
+}
+
+/// The image and its import task, once the task is over.
+async fn import_done(addr: SocketAddr, id: &str) -> (Value, Value) {
     let deadline = tokio::time::Instant::now() + support::PATIENCE;
     loop {
         let (_, tasks) = call(addr, "GET", &format!("/v2/images/{id}/tasks"), Value::Null).await;
         let task = tasks["tasks"][0].clone();
         if matches!(task["status"].as_str(), Some("success" | "failure")) {
-            return (show_image(addr, &id).await, task);
+            return (show_image(addr, id).await, task);
         }
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -401,5 +420,305 @@ async fn imports_record_virtual_size_and_refuse_unsafe_data() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert_eq!(show_image(addr, &id).await["virtual_size"], 2u64 << 30);
+    assert_eq!(sd.stop().await, 0);
+}
+
+/// `tool -c path`: gzip, zstd, xz or bzip2's output for the file.
+fn compress(tool: &str, path: &Path) -> Vec<u8> {
+    let out = Command::new(tool)
+        .arg("-c")
+        .arg(path)
+        .output()
+        .unwrap_or_else(|e| panic!("{tool} runs: {e}"));
+    assert!(out.status.success(), "{tool} -c {}", path.display());
+    out.stdout
+}
+
+/// `qemu-img convert -O raw` by hand: the disk a converted image must hold.
+fn raw_of(path: &Path, format: &str) -> Vec<u8> {
+    let out = path.with_extension("by-hand.raw");
+    let text = |p: &Path| p.to_str().expect("utf-8 path").to_string();
+    qemu_img(&[
+        "convert",
+        "-f",
+        format,
+        "-O",
+        "raw",
+        &text(path),
+        &text(&out),
+    ]);
+    std::fs::read(&out).expect("read")
+}
+
+/// A 6 MiB disk: a first MiB of zeros (no partition table), then a pattern.
+fn disk() -> Vec<u8> {
+    let mut data = vec![0u8; 1 << 20];
+    data.extend((0u32..5 << 20).map(|i| ((i / 4096) * 31 % 251) as u8 ^ (i as u8)));
+    data
+}
+
+/// The names in `dir`, none when it is not there.
+fn entries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn message(task: &Value) -> &str {
+    task["message"].as_str().unwrap_or("")
+}
+
+/// `decompress` then `convert` (to raw), as Glance's plugins: each wrapper is unwrapped,
+/// each format converted by qemu-img to the disk `qemu-img convert` makes by hand, and the
+/// image records what it became; unsafe or mismatched data, a bomb past the size cap and
+/// data that is not what it claims fail the import with nothing stored and nothing left
+/// in the work directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn imports_unwrap_and_convert_with_the_plugins() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let raw = dir.path().join("disk.raw");
+    std::fs::write(&raw, disk()).expect("write");
+    let text = |p: &Path| p.to_str().expect("utf-8 path").to_string();
+    let made = |format: &str, options: &[&str]| {
+        let path = dir.path().join(format!("disk.{format}"));
+        let mut args = vec!["convert", "-q", "-f", "raw", "-O", format];
+        args.extend_from_slice(options);
+        let (from, to) = (text(&raw), text(&path));
+        args.extend([from.as_str(), to.as_str()]);
+        qemu_img(&args);
+        path
+    };
+    let qcow2 = made("qcow2", &[]);
+    let vmdk = made("vmdk", &["-o", "subformat=streamOptimized"]);
+    let vhd = made("vpc", &[]);
+    let (_, backed) = qcow2_pair("64M");
+    let backed_path = dir.path().join("backed.qcow2");
+    std::fs::write(&backed_path, &backed).expect("write");
+    let bomb_source = dir.path().join("zeros");
+    std::fs::write(&bomb_source, vec![0u8; 96 << 20]).expect("write");
+
+    let mut sd = FakeSystemd::new();
+    let addr = sd.add_socket_unit("api");
+    sd.write_config(&format!(
+        "[server]\nlisten = [\"{SOCKET_UNIT_LISTEN}\"]\n\
+         [images]\nsize_cap = {}\n\
+         [import]\nplugins = [\"decompress\", \"convert\"]\n",
+        64 << 20
+    ));
+    sd.start().await;
+    let state = sd.path("state");
+
+    let converted = [
+        ("qcow2", compress("gzip", &qcow2), raw_of(&qcow2, "qcow2")),
+        ("vmdk", compress("zstd", &vmdk), raw_of(&vmdk, "vmdk")),
+        ("vhd", compress("bzip2", &vhd), raw_of(&vhd, "vpc")),
+        ("raw", compress("xz", &raw), disk()),
+        ("qcow2", std::fs::read(&qcow2).expect("read"), disk()),
+    ];
+    let mut active = Vec::new();
+    for (format, staged, expected) in converted {
+        let (shown, task) = stage_and_import(addr, format, &staged).await;
+        assert_eq!(task["status"], "success", "{format}: {task}");
+        assert_eq!(shown["status"], "active");
+        assert_eq!(shown["disk_format"], "raw", "{format}");
+        assert_eq!(shown["container_format"], "bare");
+        assert_eq!(shown["size"], expected.len() as u64, "{format}");
+        assert_eq!(shown["virtual_size"], expected.len() as u64, "{format}");
+        assert_eq!(shown["checksum"], support::md5_hex(&expected), "{format}");
+        active.push(shown["id"].as_str().expect("id").to_string());
+    }
+
+    // A compressed container is kept as it came.
+    let wrapped = compress("gzip", &raw);
+    let (shown, task) = stage_and_import_as(
+        addr,
+        json!({"disk_format": "raw", "container_format": "compressed"}),
+        &wrapped,
+    )
+    .await;
+    assert_eq!(task["status"], "success", "{task}");
+    assert_eq!(shown["checksum"], support::md5_hex(&wrapped));
+    assert_eq!(shown["container_format"], "compressed");
+    active.push(shown["id"].as_str().expect("id").to_string());
+
+    let refused = [
+        (
+            "qcow2",
+            compress("gzip", &backed_path),
+            "Image has disallowed configuration",
+        ),
+        ("vmdk", compress("gzip", &qcow2), "Image format mismatch"),
+        ("raw", compress("gzip", &bomb_source), "size cap"),
+        (
+            "qcow2",
+            b"\x1f\x8b\x08 not really gzip".to_vec(),
+            "could not be decompressed",
+        ),
+    ];
+    for (format, staged, why) in refused {
+        let (shown, task) = stage_and_import(addr, format, &staged).await;
+        assert_eq!(task["status"], "failure", "{format}: {task}");
+        assert!(message(&task).contains(why), "{why}: {task}");
+        assert_eq!(shown["status"], "queued", "{shown}");
+        assert_eq!(shown["disk_format"], format, "unchanged: {shown}");
+        assert!(shown["checksum"].is_null());
+    }
+
+    let mut stored = entries(&state.join("images"));
+    stored.retain(|name| !name.starts_with('.'));
+    stored.sort();
+    active.sort();
+    assert_eq!(stored, active, "the store holds the active images only");
+    assert_eq!(entries(&state.join("work")), Vec::<String>::new());
+    assert_eq!(sd.stop().await, 0);
+}
+
+/// A conversion cut by a crash starts again from the staged data when the task is taken
+/// up, and the qemu-img of the dead process dies with it (its parent-death signal).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_conversion_cut_by_a_crash_starts_again_from_the_staged_data() {
+    use nix::sys::signal::Signal;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let raw = dir.path().join("disk.raw");
+    std::fs::write(&raw, disk()).expect("write");
+    let qcow2 = dir.path().join("disk.qcow2");
+    let text = |p: &Path| p.to_str().expect("utf-8 path").to_string();
+    qemu_img(&[
+        "convert",
+        "-q",
+        "-f",
+        "raw",
+        "-O",
+        "qcow2",
+        &text(&raw),
+        &text(&qcow2),
+    ]);
+    // A qemu-img that says it has started converting and then never ends.
+    let started = dir.path().join("started");
+    let stuck = dir.path().join("qemu-img-stuck");
+    std::fs::write(
+        &stuck,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = convert ]; then echo $$ > {}; exec sleep 600; fi\nexec qemu-img \"$@\"\n",
+            text(&started)
+        ),
+    )
+    .expect("write");
+    std::fs::set_permissions(&stuck, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+
+    let mut sd = FakeSystemd::new();
+    let addr = sd.add_socket_unit("api");
+    let config = |qemu_img: &Path| {
+        format!(
+            "[server]\nlisten = [\"{SOCKET_UNIT_LISTEN}\"]\n\
+             [import]\nplugins = [\"convert\"]\n\
+             [import.convert]\nqemu_img = \"{}\"\n",
+            text(qemu_img)
+        )
+    };
+    sd.write_config(&config(&stuck));
+    sd.start().await;
+    let id = stage(
+        addr,
+        json!({"disk_format": "qcow2", "container_format": "bare"}),
+        &std::fs::read(&qcow2).expect("read"),
+    )
+    .await;
+    let (status, body) = call(
+        addr,
+        "POST",
+        &format!("/v2/images/{id}/import"),
+        json!({"method": {"name": "glance-direct"}}),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let deadline = tokio::time::Instant::now() + support::PATIENCE;
+    let child: i32 = loop {
+        if let Some(pid) = std::fs::read_to_string(&started)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+        {
+            break pid;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "qemu-img never ran");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    sd.signal(Signal::SIGKILL);
+    sd.wait_exit().await;
+    let deadline = tokio::time::Instant::now() + support::PATIENCE;
+    loop {
+        let state = std::fs::read_to_string(format!("/proc/{child}/stat")).ok();
+        // Gone, or a zombie no one reaps: either way it converts nothing more.
+        if state.is_none_or(|s| {
+            s.rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('Z'))
+        }) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "qemu-img outlived glint"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+
+    sd.write_config(&config(Path::new("qemu-img")));
+    sd.start().await;
+    let (shown, task) = import_done(addr, &id).await;
+    assert_eq!(task["status"], "success", "{task}");
+    assert_eq!(shown["disk_format"], "raw");
+    assert_eq!(shown["checksum"], support::md5_hex(&disk()));
+    assert_eq!(shown["virtual_size"], disk().len() as u64);
+    assert!(sd.logs().contains("resuming task"));
+    assert_eq!(
+        entries(&sd.path("state").join("work")),
+        Vec::<String>::new()
+    );
+    assert_eq!(sd.stop().await, 0);
+}
+
+/// web-download's data is judged like any other: a qcow2 with a backing file fails the
+/// import with Glance's words and lands nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_web_download_of_an_unsafe_image_is_refused() {
+    let (plain, backed) = qcow2_pair("1G");
+    let mut sd = FakeSystemd::new();
+    let addr = sd.add_socket_unit("api");
+    sd.write_config(&format!(
+        "[server]\nlisten = [\"{SOCKET_UNIT_LISTEN}\"]\n\
+         [import.web_download]\nallowed_hosts = [\"127.0.0.1\"]\nallowed_ports = []\n"
+    ));
+    sd.start().await;
+    for (data, outcome) in [(backed, "failure"), (plain, "success")] {
+        let web = support::Web::serve(data, 64 << 10, std::time::Duration::ZERO);
+        let id = create_image_as(addr, "qcow2").await;
+        let (status, body) = call(
+            addr,
+            "POST",
+            &format!("/v2/images/{id}/import"),
+            json!({"method": {"name": "web-download", "uri": web.url()}}),
+        )
+        .await;
+        assert_eq!(status, 202, "{body}");
+        let (shown, task) = import_done(addr, &id).await;
+        assert_eq!(task["status"], outcome, "{task}");
+        if outcome == "failure" {
+            assert!(
+                message(&task).contains("Image failed safety checks"),
+                "{task}"
+            );
+            assert_eq!(shown["status"], "queued");
+            assert!(!file_names(&sd.path("state").join("images")).contains(&id));
+        } else {
+            assert_eq!(shown["virtual_size"], 1u64 << 30);
+        }
+        assert!(!file_names(&sd.path("state").join("staging")).contains(&id));
+    }
     assert_eq!(sd.stop().await, 0);
 }

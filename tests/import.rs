@@ -16,7 +16,7 @@ use bytes::Bytes;
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 use sha2::Digest;
-use support::{Conn, FakeSystemd, PATIENCE, SOCKET_UNIT_LISTEN, send_slowly};
+use support::{Conn, FakeSystemd, PATIENCE, SOCKET_UNIT_LISTEN, Web, send_slowly};
 
 const OCTETS: (&str, &str) = ("content-type", "application/octet-stream");
 
@@ -167,74 +167,6 @@ fn assert_nothing_left(state: &Path) {
             .filter(|f| f.starts_with('.'))
             .collect();
         assert!(partial.is_empty(), "{store}: {partial:?}");
-    }
-}
-
-/// A web server for web-download: serves `data` at any path, `chunk` bytes at a time with
-/// `pause` between chunks, and counts requests and chunks sent.
-struct Web {
-    addr: SocketAddr,
-    requests: Arc<AtomicUsize>,
-    chunks_sent: Arc<AtomicUsize>,
-}
-
-impl Web {
-    fn serve(data: Vec<u8>, chunk: usize, pause: Duration) -> Web {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let requests = Arc::new(AtomicUsize::new(0));
-        let chunks_sent = Arc::new(AtomicUsize::new(0));
-        let (counted, sent) = (requests.clone(), chunks_sent.clone());
-        let data = Arc::new(data);
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                counted.fetch_add(1, Ordering::SeqCst);
-                let (data, sent) = (data.clone(), sent.clone());
-                std::thread::spawn(move || {
-                    let mut stream = stream;
-                    let mut head = Vec::new();
-                    let mut byte = [0u8; 1];
-                    while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
-                        head.push(byte[0]);
-                    }
-                    let header = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
-                        data.len()
-                    );
-                    if stream.write_all(header.as_bytes()).is_err() {
-                        return;
-                    }
-                    for piece in data.chunks(chunk) {
-                        if stream.write_all(piece).is_err() {
-                            return;
-                        }
-                        sent.fetch_add(1, Ordering::SeqCst);
-                        std::thread::sleep(pause);
-                    }
-                });
-            }
-        });
-        Web {
-            addr,
-            requests,
-            chunks_sent,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/images/disk.raw", self.addr)
-    }
-
-    /// Waits until the download is under way (some chunks are out).
-    async fn wait_for_chunks(&self, at_least: usize) {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        while self.chunks_sent.load(Ordering::SeqCst) < at_least {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the download never began"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
     }
 }
 

@@ -13,7 +13,7 @@ use figment::value::Value;
 use figment::{Figment, Metadata};
 
 use super::ConfigError;
-use super::types::{Config, NamedStoreConfig, Secret, StoreConfig};
+use super::types::{Config, ImportPlugin, NamedStoreConfig, Secret, StoreConfig};
 use super::validate::validate;
 
 /// Where the config is read from. Built once by `main` and reused by every reload.
@@ -195,6 +195,7 @@ pub fn load(source: &ConfigSource) -> Result<LoadedConfig, ConfigError> {
     };
     read_url_file(&mut loaded)?;
     read_secret_files(&mut loaded)?;
+    find_qemu_img(&mut loaded)?;
     validate(&loaded)?;
     Ok(loaded)
 }
@@ -220,6 +221,50 @@ fn read_url_file(loaded: &mut LoadedConfig) -> Result<(), ConfigError> {
         )));
     }
     loaded.config.database.url = url.to_string();
+    Ok(())
+}
+
+/// `import.convert.qemu_img`, when the `convert` plugin is on: the executable itself, found
+/// in `PATH` when only a name is given, so a missing `qemu-img` fails the start or reload
+/// rather than every import.
+fn find_qemu_img(loaded: &mut LoadedConfig) -> Result<(), ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    if !loaded
+        .config
+        .import
+        .plugins
+        .contains(&ImportPlugin::Convert)
+    {
+        return Ok(());
+    }
+    let named = loaded.config.import.convert.qemu_img.clone();
+    let candidates: Vec<PathBuf> = if named.components().count() > 1 {
+        vec![named.clone()]
+    } else {
+        std::env::var_os("PATH")
+            .map(|path| {
+                std::env::split_paths(&path)
+                    .map(|dir| dir.join(&named))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let executable = |path: &Path| {
+        std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    let Some(found) = candidates.into_iter().find(|path| executable(path)) else {
+        return Err(ConfigError::Invalid {
+            origin: loaded
+                .origin("import.convert.qemu_img")
+                .unwrap_or_else(|| "built-in default".into()),
+            message: format!(
+                "key `import.convert.qemu_img`: {} is not an executable file (nor found in PATH); \
+                 the convert plugin needs qemu-img (Debian: qemu-utils)",
+                named.display()
+            ),
+        });
+    };
+    loaded.config.import.convert.qemu_img = found;
     Ok(())
 }
 

@@ -14,10 +14,11 @@ use std::path::PathBuf;
 
 pub use load::{ConfigSource, LoadedConfig, load};
 pub use types::{
-    AuthConfig, AuthMode, Config, DataDirConfig, DatabaseConfig, DatabaseLocation, ImagesConfig,
-    ImportConfig, ImportMethod, ImportPlugin, InjectMetadataConfig, KeystoneConfig, LEGACY_STORE,
-    LogConfig, LogFormat, NamedStoreConfig, S3_DEFAULT_PART_SIZE, S3_DEFAULT_PARTS_IN_FLIGHT,
-    S3_DEFAULT_REGION, Secret, ServerConfig, StoreConfig, StoreKind, WebDownloadConfig,
+    AuthConfig, AuthMode, Config, ConvertConfig, DataDirConfig, DatabaseConfig, DatabaseLocation,
+    ImagesConfig, ImportConfig, ImportMethod, ImportPlugin, InjectMetadataConfig, KeystoneConfig,
+    LEGACY_STORE, LogConfig, LogFormat, NamedStoreConfig, S3_DEFAULT_PART_SIZE,
+    S3_DEFAULT_PARTS_IN_FLIGHT, S3_DEFAULT_REGION, Secret, ServerConfig, StoreConfig, StoreKind,
+    WebDownloadConfig,
 };
 pub use validate::{check_exposure, check_reloadable};
 

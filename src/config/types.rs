@@ -144,6 +144,7 @@ pub struct ImportConfig {
     /// Import plugins run by every import, in this order (Glance's `image_import_plugins`).
     pub plugins: Vec<ImportPlugin>,
     pub inject_metadata: InjectMetadataConfig,
+    pub convert: ConvertConfig,
 }
 
 /// An import plugin.
@@ -153,6 +154,38 @@ pub enum ImportPlugin {
     /// Adds `import.inject_metadata.properties` to images imported by callers without any of
     /// `ignore_user_roles` (Glance's `inject_image_metadata`).
     InjectMetadata,
+    /// Decompresses gzip, zstd, xz and bzip2 data before it is stored, unless the image's
+    /// `container_format` is `compressed` (Glance's `image_decompression`).
+    Decompress,
+    /// Converts the data to `import.convert.output_format` with `qemu-img convert`
+    /// (Glance's `image_conversion`).
+    Convert,
+}
+
+/// The `convert` import plugin: what it makes, and the limits `qemu-img` runs under.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConvertConfig {
+    /// `raw`, `qcow2` or `vmdk` (Glance's `image_conversion.output_format`).
+    pub output_format: String,
+    /// The `qemu-img` to run: a path, or a name looked up in `PATH`.
+    pub qemu_img: PathBuf,
+    /// CPU time one `qemu-img` run may use (`RLIMIT_CPU`).
+    #[serde(with = "humantime_serde")]
+    pub cpu_time: Duration,
+    /// Address space one `qemu-img` run may map (`RLIMIT_AS`).
+    pub address_space: bytesize::ByteSize,
+}
+
+impl Default for ConvertConfig {
+    fn default() -> Self {
+        ConvertConfig {
+            output_format: "raw".into(),
+            qemu_img: PathBuf::from("qemu-img"),
+            cpu_time: Duration::from_secs(600),
+            address_space: bytesize::ByteSize::gib(1),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -225,6 +258,7 @@ impl Default for ImportConfig {
             web_download: WebDownloadConfig::default(),
             plugins: Vec::new(),
             inject_metadata: InjectMetadataConfig::default(),
+            convert: ConvertConfig::default(),
         }
     }
 }
@@ -335,6 +369,12 @@ pub struct ImagesConfig {
     /// `[image_format]` lists and defaults).
     pub disk_formats: Vec<String>,
     pub container_formats: Vec<String>,
+    /// The VMDK `createType`s taken (Glance's `vmdk_allowed_types`); empty takes no VMDK.
+    /// Types that name extent files are refused whatever this says.
+    pub vmdk_allowed_types: Vec<String>,
+    /// Safety checks (`mbr`, `gptmbr`) a GPT disk may fail and still be taken (Glance's
+    /// `gpt_safety_checks_nonfatal`).
+    pub gpt_safety_checks_nonfatal: Vec<String>,
 }
 
 impl Default for ImagesConfig {
@@ -349,6 +389,8 @@ impl Default for ImagesConfig {
             image_location_quota: 10,
             show_image_direct_url: false,
             require_format_match: true,
+            vmdk_allowed_types: vec!["streamOptimized".into(), "monolithicSparse".into()],
+            gpt_safety_checks_nonfatal: Vec::new(),
             disk_formats: [
                 "ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop",
             ]

@@ -10,8 +10,8 @@ use std::time::Duration;
 use super::ConfigError;
 use super::load::LoadedConfig;
 use super::types::{
-    AuthMode, Config, NamedStoreConfig, S3_DEFAULT_PART_SIZE, S3_DEFAULT_PARTS_IN_FLIGHT,
-    StoreConfig, StoreKind,
+    AuthMode, Config, ImportPlugin, NamedStoreConfig, S3_DEFAULT_PART_SIZE,
+    S3_DEFAULT_PARTS_IN_FLIGHT, StoreConfig, StoreKind,
 };
 
 /// Upper bound on `server.workers`: more threads than this is a typo, not a tuning.
@@ -137,6 +137,15 @@ pub(super) fn validate(loaded: &LoadedConfig) -> Result<(), ConfigError> {
             ));
         }
     }
+    for name in &config.images.gpt_safety_checks_nonfatal {
+        if !matches!(name.as_str(), "mbr" | "gptmbr") {
+            return Err(invalid(
+                "images.gpt_safety_checks_nonfatal",
+                format!("`{name}` is not one of mbr, gptmbr"),
+            ));
+        }
+    }
+    validate_plugins(config, &invalid)?;
     validate_stores(config, &invalid)?;
     validate_keystone(config, &invalid)?;
     if config.images.use_keystone_limits && config.auth.mode != AuthMode::Keystone {
@@ -234,6 +243,52 @@ fn validate_keystone(
                 "must be set when auth.mode = \"keystone\"".into(),
             ));
         }
+    }
+    Ok(())
+}
+
+fn validate_plugins(
+    config: &Config,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    let plugins = &config.import.plugins;
+    if let Some(twice) = plugins
+        .iter()
+        .enumerate()
+        .find_map(|(i, p)| plugins[..i].contains(p).then_some(p))
+    {
+        return Err(invalid(
+            "import.plugins",
+            format!("{twice:?} is listed twice"),
+        ));
+    }
+    let convert = &config.import.convert;
+    if plugins.contains(&ImportPlugin::Convert) {
+        let output = convert.output_format.as_str();
+        if !matches!(output, "raw" | "qcow2" | "vmdk") {
+            return Err(invalid(
+                "import.convert.output_format",
+                format!("`{output}` is not one of raw, qcow2, vmdk"),
+            ));
+        }
+        if !config.images.disk_formats.iter().any(|f| f == output) {
+            return Err(invalid(
+                "import.convert.output_format",
+                format!("`{output}` is not in images.disk_formats"),
+            ));
+        }
+    }
+    if convert.cpu_time.is_zero() || convert.cpu_time > MAX_DURATION {
+        return Err(invalid(
+            "import.convert.cpu_time",
+            "must be more than 0 and at most a year".into(),
+        ));
+    }
+    if convert.address_space.as_u64() < 64 << 20 {
+        return Err(invalid(
+            "import.convert.address_space",
+            "must be at least 64 MiB (qemu-img maps its libraries too)".into(),
+        ));
     }
     Ok(())
 }
@@ -598,7 +653,23 @@ mod tests {
                 "[import.inject_metadata]\nproperties = { os_glance_x = \"1\" }\n",
                 "import.inject_metadata.properties",
             ),
-            ("[import]\nplugins = [\"decompress\"]\n", "import.plugins"),
+            (
+                "[import]\nplugins = [\"decompress\", \"decompress\"]\n",
+                "import.plugins",
+            ),
+            ("[import]\nplugins = [\"resize\"]\n", "import.plugins"),
+            (
+                "[import]\nplugins = [\"convert\"]\n[import.convert]\noutput_format = \"vhd\"\n",
+                "import.convert.output_format",
+            ),
+            (
+                "[import]\nplugins = [\"convert\"]\n[import.convert]\nqemu_img = \"no-such-qemu-img\"\n",
+                "import.convert.qemu_img",
+            ),
+            (
+                "[images]\ngpt_safety_checks_nonfatal = [\"all\"]\n",
+                "images.gpt_safety_checks_nonfatal",
+            ),
             ("[images]\ndisk_formats = []\n", "images.disk_formats"),
         ];
         for (text, expected) in cases {

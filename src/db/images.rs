@@ -25,6 +25,8 @@ pub struct ImageChange {
     pub require_absent: Option<&'static str>,
     pub status: Option<Status>,
     pub data: Option<ImageData>,
+    /// New `disk_format` and `container_format` (what an import's conversion made).
+    pub formats: Option<(String, String)>,
     pub set_properties: Vec<(&'static str, String)>,
     /// Properties named by the operator's config (import's `inject_metadata`), set or
     /// replaced like `set_properties`.
@@ -191,6 +193,16 @@ impl Database {
                 .bind(&data.os_hash_algo)
                 .bind(&data.os_hash_value)
                 .bind(data.virtual_size)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            if let Some((disk_format, container_format)) = &change.formats {
+                sqlx::query(&sql(
+                    "UPDATE images SET disk_format = ?, container_format = ? WHERE id = ?",
+                ))
+                .bind(disk_format)
+                .bind(container_format)
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;

@@ -201,6 +201,14 @@ impl Watcher {
         }
     }
 
+    /// The variant of the format the header names (a VMDK's `createType`).
+    pub(super) fn subformat(&self) -> Option<String> {
+        match self {
+            Watcher::Vmdk(vmdk) => vmdk.create_type(),
+            _ => None,
+        }
+    }
+
     /// The disk's size as the format says; `size` is the whole stream's.
     pub(super) fn virtual_size(&self, size: u64) -> Option<u64> {
         match self {

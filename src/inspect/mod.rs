@@ -47,6 +47,45 @@ impl Format {
     }
 }
 
+/// A compression wrapper around image data, told by its magic number. The inspector says
+/// so; it does not look inside (the import plugin `decompress` does, and its output is
+/// inspected in its turn).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    Gzip,
+    Zstd,
+    Xz,
+    Bzip2,
+}
+
+impl Compression {
+    /// The most bytes `detect` looks at.
+    pub const MAGIC_LENGTH: usize = 6;
+
+    /// The wrapper whose magic number `head` (the stream's first bytes) starts with.
+    pub fn detect(head: &[u8]) -> Option<Compression> {
+        match head {
+            [0x1f, 0x8b, 0x08, ..] => Some(Compression::Gzip),
+            [0x28, 0xb5, 0x2f, 0xfd, ..] => Some(Compression::Zstd),
+            [0xfd, b'7', b'z', b'X', b'Z', 0x00, ..] => Some(Compression::Xz),
+            [b'B', b'Z', b'h', b'1'..=b'9', ..] => Some(Compression::Bzip2),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+            Compression::Xz => "xz",
+            Compression::Bzip2 => "bzip2",
+        }
+    }
+}
+
 /// A byte range of the stream one format needs, captured as it passes. Only bytes that
 /// continue what it holds are taken: a range that starts behind the stream's position when
 /// it is asked for never completes.
@@ -138,6 +177,12 @@ pub struct Inspection {
     /// Why the data cannot be taken as any one format (several matched), or why it is not
     /// safe as the one it is: the names of the failed checks with their reasons.
     pub refusal: Option<Refusal>,
+    /// The compression wrapper the data is in, if any (then its format is `Raw`).
+    #[serde(default)]
+    pub compression: Option<Compression>,
+    /// A VMDK's `createType`, in lower case.
+    #[serde(default)]
+    pub subformat: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -170,6 +215,8 @@ impl std::fmt::Display for Refusal {
 pub struct Inspector {
     watchers: Vec<Watcher>,
     position: u64,
+    /// The stream's first bytes, for its compression wrapper.
+    head: Region,
 }
 
 impl Default for Inspector {
@@ -183,10 +230,12 @@ impl Inspector {
         Inspector {
             watchers: Watcher::all(),
             position: 0,
+            head: Region::new(0, Compression::MAGIC_LENGTH),
         }
     }
 
     pub fn feed(&mut self, chunk: &[u8]) {
+        self.head.capture(chunk, self.position);
         for watcher in &mut self.watchers {
             watcher.feed(chunk, self.position);
         }
@@ -204,11 +253,14 @@ impl Inspector {
         {
             matched.retain(|w| w.format() == Format::Iso);
         }
+        let compression = Compression::detect(&self.head.data);
         match matched.as_slice() {
             [] => Inspection {
                 format: Format::Raw,
                 virtual_size: Some(size),
                 refusal: None,
+                compression,
+                subformat: None,
             },
             [only] => {
                 let refusal = if !only.complete() {
@@ -225,6 +277,8 @@ impl Inspector {
                     format: only.format(),
                     virtual_size: only.virtual_size(size),
                     refusal,
+                    compression: None,
+                    subformat: only.subformat(),
                 }
             }
             several => Inspection {
@@ -233,6 +287,8 @@ impl Inspector {
                 refusal: Some(Refusal::Ambiguous(
                     several.iter().map(|w| w.format()).collect(),
                 )),
+                compression: None,
+                subformat: None,
             },
         }
     }

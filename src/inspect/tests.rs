@@ -198,6 +198,7 @@ fn a_vmdk_names_its_subformat_and_its_extents() {
     assert_eq!(found.format, Format::Vmdk);
     assert_eq!(found.virtual_size, Some(2048 * 512));
     assert_eq!(found.refusal, None);
+    assert_eq!(found.subformat.as_deref(), Some("monolithicsparse"));
 
     let flat = SPARSE.replace("monolithicSparse", "monolithicFlat");
     assert_eq!(unsafe_checks(&inspect(&vmdk(&flat))), ["descriptor"]);
@@ -251,4 +252,29 @@ proptest! {
         prop_assert_eq!(found.format, Format::Qcow2);
         prop_assert_eq!(found.virtual_size, Some(size));
     }
+}
+
+#[test]
+fn compression_wrappers_are_told_by_their_magic_and_are_raw_data() {
+    let cases: [(&[u8], Compression); 4] = [
+        (b"\x1f\x8b\x08\x00\x00\x00", Compression::Gzip),
+        (b"\x28\xb5\x2f\xfd\x24\x00", Compression::Zstd),
+        (b"\xfd7zXZ\x00\x00\x04", Compression::Xz),
+        (b"BZh91AY&SY", Compression::Bzip2),
+    ];
+    for (magic, compression) in cases {
+        let mut data = magic.to_vec();
+        data.resize(4096, 0x5a);
+        let found = inspect(&data);
+        assert_eq!(
+            found.compression,
+            Some(compression),
+            "{}",
+            compression.name()
+        );
+        assert_eq!(found.format, Format::Raw);
+    }
+    assert_eq!(inspect(b"BZh0....").compression, None);
+    assert_eq!(inspect(b"\x1f\x8b").compression, None);
+    assert_eq!(inspect(&qcow2(3, 0, 0, 1)).compression, None);
 }

@@ -9,11 +9,22 @@ use crate::domain::DomainError;
 use crate::domain::image::Image;
 use crate::inspect::{Format, Inspection, Refusal};
 
+/// What a deployment takes beyond the inspector's own checks.
+#[derive(Debug, Clone)]
+pub struct FormatRules {
+    /// `images.require_format_match`.
+    pub require_match: bool,
+    /// `images.vmdk_allowed_types`.
+    pub vmdk_allowed_types: Vec<String>,
+    /// `images.gpt_safety_checks_nonfatal`.
+    pub gpt_nonfatal: Vec<String>,
+}
+
 impl Catalog {
     /// How data for `image` is judged, with this generation's settings.
     pub(super) fn judge_for(&self, image: &Image) -> Judge {
-        let (image, require_match) = (image.clone(), self.require_format_match);
-        Box::new(move |inspection, size| Ok(judge(&image, inspection, size, require_match)?))
+        let (image, rules) = (image.clone(), self.format_rules.clone());
+        Box::new(move |inspection, size| Ok(judge(&image, inspection, size, &rules)?))
     }
 }
 
@@ -40,7 +51,7 @@ fn judge(
     image: &Image,
     inspection: &Inspection,
     size: u64,
-    require_match: bool,
+    rules: &FormatRules,
 ) -> Result<Option<u64>, DomainError> {
     if image.container_format.as_deref() != Some("bare") {
         return Ok(None);
@@ -48,7 +59,7 @@ fn judge(
     let declared = image.disk_format.as_deref().unwrap_or("");
     let detected = inspection.format;
     let mismatch = |message: String| {
-        if require_match {
+        if rules.require_match {
             Err(DomainError::UnacceptableData(message))
         } else {
             tracing::warn!(image_id = %image.id, %message, "format mismatch taken (images.require_format_match = false)");
@@ -70,15 +81,111 @@ fn judge(
             detected.name()
         ))?,
     };
+    let refused = |checks: &str| {
+        tracing::warn!(image_id = %image.id, format = detected.name(), failed = %checks, "image data refused");
+        Err(DomainError::UnacceptableData(
+            "Image failed safety checks".into(),
+        ))
+    };
+    if detected == Format::Vmdk
+        && !inspection.subformat.as_deref().is_some_and(|create_type| {
+            rules
+                .vmdk_allowed_types
+                .iter()
+                .any(|allowed| allowed.eq_ignore_ascii_case(create_type))
+        })
+    {
+        return refused("createType not in images.vmdk_allowed_types");
+    }
     if let Some(Refusal::Unsafe(failures)) = &inspection.refusal {
+        if detected == Format::Gpt
+            && failures
+                .iter()
+                .all(|(name, _)| rules.gpt_nonfatal.contains(name))
+        {
+            tracing::warn!(image_id = %image.id, failed = ?failures, "GPT safety checks failed, taken as non-fatal (images.gpt_safety_checks_nonfatal)");
+            return Ok(virtual_size);
+        }
         let checks: Vec<String> = failures
             .iter()
             .map(|(name, reason)| format!("{name}: {reason}"))
             .collect();
-        tracing::warn!(image_id = %image.id, format = detected.name(), failed = %checks.join("; "), "image data refused");
-        return Err(DomainError::UnacceptableData(
-            "Image failed safety checks".into(),
-        ));
+        return refused(&checks.join("; "));
     }
     Ok(virtual_size)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::domain::caller::Caller;
+    use crate::domain::image::{Quotas, new_image};
+
+    fn image(disk_format: &str) -> Image {
+        let Value::Object(attributes) =
+            json!({"disk_format": disk_format, "container_format": "bare"})
+        else {
+            unreachable!("an object")
+        };
+        new_image(
+            attributes,
+            &Caller::default(),
+            0,
+            "id".into(),
+            &Quotas::default(),
+        )
+        .expect("a valid image")
+    }
+
+    fn rules(vmdk: &[&str], gpt_nonfatal: &[&str]) -> FormatRules {
+        FormatRules {
+            require_match: true,
+            vmdk_allowed_types: vmdk.iter().map(|t| t.to_string()).collect(),
+            gpt_nonfatal: gpt_nonfatal.iter().map(|t| t.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_vmdk_is_taken_only_of_an_allowed_create_type() {
+        let sparse = Inspection {
+            format: Format::Vmdk,
+            virtual_size: Some(1 << 20),
+            refusal: None,
+            compression: None,
+            subformat: Some("monolithicsparse".into()),
+        };
+        let vmdk = image("vmdk");
+        let defaults = rules(&["streamOptimized", "monolithicSparse"], &[]);
+        assert_eq!(
+            judge(&vmdk, &sparse, 4096, &defaults).ok(),
+            Some(Some(1 << 20))
+        );
+        let stream_only = rules(&["streamOptimized"], &[]);
+        assert!(judge(&vmdk, &sparse, 4096, &stream_only).is_err());
+        // Declared raw, its bytes still may not be a VMDK of a refused type.
+        assert!(judge(&image("raw"), &sparse, 4096, &rules(&[], &[])).is_err());
+    }
+
+    #[test]
+    fn gpt_checks_named_nonfatal_do_not_refuse_the_disk() {
+        let gpt = Inspection {
+            format: Format::Gpt,
+            virtual_size: Some(8192),
+            refusal: Some(Refusal::Unsafe(vec![(
+                "mbr".into(),
+                "GPT MBR has no partitions defined".into(),
+            )])),
+            compression: None,
+            subformat: None,
+        };
+        let declared = image("gpt");
+        assert!(judge(&declared, &gpt, 8192, &rules(&[], &[])).is_err());
+        assert_eq!(
+            judge(&declared, &gpt, 8192, &rules(&[], &["mbr"])).ok(),
+            Some(Some(8192))
+        );
+        assert!(judge(&declared, &gpt, 8192, &rules(&[], &["gptmbr"])).is_err());
+    }
 }

@@ -29,6 +29,10 @@ pub struct ImportSettings {
     pub web: WebDownload,
     /// `inject_metadata`, when the plugin is on.
     pub inject: Option<Inject>,
+    /// The plugins that change the bytes (`decompress`, `convert`), in their order.
+    pub steps: Vec<crate::transform::Step>,
+    /// Where each import's steps write: a directory per image.
+    pub work_dir: std::path::PathBuf,
 }
 
 /// Properties every import by a caller without any of `ignore_user_roles` adds to its image.
@@ -162,6 +166,9 @@ impl Catalog {
     }
 
     pub(super) async fn remove_staged(&self, id: &str) {
+        if let Err(e) = crate::transform::remove(&self.import.work_dir.join(id)).await {
+            tracing::warn!(image_id = id, error = %e, "import work directory not removed");
+        }
         let staging = self.stores.staging().clone();
         let image_id = id.to_string();
         match blocking(move || staging.delete_with_hashes(&image_id)).await {

@@ -4,6 +4,9 @@
 //! each finished copy as a location — so a task cut by a drain deadline, a stop or a crash is
 //! taken up again from there. Also what a process's first generation recovers.
 
+use std::path::{Path, PathBuf};
+
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use super::data::{ClaimKind, Judge, blocking};
@@ -14,7 +17,8 @@ use crate::domain::image::{Image, Location, Status};
 use crate::domain::import::{self, ImportRequest, Method};
 use crate::domain::task::{Task, TaskStatus};
 use crate::domain::time;
-use crate::store::{STAGING_ID, Store, Stored};
+use crate::store::{ByteStream, STAGING_ID, Store, Stored};
+use crate::transform::{self, Data};
 
 /// A task's plan, as its input recorded it.
 struct Plan {
@@ -55,6 +59,43 @@ impl Plan {
     fn copies(&self) -> bool {
         self.request.method == Method::CopyImage
     }
+}
+
+/// Where an import's data comes from.
+enum Source {
+    /// A store's copy (the staging area's included).
+    Stored(Location),
+    /// A file the import plugins made in the import's work directory.
+    Made(PathBuf),
+}
+
+/// A made file's size and bytes.
+async fn open_made(path: &Path) -> std::result::Result<(u64, ByteStream), String> {
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let length = file
+        .metadata()
+        .await
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .len();
+    Ok((
+        length,
+        tokio_util::io::ReaderStream::with_capacity(file, 1 << 20).boxed(),
+    ))
+}
+
+/// The names of the directories in `dir` (none when it is not there).
+fn directory_names(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn store_list(image: &Image, key: &str) -> Vec<String> {
@@ -148,6 +189,18 @@ impl Catalog {
             Ok(source) => source,
             Err(message) => return self.fail(&plan, task_id, &image, message).await,
         };
+        let (source, image) = match self.transformed(&image, &plan, source).await {
+            Ok(transformed) => transformed,
+            Err(message) => return self.fail(&plan, task_id, &image, message).await,
+        };
+        // What the steps made changes the image's formats with its first copy.
+        let formats = match &source {
+            Source::Made(_) => image
+                .disk_format
+                .clone()
+                .zip(image.container_format.clone()),
+            Source::Stored(_) => None,
+        };
         let mut remaining = store_list(&image, IMPORTING);
         let mut failed = store_list(&image, FAILED);
         let mut expected = image.checksum.clone();
@@ -161,6 +214,7 @@ impl Catalog {
                     let change = ImageChange {
                         expect_status: Some(&["importing", "active"]),
                         data: (!plan.copies()).then(|| data_of(&stored, virtual_size)),
+                        formats: formats.clone(),
                         set_properties: vec![(IMPORTING, remaining.join(","))],
                         add_location: Some(Location {
                             store: store_id.clone(),
@@ -302,6 +356,51 @@ impl Catalog {
         }
     }
 
+    /// The import plugins that change the bytes, run once over the staged data before the
+    /// first store takes a copy: the data they made and the image with the formats it is
+    /// in. An import cut after its first copy takes that copy for the next stores (its
+    /// steps ran already); one cut before runs them again from the staged data.
+    async fn transformed(
+        &self,
+        image: &Image,
+        plan: &Plan,
+        source: Location,
+    ) -> std::result::Result<(Source, Image), String> {
+        let steps = &self.import.steps;
+        if plan.copies() || steps.is_empty() {
+            return Ok((Source::Stored(source), image.clone()));
+        }
+        if let Some(copy) = image
+            .locations
+            .iter()
+            .find(|l| self.stores.get(&l.store).is_ok())
+        {
+            return Ok((Source::Stored(copy.clone()), image.clone()));
+        }
+        let staged = Data {
+            path: self
+                .stores
+                .staging()
+                .file_of(&source.url)
+                .map_err(|e| e.to_string())?,
+            disk_format: image.disk_format.clone(),
+            container_format: image.container_format.clone(),
+        };
+        let work = self.import.work_dir.join(&image.id);
+        let made = transform::run(steps, staged.clone(), &work, self.size_cap)
+            .await
+            .map_err(|e| e.to_string())?;
+        if made == staged {
+            return Ok((Source::Stored(source), image.clone()));
+        }
+        let image = Image {
+            disk_format: made.disk_format,
+            container_format: made.container_format,
+            ..image.clone()
+        };
+        Ok((Source::Made(made.path), image))
+    }
+
     fn store_of(&self, id: &str) -> std::result::Result<&Store, String> {
         if id == STAGING_ID {
             return Ok(self.stores.staging());
@@ -316,7 +415,7 @@ impl Catalog {
     async fn copy(
         &self,
         image: &Image,
-        source: &Location,
+        source: &Source,
         store_id: &str,
         expected: Option<&str>,
     ) -> std::result::Result<(Stored, Option<u64>), String> {
@@ -328,6 +427,25 @@ impl Catalog {
         let remove = |stored: &Stored| {
             let (target, location) = (target.clone(), stored.location.clone());
             async move { target.delete(&location).await }
+        };
+        let source = match source {
+            Source::Stored(location) => location,
+            Source::Made(path) => {
+                let (length, body) = open_made(path).await?;
+                let slot = self.task_slot().await;
+                return self
+                    .receive(
+                        &target,
+                        image_id,
+                        Some(length),
+                        None,
+                        body,
+                        slot,
+                        self.judge_for(image),
+                    )
+                    .await
+                    .map_err(|e| e.to_string());
+            }
         };
         if let Some((stored, virtual_size)) = self
             .link_staged(image_id, source, &target, self.judge_for(image))
@@ -498,8 +616,8 @@ impl Catalog {
     /// (for stages whose release the database refused), leaving alone what a transfer of
     /// this process holds. A completed stage (its file in the staging area, as long as the
     /// image says) waits for its import, as it would have without the restart; a stage
-    /// cut part-way returns its image to `queued`; staged data no image waits for is
-    /// removed.
+    /// cut part-way returns its image to `queued`; staged data (and import work
+    /// directories) no image waits for are removed.
     pub async fn recover(&self) -> std::result::Result<(), ServiceError> {
         let staging = self.stores.staging().clone();
         let board = self.executor.board();
@@ -532,7 +650,12 @@ impl Catalog {
                 tracing::warn!(image_id = %image.id, "staging cut by the previous process; image queued again");
             }
         }
-        let entries = blocking(move || staging.entries()).await?;
+        let work_dir = self.import.work_dir.clone();
+        let mut entries = blocking(move || staging.entries()).await?;
+        // A work directory whose image no import waits for goes with its staged data.
+        entries.extend(blocking(move || directory_names(&work_dir)).await?);
+        entries.sort();
+        entries.dedup();
         for id in entries.into_iter().filter(|id| !board.is_held(id)) {
             let waiting = self
                 .db

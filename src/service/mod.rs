@@ -34,6 +34,7 @@ use authz::ImageTarget;
 use data::data_of;
 pub use data::{Copies, Download, TransferSlots};
 pub use fetch::{FetchError, WebDownload};
+pub use formats::FormatRules;
 pub use import::{ImportSettings, Inject};
 pub use nodes::node_id;
 pub use quota::LimitSource;
@@ -150,7 +151,7 @@ pub struct Catalog {
     limits: Option<std::sync::Arc<dyn LimitSource>>,
     /// `images.show_multiple_locations`: locations are shown and may be patched.
     show_locations: bool,
-    require_format_match: bool,
+    format_rules: std::sync::Arc<FormatRules>,
     formats: image::Formats,
     /// `database.lease_time`: how long this node's claims and task leases last unrenewed.
     lease: Duration,
@@ -169,7 +170,7 @@ pub struct CatalogParts {
     pub quotas: Quotas,
     pub limits: Option<std::sync::Arc<dyn LimitSource>>,
     pub show_locations: bool,
-    pub require_format_match: bool,
+    pub format_rules: FormatRules,
     pub formats: image::Formats,
     pub lease: Duration,
     pub board: std::sync::Arc<TaskBoard>,
@@ -230,7 +231,7 @@ impl Catalog {
             quotas: parts.quotas,
             limits: parts.limits,
             show_locations: parts.show_locations,
-            require_format_match: parts.require_format_match,
+            format_rules: std::sync::Arc::new(parts.format_rules),
             formats: parts.formats,
             lease: parts.lease,
         }

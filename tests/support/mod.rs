@@ -656,3 +656,73 @@ pub fn file_names(dir: &std::path::Path) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// A web server for web-download: serves `data` at any path, `chunk` bytes at a time with
+/// `pause` between chunks, and counts requests and chunks sent.
+pub struct Web {
+    pub addr: SocketAddr,
+    pub requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    pub chunks_sent: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Web {
+    pub fn serve(data: Vec<u8>, chunk: usize, pause: Duration) -> Web {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let chunks_sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (counted, sent) = (requests.clone(), chunks_sent.clone());
+        let data = std::sync::Arc::new(data);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let (data, sent) = (data.clone(), sent.clone());
+                std::thread::spawn(move || {
+                    let mut stream = stream;
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n")
+                        && std::io::Read::read(&mut stream, &mut byte).unwrap_or(0) == 1
+                    {
+                        head.push(byte[0]);
+                    }
+                    let header = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
+                        data.len()
+                    );
+                    if std::io::Write::write_all(&mut stream, header.as_bytes()).is_err() {
+                        return;
+                    }
+                    for piece in data.chunks(chunk) {
+                        if std::io::Write::write_all(&mut stream, piece).is_err() {
+                            return;
+                        }
+                        sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        std::thread::sleep(pause);
+                    }
+                });
+            }
+        });
+        Web {
+            addr,
+            requests,
+            chunks_sent,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/images/disk.raw", self.addr)
+    }
+
+    /// Waits until the download is under way (some chunks are out).
+    pub async fn wait_for_chunks(&self, at_least: usize) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while self.chunks_sent.load(std::sync::atomic::Ordering::SeqCst) < at_least {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the download never began"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
