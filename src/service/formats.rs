@@ -58,6 +58,9 @@ fn judge(
     }
     let declared = image.disk_format.as_deref().unwrap_or("");
     let detected = inspection.format;
+    if let Some(compression) = inspection.compression {
+        tracing::info!(image_id = %image.id, compression = compression.name(), "image data is compressed");
+    }
     let mismatch = |message: String| {
         if rules.require_match {
             Err(DomainError::UnacceptableData(message))

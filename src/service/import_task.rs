@@ -428,47 +428,34 @@ impl Catalog {
             let (target, location) = (target.clone(), stored.location.clone());
             async move { target.delete(&location).await }
         };
-        let source = match source {
-            Source::Stored(location) => location,
-            Source::Made(path) => {
-                let (length, body) = open_made(path).await?;
-                let slot = self.task_slot().await;
-                return self
-                    .receive(
-                        &target,
-                        image_id,
-                        Some(length),
-                        None,
-                        body,
-                        slot,
-                        self.judge_for(image),
-                    )
+        let (length, body) = match source {
+            Source::Made(path) => open_made(path).await?,
+            Source::Stored(source) => {
+                if let Some((stored, virtual_size)) = self
+                    .link_staged(image_id, source, &target, self.judge_for(image))
+                    .await?
+                {
+                    if let Some(expected) = expected.filter(|e| *e != stored.md5) {
+                        let _ = remove(&stored).await;
+                        return Err(format!(
+                            "The staged data has checksum {}, expected {expected}",
+                            stored.md5
+                        ));
+                    }
+                    return Ok((stored, virtual_size));
+                }
+                let source_store = self.store_of(&source.store)?.clone();
+                let length = source_store
+                    .size_of(&source.url)
                     .await
-                    .map_err(|e| e.to_string());
+                    .map_err(|e| e.to_string())?;
+                let body = source_store
+                    .read(&source.url, None)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                (length, body)
             }
         };
-        if let Some((stored, virtual_size)) = self
-            .link_staged(image_id, source, &target, self.judge_for(image))
-            .await?
-        {
-            if let Some(expected) = expected.filter(|e| *e != stored.md5) {
-                let _ = remove(&stored).await;
-                return Err(format!(
-                    "The staged data has checksum {}, expected {expected}",
-                    stored.md5
-                ));
-            }
-            return Ok((stored, virtual_size));
-        }
-        let source_store = self.store_of(&source.store)?.clone();
-        let length = source_store
-            .size_of(&source.url)
-            .await
-            .map_err(|e| e.to_string())?;
-        let body = source_store
-            .read(&source.url, None)
-            .await
-            .map_err(|e| e.to_string())?;
         let slot = self.task_slot().await;
         let (stored, virtual_size) = self
             .receive(

@@ -11,6 +11,7 @@ stop/start, journald fields and the `systemd-analyze security` exposure. Every s
 Usage: tests/e2e/systemd_e2e.py path/to/glint.deb    (root only; skips otherwise)
 """
 
+import gzip
 import hashlib
 import http.client
 import json
@@ -20,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -44,6 +46,7 @@ PACKAGES = [
     "python3",
     "procps",
     "iproute2",
+    "qemu-utils",
 ]
 MASKED = [
     "apt-daily.timer", "apt-daily-upgrade.timer", "dpkg-db-backup.timer", "fstrim.timer",
@@ -471,6 +474,42 @@ def scenario(box, port, standalone_port):
           and shown.get("status") == "active" and downloaded == staged_data,
           f"a completed stage survives systemctl restart and imports byte-exact: staged "
           f"{staged_status}, after restart {after_restart.get('status')}, then {shown.get('status')}")
+
+    # The import plugins under the packaged hardening: a gzipped qcow2 is unwrapped and
+    # converted to raw by qemu-img, confined in a user and network namespace of its own.
+    disk = bytes(1024 * 1024) + bytes((i * 7) % 251 for i in range(3 * 1024 * 1024))
+    with tempfile.TemporaryDirectory() as made:
+        raw, qcow2 = os.path.join(made, "disk.raw"), os.path.join(made, "disk.qcow2")
+        with open(raw, "wb") as f:
+            f.write(disk)
+        subprocess.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", raw, qcow2], check=True)
+        with open(qcow2, "rb") as f:
+            wrapped = gzip.compress(f.read(), compresslevel=1)
+    box.write("/etc/glint/conf.d/70-plugins.toml", '[import]\nplugins = ["decompress", "convert"]\n')
+    box.systemctl("reload", "glint")
+    status, image = rest(port, "POST", "/v2/images", {"name": "e2e-convert", "disk_format": "qcow2",
+                                                     "container_format": "bare"})
+    convert_id = image["id"]
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("PUT", f"/v2/images/{convert_id}/stage", body=wrapped,
+                 headers={"Content-Type": "application/octet-stream"})
+    conn.getresponse().read()
+    conn.close()
+    rest(port, "POST", f"/v2/images/{convert_id}/import", {"method": {"name": "glance-direct"}})
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        _, shown = rest(port, "GET", f"/v2/images/{convert_id}")
+        if shown.get("status") in ("active", "queued") and "os_glance_import_task" not in shown:
+            break
+        time.sleep(0.1)
+    _, tasks = rest(port, "GET", f"/v2/images/{convert_id}/tasks")
+    task = (tasks or {}).get("tasks", [{}])[0]
+    check(shown.get("status") == "active" and shown.get("disk_format") == "raw"
+          and shown.get("checksum") == hashlib.md5(disk).hexdigest(),
+          f"decompress + convert under the packaged unit: {shown.get('status')} "
+          f"{shown.get('disk_format')}, task {task.get('status')} {task.get('message')!r}")
+    box.run(["rm", "/etc/glint/conf.d/70-plugins.toml"])
+    box.systemctl("reload", "glint")
 
     # The fd store: a glint that binds its own listener keeps it across stop/start.
     box.write("/etc/glint/standalone.toml",

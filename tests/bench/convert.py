@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""The `convert` import plugin (src/transform/qemu.rs) against `qemu-img convert` run by hand,
+as a ratio in one run: a 1 GiB qcow2 full of data is converted to raw by hand, and imported by
+glance-direct into a glint with `import.plugins = ["convert"]` (the clock runs from
+`POST /import` to `active`: the inspection of the qcow2, `qemu-img info`, the same `qemu-img
+convert` confined, and the raw result hashed, inspected and written into the filesystem
+store). Alternating, best of N each (the figure is in docs/benchmarks.md).
+
+Usage: tests/bench/convert.py GLINT_BINARY [--data-mib 1024] [--rounds 3]
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "harness"))
+from activated import ActivatedGlint, listening_socket  # noqa: E402
+from s3 import curl  # noqa: E402
+
+
+class Node(ActivatedGlint):
+    """glint with the convert plugin and the default filesystem store in its own directory."""
+
+    def __init__(self, binary, workdir, sock):
+        os.makedirs(workdir, exist_ok=True)
+        super().__init__(binary, workdir, sock)
+
+    def write_config(self):
+        with open(self.config, "w") as f:
+            f.write(f'state_dir = "{self.workdir}/state"\n[server]\nlisten = ["127.0.0.1:1"]\nworkers = 2\n'
+                    '[log]\nlevel = "warn"\n[import]\nplugins = ["convert"]\n')
+
+
+def by_hand(qcow2, out):
+    t0 = time.monotonic()
+    subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", qcow2, out], check=True)
+    elapsed = time.monotonic() - t0
+    os.remove(out)
+    return elapsed
+
+
+def imported(node, qcow2):
+    out = curl("-X", "POST", f"{node.url}/v2/images", "-H", "Content-Type: application/json",
+               "-d", '{"disk_format": "qcow2", "container_format": "bare"}')
+    image = json.loads(out)["id"]
+    code = curl("-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT", "-H",
+                "Content-Type: application/octet-stream", "-T", qcow2, f"{node.url}/v2/images/{image}/stage")
+    if code != "204":
+        raise RuntimeError(f"stage answered {code}")
+    t0 = time.monotonic()
+    curl("-X", "POST", f"{node.url}/v2/images/{image}/import", "-H", "Content-Type: application/json",
+         "-d", '{"method": {"name": "glance-direct"}}')
+    while True:
+        shown = json.loads(curl(f"{node.url}/v2/images/{image}"))
+        if shown["status"] == "active":
+            elapsed = time.monotonic() - t0
+            break
+        if shown["status"] == "queued":
+            raise RuntimeError(f"import failed: {shown}")
+        time.sleep(0.05)
+    if shown["disk_format"] != "raw":
+        raise RuntimeError(f"not converted: {shown}")
+    curl("-X", "DELETE", f"{node.url}/v2/images/{image}")
+    return elapsed
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("glint")
+    parser.add_argument("--data-mib", type=int, default=1024)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    best = {"by hand": float("inf"), "glint": float("inf")}
+    with tempfile.TemporaryDirectory(dir="/var/tmp") as workdir:
+        raw, qcow2 = os.path.join(workdir, "disk.raw"), os.path.join(workdir, "disk.qcow2")
+        with open(raw, "wb") as f:
+            for _ in range(args.data_mib):
+                f.write(os.urandom(1 << 20))
+        subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, qcow2], check=True)
+        os.remove(raw)
+        for round_ in range(args.rounds):
+            seconds = by_hand(qcow2, os.path.join(workdir, "out.raw"))
+            best["by hand"] = min(best["by hand"], seconds)
+            print(f"round {round_ + 1}: by hand {seconds:.2f} s", flush=True)
+            node = Node(args.glint, os.path.join(workdir, f"glint-{round_}"), listening_socket())
+            try:
+                seconds = imported(node, qcow2)
+            finally:
+                node.stop()
+            best["glint"] = min(best["glint"], seconds)
+            print(f"round {round_ + 1}: glint {seconds:.2f} s", flush=True)
+    hand, glint = best["by hand"], best["glint"]
+    print("| what | figure | ratio |\n|---|---|---|")
+    print(f"| `qemu-img convert -O raw` by hand, {args.data_mib} MiB qcow2 (best of {args.rounds}) | {hand:.2f} s | 1 |")
+    print(f"| glance-direct import with `convert` to raw, import to active (best of {args.rounds}) "
+          f"| {glint:.2f} s | {glint / hand:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
