@@ -612,13 +612,19 @@ async fn a_conversion_cut_by_a_crash_starts_again_from_the_staged_data() {
     std::fs::set_permissions(&stuck, std::os::unix::fs::PermissionsExt::from_mode(0o755))
         .expect("chmod");
 
+    // Two stores: `local` shares the work directory's filesystem (the converted file is
+    // linked into it), `memory` does not (it is copied there).
+    let memory = tempfile::tempdir_in("/dev/shm").expect("a directory on tmpfs");
     let mut sd = FakeSystemd::new();
     let addr = sd.add_socket_unit("api");
     let config = |qemu_img: &Path| {
         format!(
             "[server]\nlisten = [\"{SOCKET_UNIT_LISTEN}\"]\n\
+             [stores.local]\ndefault = true\ndatadirs = [{{ path = \"local\" }}]\n\
+             [stores.memory]\ndatadirs = [{{ path = \"{}\" }}]\n\
              [import]\nplugins = [\"convert\"]\n\
              [import.convert]\nqemu_img = \"{}\"\n",
+            text(memory.path()),
             text(qemu_img)
         )
     };
@@ -634,7 +640,7 @@ async fn a_conversion_cut_by_a_crash_starts_again_from_the_staged_data() {
         addr,
         "POST",
         &format!("/v2/images/{id}/import"),
-        json!({"method": {"name": "glance-direct"}}),
+        json!({"method": {"name": "glance-direct"}, "stores": ["local", "memory"]}),
     )
     .await;
     assert_eq!(status, 202, "{body}");
@@ -673,8 +679,13 @@ async fn a_conversion_cut_by_a_crash_starts_again_from_the_staged_data() {
     let (shown, task) = import_done(addr, &id).await;
     assert_eq!(task["status"], "success", "{task}");
     assert_eq!(shown["disk_format"], "raw");
+    assert_eq!(shown["stores"], "local,memory");
     assert_eq!(shown["checksum"], support::md5_hex(&disk()));
     assert_eq!(shown["virtual_size"], disk().len() as u64);
+    for store in [sd.path("state").join("local"), memory.path().to_path_buf()] {
+        let held = std::fs::read(store.join(&id)).expect("the store holds the image");
+        assert_eq!(support::md5_hex(&held), support::md5_hex(&disk()));
+    }
     assert!(sd.logs().contains("resuming task"));
     assert_eq!(
         entries(&sd.path("state").join("work")),

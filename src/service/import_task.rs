@@ -17,6 +17,7 @@ use crate::domain::image::{Image, Location, Status};
 use crate::domain::import::{self, ImportRequest, Method};
 use crate::domain::task::{Task, TaskStatus};
 use crate::domain::time;
+use crate::inspect::Inspector;
 use crate::store::{ByteStream, STAGING_ID, Store, Stored};
 use crate::transform::{self, Data};
 
@@ -377,6 +378,12 @@ impl Catalog {
         {
             return Ok((Source::Stored(copy.clone()), image.clone()));
         }
+        let staging = self.stores.staging().clone();
+        let image_id = image.id.clone();
+        let known = blocking(move || staging.kept_hashes(&image_id))
+            .await
+            .map_err(|e| e.to_string())?
+            .and_then(|kept| kept.inspection);
         let staged = Data {
             path: self
                 .stores
@@ -385,6 +392,7 @@ impl Catalog {
                 .map_err(|e| e.to_string())?,
             disk_format: image.disk_format.clone(),
             container_format: image.container_format.clone(),
+            inspection: known,
         };
         let work = self.import.work_dir.join(&image.id);
         let made = transform::run(steps, staged.clone(), &work, self.size_cap)
@@ -429,7 +437,22 @@ impl Catalog {
             async move { target.delete(&location).await }
         };
         let (length, body) = match source {
-            Source::Made(path) => open_made(path).await?,
+            Source::Made(path) => {
+                if let Some(adopted) = self
+                    .link_made(image_id, path, &target, self.judge_for(image))
+                    .await?
+                {
+                    if let Some(expected) = expected.filter(|e| *e != adopted.0.md5) {
+                        let _ = remove(&adopted.0).await;
+                        return Err(format!(
+                            "The converted data has checksum {}, expected {expected}",
+                            adopted.0.md5
+                        ));
+                    }
+                    return Ok(adopted);
+                }
+                open_made(path).await?
+            }
             Source::Stored(source) => {
                 if let Some((stored, virtual_size)) = self
                     .link_staged(image_id, source, &target, self.judge_for(image))
@@ -508,6 +531,45 @@ impl Catalog {
                 .link_from(&image_id, &path)
                 .map_err(|e| e.to_string())?;
             Ok(linked.map(|location| (Stored { location, ..kept }, virtual_size)))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
+    /// A file the import plugins made goes into `target` as a hard link when they share a
+    /// filesystem: hashed and inspected in one read (and synced meanwhile), then judged, and
+    /// only then linked. No second copy of the bytes is written.
+    async fn link_made(
+        &self,
+        image_id: &str,
+        path: &Path,
+        target: &Store,
+        judge: Judge,
+    ) -> std::result::Result<Option<(Stored, Option<u64>)>, String> {
+        let (target, image_id, path) = (target.clone(), image_id.to_string(), path.to_path_buf());
+        let slot = self.task_slot().await;
+        blocking(move || {
+            let _slot = slot;
+            let mut inspector = Inspector::new();
+            let digests = target
+                .digest_for_link(&path, &mut |chunk| inspector.feed(chunk))
+                .map_err(|e| e.to_string())?;
+            let Some(digests) = digests else {
+                return Ok(None);
+            };
+            let inspection = inspector.finish();
+            let virtual_size = judge(&inspection, digests.size).map_err(|e| e.to_string())?;
+            let Some(location) = target
+                .link_from(&image_id, &path)
+                .map_err(|e| e.to_string())?
+            else {
+                return Ok(None);
+            };
+            let stored = Stored {
+                inspection: Some(inspection),
+                ..Stored::new(location, digests)
+            };
+            Ok(Some((stored, virtual_size)))
         })
         .await
         .map_err(|e| e.to_string())?

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use super::hashing::Hashing;
+use super::hashing::{Digests, Hashing};
 use super::{StoreError, Stored};
 
 /// Every temporary file's name starts so; then comes the writing node's id (`<state_dir>/
@@ -185,6 +185,54 @@ impl FsStore {
             .and_then(|d| d.sync_all())
             .map_err(io_error)?;
         Ok(Some(format!("file://{}", target.display())))
+    }
+
+    /// The hashes of the finished local file `source` with this store's algorithm, when
+    /// `link_from` would link it (one of this store's writable directories shares its
+    /// filesystem; `None` otherwise): one read, each chunk also shown to `observe`, while
+    /// another thread syncs the file (it may have been written without, and a link to it
+    /// must survive a crash).
+    pub fn digest_for_link(
+        &self,
+        source: &Path,
+        observe: &mut dyn FnMut(&[u8]),
+    ) -> Result<Option<Digests>, StoreError> {
+        use std::io::Read;
+        use std::os::unix::fs::MetadataExt;
+        let io_error = |e| StoreError::Io {
+            path: source.to_path_buf(),
+            source: e,
+        };
+        let mut file = File::open(source).map_err(io_error)?;
+        let device = file.metadata().map_err(io_error)?.dev();
+        let linkable = self
+            .dirs
+            .iter()
+            .any(|d| !d.read_only && fs::metadata(&d.path).is_ok_and(|m| m.dev() == device));
+        if !linkable {
+            return Ok(None);
+        }
+        let synced = file.try_clone().map_err(io_error)?;
+        std::thread::scope(|scope| {
+            let sync = scope.spawn(move || synced.sync_all());
+            let mut hashing = Hashing::start(&self.hash_algo).map_err(io_error)?;
+            loop {
+                let mut chunk = vec![0u8; super::READ_CHUNK];
+                let n = match file.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(io_error(e)),
+                };
+                chunk.truncate(n);
+                observe(&chunk);
+                hashing.update(&Bytes::from(chunk));
+            }
+            sync.join()
+                .map_err(|_| io_error(io::Error::other("the sync thread panicked")))?
+                .map_err(io_error)?;
+            hashing.finish().map(Some).map_err(io_error)
+        })
     }
 
     /// The file behind a location of this store.

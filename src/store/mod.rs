@@ -275,7 +275,7 @@ pub struct Stored {
 }
 
 impl Stored {
-    fn new(location: String, digests: Digests) -> Stored {
+    pub fn new(location: String, digests: Digests) -> Stored {
         Stored {
             location,
             size: digests.size,
@@ -456,6 +456,19 @@ impl Store {
     pub fn link_from(&self, image_id: &str, source: &Path) -> Result<Option<String>, StoreError> {
         match &self.kind {
             Kind::Files(files) => files.link_from(image_id, source),
+            Kind::Objects(_) => Ok(None),
+        }
+    }
+
+    /// The hashes of the local file `source`, when `link_from` would link it; each chunk is
+    /// shown to `observe` as it is hashed. Blocking.
+    pub fn digest_for_link(
+        &self,
+        source: &Path,
+        observe: &mut dyn FnMut(&[u8]),
+    ) -> Result<Option<Digests>, StoreError> {
+        match &self.kind {
+            Kind::Files(files) => files.digest_for_link(source, observe),
             Kind::Objects(_) => Ok(None),
         }
     }

@@ -74,6 +74,7 @@ pub(super) fn run(
     );
     Ok(Some(Data {
         path: output.to_path_buf(),
+        inspection: None,
         ..input.clone()
     }))
 }
@@ -119,6 +120,7 @@ mod tests {
             path: path.to_path_buf(),
             disk_format: Some("raw".into()),
             container_format: Some(container.into()),
+            inspection: None,
         }
     }
 

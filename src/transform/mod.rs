@@ -30,6 +30,8 @@ pub struct Data {
     pub path: PathBuf,
     pub disk_format: Option<String>,
     pub container_format: Option<String>,
+    /// What the inspector found in the file, when that is known already (a stage keeps it).
+    pub inspection: Option<crate::inspect::Inspection>,
 }
 
 #[derive(Debug, thiserror::Error)]

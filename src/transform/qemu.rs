@@ -48,7 +48,10 @@ impl QemuImg {
             return Ok(None);
         }
         let source = input.disk_format.clone().unwrap_or_default();
-        let inspection = inspect_file(&input.path).await?;
+        let inspection = match &input.inspection {
+            Some(known) => known.clone(),
+            None => inspect_file(&input.path).await?,
+        };
         if !self.take(&inspection, &source)? {
             return Ok(None);
         }
@@ -85,6 +88,7 @@ impl QemuImg {
             path: output.to_path_buf(),
             disk_format: Some(self.output_format.clone()),
             container_format: Some("bare".into()),
+            inspection: None,
         }))
     }
 

@@ -37,11 +37,17 @@ class Node(ActivatedGlint):
 
 
 def by_hand(qcow2, out):
+    """Seconds for `qemu-img convert` alone (its output may still be in the page cache), and
+    until the output is on disk (glint syncs what it stores)."""
     t0 = time.monotonic()
     subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", qcow2, out], check=True)
-    elapsed = time.monotonic() - t0
+    converted = time.monotonic() - t0
+    fd = os.open(out, os.O_RDONLY)
+    os.fsync(fd)
+    os.close(fd)
+    synced = time.monotonic() - t0
     os.remove(out)
-    return elapsed
+    return converted, synced
 
 
 def imported(node, qcow2):
@@ -75,7 +81,7 @@ def main():
     parser.add_argument("--data-mib", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    best = {"by hand": float("inf"), "glint": float("inf")}
+    best = {"by hand": float("inf"), "by hand, synced": float("inf"), "glint": float("inf")}
     with tempfile.TemporaryDirectory(dir="/var/tmp") as workdir:
         raw, qcow2 = os.path.join(workdir, "disk.raw"), os.path.join(workdir, "disk.qcow2")
         with open(raw, "wb") as f:
@@ -84,9 +90,10 @@ def main():
         subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, qcow2], check=True)
         os.remove(raw)
         for round_ in range(args.rounds):
-            seconds = by_hand(qcow2, os.path.join(workdir, "out.raw"))
-            best["by hand"] = min(best["by hand"], seconds)
-            print(f"round {round_ + 1}: by hand {seconds:.2f} s", flush=True)
+            converted, synced = by_hand(qcow2, os.path.join(workdir, "out.raw"))
+            best["by hand"] = min(best["by hand"], converted)
+            best["by hand, synced"] = min(best["by hand, synced"], synced)
+            print(f"round {round_ + 1}: by hand {converted:.2f} s, synced {synced:.2f} s", flush=True)
             node = Node(args.glint, os.path.join(workdir, f"glint-{round_}"), listening_socket())
             try:
                 seconds = imported(node, qcow2)
@@ -94,11 +101,13 @@ def main():
                 node.stop()
             best["glint"] = min(best["glint"], seconds)
             print(f"round {round_ + 1}: glint {seconds:.2f} s", flush=True)
-    hand, glint = best["by hand"], best["glint"]
-    print("| what | figure | ratio |\n|---|---|---|")
-    print(f"| `qemu-img convert -O raw` by hand, {args.data_mib} MiB qcow2 (best of {args.rounds}) | {hand:.2f} s | 1 |")
-    print(f"| glance-direct import with `convert` to raw, import to active (best of {args.rounds}) "
-          f"| {glint:.2f} s | {glint / hand:.2f} |")
+    hand, synced, glint = best["by hand"], best["by hand, synced"], best["glint"]
+    print("| what (best of each) | figure | ratio to synced |\n|---|---|---|")
+    print(f"| `qemu-img convert -O raw` by hand, {args.data_mib} MiB qcow2, output in the page cache "
+          f"| {hand:.2f} s | {hand / synced:.2f} |")
+    print(f"| the same, until the output is on disk (fsync) | {synced:.2f} s | 1 |")
+    print(f"| glance-direct import with `convert` to raw: `POST /import` to `active` (converted, "
+          f"synced, md5 + sha512, inspected, linked into the store) | {glint:.2f} s | {glint / synced:.2f} |")
 
 
 if __name__ == "__main__":
