@@ -6,7 +6,9 @@ glance-direct into a glint with `import.plugins = ["convert"]` (the clock runs f
 convert` confined, and the raw result hashed, inspected and written into the filesystem
 store). Alternating, best of N each (the figure is in docs/benchmarks.md).
 
-Usage: tests/bench/convert.py GLINT_BINARY [--data-mib 1024] [--rounds 3]
+Usage: tests/bench/convert.py GLINT_BINARY [--before OTHER_BINARY] [--data-mib 1024] [--rounds 3]
+  --before: a second glint timed in the same rounds (e.g. a build of an earlier commit), for a
+  before/after ratio in one run.
 """
 
 import argparse
@@ -78,10 +80,13 @@ def imported(node, qcow2):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("glint")
+    parser.add_argument("--before")
     parser.add_argument("--data-mib", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    best = {"by hand": float("inf"), "by hand, synced": float("inf"), "glint": float("inf")}
+    best = {"by hand": float("inf"), "by hand, synced": float("inf"), "glint": float("inf"),
+            "before": float("inf")}
+    glints = [("glint", args.glint)] + ([("before", args.before)] if args.before else [])
     with tempfile.TemporaryDirectory(dir="/var/tmp") as workdir:
         raw, qcow2 = os.path.join(workdir, "disk.raw"), os.path.join(workdir, "disk.qcow2")
         with open(raw, "wb") as f:
@@ -94,13 +99,14 @@ def main():
             best["by hand"] = min(best["by hand"], converted)
             best["by hand, synced"] = min(best["by hand, synced"], synced)
             print(f"round {round_ + 1}: by hand {converted:.2f} s, synced {synced:.2f} s", flush=True)
-            node = Node(args.glint, os.path.join(workdir, f"glint-{round_}"), listening_socket())
-            try:
-                seconds = imported(node, qcow2)
-            finally:
-                node.stop()
-            best["glint"] = min(best["glint"], seconds)
-            print(f"round {round_ + 1}: glint {seconds:.2f} s", flush=True)
+            for name, binary in glints:
+                node = Node(binary, os.path.join(workdir, f"{name}-{round_}"), listening_socket())
+                try:
+                    seconds = imported(node, qcow2)
+                finally:
+                    node.stop()
+                best[name] = min(best[name], seconds)
+                print(f"round {round_ + 1}: {name} {seconds:.2f} s", flush=True)
     hand, synced, glint = best["by hand"], best["by hand, synced"], best["glint"]
     print("| what (best of each) | figure | ratio to synced |\n|---|---|---|")
     print(f"| `qemu-img convert -O raw` by hand, {args.data_mib} MiB qcow2, output in the page cache "
@@ -108,6 +114,10 @@ def main():
     print(f"| the same, until the output is on disk (fsync) | {synced:.2f} s | 1 |")
     print(f"| glance-direct import with `convert` to raw: `POST /import` to `active` (converted, "
           f"synced, md5 + sha512, inspected, linked into the store) | {glint:.2f} s | {glint / synced:.2f} |")
+    if args.before:
+        before = best["before"]
+        print(f"| the same with `--before` {args.before} | {before:.2f} s | {before / synced:.2f} |")
+        print(f"| after / before | {glint / before:.2f} | |")
 
 
 if __name__ == "__main__":
