@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{AuthError, Keystone};
+use crate::cache::{CacheSettings, ImageCache};
 use crate::config::{
     AuthMode, Config, ImportMethod, ImportPlugin, NamedStoreConfig, S3_DEFAULT_PART_SIZE,
     S3_DEFAULT_PARTS_IN_FLIGHT, S3_DEFAULT_REGION, StoreKind,
@@ -32,6 +33,11 @@ use crate::transform::{Limits, QemuImg, Step};
 pub enum AppError {
     #[error("state_dir {}: {source}", path.display())]
     StateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cache.dir {}: {source}", path.display())]
+    CacheDir {
         path: PathBuf,
         source: std::io::Error,
     },
@@ -166,6 +172,25 @@ impl App {
         if let Some(app) = previous {
             refuse_dropping_data(&app.stores, &stores, &database).await?;
         }
+        // The same directory keeps the same cache (its entries and fills in flight); its
+        // limits are applied once this generation serves.
+        let cache = match config.cache.enabled {
+            true => {
+                let settings = CacheSettings {
+                    dir: config.state_dir.join(&config.cache.dir),
+                    max_size: config.cache.max_size.as_u64(),
+                    stall_time: config.cache.stall_time,
+                };
+                let runtime = board.runtime().clone();
+                let path = settings.dir.clone();
+                Some(
+                    tokio::task::spawn_blocking(move || ImageCache::shared(&settings, runtime))
+                        .await?
+                        .map_err(|source| AppError::CacheDir { path, source })?,
+                )
+            }
+            false => None,
+        };
         let tracker = TaskTracker::new();
         let cut = CancellationToken::new();
         let keystone = match (
@@ -245,6 +270,8 @@ impl App {
                     .await??
                     .map(Arc::new)
             },
+            cache,
+            cache_limits: (config.cache.max_size.as_u64(), config.cache.stall_time),
             board: board.clone(),
             tracker: tracker.clone(),
             cut: cut.clone(),

@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use bytesize::ByteSize;
 use glint::config::{
-    AuthConfig, AuthMode, Config, ConfigError, ConfigSource, ConvertConfig, DataDirConfig,
-    DatabaseConfig, ImagesConfig, ImportConfig, ImportMethod, ImportPlugin, InjectMetadataConfig,
-    KeystoneConfig, LogConfig, LogFormat, NamedStoreConfig, ServerConfig, StoreConfig,
-    WebDownloadConfig, load,
+    AuthConfig, AuthMode, CacheConfig, Config, ConfigError, ConfigSource, ConvertConfig,
+    DataDirConfig, DatabaseConfig, ImagesConfig, ImportConfig, ImportMethod, ImportPlugin,
+    InjectMetadataConfig, KeystoneConfig, LogConfig, LogFormat, NamedStoreConfig, ServerConfig,
+    StoreConfig, WebDownloadConfig, load,
 };
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
@@ -311,6 +311,12 @@ fn valid_config() -> impl Strategy<Value = Config> {
                 auth,
                 store,
                 stores,
+                cache: CacheConfig {
+                    enabled: db.len() % 2 == 0,
+                    dir: PathBuf::from(format!("cache-{db}")),
+                    max_size: images.size_cap,
+                    ..CacheConfig::default()
+                },
                 images,
                 import,
             },

@@ -18,8 +18,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::{Value, json};
 use support::{
-    Conn, FakeSystemd, PATIENCE, SOCKET_UNIT_LISTEN, chunks, create_image, file_names, md5_hex,
-    send_slowly, show_image, upload_image, wait_status,
+    Conn, FakeSystemd, PATIENCE, SOCKET_UNIT_LISTEN, chunks, create_image, download, file_names,
+    md5_hex, send_slowly, show_image, upload_image, wait_status,
 };
 
 const OCTETS: (&str, &str) = ("content-type", "application/octet-stream");
@@ -202,37 +202,6 @@ async fn request(addr: SocketAddr, method: &str, path: &str, body: Option<Value>
         .expect("answered");
     let value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
     (reply.status, value)
-}
-
-async fn download(addr: SocketAddr, id: &str, range: Option<&str>) -> support::Reply {
-    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let (mut send, connection) = hyper::client::conn::http1::handshake::<
-        _,
-        http_body_util::Full<Bytes>,
-    >(hyper_util::rt::TokioIo::new(stream))
-    .await
-    .expect("handshake");
-    tokio::spawn(connection);
-    let mut request = http::Request::builder()
-        .uri(format!("/v2/images/{id}/file"))
-        .header(http::header::HOST, addr.to_string());
-    if let Some(range) = range {
-        request = request.header(http::header::RANGE, range);
-    }
-    let response = send
-        .send_request(request.body(Default::default()).expect("request"))
-        .await
-        .expect("response");
-    let (parts, body) = response.into_parts();
-    let body = http_body_util::BodyExt::collect(body)
-        .await
-        .expect("body")
-        .to_bytes();
-    support::Reply {
-        status: parts.status.as_u16(),
-        headers: parts.headers,
-        body,
-    }
 }
 
 /// Polls until the image's import is over and it is in `stores` (sorted).

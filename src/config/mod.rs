@@ -14,9 +14,9 @@ use std::path::PathBuf;
 
 pub use load::{ConfigSource, LoadedConfig, load};
 pub use types::{
-    AuthConfig, AuthMode, Config, ConvertConfig, DataDirConfig, DatabaseConfig, DatabaseLocation,
-    ImagesConfig, ImportConfig, ImportMethod, ImportPlugin, InjectMetadataConfig, KeystoneConfig,
-    LEGACY_STORE, LogConfig, LogFormat, NamedStoreConfig, S3_DEFAULT_PART_SIZE,
+    AuthConfig, AuthMode, CacheConfig, Config, ConvertConfig, DataDirConfig, DatabaseConfig,
+    DatabaseLocation, ImagesConfig, ImportConfig, ImportMethod, ImportPlugin, InjectMetadataConfig,
+    KeystoneConfig, LEGACY_STORE, LogConfig, LogFormat, NamedStoreConfig, S3_DEFAULT_PART_SIZE,
     S3_DEFAULT_PARTS_IN_FLIGHT, S3_DEFAULT_REGION, Secret, ServerConfig, StoreConfig, StoreKind,
     WebDownloadConfig,
 };

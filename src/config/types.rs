@@ -28,6 +28,32 @@ pub struct Config {
     pub stores: BTreeMap<String, NamedStoreConfig>,
     pub images: ImagesConfig,
     pub import: ImportConfig,
+    pub cache: CacheConfig,
+}
+
+/// The node-local image cache (Glance's image cache) in front of every store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    pub enabled: bool,
+    /// Relative to `state_dir`.
+    pub dir: PathBuf,
+    /// Least recently used entries go past this.
+    pub max_size: bytesize::ByteSize,
+    /// Partial entries (fills) older than this are removed.
+    #[serde(with = "humantime_serde")]
+    pub stall_time: Duration,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            enabled: false,
+            dir: PathBuf::from("cache"),
+            max_size: bytesize::ByteSize::gib(10),
+            stall_time: Duration::from_secs(24 * 3600),
+        }
+    }
 }
 
 /// The id `[store]` is served under, so that a config that names no stores has one.
@@ -674,6 +700,7 @@ impl Default for Config {
             stores: BTreeMap::new(),
             images: ImagesConfig::default(),
             import: ImportConfig::default(),
+            cache: CacheConfig::default(),
         }
     }
 }

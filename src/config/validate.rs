@@ -146,6 +146,19 @@ pub(super) fn validate(loaded: &LoadedConfig) -> Result<(), ConfigError> {
         }
     }
     validate_plugins(config, &invalid)?;
+    let cache = &config.cache;
+    if cache.dir.as_os_str().is_empty() {
+        return Err(invalid("cache.dir", "must not be empty".into()));
+    }
+    if cache.max_size.as_u64() == 0 {
+        return Err(invalid("cache.max_size", "must be more than 0".into()));
+    }
+    if cache.stall_time.is_zero() || cache.stall_time > MAX_DURATION {
+        return Err(invalid(
+            "cache.stall_time",
+            "must be more than 0 and at most a year".into(),
+        ));
+    }
     validate_stores(config, &invalid)?;
     validate_keystone(config, &invalid)?;
     if config.images.use_keystone_limits && config.auth.mode != AuthMode::Keystone {
@@ -670,6 +683,8 @@ mod tests {
                 "[images]\ngpt_safety_checks_nonfatal = [\"all\"]\n",
                 "images.gpt_safety_checks_nonfatal",
             ),
+            ("[cache]\nmax_size = 0\n", "cache.max_size"),
+            ("[cache]\nstall_time = \"0s\"\n", "cache.stall_time"),
             ("[images]\ndisk_formats = []\n", "images.disk_formats"),
         ];
         for (text, expected) in cases {

@@ -10,10 +10,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
+use futures_util::{FutureExt, Stream, StreamExt};
 use tokio::sync::Notify;
 
 use super::{Catalog, Result, ServiceError, require_formats};
+use crate::cache::{Fallback, ImageCache, Wanted};
 use crate::db::{ImageChange, ImageData, TaskWrite};
 use crate::domain::DomainError;
 use crate::domain::caller::Caller;
@@ -34,16 +35,46 @@ pub enum Download {
 }
 
 /// An image's copies in the stores of this generation, to be read from the first that
-/// answers.
+/// answers; through the node's cache when it serves the image.
+#[derive(Clone)]
 pub struct Copies {
     stores: Stores,
     locations: Vec<Location>,
+    /// The cache, and what the image's data must be for it to serve them.
+    cache: Option<(Arc<ImageCache>, Wanted)>,
 }
 
 impl Copies {
-    /// The data, or its inclusive byte `range`, from the first copy that can be opened;
-    /// a store can only be dropped from the config once it holds nothing.
+    /// The data, or its inclusive byte `range`: a cache hit when there is one; a whole read
+    /// on a miss fills the cache as it streams; otherwise from the stores.
     pub async fn open(&self, range: Option<(u64, u64)>) -> Result<ByteStream> {
+        if let Some((cache, wanted)) = &self.cache {
+            let stores = Copies {
+                cache: None,
+                ..self.clone()
+            };
+            let fallback: Fallback = Box::new(move |first, last| {
+                async move {
+                    stores
+                        .read_stores(Some((first, last)))
+                        .await
+                        .map_err(std::io::Error::other)
+                }
+                .boxed()
+            });
+            if let Some(hit) = cache.hit(wanted, range, fallback) {
+                return Ok(hit);
+            }
+            if range.is_none() {
+                return cache.read_through(wanted, || self.read_stores(None)).await;
+            }
+        }
+        self.read_stores(range).await
+    }
+
+    /// The data (or `range`) from the first copy that can be opened; a store can only be
+    /// dropped from the config once it holds nothing.
+    async fn read_stores(&self, range: Option<(u64, u64)>) -> Result<ByteStream> {
         let mut last_error = None;
         for location in &self.locations {
             let Ok(store) = self.stores.get(&location.store) else {
@@ -566,12 +597,27 @@ impl Catalog {
         let Some(size) = image.size.filter(|_| !image.locations.is_empty()) else {
             return Ok(Download::NoData);
         };
+        let size = u64::try_from(size).unwrap_or(0);
+        // Only an active image's data is served from the cache, and only as the catalogue
+        // has it now: a deactivated image, or one whose data changed, is read from the stores.
+        let cache = match (&self.cache, &image.checksum) {
+            (Some(cache), Some(checksum)) if image.status == Status::Active => Some((
+                cache.clone(),
+                Wanted {
+                    id: image.id.clone(),
+                    size,
+                    checksum: checksum.clone(),
+                },
+            )),
+            _ => None,
+        };
         Ok(Download::Data {
             copies: Box::new(Copies {
                 stores: self.stores.clone(),
                 locations: image.locations.clone(),
+                cache,
             }),
-            size: u64::try_from(size).unwrap_or(0),
+            size,
             checksum: image.checksum,
         })
     }

@@ -130,6 +130,12 @@ impl Catalog {
     /// generation of this process runs (after a start, those a stop or a crash left).
     pub async fn activate(&self) {
         self.executor.board().set_live(self.clone());
+        if let Some(cache) = self.cache.clone() {
+            let (max_size, stall_time) = self.cache_limits;
+            if let Err(e) = blocking(move || cache.configure(max_size, stall_time)).await {
+                tracing::warn!(error = %e, "image cache limits not applied");
+            }
+        }
         match self.db.purge_expired_tasks(time::now()).await {
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, "expired tasks purged"),

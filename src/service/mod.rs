@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use crate::cache::ImageCache;
 use crate::db::{Database, DbError};
 use crate::domain::DomainError;
 use crate::domain::caller::Caller;
@@ -31,8 +32,8 @@ use crate::policy::protections::PropertyProtections;
 use crate::store::{StoreError, Stores};
 use authz::ImageTarget;
 
-use data::data_of;
 pub use data::{Copies, Download, TransferSlots};
+use data::{blocking, data_of};
 pub use fetch::{FetchError, WebDownload};
 pub use formats::FormatRules;
 pub use import::{ImportSettings, Inject};
@@ -155,6 +156,10 @@ pub struct Catalog {
     formats: image::Formats,
     /// `database.lease_time`: how long this node's claims and task leases last unrenewed.
     lease: Duration,
+    /// This node's image cache, when `cache.enabled`.
+    cache: Option<std::sync::Arc<ImageCache>>,
+    /// `cache.max_size` and `cache.stall_time`, applied when this generation serves.
+    cache_limits: (u64, Duration),
 }
 
 /// What a catalogue is built from (one generation's settings).
@@ -173,6 +178,8 @@ pub struct CatalogParts {
     pub format_rules: FormatRules,
     pub formats: image::Formats,
     pub lease: Duration,
+    pub cache: Option<std::sync::Arc<ImageCache>>,
+    pub cache_limits: (u64, Duration),
     pub board: std::sync::Arc<TaskBoard>,
     pub tracker: tokio_util::task::TaskTracker,
     pub cut: tokio_util::sync::CancellationToken,
@@ -234,6 +241,8 @@ impl Catalog {
             format_rules: std::sync::Arc::new(parts.format_rules),
             formats: parts.formats,
             lease: parts.lease,
+            cache: parts.cache,
+            cache_limits: parts.cache_limits,
         }
     }
 
@@ -457,6 +466,10 @@ impl Catalog {
             }
         }
         self.remove_staged(id).await;
+        if let Some(cache) = self.cache.clone() {
+            let image_id = id.to_string();
+            blocking(move || cache.remove(&image_id)).await?;
+        }
         Ok(())
     }
 

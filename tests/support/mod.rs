@@ -726,3 +726,35 @@ impl Web {
         }
     }
 }
+
+/// `GET /v2/images/{id}/file` on a fresh connection, with `range` as its `Range` header.
+pub async fn download(addr: SocketAddr, id: &str, range: Option<&str>) -> Reply {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut send, connection) = hyper::client::conn::http1::handshake::<
+        _,
+        http_body_util::Full<Bytes>,
+    >(hyper_util::rt::TokioIo::new(stream))
+    .await
+    .expect("handshake");
+    tokio::spawn(connection);
+    let mut request = http::Request::builder()
+        .uri(format!("/v2/images/{id}/file"))
+        .header(http::header::HOST, addr.to_string());
+    if let Some(range) = range {
+        request = request.header(http::header::RANGE, range);
+    }
+    let response = send
+        .send_request(request.body(Default::default()).expect("request"))
+        .await
+        .expect("response");
+    let (parts, body) = response.into_parts();
+    let body = http_body_util::BodyExt::collect(body)
+        .await
+        .expect("body")
+        .to_bytes();
+    Reply {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+    }
+}
