@@ -273,3 +273,134 @@ async fn call(addr: SocketAddr, method: &str, path: &str) -> (u16, bytes::Bytes)
         .expect("answered");
     (reply.status, reply.body)
 }
+
+async fn json_call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, serde_json::Value) {
+    let reply = Conn::open(addr)
+        .await
+        .expect("connect")
+        .send_with(method, path, headers, bytes::Bytes::new())
+        .await
+        .expect("answered");
+    let value = serde_json::from_slice(&reply.body).unwrap_or(serde_json::Value::Null);
+    (reply.status, value)
+}
+
+fn version_ids(document: &serde_json::Value) -> Vec<String> {
+    document["versions"]
+        .as_array()
+        .map(|versions| {
+            versions
+                .iter()
+                .filter_map(|v| v["id"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Glance's cache API: 404 and no cache versions while the cache is off; with it on, the
+/// versions document lists 2.14–2.18, an image queued by `PUT` is prefetched (the queue is
+/// kept on disk, so what a stopped process left is prefetched by the next), listed, removed
+/// one by one or cleared by target, and pruned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cache_api_queues_prefetches_lists_and_clears() {
+    let mut sd = FakeSystemd::new();
+    let addr = sd.add_socket_unit("api");
+    sd.write_config(&config(""));
+    sd.start().await;
+    let off = support::get_once(addr, "/v2/cache")
+        .await
+        .expect("answered");
+    let body = String::from_utf8_lossy(&off.body);
+    assert_eq!(off.status, 404);
+    assert!(
+        body.contains("Caching via API is not supported at this site."),
+        "{body}"
+    );
+    let (_, versions) = json_call(addr, "GET", "/versions", &[]).await;
+    assert!(!version_ids(&versions).contains(&"v2.14".to_string()));
+
+    sd.write_config(&config("[cache]\nenabled = true\n"));
+    sd.reload().await;
+    let (_, versions) = json_call(addr, "GET", "/versions", &[]).await;
+    let ids = version_ids(&versions);
+    assert!(
+        ids.contains(&"v2.14".to_string()) && ids.contains(&"v2.16".to_string()),
+        "{ids:?}"
+    );
+    assert_eq!(versions["versions"][0]["id"], "v2.18");
+
+    let data = image_data(3 << 20, 21);
+    let id = uploaded(addr, &data).await;
+    let (status, _) = json_call(addr, "PUT", &format!("/v2/cache/{id}"), &[]).await;
+    assert_eq!(status, 202);
+    let state = sd.path("state");
+    eventually("prefetched", || cached(&state).contains(&id)).await;
+    let (status, listed) = json_call(addr, "GET", "/v2/cache", &[]).await;
+    assert_eq!(status, 200);
+    let entry = &listed["cached_images"][0];
+    assert_eq!(entry["image_id"], id.as_str(), "{listed}");
+    assert_eq!(entry["size"], 3 << 20);
+    assert_eq!(entry["hits"], 0);
+    assert!(entry["last_accessed"].as_f64().is_some() && entry["last_modified"].as_f64().is_some());
+    assert_eq!(listed["queued_images"], serde_json::json!([]));
+    assert_eq!(download(addr, &id).await, data, "served from the cache");
+    let (_, listed) = json_call(addr, "GET", "/v2/cache", &[]).await;
+    assert_eq!(listed["cached_images"][0]["hits"], 1);
+
+    // Refusals in Glance's words.
+    let queued = create_image(addr).await;
+    let (status, body) = json_call(addr, "PUT", &format!("/v2/cache/{queued}"), &[]).await;
+    assert_eq!(status, 400, "{body}");
+    let missing = "00000000-0000-0000-0000-000000000000";
+    let (status, _) = json_call(addr, "PUT", &format!("/v2/cache/{missing}"), &[]).await;
+    assert_eq!(status, 404);
+    let (status, _) = json_call(addr, "DELETE", &format!("/v2/cache/{missing}"), &[]).await;
+    assert_eq!(status, 404);
+    let (status, _) = json_call(
+        addr,
+        "DELETE",
+        "/v2/cache",
+        &[("x-image-cache-clear-target", "all")],
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, _) = json_call(addr, "GET", &format!("/v2/cache/nodes/{id}"), &[]).await;
+    assert_eq!(status, 409);
+
+    // Clearing the queue leaves the entries; clearing the cache removes them.
+    let (status, _) = json_call(
+        addr,
+        "DELETE",
+        "/v2/cache",
+        &[("x-image-cache-clear-target", "queue")],
+    )
+    .await;
+    assert_eq!(status, 204);
+    assert!(cached(&state).contains(&id));
+    let (status, _) = json_call(addr, "DELETE", &format!("/v2/cache/{id}"), &[]).await;
+    assert_eq!(status, 204);
+    assert!(cached(&state).is_empty());
+    let (status, pruned) = json_call(addr, "POST", "/v2/cache/prune", &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(pruned["total_files_pruned"], 0);
+    let (status, _) = json_call(addr, "POST", "/v2/cache/clean", &[]).await;
+    assert_eq!(status, 200);
+
+    // The queue outlives the process: what is queued when it stops is prefetched next time.
+    assert_eq!(sd.stop().await, 0);
+    std::fs::write(state.join("cache/queue.json"), format!("[\"{id}\"]")).expect("queue");
+    sd.start().await;
+    eventually("prefetched after the restart", || {
+        cached(&state).contains(&id)
+    })
+    .await;
+    let (status, _) = json_call(addr, "DELETE", "/v2/cache", &[]).await;
+    assert_eq!(status, 204);
+    assert!(cached(&state).is_empty());
+    assert_eq!(sd.stop().await, 0);
+}

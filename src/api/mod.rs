@@ -2,6 +2,7 @@
 //! per-request logging and the error format. Handlers stay thin and delegate downwards.
 
 mod auth;
+mod cache;
 mod error;
 pub mod forwarded;
 mod images;
@@ -103,6 +104,14 @@ pub fn router(context: ApiContext) -> Router {
                 .put(members::update)
                 .delete(members::delete),
         )
+        .route("/cache", get(cache::state).delete(cache::clear))
+        .route("/cache/clean", post(cache::clean))
+        .route("/cache/prune", post(cache::prune))
+        .route("/cache/nodes/{id}", get(cache::nodes))
+        .route(
+            "/cache/{id}",
+            axum::routing::put(cache::queue).delete(cache::delete),
+        )
         .route("/schemas/{name}", get(info::schema))
         .route("/info/import", get(info::import))
         .route("/info/stores", get(info::stores))
@@ -116,10 +125,11 @@ pub fn router(context: ApiContext) -> Router {
             authenticate,
         ))
         .with_state(context.clone());
+    let cache = context.catalog.cache_enabled();
     let router = Router::new()
         .route(
             "/versions",
-            get(|r: Request| async move { versions::document(&r, StatusCode::OK) }),
+            get(move |r: Request| async move { versions::document(&r, StatusCode::OK, cache) }),
         )
         .route(
             "/healthcheck",
@@ -132,7 +142,9 @@ pub fn router(context: ApiContext) -> Router {
     #[cfg(feature = "testing")]
     let router = router.merge(testing::router());
     router
-        .fallback(|r: Request| async move { versions::document(&r, StatusCode::MULTIPLE_CHOICES) })
+        .fallback(move |r: Request| async move {
+            versions::document(&r, StatusCode::MULTIPLE_CHOICES, cache)
+        })
         .layer(middleware::from_fn_with_state(context, request_context))
 }
 

@@ -30,15 +30,41 @@ const VERSIONS: &[(&str, &str)] = &[
     ("v2.0", "SUPPORTED"),
 ];
 
+/// The same with the image cache on: the cache API's versions (2.14, 2.16 and 2.18, which
+/// added clean and prune) come first, and 2.18 is current.
+const VERSIONS_WITH_CACHE: &[(&str, &str)] = &[
+    ("v2.18", "CURRENT"),
+    ("v2.17", "SUPPORTED"),
+    ("v2.16", "SUPPORTED"),
+    ("v2.15", "SUPPORTED"),
+    ("v2.14", "SUPPORTED"),
+    ("v2.13", "SUPPORTED"),
+    ("v2.12", "SUPPORTED"),
+    ("v2.11", "SUPPORTED"),
+    ("v2.10", "SUPPORTED"),
+    ("v2.9", "SUPPORTED"),
+    ("v2.8", "SUPPORTED"),
+    ("v2.7", "SUPPORTED"),
+    ("v2.6", "SUPPORTED"),
+    ("v2.5", "SUPPORTED"),
+    ("v2.4", "SUPPORTED"),
+    ("v2.3", "SUPPORTED"),
+    ("v2.2", "SUPPORTED"),
+    ("v2.1", "SUPPORTED"),
+    ("v2.0", "SUPPORTED"),
+];
+
 /// Whether `segment` (the first path segment) names a version served by the v2 API.
 pub fn is_version_alias(segment: &str) -> bool {
-    segment == "v2" || VERSIONS.iter().any(|(id, _)| *id == segment)
+    segment == "v2" || VERSIONS_WITH_CACHE.iter().any(|(id, _)| *id == segment)
 }
 
 /// The document with hrefs the client can reach: built from the base URL it used (see
 /// `forwarded`). Written by hand rather than through serde: it is fixed but for the base,
-/// and discovery is hit on every glanceclient command.
-pub fn document(request: &Request, status: StatusCode) -> Response {
+/// and discovery is hit on every glanceclient command. `cache`: whether the image cache is
+/// on.
+pub fn document(request: &Request, status: StatusCode, cache: bool) -> Response {
+    let versions = if cache { VERSIONS_WITH_CACHE } else { VERSIONS };
     let base = request
         .extensions()
         .get::<ClientView>()
@@ -46,9 +72,9 @@ pub fn document(request: &Request, status: StatusCode) -> Response {
     // Escaped once: a configured public endpoint may hold anything a URL may.
     let href = serde_json::to_string(&format!("{base}/v2/"))
         .unwrap_or_else(|_| "\"http://localhost:9292/v2/\"".to_string());
-    let mut body = String::with_capacity(96 * VERSIONS.len());
+    let mut body = String::with_capacity(96 * versions.len());
     body.push_str("{\"versions\": [");
-    for (i, (id, state)) in VERSIONS.iter().enumerate() {
+    for (i, (id, state)) in versions.iter().enumerate() {
         if i > 0 {
             body.push_str(", ");
         }
@@ -83,7 +109,7 @@ mod tests {
     #[test]
     fn the_document_is_json_with_reachable_hrefs() {
         let request = request_from("http://images.example:9292");
-        let response = document(&request, StatusCode::OK);
+        let response = document(&request, StatusCode::OK, false);
         let body = futures_body(response);
         let value: serde_json::Value = serde_json::from_str(&body).unwrap();
         let versions = value["versions"].as_array().unwrap();
@@ -96,12 +122,24 @@ mod tests {
         );
 
         let odd = request_from("https://cloud.example/a\"b\\c");
-        let body = futures_body(document(&odd, StatusCode::MULTIPLE_CHOICES));
+        let body = futures_body(document(&odd, StatusCode::MULTIPLE_CHOICES, false));
         let value: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(
             value["versions"][0]["links"][0]["href"],
             "https://cloud.example/a\"b\\c/v2/"
         );
+
+        let cached = futures_body(document(&request, StatusCode::OK, true));
+        let value: serde_json::Value = serde_json::from_str(&cached).unwrap();
+        let ids: Vec<&str> = value["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v["id"].as_str())
+            .collect();
+        assert_eq!(ids[..5], ["v2.18", "v2.17", "v2.16", "v2.15", "v2.14"]);
+        assert_eq!(value["versions"][0]["status"], "CURRENT");
+        assert_eq!(ids.len(), VERSIONS.len() + 3);
     }
 
     fn futures_body(response: Response) -> String {

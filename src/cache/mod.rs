@@ -94,6 +94,8 @@ struct State {
 pub struct ImageCache {
     dir: PathBuf,
     state: Mutex<State>,
+    /// Images queued for prefetching, in order; `queue.json` is written under this lock.
+    queue: Mutex<Vec<String>>,
     /// The usage changed since the index was last written.
     dirty: AtomicBool,
     /// Where fills run: a runtime that outlives the generation that started them.
@@ -179,8 +181,16 @@ impl ImageCache {
                 let _ = std::fs::remove_file(dir.join("data").join(&id));
             }
         }
+        let queue: Vec<String> = std::fs::read(dir.join("queue.json"))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<Vec<String>>(&bytes).ok())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|id| safe_id(id))
+            .collect();
         let cache = ImageCache {
             dir,
+            queue: Mutex::new(queue),
             state: Mutex::new(State {
                 entries,
                 fills: HashMap::new(),
@@ -257,6 +267,74 @@ impl ImageCache {
     pub fn clear(&self) -> usize {
         let ids: Vec<String> = self.state().entries.keys().cloned().collect();
         ids.iter().filter(|id| self.remove(id)).count()
+    }
+
+    fn queue_lock(&self) -> MutexGuard<'_, Vec<String>> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The images queued for prefetching, in order.
+    pub fn queued(&self) -> Vec<String> {
+        self.queue_lock().clone()
+    }
+
+    /// Queues `id` for prefetching (kept on disk); whether it was not queued already.
+    /// Blocking.
+    pub fn queue(&self, id: &str) -> io::Result<bool> {
+        let mut queue = self.queue_lock();
+        if !safe_id(id) || queue.iter().any(|q| q == id) {
+            return Ok(false);
+        }
+        queue.push(id.to_string());
+        self.write_queue(&queue)?;
+        Ok(true)
+    }
+
+    /// Takes `id` off the queue; whether it was on it. Blocking.
+    pub fn dequeue(&self, id: &str) -> io::Result<bool> {
+        let mut queue = self.queue_lock();
+        let before = queue.len();
+        queue.retain(|q| q != id);
+        if queue.len() == before {
+            return Ok(false);
+        }
+        self.write_queue(&queue)?;
+        Ok(true)
+    }
+
+    /// Empties the queue; how many it held. Blocking.
+    pub fn clear_queue(&self) -> io::Result<usize> {
+        let mut queue = self.queue_lock();
+        let cleared = queue.len();
+        queue.clear();
+        self.write_queue(&queue)?;
+        Ok(cleared)
+    }
+
+    fn write_queue(&self, queue: &[String]) -> io::Result<()> {
+        write_atomically(
+            &self.dir.join("queue.json"),
+            &serde_json::to_vec(queue).map_err(io::Error::other)?,
+        )
+    }
+
+    /// Drops entries whose data is gone or not of their size, and fills older than
+    /// `stall_time` (Glance's `clean`). Blocking.
+    pub fn clean(&self) {
+        let broken: Vec<String> = self
+            .state()
+            .entries
+            .iter()
+            .filter(|(id, entry)| {
+                std::fs::metadata(self.dir.join("data").join(id))
+                    .map_or(true, |m| m.len() != entry.meta.size)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in broken {
+            self.remove(&id);
+        }
+        self.remove_stale_fills();
     }
 
     /// Least recently used entries go until the cache is within `max_size`; returns how many

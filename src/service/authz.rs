@@ -12,7 +12,7 @@ use crate::policy::{Credentials, Target};
 use super::{Catalog, Result};
 
 /// What a rule is checked against: an image as Glance's policy layer describes it.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub(super) struct ImageTarget {
     owner: Option<String>,
     visibility: Option<&'static str>,

@@ -597,10 +597,30 @@ impl Catalog {
         let Some(size) = image.size.filter(|_| !image.locations.is_empty()) else {
             return Ok(Download::NoData);
         };
-        let size = u64::try_from(size).unwrap_or(0);
-        // Only an active image's data is served from the cache, and only as the catalogue
-        // has it now: a deactivated image, or one whose data changed, is read from the stores.
-        let cache = match (&self.cache, &image.checksum) {
+        let Some(copies) = self.copies_of(&image, self.cache.as_ref()) else {
+            return Ok(Download::NoData);
+        };
+        Ok(Download::Data {
+            copies: Box::new(copies),
+            size: u64::try_from(size).unwrap_or(0),
+            checksum: image.checksum,
+        })
+    }
+
+    /// `image`'s copies, read through `cache` when it is given and the image is active
+    /// (only an active image's data is served from the cache, and only as the catalogue has
+    /// it now: a deactivated image, or one whose data changed, is read from the stores).
+    /// `None` when the image has no data.
+    pub(super) fn copies_of(
+        &self,
+        image: &Image,
+        cache: Option<&Arc<ImageCache>>,
+    ) -> Option<Copies> {
+        let size = image
+            .size
+            .filter(|_| !image.locations.is_empty())
+            .and_then(|s| u64::try_from(s).ok())?;
+        let cache = match (cache, &image.checksum) {
             (Some(cache), Some(checksum)) if image.status == Status::Active => Some((
                 cache.clone(),
                 Wanted {
@@ -611,14 +631,10 @@ impl Catalog {
             )),
             _ => None,
         };
-        Ok(Download::Data {
-            copies: Box::new(Copies {
-                stores: self.stores.clone(),
-                locations: image.locations.clone(),
-                cache,
-            }),
-            size,
-            checksum: image.checksum,
+        Some(Copies {
+            stores: self.stores.clone(),
+            locations: image.locations.clone(),
+            cache,
         })
     }
 }

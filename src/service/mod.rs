@@ -4,6 +4,7 @@
 //! no HTTP type.
 
 mod authz;
+mod cache;
 mod data;
 mod fetch;
 mod formats;
@@ -32,6 +33,7 @@ use crate::policy::protections::PropertyProtections;
 use crate::store::{StoreError, Stores};
 use authz::ImageTarget;
 
+pub use cache::{CacheState, ClearTarget};
 pub use data::{Copies, Download, TransferSlots};
 use data::{blocking, data_of};
 pub use fetch::{FetchError, WebDownload};

@@ -66,6 +66,8 @@ impl Catalog {
             }
             Err(e) => failures.push(format!("abandoned stages not checked: {e}")),
         }
+        // Images queued for the cache before a restart, or while the prefetcher ended.
+        self.prefetch();
         let board = self.executor.board();
         match (failures.first(), board.upkeep_failing(!failures.is_empty())) {
             (Some(first), false) => {

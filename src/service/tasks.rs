@@ -37,6 +37,8 @@ pub struct TaskBoard {
     handle: Handle,
     /// Whether `upkeep` runs.
     upkeep: std::sync::atomic::AtomicBool,
+    /// Whether the image cache's prefetcher runs.
+    prefetching: std::sync::atomic::AtomicBool,
     /// Whether the last round of upkeep failed.
     upkeep_failed: std::sync::atomic::AtomicBool,
     /// Images a transfer of this process holds now (claimed, neither committed nor
@@ -66,6 +68,7 @@ impl TaskBoard {
             transfers: TransferSlots::new(max_transfers),
             releases: Releases::default(),
             upkeep: std::sync::atomic::AtomicBool::new(false),
+            prefetching: std::sync::atomic::AtomicBool::new(false),
             upkeep_failed: std::sync::atomic::AtomicBool::new(false),
             held: Mutex::default(),
         }))
@@ -85,6 +88,23 @@ impl TaskBoard {
 
     fn live(&self) -> MutexGuard<'_, Option<Catalog>> {
         self.live.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The generation live now.
+    pub(super) fn live_catalog(&self) -> Option<Catalog> {
+        self.live().clone()
+    }
+
+    /// Marks the prefetcher as running; false when it already was.
+    pub(super) fn begin_prefetching(&self) -> bool {
+        !self
+            .prefetching
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub(super) fn end_prefetching(&self) {
+        self.prefetching
+            .store(false, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn is_running(&self, id: &str) -> bool {

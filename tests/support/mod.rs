@@ -422,6 +422,21 @@ impl Conn {
         content_type: Option<&str>,
         body: Bytes,
     ) -> Result<Reply, String> {
+        let headers: Vec<(&str, &str)> = content_type
+            .map(|c| ("content-type", c))
+            .into_iter()
+            .collect();
+        self.send_with(method, path, &headers, body).await
+    }
+
+    /// Sends one request with `headers` on this connection.
+    pub async fn send_with(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<Reply, String> {
         self.send
             .ready()
             .await
@@ -430,8 +445,8 @@ impl Conn {
             .method(method)
             .uri(path)
             .header(http::header::HOST, self.addr.to_string());
-        if let Some(content_type) = content_type {
-            request = request.header(http::header::CONTENT_TYPE, content_type);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
         let request = request.body(Full::new(body)).map_err(|e| e.to_string())?;
         let response = self
