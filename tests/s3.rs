@@ -454,3 +454,43 @@ async fn refused_credentials_or_an_unreachable_server_fail_the_reload_unless_opt
     assert!(s3.object(&waiting) == Some(data));
     assert_eq!(sd.stop().await, 0);
 }
+
+/// With the cache on, an image in the bucket is read from S3 once: its hits are served with
+/// the S3 server stopped (no request reaches it), whole and in ranges, byte-exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cache_hit_makes_no_request_to_s3() {
+    let mut s3 = S3Server::start().await;
+    let mut sd = FakeSystemd::new();
+    let addr = sd.add_socket_unit("api");
+    sd.write_config(&format!(
+        "{}[cache]\nenabled = true\n",
+        config(&s3, SECRET_KEY, "")
+    ));
+    sd.start().await;
+    let data = pattern(7 << 20, 9);
+    let id = create_image(addr).await;
+    assert_eq!(upload_image(addr, &id, &data).await.status, 204);
+    let first = download(addr, &id, None).await;
+    assert!(
+        first.status == 200 && first.body[..] == data[..],
+        "the miss is byte-exact"
+    );
+    let entry = sd.path("state").join("cache/data").join(&id);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !entry.exists() {
+        assert!(tokio::time::Instant::now() < deadline, "never cached");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    s3.stop();
+    let hit = download(addr, &id, None).await;
+    assert!(
+        hit.status == 200 && hit.body[..] == data[..],
+        "the hit is byte-exact"
+    );
+    assert_eq!(hit.headers["content-md5"], md5_hex(&data).as_str());
+    let part = download(addr, &id, Some("bytes=5242870-5242889")).await;
+    assert_eq!(part.status, 206);
+    assert_eq!(part.body[..], data[5_242_870..=5_242_889]);
+    assert_eq!(sd.stop().await, 0);
+}

@@ -91,7 +91,8 @@ class Glint(ActivatedGlint):
                     + (f'[database]\nurl = "{database}"\n' if database else "")
                     + '[stores.fast]\ndefault = true\ndescription = "Fast"\n' + fast_store_keys()
                     + '[stores.cheap]\ndatadirs = [{ path = "cheap" }]\n'
-                    '[import.web_download]\nallowed_hosts = ["127.0.0.1"]\nallowed_ports = []\n')
+                    '[import.web_download]\nallowed_hosts = ["127.0.0.1"]\nallowed_ports = []\n'
+                    + ('[cache]\nenabled = true\n' if getattr(self, "cache", False) else ""))
 
     def rest(self, method, path, body=None, headers=None):
         data = json.dumps(body).encode() if body is not None else None
@@ -415,6 +416,64 @@ def import_flows(g, workdir):
     check(holds_data(body), f"openstack image create --import: {err.strip()[-200:]}")
 
 
+def cache_flows(g, workdir):
+    """glanceclient's cache commands (Images API 2.14 and 2.18) once a reload turned the cache
+    on, and their refusal once another turned it off."""
+    g.cache = True
+    g.reload()
+    data = os.urandom(2 * 1024 * 1024 + 3)
+    source = os.path.join(workdir, "cached.img")
+    with open(source, "wb") as f:
+        f.write(data)
+    code, out, err = glance(g, "image-create", "--name", "cached", "--disk-format", "raw",
+                            "--container-format", "bare", "--file", source)
+    image_id = table(out).get("id", "")
+    check(code == 0 and image_id, f"glance image-create for the cache: {err.strip()}")
+
+    code, out, err = glance(g, "cache-queue", image_id)
+    check(code == 0 and not err.strip(), f"glance cache-queue: {err.strip()}")
+    deadline = time.monotonic() + 30
+    listed = {}
+    while time.monotonic() < deadline:
+        _, listed = g.rest("GET", "/v2/cache")
+        if any(e.get("image_id") == image_id for e in listed.get("cached_images", [])):
+            break
+        time.sleep(0.05)
+    code, out, err = glance(g, "cache-list")
+    check(code == 0 and image_id in out and not listed.get("queued_images"),
+          f"glance cache-list shows the prefetched image: {out.strip()} {err.strip()}")
+    target = os.path.join(workdir, "cached.out")
+    code, out, err = glance(g, "image-download", image_id, "--file", target)
+    with open(target, "rb") as f:
+        check(code == 0 and f.read() == data, f"glance image-download from the cache is byte-exact: {err.strip()}")
+    _, listed = g.rest("GET", "/v2/cache")
+    hits = [e.get("hits") for e in listed.get("cached_images", []) if e.get("image_id") == image_id]
+    check(hits == [1], f"the download was a hit: {listed}")
+
+    code, out, err = glance(g, "cache-prune")
+    check(code == 0 and "Pruned 0 file(s)" in out and not err.strip(), f"glance cache-prune: {out.strip()} {err.strip()}")
+    code, out, err = glance(g, "cache-clean")
+    check(code == 0 and not err.strip(), f"glance cache-clean: {err.strip()}")
+    code, out, err = glance(g, "cache-delete", image_id)
+    _, listed = g.rest("GET", "/v2/cache")
+    check(code == 0 and not err.strip() and not listed.get("cached_images"),
+          f"glance cache-delete: {listed} {err.strip()}")
+    glance(g, "cache-queue", image_id)
+    code, out, err = glance(g, "cache-clear", "--target", "queue")
+    _, listed = g.rest("GET", "/v2/cache")
+    check(code == 0 and not err.strip() and not listed.get("queued_images"), f"glance cache-clear --target queue: {err.strip()}")
+    code, out, err = glance(g, "cache-clear")
+    _, listed = g.rest("GET", "/v2/cache")
+    check(code == 0 and not err.strip() and listed == {"cached_images": [], "queued_images": []},
+          f"glance cache-clear: {listed} {err.strip()}")
+
+    g.cache = False
+    g.reload()
+    code, out, err = glance(g, "cache-list")
+    check(code != 0 and "caching" in (out + err).lower(),
+          f"with the cache off glance cache-list is refused: {out.strip()} {err.strip()}")
+
+
 def main():
     if len(sys.argv) != 2:
         print(__doc__)
@@ -430,6 +489,7 @@ def main():
             osc_flows(g, workdir)
             sdk_flows(g)
             import_flows(g, workdir)
+            cache_flows(g, workdir)
         except Exception as e:
             FAILURES.append(f"aborted: {e!r}")
             log(f"FAIL: aborted: {e!r}")
