@@ -1,6 +1,7 @@
 //! A miss: the store's data written into `incomplete/` as it is streamed to every reader that
-//! asks meanwhile (each follows the file as it grows), hashed as it goes, and admitted as an
-//! entry only once it is whole and its md5 is the image's checksum. The fill runs on the
+//! asks meanwhile (each follows the file as it grows), hashed by a follower of its own (so no
+//! reader waits for md5), and admitted as an entry only once it is whole and its md5 is the
+//! image's checksum. The fill runs on the
 //! cache's runtime and stops when its last reader leaves before the end.
 
 use std::future::Future;
@@ -12,7 +13,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use md5::{Digest, Md5};
-use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -20,7 +20,7 @@ use super::{BLOCK, Entry, ImageCache, Meta, Usage, Wanted, now, safe_id, write_a
 use crate::store::ByteStream;
 
 /// Sent to readers at most this many bytes at a time.
-const CHUNK: u64 = 256 << 10;
+const CHUNK: u64 = 1 << 20;
 
 pub(super) struct Fill {
     wanted: Wanted,
@@ -208,9 +208,18 @@ impl ImageCache {
 
     /// The fill itself: copy, check, admit; then every reader is told how it ended.
     async fn run_fill(self: Arc<Self>, fill: Arc<Fill>, source: ByteStream, writer: std::fs::File) {
-        let copied = tokio::select! {
-            copied = copy(&fill, source, writer) => copied,
-            () = fill.cancel.cancelled() => Err("every reader left before the end".to_string()),
+        let hasher = std::fs::File::open(&fill.partial)
+            .map(|file| self.follower(fill.clone(), file, false))
+            .map_err(|e| format!("the fill cannot be read back: {e}"));
+        let copied = match hasher {
+            Ok(hasher) => tokio::select! {
+                copied = async {
+                    tokio::try_join!(write(&fill, source, writer), hash(&fill, hasher))
+                        .map(|((), meta)| meta)
+                } => copied,
+                () = fill.cancel.cancelled() => Err("every reader left before the end".to_string()),
+            },
+            Err(e) => Err(e),
         };
         let outcome = match copied {
             Ok(meta) if !fill.discarded.load(Ordering::Relaxed) => self.admit(&fill, meta).await,
@@ -277,20 +286,30 @@ impl ImageCache {
         Ok(())
     }
 
-    /// A reader of `fill` through its own `file`, counted until it is dropped.
-    fn follow(self: &Arc<Self>, fill: Arc<Fill>, file: std::fs::File) -> ByteStream {
-        fill.readers.fetch_add(1, Ordering::Relaxed);
-        let follower = Follower {
+    /// Follows `fill` through its own `file`; a `counted` one is a reader, whose leaving may
+    /// stop the fill.
+    fn follower(self: &Arc<Self>, fill: Arc<Fill>, file: std::fs::File, counted: bool) -> Follower {
+        let guard = counted.then(|| {
+            fill.readers.fetch_add(1, Ordering::Relaxed);
+            ReaderGuard {
+                cache: self.clone(),
+                fill: fill.clone(),
+            }
+        });
+        Follower {
             progress: fill.progress.subscribe(),
             size: fill.wanted.size,
-            guard: ReaderGuard {
-                cache: self.clone(),
-                fill,
-            },
-            file: tokio::fs::File::from_std(file),
+            fill,
+            _guard: guard,
+            file: Arc::new(file),
             position: 0,
             finished: false,
-        };
+        }
+    }
+
+    /// A reader of `fill` through its own `file`, counted until it is dropped.
+    fn follow(self: &Arc<Self>, fill: Arc<Fill>, file: std::fs::File) -> ByteStream {
+        let follower = self.follower(fill, file, true);
         futures_util::stream::unfold(follower, |mut follower| async move {
             if follower.finished {
                 return None;
@@ -319,41 +338,60 @@ enum Registered {
     Unavailable,
 }
 
-/// Copies `source` into `writer` (on the blocking pool), hashing it and telling readers how
-/// far it got; the entry's metadata once the data is whole, synced and the image's.
-async fn copy(fill: &Fill, mut source: ByteStream, writer: std::fs::File) -> Result<Meta, String> {
-    let mut sink = Some((writer, Hashes::new()));
+/// Writes `source` into `writer` (on the blocking pool), telling readers how far it got, and
+/// syncs it; fails unless the store sent exactly the image's size.
+async fn write(fill: &Fill, mut source: ByteStream, writer: std::fs::File) -> Result<(), String> {
+    let mut file = Some(writer);
     let mut written: u64 = 0;
     while let Some(chunk) = source.next().await {
         let chunk: Bytes = chunk.map_err(|e| format!("reading the store failed: {e}"))?;
-        let length = chunk.len() as u64;
-        written += length;
+        written += chunk.len() as u64;
         if written > fill.wanted.size {
             return Err("the store holds more data than the image's size".into());
         }
-        let (mut file, mut hashes) = sink.take().ok_or("the fill lost its file")?;
-        let wrote = tokio::task::spawn_blocking(move || {
-            file.write_all(&chunk)?;
-            hashes.update(&chunk);
-            Ok::<_, io::Error>((file, hashes))
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("writing the cache failed: {e}"))?;
-        sink = Some(wrote);
+        let mut sink = file.take().ok_or("the fill lost its file")?;
+        let wrote = tokio::task::spawn_blocking(move || sink.write_all(&chunk).map(|()| sink))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("writing the cache failed: {e}"))?;
+        file = Some(wrote);
         fill.progress.send_modify(|p| p.written = written);
     }
-    let (file, hashes) = sink.take().ok_or("the fill lost its file")?;
-    let meta = tokio::task::spawn_blocking(move || {
-        file.sync_all()?;
-        Ok::<_, io::Error>(hashes.finish(written))
-    })
-    .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| format!("writing the cache failed: {e}"))?;
-    if meta.size != fill.wanted.size || meta.checksum != fill.wanted.checksum {
-        tracing::warn!(image_id = %fill.wanted.id, size = meta.size, checksum = %meta.checksum, expected = %fill.wanted.checksum, "the store's data is not the image's: not cached");
-        return Err("the data is not the image's (size or checksum)".into());
+    if written != fill.wanted.size {
+        return Err(format!(
+            "the store sent {written} bytes of an image of {}",
+            fill.wanted.size
+        ));
+    }
+    let sink = file.take().ok_or("the fill lost its file")?;
+    tokio::task::spawn_blocking(move || sink.sync_all())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("writing the cache failed: {e}"))
+}
+
+/// Hashes what the fill writes as it is written, following the file like a reader (so the
+/// readers never wait for md5); the entry's metadata once it is whole and the image's.
+async fn hash(fill: &Fill, mut follower: Follower) -> Result<Meta, String> {
+    let mut hashes = Some(Hashes::new());
+    while let Some(chunk) = follower.next().await.map_err(|e| e.to_string())? {
+        let mut running = hashes.take().ok_or("the fill lost its hashes")?;
+        hashes = Some(
+            tokio::task::spawn_blocking(move || {
+                running.update(&chunk);
+                running
+            })
+            .await
+            .map_err(|e| e.to_string())?,
+        );
+    }
+    let meta = hashes
+        .take()
+        .ok_or("the fill lost its hashes")?
+        .finish(fill.wanted.size);
+    if meta.checksum != fill.wanted.checksum {
+        tracing::warn!(image_id = %fill.wanted.id, checksum = %meta.checksum, expected = %fill.wanted.checksum, "the store's data is not the image's: not cached");
+        return Err("the data is not the image's (checksum)".into());
     }
     Ok(meta)
 }
@@ -381,8 +419,10 @@ impl Drop for ReaderGuard {
 struct Follower {
     progress: watch::Receiver<Progress>,
     size: u64,
-    guard: ReaderGuard,
-    file: tokio::fs::File,
+    fill: Arc<Fill>,
+    /// Held by a reader (not by the fill's own hashing).
+    _guard: Option<ReaderGuard>,
+    file: Arc<std::fs::File>,
     position: u64,
     finished: bool,
 }
@@ -401,8 +441,14 @@ impl Follower {
             if self.position < written {
                 let length = usize::try_from((written - self.position).min(CHUNK))
                     .map_err(io::Error::other)?;
-                let mut bytes = vec![0u8; length];
-                self.file.read_exact(&mut bytes).await?;
+                let (file, at) = (self.file.clone(), self.position);
+                let bytes = tokio::task::spawn_blocking(move || {
+                    let mut bytes = vec![0u8; length];
+                    std::os::unix::fs::FileExt::read_exact_at(&*file, &mut bytes, at)?;
+                    Ok::<_, io::Error>(bytes)
+                })
+                .await
+                .map_err(io::Error::other)??;
                 self.position += length as u64;
                 return Ok(Some(bytes.into()));
             }
@@ -411,7 +457,7 @@ impl Follower {
                 Some(Err(why)) => {
                     return Err(io::Error::other(format!(
                         "the image cache fill of {} failed: {why}",
-                        self.guard.fill.wanted.id
+                        self.fill.wanted.id
                     )));
                 }
                 None => {

@@ -1,0 +1,195 @@
+#!/usr/bin/env python3
+"""The image cache (src/cache), as ratios in one run (the figures are in docs/benchmarks.md):
+
+1. download MiB/s of one image: a cache hit, the filesystem store read directly (cache off),
+   and nginx serving the same file (sendfile) — goal: a hit ≥ 0.9 of nginx;
+2. a miss (a new image each round, so every download fills the cache while it streams)
+   against the store read without a cache — goal: ≥ 0.9;
+3. 50 concurrent first downloads of one image from an S3 store (s3s-fs): the bytes s3s-fs
+   sent (its /proc/<pid>/io wchar), against the image's size.
+
+Every download is curl to /dev/null on loopback, best of N rounds.
+
+Usage: tests/bench/cache.py GLINT_BINARY [--data-mib 1024] [--rounds 5]
+  needs nginx (apt-get install nginx-light) and s3s-fs (.ci/run builds it).
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "harness"))
+from activated import ActivatedGlint, listening_socket  # noqa: E402
+from bench import free_port  # noqa: E402
+from s3 import ACCESS, BUCKET, SECRET, curl, s3s_fs  # noqa: E402
+
+
+class Node(ActivatedGlint):
+    """glint with the default filesystem store (or the S3 store at `endpoint`) and the cache
+    on or off."""
+
+    def __init__(self, binary, workdir, sock, cache, endpoint=None):
+        self.cache, self.endpoint = cache, endpoint
+        os.makedirs(workdir, exist_ok=True)
+        super().__init__(binary, workdir, sock)
+
+    def write_config(self):
+        store = ""
+        if self.endpoint:
+            store = (f'[stores.objects]\ntype = "s3"\ndefault = true\nendpoint = "{self.endpoint}"\n'
+                     f'bucket = "{BUCKET}"\nprefix = "bench/"\naccess_key_id = "{ACCESS}"\n'
+                     f'secret_access_key = "{SECRET}"\npath_style = true\n')
+        with open(self.config, "w") as f:
+            f.write(f'state_dir = "{self.workdir}/state"\n[server]\nlisten = ["127.0.0.1:1"]\nworkers = 2\n'
+                    f'max_transfers = 64\n[log]\nlevel = "warn"\n{store}'
+                    f'[cache]\nenabled = {"true" if self.cache else "false"}\nmax_size = "16GiB"\n')
+
+
+def create(base, blob):
+    image = json.loads(curl("-X", "POST", f"{base}/v2/images", "-H", "Content-Type: application/json",
+                            "-d", '{"disk_format": "raw", "container_format": "bare"}'))["id"]
+    code = curl("-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT", "-H", "Content-Type: application/octet-stream",
+                "-T", blob, f"{base}/v2/images/{image}/file")
+    if code != "204":
+        raise RuntimeError(f"upload answered {code}")
+    return image
+
+
+def rate(url, mib):
+    """MiB/s of one download of `url` to /dev/null."""
+    out = curl("-o", "/dev/null", "-w", "%{http_code} %{time_total}", url)
+    code, seconds = out.split()
+    if code != "200":
+        raise RuntimeError(f"{url} answered {code}")
+    return mib / float(seconds)
+
+
+def cached(node, image):
+    listed = json.loads(curl(f"{node.url}/v2/cache"))
+    return any(e["image_id"] == image for e in listed["cached_images"])
+
+
+def wait_cached(node, image):
+    deadline = time.monotonic() + 120
+    while not cached(node, image):
+        if time.monotonic() > deadline:
+            raise RuntimeError("never cached")
+        time.sleep(0.05)
+
+
+def nginx(root, port, workdir):
+    conf = os.path.join(workdir, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(f"daemon off;\npid {workdir}/nginx.pid;\nerror_log {workdir}/nginx.err;\nworker_processes 2;\n"
+                f"events {{}}\nhttp {{ access_log off; sendfile on; tcp_nopush on;\n"
+                f"  server {{ listen 127.0.0.1:{port}; root {root}; }} }}\n")
+    server = subprocess.Popen(["nginx", "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while subprocess.run(["curl", "-s", "-o", "/dev/null", f"http://127.0.0.1:{port}/"]).returncode != 0:
+        time.sleep(0.05)
+    return server
+
+
+def local_figures(binary, workdir, blob, mib, rounds):
+    best = {"hit": 0.0, "store": 0.0, "nginx": 0.0, "miss": 0.0}
+    on = Node(binary, os.path.join(workdir, "on"), listening_socket(), cache=True)
+    off = Node(binary, os.path.join(workdir, "off"), listening_socket(), cache=False)
+    port = free_port()
+    web = nginx(workdir, port, workdir)
+    try:
+        hot = create(on.url, blob)
+        curl("-o", "/dev/null", f"{on.url}/v2/images/{hot}/file")
+        wait_cached(on, hot)
+        # A fresh image per miss: removing a cache entry just before would measure the
+        # filesystem's discard of the old file (ext4 with `discard`) as much as the miss.
+        colds = [create(on.url, blob) for _ in range(rounds)]
+        plain = create(off.url, blob)
+        for round_ in range(rounds):
+            figures = {
+                "miss": rate(f"{on.url}/v2/images/{colds[round_]}/file", mib),
+                "hit": rate(f"{on.url}/v2/images/{hot}/file", mib),
+                "store": rate(f"{off.url}/v2/images/{plain}/file", mib),
+                "nginx": rate(f"http://127.0.0.1:{port}/{os.path.basename(blob)}", mib),
+            }
+            wait_cached(on, colds[round_])
+            for name, value in figures.items():
+                best[name] = max(best[name], value)
+            print(f"round {round_ + 1}: " + ", ".join(f"{k} {v:.0f} MiB/s" for k, v in figures.items()), flush=True)
+    finally:
+        web.terminate()
+        web.wait()
+        on.stop()
+        off.stop()
+    return best
+
+
+def wchar(pid):
+    with open(f"/proc/{pid}/io") as f:
+        return int(next(line for line in f if line.startswith("wchar:")).split()[1])
+
+
+def concurrent_misses(binary, workdir, blob, size, readers):
+    root = os.path.join(workdir, "s3")
+    os.makedirs(os.path.join(root, BUCKET))
+    port = free_port()
+    server = subprocess.Popen([s3s_fs(), "--host", "127.0.0.1", "--port", str(port), "--access-key", ACCESS,
+                               "--secret-key", SECRET, root], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        while subprocess.run(["curl", "-s", "-o", "/dev/null", endpoint]).returncode != 0:
+            time.sleep(0.05)
+        node = Node(binary, os.path.join(workdir, "s3-node"), listening_socket(), cache=True, endpoint=endpoint)
+        try:
+            image = create(node.url, blob)
+            before = wchar(server.pid)
+            downloads = [subprocess.Popen(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download}",
+                                           f"{node.url}/v2/images/{image}/file"], stdout=subprocess.PIPE, text=True)
+                         for _ in range(readers)]
+            answers = [d.communicate()[0].split() for d in downloads]
+            sent = wchar(server.pid) - before
+            whole = sum(1 for code, got in answers if code == "200" and int(got) == size)
+        finally:
+            node.stop()
+    finally:
+        server.terminate()
+        server.wait()
+    return sent, whole
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("glint")
+    parser.add_argument("--data-mib", type=int, default=1024)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--readers", type=int, default=50)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(dir="/var/tmp") as workdir:
+        os.chmod(workdir, 0o755)
+        blob = os.path.join(workdir, "image.raw")
+        with open(blob, "wb") as f:
+            for _ in range(args.data_mib):
+                f.write(os.urandom(1 << 20))
+        with open(blob, "r+b") as f:  # no MBR signature: random bytes stay plain raw
+            f.seek(510)
+            f.write(b"\0\0")
+        os.chmod(blob, 0o644)
+        size = args.data_mib << 20
+        best = local_figures(args.glint, workdir, blob, args.data_mib, args.rounds)
+        sent, whole = concurrent_misses(args.glint, workdir, blob, size, args.readers)
+    print("| what | figure | ratio | goal |\n|---|---|---|---|")
+    print(f"| nginx, the same file (sendfile) | {best['nginx']:.0f} MiB/s | 1 | |")
+    print(f"| glint, cache hit | {best['hit']:.0f} MiB/s | {best['hit'] / best['nginx']:.2f} | ≥ 0.9 |")
+    print(f"| glint, filesystem store, cache off | {best['store']:.0f} MiB/s | {best['store'] / best['nginx']:.2f} | |")
+    print(f"| glint, cache miss (streams and fills) | {best['miss']:.0f} MiB/s | {best['miss'] / best['store']:.2f} "
+          f"of the store read | ≥ 0.9 |")
+    print(f"| {args.readers} concurrent first downloads from S3: bytes s3s-fs sent | {sent} "
+          f"| {sent / size:.2f} × the image | 1 |")
+    print(f"| ... of which downloads got every byte | {whole} of {args.readers} | | |")
+
+
+if __name__ == "__main__":
+    main()
