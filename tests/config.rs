@@ -314,7 +314,7 @@ fn valid_config() -> impl Strategy<Value = Config> {
                 cache: CacheConfig {
                     enabled: db.len() % 2 == 0,
                     dir: PathBuf::from(format!("cache-{db}")),
-                    max_size: images.size_cap,
+                    max_size: ByteSize::b(images.size_cap.as_u64().max(1)),
                     ..CacheConfig::default()
                 },
                 images,

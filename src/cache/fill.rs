@@ -113,7 +113,7 @@ impl ImageCache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<ByteStream, E>>,
     {
-        if !safe_id(&wanted.id) || wanted.size > self.state().max_size {
+        if !safe_id(&wanted.id) || !self.fits(wanted.size) {
             return open().await;
         }
         let (fill, reader, writer) = match self.register(wanted) {

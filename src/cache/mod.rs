@@ -242,6 +242,11 @@ impl ImageCache {
         listed
     }
 
+    /// Whether an image of `size` bytes may ever be an entry (it fits in `max_size`).
+    pub fn fits(&self, size: u64) -> bool {
+        size <= self.state().max_size
+    }
+
     pub fn contains(&self, id: &str) -> bool {
         self.state().entries.contains_key(id)
     }

@@ -210,6 +210,17 @@ impl Catalog {
         let Some(copies) = self.copies_of(&image, Some(cache)) else {
             return true;
         };
+        if image
+            .size
+            .and_then(|s| u64::try_from(s).ok())
+            .is_some_and(|s| !cache.fits(s))
+        {
+            tracing::warn!(
+                image_id = id,
+                "queued image larger than cache.max_size: not prefetched"
+            );
+            return true;
+        }
         match copies.open(None).await {
             Ok(mut stream) => {
                 while let Some(chunk) = stream.next().await {
