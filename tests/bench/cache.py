@@ -4,7 +4,8 @@
 1. download MiB/s of one image: a cache hit, the filesystem store read directly (cache off),
    and nginx serving the same file (sendfile) — goal: a hit ≥ 0.9 of nginx;
 2. a miss (a new image each round, so every download fills the cache while it streams)
-   against the store read without a cache — goal: ≥ 0.9;
+   against the store read without a cache — goal: ≥ 0.9 — and against the rate at which this
+   machine writes as much new data to a new file (dd), which a miss must also do;
 3. 50 concurrent first downloads of one image from an S3 store (s3s-fs): the bytes s3s-fs
    sent (its /proc/<pid>/io wchar), against the image's size.
 
@@ -69,6 +70,15 @@ def rate(url, mib):
     return mib / float(seconds)
 
 
+def write_rate(path, mib):
+    """MiB/s of writing `mib` MiB of new data to a new file (what a miss must also do): the
+    machine's page-cache write rate, which the miss cannot pass."""
+    out = subprocess.run(["dd", "if=/dev/zero", f"of={path}", "bs=1M", f"count={mib}"],
+                         capture_output=True, text=True, check=True).stderr
+    seconds = float(out.strip().splitlines()[-1].split(",")[2].split()[0])
+    return mib / seconds
+
+
 def cached(node, image):
     listed = json.loads(curl(f"{node.url}/v2/cache"))
     return any(e["image_id"] == image for e in listed["cached_images"])
@@ -95,7 +105,7 @@ def nginx(root, port, workdir):
 
 
 def local_figures(binary, workdir, blob, mib, rounds):
-    best = {"hit": 0.0, "store": 0.0, "nginx": 0.0, "miss": 0.0}
+    best = {"hit": 0.0, "store": 0.0, "nginx": 0.0, "miss": 0.0, "write": 0.0}
     on = Node(binary, os.path.join(workdir, "on"), listening_socket(), cache=True)
     off = Node(binary, os.path.join(workdir, "off"), listening_socket(), cache=False)
     port = free_port()
@@ -114,6 +124,7 @@ def local_figures(binary, workdir, blob, mib, rounds):
                 "hit": rate(f"{on.url}/v2/images/{hot}/file", mib),
                 "store": rate(f"{off.url}/v2/images/{plain}/file", mib),
                 "nginx": rate(f"http://127.0.0.1:{port}/{os.path.basename(blob)}", mib),
+                "write": write_rate(os.path.join(workdir, f"written-{round_}"), mib),
             }
             wait_cached(on, colds[round_])
             for name, value in figures.items():
@@ -186,6 +197,8 @@ def main():
     print(f"| glint, filesystem store, cache off | {best['store']:.0f} MiB/s | {best['store'] / best['nginx']:.2f} | |")
     print(f"| glint, cache miss (streams and fills) | {best['miss']:.0f} MiB/s | {best['miss'] / best['store']:.2f} "
           f"of the store read | ≥ 0.9 |")
+    print(f"| writing as much new data to a new file (dd), which a miss must also do | {best['write']:.0f} MiB/s "
+          f"| miss / write {best['miss'] / best['write']:.2f} | |")
     print(f"| {args.readers} concurrent first downloads from S3: bytes s3s-fs sent | {sent} "
           f"| {sent / size:.2f} × the image | 1 |")
     print(f"| ... of which downloads got every byte | {whole} of {args.readers} | | |")
