@@ -351,6 +351,15 @@ async fn the_cache_api_queues_prefetches_lists_and_clears() {
     assert_eq!(download(addr, &id).await, data, "served from the cache");
     let (_, listed) = json_call(addr, "GET", "/v2/cache", &[]).await;
     assert_eq!(listed["cached_images"][0]["hits"], 1);
+    // Queuing a cached image prefetches nothing and counts no hit.
+    let (status, _) = json_call(addr, "PUT", &format!("/v2/cache/{id}"), &[]).await;
+    assert_eq!(status, 202);
+    eventually("the queue is worked", || {
+        std::fs::read_to_string(state.join("cache/queue.json")).is_ok_and(|q| q.trim() == "[]")
+    })
+    .await;
+    let (_, listed) = json_call(addr, "GET", "/v2/cache", &[]).await;
+    assert_eq!(listed["cached_images"][0]["hits"], 1, "{listed}");
 
     // Refusals in Glance's words.
     let queued = create_image(addr).await;

@@ -210,6 +210,11 @@ impl Catalog {
         let Some(copies) = self.copies_of(&image, Some(cache)) else {
             return true;
         };
+        if cache.contains(id) {
+            // Cached already (a stale entry is found out by the next download): reading it
+            // would count a hit no client made.
+            return true;
+        }
         if image
             .size
             .and_then(|s| u64::try_from(s).ok())
