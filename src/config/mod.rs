@@ -1,10 +1,11 @@
-//! The configuration: what it looks like (`types`), how its layers are read and stacked
-//! (`load`), and what it must satisfy (`validate`), with the one error type all three
-//! report in. Callers see a flat `crate::config::…`; the files below are how it is kept, not
+//! The configuration: what it looks like (`types`, the `[import]` table in `import`), how
+//! its layers are read and stacked (`load`), and what it must satisfy (`validate`), with the
+//! one error type all three report in. Callers see a flat `crate::config::…`; the files below are how it is kept, not
 //! part of its interface. Config is plain data: it imports nothing else of the crate (what
 //! another layer needs parsed out of a value, such as `database.url`, is parsed here) and
 //! performs no side effect beyond reading its files.
 
+mod import;
 mod load;
 mod types;
 mod validate;

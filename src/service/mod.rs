@@ -9,6 +9,7 @@ mod data;
 mod fetch;
 mod formats;
 mod import;
+mod import_data;
 mod import_task;
 mod locations;
 mod nodes;
