@@ -346,6 +346,7 @@ async fn the_cache_api_queues_prefetches_lists_and_clears() {
     assert_eq!(entry["image_id"], id.as_str(), "{listed}");
     assert_eq!(entry["size"], 3 << 20);
     assert_eq!(entry["hits"], 0);
+    assert!(entry["id"].as_u64().is_some_and(|n| n >= 1), "{entry}");
     assert!(entry["last_accessed"].as_f64().is_some() && entry["last_modified"].as_f64().is_some());
     assert_eq!(listed["queued_images"], serde_json::json!([]));
     assert_eq!(download(addr, &id).await, data, "served from the cache");

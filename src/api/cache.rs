@@ -22,6 +22,7 @@ pub async fn state(
         .iter()
         .map(|entry| {
             json!({
+                "id": entry.id,
                 "image_id": entry.image_id,
                 "hits": entry.hits,
                 "last_accessed": entry.last_accessed,

@@ -91,6 +91,7 @@ impl Hashes {
             self.blocks.push(self.block.finalize());
         }
         Meta {
+            serial: 0,
             size,
             checksum: hex::encode(self.md5.finalize()),
             last_modified: now(),
@@ -247,7 +248,12 @@ impl ImageCache {
     }
 
     /// Makes a checked fill an entry: its metadata, then its data renamed into `data/`.
-    async fn admit(self: &Arc<Self>, fill: &Arc<Fill>, meta: Meta) -> Result<(), String> {
+    async fn admit(self: &Arc<Self>, fill: &Arc<Fill>, mut meta: Meta) -> Result<(), String> {
+        meta.serial = {
+            let mut state = self.state();
+            state.next_serial += 1;
+            state.next_serial - 1
+        };
         let (dir, id, partial) = (
             self.dir.clone(),
             fill.wanted.id.clone(),

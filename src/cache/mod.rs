@@ -51,6 +51,8 @@ pub struct Wanted {
 /// An entry as the cache API shows it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CachedImage {
+    /// The entry's number in this cache (Glance's centralized driver shows its row id).
+    pub id: u64,
     pub image_id: String,
     pub size: u64,
     pub checksum: String,
@@ -63,6 +65,9 @@ pub struct CachedImage {
 /// What the fill of an entry recorded beside its data.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Meta {
+    /// Numbers the entries of this cache in the order they were admitted.
+    #[serde(default)]
+    serial: u64,
     size: u64,
     checksum: String,
     last_modified: f64,
@@ -89,6 +94,8 @@ struct State {
     stall_time: Duration,
     /// Names the next fill's file apart from those of an earlier fill of the same image.
     next_fill: u64,
+    /// The number the next admitted entry gets.
+    next_serial: u64,
 }
 
 pub struct ImageCache {
@@ -188,6 +195,11 @@ impl ImageCache {
             .into_iter()
             .filter(|id| safe_id(id))
             .collect();
+        let next_serial = entries
+            .values()
+            .map(|e: &Entry| e.meta.serial)
+            .max()
+            .unwrap_or(0);
         let cache = ImageCache {
             dir,
             queue: Mutex::new(queue),
@@ -197,6 +209,7 @@ impl ImageCache {
                 max_size: settings.max_size,
                 stall_time: settings.stall_time,
                 next_fill: 0,
+                next_serial: next_serial + 1,
             }),
             dirty: AtomicBool::new(true),
             runtime,
@@ -230,6 +243,7 @@ impl ImageCache {
             .entries
             .iter()
             .map(|(id, entry)| CachedImage {
+                id: entry.meta.serial,
                 image_id: id.clone(),
                 size: entry.meta.size,
                 checksum: entry.meta.checksum.clone(),
