@@ -8,42 +8,29 @@ use http::header::CONTENT_TYPE;
 
 use super::forwarded::ClientView;
 
-/// The versions Glance 33 lists with multistore (glint always has named stores) and
-/// without the image cache, in its order; the path aliases it accepts (`/v2.1/...`) are
+/// The versions Glance 33 lists, in its order, built as its `versions.py` builds them: the
+/// head depends on the image cache (its API is 2.14, 2.16 and 2.18, which added clean and
+/// prune), then the multistore versions (glint always has named stores), then 2.17 as
+/// current without the cache, then the rest. The path aliases it accepts (`/v2.1/...`) are
 /// the same ids. v2.12 is what glanceclient looks for before `image-tasks`.
-const VERSIONS: &[(&str, &str)] = &[
-    ("v2.15", "SUPPORTED"),
-    ("v2.13", "SUPPORTED"),
-    ("v2.12", "SUPPORTED"),
-    ("v2.11", "SUPPORTED"),
-    ("v2.10", "SUPPORTED"),
-    ("v2.9", "SUPPORTED"),
-    ("v2.8", "SUPPORTED"),
-    ("v2.17", "CURRENT"),
-    ("v2.7", "SUPPORTED"),
-    ("v2.6", "SUPPORTED"),
-    ("v2.5", "SUPPORTED"),
-    ("v2.4", "SUPPORTED"),
-    ("v2.3", "SUPPORTED"),
-    ("v2.2", "SUPPORTED"),
-    ("v2.1", "SUPPORTED"),
-    ("v2.0", "SUPPORTED"),
-];
-
-/// The same with the image cache on: the cache API's versions (2.14, 2.16 and 2.18, which
-/// added clean and prune) come first, and 2.18 is current.
-const VERSIONS_WITH_CACHE: &[(&str, &str)] = &[
+const WITH_CACHE: &[(&str, &str)] = &[
     ("v2.18", "CURRENT"),
     ("v2.17", "SUPPORTED"),
     ("v2.16", "SUPPORTED"),
     ("v2.15", "SUPPORTED"),
     ("v2.14", "SUPPORTED"),
+];
+const WITHOUT_CACHE: &[(&str, &str)] = &[("v2.15", "SUPPORTED")];
+const MULTISTORE: &[(&str, &str)] = &[
     ("v2.13", "SUPPORTED"),
     ("v2.12", "SUPPORTED"),
     ("v2.11", "SUPPORTED"),
     ("v2.10", "SUPPORTED"),
     ("v2.9", "SUPPORTED"),
     ("v2.8", "SUPPORTED"),
+];
+const CURRENT_WITHOUT_CACHE: &[(&str, &str)] = &[("v2.17", "CURRENT")];
+const EARLIER: &[(&str, &str)] = &[
     ("v2.7", "SUPPORTED"),
     ("v2.6", "SUPPORTED"),
     ("v2.5", "SUPPORTED"),
@@ -54,9 +41,19 @@ const VERSIONS_WITH_CACHE: &[(&str, &str)] = &[
     ("v2.0", "SUPPORTED"),
 ];
 
+/// The versions listed with the image cache on or off, in Glance's order.
+fn versions(cache: bool) -> impl Iterator<Item = &'static (&'static str, &'static str)> {
+    let (head, current): (&[_], &[_]) = if cache {
+        (WITH_CACHE, &[])
+    } else {
+        (WITHOUT_CACHE, CURRENT_WITHOUT_CACHE)
+    };
+    head.iter().chain(MULTISTORE).chain(current).chain(EARLIER)
+}
+
 /// Whether `segment` (the first path segment) names a version served by the v2 API.
 pub fn is_version_alias(segment: &str) -> bool {
-    segment == "v2" || VERSIONS_WITH_CACHE.iter().any(|(id, _)| *id == segment)
+    segment == "v2" || versions(true).any(|(id, _)| *id == segment)
 }
 
 /// The document with hrefs the client can reach: built from the base URL it used (see
@@ -64,7 +61,6 @@ pub fn is_version_alias(segment: &str) -> bool {
 /// and discovery is hit on every glanceclient command. `cache`: whether the image cache is
 /// on.
 pub fn document(request: &Request, status: StatusCode, cache: bool) -> Response {
-    let versions = if cache { VERSIONS_WITH_CACHE } else { VERSIONS };
     let base = request
         .extensions()
         .get::<ClientView>()
@@ -72,9 +68,9 @@ pub fn document(request: &Request, status: StatusCode, cache: bool) -> Response 
     // Escaped once: a configured public endpoint may hold anything a URL may.
     let href = serde_json::to_string(&format!("{base}/v2/"))
         .unwrap_or_else(|_| "\"http://localhost:9292/v2/\"".to_string());
-    let mut body = String::with_capacity(96 * versions.len());
+    let mut body = String::with_capacity(96 * 20);
     body.push_str("{\"versions\": [");
-    for (i, (id, state)) in versions.iter().enumerate() {
+    for (i, (id, state)) in versions(cache).enumerate() {
         if i > 0 {
             body.push_str(", ");
         }
@@ -113,8 +109,14 @@ mod tests {
         let body = futures_body(response);
         let value: serde_json::Value = serde_json::from_str(&body).unwrap();
         let versions = value["versions"].as_array().unwrap();
-        assert_eq!(versions.len(), VERSIONS.len());
-        assert_eq!(versions[7]["id"], "v2.17");
+        let ids: Vec<&str> = versions.iter().filter_map(|v| v["id"].as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "v2.15", "v2.13", "v2.12", "v2.11", "v2.10", "v2.9", "v2.8", "v2.17", "v2.7",
+                "v2.6", "v2.5", "v2.4", "v2.3", "v2.2", "v2.1", "v2.0"
+            ]
+        );
         assert_eq!(versions[7]["status"], "CURRENT");
         assert_eq!(
             versions[0]["links"][0]["href"],
@@ -137,9 +139,21 @@ mod tests {
             .iter()
             .filter_map(|v| v["id"].as_str())
             .collect();
-        assert_eq!(ids[..5], ["v2.18", "v2.17", "v2.16", "v2.15", "v2.14"]);
-        assert_eq!(value["versions"][0]["status"], "CURRENT");
-        assert_eq!(ids.len(), VERSIONS.len() + 3);
+        assert_eq!(
+            ids,
+            [
+                "v2.18", "v2.17", "v2.16", "v2.15", "v2.14", "v2.13", "v2.12", "v2.11", "v2.10",
+                "v2.9", "v2.8", "v2.7", "v2.6", "v2.5", "v2.4", "v2.3", "v2.2", "v2.1", "v2.0"
+            ]
+        );
+        let current: Vec<&serde_json::Value> = value["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| v["status"] == "CURRENT")
+            .collect();
+        assert_eq!(current.len(), 1);
+        assert_eq!(current[0]["id"], "v2.18");
     }
 
     fn futures_body(response: Response) -> String {

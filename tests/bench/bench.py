@@ -27,6 +27,17 @@ import urllib.request
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 
+def random_image(path, mib):
+    """`mib` MiB of random bytes at `path`, without an MBR signature at byte 510 (so the
+    inspector takes them as plain raw data, as a real raw disk of that size would be)."""
+    with open(path, "wb") as f:
+        for _ in range(mib):
+            f.write(os.urandom(1 << 20))
+        f.seek(510)
+        f.write(b"\0\0")
+    return path
+
+
 def build():
     subprocess.run(
         ["cargo", "build", "--release", "--quiet", "--bin", "glint", "--example", "bare_hyper"],

@@ -25,30 +25,21 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "harness"))
-from activated import ActivatedGlint, listening_socket  # noqa: E402
-from bench import free_port  # noqa: E402
-from s3 import ACCESS, BUCKET, SECRET, curl, s3s_fs  # noqa: E402
+from activated import LocalGlint, listening_socket  # noqa: E402
+from bench import free_port, random_image  # noqa: E402
+from s3 import ACCESS, BUCKET, SECRET, curl, s3_server  # noqa: E402
 
 
-class Node(ActivatedGlint):
+def node(binary, workdir, cache, endpoint=None):
     """glint with the default filesystem store (or the S3 store at `endpoint`) and the cache
     on or off."""
-
-    def __init__(self, binary, workdir, sock, cache, endpoint=None):
-        self.cache, self.endpoint = cache, endpoint
-        os.makedirs(workdir, exist_ok=True)
-        super().__init__(binary, workdir, sock)
-
-    def write_config(self):
-        store = ""
-        if self.endpoint:
-            store = (f'[stores.objects]\ntype = "s3"\ndefault = true\nendpoint = "{self.endpoint}"\n'
-                     f'bucket = "{BUCKET}"\nprefix = "bench/"\naccess_key_id = "{ACCESS}"\n'
-                     f'secret_access_key = "{SECRET}"\npath_style = true\n')
-        with open(self.config, "w") as f:
-            f.write(f'state_dir = "{self.workdir}/state"\n[server]\nlisten = ["127.0.0.1:1"]\nworkers = 2\n'
-                    f'max_transfers = 64\n[log]\nlevel = "warn"\n{store}'
-                    f'[cache]\nenabled = {"true" if self.cache else "false"}\nmax_size = "16GiB"\n')
+    store = ""
+    if endpoint:
+        store = (f'[stores.objects]\ntype = "s3"\ndefault = true\nendpoint = "{endpoint}"\n'
+                 f'bucket = "{BUCKET}"\nprefix = "bench/"\naccess_key_id = "{ACCESS}"\n'
+                 f'secret_access_key = "{SECRET}"\npath_style = true\n')
+    extra = f'{store}[cache]\nenabled = {"true" if cache else "false"}\nmax_size = "16GiB"\n'
+    return LocalGlint(binary, workdir, listening_socket(), extra)
 
 
 def create(base, blob):
@@ -106,8 +97,8 @@ def nginx(root, port, workdir):
 
 def local_figures(binary, workdir, blob, mib, rounds):
     best = {"hit": 0.0, "store": 0.0, "nginx": 0.0, "miss": 0.0, "write": 0.0}
-    on = Node(binary, os.path.join(workdir, "on"), listening_socket(), cache=True)
-    off = Node(binary, os.path.join(workdir, "off"), listening_socket(), cache=False)
+    on = node(binary, os.path.join(workdir, "on"), cache=True)
+    off = node(binary, os.path.join(workdir, "off"), cache=False)
     port = free_port()
     web = nginx(workdir, port, workdir)
     try:
@@ -144,30 +135,19 @@ def wchar(pid):
 
 
 def concurrent_misses(binary, workdir, blob, size, readers):
-    root = os.path.join(workdir, "s3")
-    os.makedirs(os.path.join(root, BUCKET))
-    port = free_port()
-    server = subprocess.Popen([s3s_fs(), "--host", "127.0.0.1", "--port", str(port), "--access-key", ACCESS,
-                               "--secret-key", SECRET, root], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        while subprocess.run(["curl", "-s", "-o", "/dev/null", endpoint]).returncode != 0:
-            time.sleep(0.05)
-        node = Node(binary, os.path.join(workdir, "s3-node"), listening_socket(), cache=True, endpoint=endpoint)
+    with s3_server(workdir) as (server, endpoint):
+        s3_node = node(binary, os.path.join(workdir, "s3-node"), cache=True, endpoint=endpoint)
         try:
-            image = create(node.url, blob)
+            image = create(s3_node.url, blob)
             before = wchar(server.pid)
             downloads = [subprocess.Popen(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download}",
-                                           f"{node.url}/v2/images/{image}/file"], stdout=subprocess.PIPE, text=True)
+                                           f"{s3_node.url}/v2/images/{image}/file"], stdout=subprocess.PIPE, text=True)
                          for _ in range(readers)]
             answers = [d.communicate()[0].split() for d in downloads]
             sent = wchar(server.pid) - before
             whole = sum(1 for code, got in answers if code == "200" and int(got) == size)
         finally:
-            node.stop()
-    finally:
-        server.terminate()
-        server.wait()
+            s3_node.stop()
     return sent, whole
 
 
@@ -180,13 +160,7 @@ def main():
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir="/var/tmp") as workdir:
         os.chmod(workdir, 0o755)
-        blob = os.path.join(workdir, "image.raw")
-        with open(blob, "wb") as f:
-            for _ in range(args.data_mib):
-                f.write(os.urandom(1 << 20))
-        with open(blob, "r+b") as f:  # no MBR signature: random bytes stay plain raw
-            f.seek(510)
-            f.write(b"\0\0")
+        blob = random_image(os.path.join(workdir, "image.raw"), args.data_mib)
         os.chmod(blob, 0o644)
         size = args.data_mib << 20
         best = local_figures(args.glint, workdir, blob, args.data_mib, args.rounds)

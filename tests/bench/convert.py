@@ -21,21 +21,11 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "harness"))
-from activated import ActivatedGlint, listening_socket  # noqa: E402
+from activated import LocalGlint, listening_socket  # noqa: E402
 from s3 import curl  # noqa: E402
 
 
-class Node(ActivatedGlint):
-    """glint with the convert plugin and the default filesystem store in its own directory."""
-
-    def __init__(self, binary, workdir, sock):
-        os.makedirs(workdir, exist_ok=True)
-        super().__init__(binary, workdir, sock)
-
-    def write_config(self):
-        with open(self.config, "w") as f:
-            f.write(f'state_dir = "{self.workdir}/state"\n[server]\nlisten = ["127.0.0.1:1"]\nworkers = 2\n'
-                    '[log]\nlevel = "warn"\n[import]\nplugins = ["convert"]\n')
+CONVERT = '[import]\nplugins = ["convert"]\n'
 
 
 def by_hand(qcow2, out):
@@ -100,7 +90,7 @@ def main():
             best["by hand, synced"] = min(best["by hand, synced"], synced)
             print(f"round {round_ + 1}: by hand {converted:.2f} s, synced {synced:.2f} s", flush=True)
             for name, binary in glints:
-                node = Node(binary, os.path.join(workdir, f"{name}-{round_}"), listening_socket())
+                node = LocalGlint(binary, os.path.join(workdir, f"{name}-{round_}"), listening_socket(), CONVERT)
                 try:
                     seconds = imported(node, qcow2)
                 finally:

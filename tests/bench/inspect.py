@@ -16,21 +16,9 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "harness"))
-from activated import ActivatedGlint, listening_socket  # noqa: E402
+from activated import LocalGlint, listening_socket  # noqa: E402
+from bench import random_image  # noqa: E402
 from s3 import create, curl, upload  # noqa: E402
-
-
-class Node(ActivatedGlint):
-    """glint with the default filesystem store in its own work directory."""
-
-    def __init__(self, binary, workdir, sock):
-        os.makedirs(workdir, exist_ok=True)
-        super().__init__(binary, workdir, sock)
-
-    def write_config(self):
-        with open(self.config, "w") as f:
-            f.write(f'state_dir = "{self.workdir}/state"\n[server]\nlisten = ["127.0.0.1:1"]\nworkers = 2\n'
-                    '[log]\nlevel = "warn"\n')
 
 
 def main():
@@ -42,17 +30,11 @@ def main():
     args = parser.parse_args()
     best = {"before": 0.0, "after": 0.0}
     with tempfile.TemporaryDirectory(dir="/var/tmp") as workdir:
-        blob = os.path.join(workdir, "blob")
-        with open(blob, "wb") as f:
-            for _ in range(args.data_mib):
-                f.write(os.urandom(1 << 20))
-        with open(blob, "r+b") as f:  # no MBR signature: random bytes stay plain raw
-            f.seek(510)
-            f.write(b"\0\0")
+        blob = random_image(os.path.join(workdir, "blob"), args.data_mib)
         for round_ in range(args.rounds):
             for name in ("before", "after"):
                 binary = getattr(args, name)
-                node = Node(binary, os.path.join(workdir, f"{name}-{round_}"), listening_socket())
+                node = LocalGlint(binary, os.path.join(workdir, f"{name}-{round_}"), listening_socket())
                 try:
                     image = create(node.url)
                     rate = args.data_mib / upload(node.url, image, blob)

@@ -14,6 +14,7 @@ Usage: tests/bench/s3.py [--data-mib 512] [--big-gib 4] [--duration 10]
 """
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -35,6 +36,28 @@ def s3s_fs():
     if not os.path.exists(path):
         sys.exit(f"s3s-fs not found at {path}: cargo install --locked s3s-fs --version 0.14.1 --features binary")
     return path
+
+
+@contextlib.contextmanager
+def s3_server(workdir):
+    """An s3s-fs on a free loopback port with the bucket, its data under `workdir`/s3; yields
+    (process, endpoint) once it answers, and stops it afterwards."""
+    root = os.path.join(workdir, "s3")
+    os.makedirs(os.path.join(root, BUCKET))
+    port = free_port()
+    server = subprocess.Popen([s3s_fs(), "--host", "127.0.0.1", "--port", str(port), "--access-key", ACCESS,
+                               "--secret-key", SECRET, root], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while subprocess.run(["curl", "-s", "-o", "/dev/null", endpoint]).returncode != 0:
+            if time.monotonic() > deadline:
+                sys.exit("s3s-fs never listened")
+            time.sleep(0.05)
+        yield server, endpoint
+    finally:
+        server.terminate()
+        server.wait()
 
 
 class Node(ActivatedGlint):
@@ -193,25 +216,10 @@ def main():
                    cwd=ROOT, check=True)
     glint = os.path.join(ROOT, "target/release/glint")
     direct = os.path.join(ROOT, "target/release/examples/s3_direct")
-    with tempfile.TemporaryDirectory(dir="/var/tmp") as workdir:
-        root = os.path.join(workdir, "s3")
-        os.makedirs(os.path.join(root, BUCKET))
-        port = free_port()
-        server = subprocess.Popen([s3s_fs(), "--host", "127.0.0.1", "--port", str(port), "--access-key", ACCESS,
-                                   "--secret-key", SECRET, root], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        endpoint = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 20
-            while subprocess.run(["curl", "-s", "-o", "/dev/null", endpoint]).returncode != 0:
-                if time.monotonic() > deadline:
-                    sys.exit("s3s-fs never listened")
-                time.sleep(0.05)
-            data = data_path(glint, direct, workdir, endpoint, args.data_mib)
-            big = big_upload(glint, workdir, endpoint, args.big_gib)
-            proxied = behind_haproxy(glint, workdir, endpoint, args.duration)
-        finally:
-            server.terminate()
-            server.wait()
+    with tempfile.TemporaryDirectory(dir="/var/tmp") as workdir, s3_server(workdir) as (_, endpoint):
+        data = data_path(glint, direct, workdir, endpoint, args.data_mib)
+        big = big_upload(glint, workdir, endpoint, args.big_gib)
+        proxied = behind_haproxy(glint, workdir, endpoint, args.duration)
 
     print(f"| what | figure | ratio | goal |\n|---|---|---|---|")
     print(f"| direct put, {args.data_mib} MiB (object_store, {PART_MIB} MiB parts, {IN_FLIGHT} in flight) "

@@ -83,3 +83,18 @@ class ActivatedGlint:
         self.notify.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.notify_path)
+
+
+class LocalGlint(ActivatedGlint):
+    """glint with its default filesystem store in `workdir`, two workers, warnings only in its
+    log, and `extra` (TOML tables) appended to its config."""
+
+    def __init__(self, binary, workdir, sock, extra=""):
+        self.extra = extra
+        os.makedirs(workdir, exist_ok=True)
+        super().__init__(binary, workdir, sock)
+
+    def write_config(self):
+        with open(self.config, "w") as f:
+            f.write(f'state_dir = "{self.workdir}/state"\n[server]\nlisten = ["127.0.0.1:1"]\nworkers = 2\n'
+                    f'[log]\nlevel = "warn"\n{self.extra}')
