@@ -349,19 +349,41 @@ enum Registered {
 async fn write(fill: &Fill, mut source: ByteStream, writer: std::fs::File) -> Result<(), String> {
     let mut file = Some(writer);
     let mut written: u64 = 0;
-    while let Some(chunk) = source.next().await {
-        let chunk: Bytes = chunk.map_err(|e| format!("reading the store failed: {e}"))?;
-        written += chunk.len() as u64;
-        if written > fill.wanted.size {
-            return Err("the store holds more data than the image's size".into());
+    let mut pending: Vec<Bytes> = Vec::new();
+    let mut pending_bytes: u64 = 0;
+    loop {
+        let chunk = source.next().await;
+        if let Some(chunk) = chunk.as_ref() {
+            let chunk = chunk
+                .as_ref()
+                .map_err(|e| format!("reading the store failed: {e}"))?;
+            pending_bytes += chunk.len() as u64;
+            if written + pending_bytes > fill.wanted.size {
+                return Err("the store holds more data than the image's size".into());
+            }
+            pending.push(chunk.clone());
         }
-        let mut sink = file.take().ok_or("the fill lost its file")?;
-        let wrote = tokio::task::spawn_blocking(move || sink.write_all(&chunk).map(|()| sink))
+        // Written a block at a time (one hop to the blocking pool per MiB, not per chunk),
+        // and whatever is left once the store is done.
+        if pending_bytes >= CHUNK || (chunk.is_none() && pending_bytes > 0) {
+            let mut sink = file.take().ok_or("the fill lost its file")?;
+            let batch = std::mem::take(&mut pending);
+            let wrote = tokio::task::spawn_blocking(move || {
+                batch
+                    .iter()
+                    .try_for_each(|piece| sink.write_all(piece))
+                    .map(|()| sink)
+            })
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("writing the cache failed: {e}"))?;
-        file = Some(wrote);
-        fill.progress.send_modify(|p| p.written = written);
+            file = Some(wrote);
+            written += std::mem::take(&mut pending_bytes);
+            fill.progress.send_modify(|p| p.written = written);
+        }
+        if chunk.is_none() {
+            break;
+        }
     }
     if written != fill.wanted.size {
         return Err(format!(
