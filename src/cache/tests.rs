@@ -69,16 +69,34 @@ async fn settled(cache: &ImageCache, id: &str) {
     panic!("the fill of {id} never ended");
 }
 
+/// A cache in `dir` on this test's runtime.
+fn open(dir: &Path, max_size: u64) -> Arc<ImageCache> {
+    ImageCache::shared(&settings(dir, max_size), tokio::runtime::Handle::current()).unwrap()
+}
+
+/// A miss of `want` read whole from `image` (counted in `opened`), once its fill is over;
+/// the bytes the reader got.
+async fn read_once(
+    cache: &Arc<ImageCache>,
+    want: &Wanted,
+    image: &[u8],
+    opened: &Arc<AtomicUsize>,
+) -> Vec<u8> {
+    let stream = cache
+        .read_through(want, || async { Ok::<_, io::Error>(source(image, opened)) })
+        .await
+        .unwrap();
+    let read = collect(stream).await.unwrap();
+    settled(cache, &want.id).await;
+    read
+}
+
 use futures_util::StreamExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_miss_fills_once_and_hits_are_byte_exact_ranges_included() {
     let dir = tempfile::tempdir().unwrap();
-    let cache = ImageCache::shared(
-        &settings(dir.path(), 1 << 30),
-        tokio::runtime::Handle::current(),
-    )
-    .unwrap();
+    let cache = open(dir.path(), 1 << 30);
     let image = data(5 << 20 | 12345, 1);
     let want = wanted("img-1", &image);
     let opened = Arc::new(AtomicUsize::new(0));
@@ -138,11 +156,7 @@ async fn a_miss_fills_once_and_hits_are_byte_exact_ranges_included() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_kept_from_a_left_fill_or_from_data_that_is_not_the_images() {
     let dir = tempfile::tempdir().unwrap();
-    let cache = ImageCache::shared(
-        &settings(dir.path(), 1 << 30),
-        tokio::runtime::Handle::current(),
-    )
-    .unwrap();
+    let cache = open(dir.path(), 1 << 30);
     let image = data(4 << 20, 2);
     let opened = Arc::new(AtomicUsize::new(0));
 
@@ -175,14 +189,7 @@ async fn nothing_is_kept_from_a_left_fill_or_from_data_that_is_not_the_images() 
         checksum: "f".repeat(32),
         ..wanted("lie", &image)
     };
-    let stream = cache
-        .read_through(&lie, || async {
-            Ok::<_, io::Error>(source(&image, &opened))
-        })
-        .await
-        .unwrap();
-    assert_eq!(collect(stream).await.unwrap(), image);
-    settled(&cache, "lie").await;
+    assert_eq!(read_once(&cache, &lie, &image, &opened).await, image);
     assert!(!cache.contains("lie"));
     assert!(names(&dir.path().join("incomplete")).is_empty());
     assert!(names(&dir.path().join("data")).is_empty());
@@ -191,22 +198,11 @@ async fn nothing_is_kept_from_a_left_fill_or_from_data_that_is_not_the_images() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_block_is_answered_from_the_store_and_drops_the_entry() {
     let dir = tempfile::tempdir().unwrap();
-    let cache = ImageCache::shared(
-        &settings(dir.path(), 1 << 30),
-        tokio::runtime::Handle::current(),
-    )
-    .unwrap();
+    let cache = open(dir.path(), 1 << 30);
     let image = data(3 << 20 | 99, 3);
     let want = wanted("bad", &image);
     let opened = Arc::new(AtomicUsize::new(0));
-    let stream = cache
-        .read_through(&want, || async {
-            Ok::<_, io::Error>(source(&image, &opened))
-        })
-        .await
-        .unwrap();
-    collect(stream).await.unwrap();
-    settled(&cache, "bad").await;
+    read_once(&cache, &want, &image, &opened).await;
     // One byte of the second block changes on disk.
     let path = dir.path().join("data").join("bad");
     let mut on_disk = std::fs::read(&path).unwrap();
@@ -248,34 +244,16 @@ async fn least_recently_used_entries_go_and_a_new_process_finds_the_rest() {
         })
         .collect();
     {
-        let cache = ImageCache::shared(
-            &settings(dir.path(), 5 << 20),
-            tokio::runtime::Handle::current(),
-        )
-        .unwrap();
+        let cache = open(dir.path(), 5 << 20);
         for (want, image) in &images[..2] {
-            let stream = cache
-                .read_through(want, || async {
-                    Ok::<_, io::Error>(source(image, &opened))
-                })
-                .await
-                .unwrap();
-            collect(stream).await.unwrap();
-            settled(&cache, &want.id).await;
+            read_once(&cache, want, image, &opened).await;
         }
         // lru-0 is used again: lru-1 is now the least recently used.
         collect(cache.hit(&images[0].0, None, no_fallback()).unwrap())
             .await
             .unwrap();
         let (want, image) = &images[2];
-        let stream = cache
-            .read_through(want, || async {
-                Ok::<_, io::Error>(source(image, &opened))
-            })
-            .await
-            .unwrap();
-        collect(stream).await.unwrap();
-        settled(&cache, &want.id).await;
+        read_once(&cache, want, image, &opened).await;
         let kept: Vec<String> = cache.entries().into_iter().map(|e| e.image_id).collect();
         assert_eq!(kept.len(), 2, "{kept:?}");
         assert!(!kept.contains(&"lru-1".to_string()), "{kept:?}");

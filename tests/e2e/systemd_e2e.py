@@ -349,6 +349,30 @@ def rest(port, method, path, body=None):
     return response.status, (json.loads(text) if text else None)
 
 
+def import_ended(port, image_id):
+    """The image once its import is over (active or queued again, its lock gone), or as it
+    stands after 60 s."""
+    deadline = time.monotonic() + 60
+    shown = {}
+    while time.monotonic() < deadline:
+        _, shown = rest(port, "GET", f"/v2/images/{image_id}")
+        if shown.get("status") in ("active", "queued") and "os_glance_import_task" not in shown:
+            break
+        time.sleep(0.1)
+    return shown
+
+
+def stage(port, image_id, data):
+    """PUTs `data` to the image's stage; the status."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("PUT", f"/v2/images/{image_id}/stage", body=data,
+                 headers={"Content-Type": "application/octet-stream"})
+    response = conn.getresponse()
+    response.read()
+    conn.close()
+    return response.status
+
+
 def status_text(box, unit="glint.service"):
     return box.systemctl("show", "-P", "StatusText", unit).stdout.strip()
 
@@ -433,13 +457,7 @@ def scenario(box, port, standalone_port):
     while web.sent < 3 and time.monotonic() < deadline:
         time.sleep(0.01)
     box.systemctl("restart", "glint")
-    deadline = time.monotonic() + 60
-    shown = {}
-    while time.monotonic() < deadline:
-        status, shown = rest(port, "GET", f"/v2/images/{image_id}")
-        if shown.get("status") in ("active", "queued") and "os_glance_import_task" not in shown:
-            break
-        time.sleep(0.1)
+    shown = import_ended(port, image_id)
     journal = box.run(["journalctl", "-u", "glint.service", "--no-pager"]).stdout
     _, tasks = rest(port, "GET", f"/v2/images/{image_id}/tasks")
     task = (tasks or {}).get("tasks", [{}])[0]
@@ -455,20 +473,11 @@ def scenario(box, port, standalone_port):
     status, image = rest(port, "POST", "/v2/images", {"name": "e2e-stage", "disk_format": "raw",
                                                      "container_format": "bare"})
     stage_id = image["id"]
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    conn.request("PUT", f"/v2/images/{stage_id}/stage", body=staged_data,
-                 headers={"Content-Type": "application/octet-stream"})
-    staged_status = conn.getresponse().status
-    conn.close()
+    staged_status = stage(port, stage_id, staged_data)
     box.systemctl("restart", "glint")
     _, after_restart = rest(port, "GET", f"/v2/images/{stage_id}")
     rest(port, "POST", f"/v2/images/{stage_id}/import", {"method": {"name": "glance-direct"}})
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        _, shown = rest(port, "GET", f"/v2/images/{stage_id}")
-        if shown.get("status") in ("active", "queued") and "os_glance_import_task" not in shown:
-            break
-        time.sleep(0.1)
+    shown = import_ended(port, stage_id)
     _, downloaded = get(port, f"/v2/images/{stage_id}/file")
     check(staged_status == 204 and after_restart.get("status") == "uploading"
           and shown.get("status") == "active" and downloaded == staged_data,
@@ -490,18 +499,9 @@ def scenario(box, port, standalone_port):
     status, image = rest(port, "POST", "/v2/images", {"name": "e2e-convert", "disk_format": "qcow2",
                                                      "container_format": "bare"})
     convert_id = image["id"]
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    conn.request("PUT", f"/v2/images/{convert_id}/stage", body=wrapped,
-                 headers={"Content-Type": "application/octet-stream"})
-    conn.getresponse().read()
-    conn.close()
+    stage(port, convert_id, wrapped)
     rest(port, "POST", f"/v2/images/{convert_id}/import", {"method": {"name": "glance-direct"}})
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        _, shown = rest(port, "GET", f"/v2/images/{convert_id}")
-        if shown.get("status") in ("active", "queued") and "os_glance_import_task" not in shown:
-            break
-        time.sleep(0.1)
+    shown = import_ended(port, convert_id)
     _, tasks = rest(port, "GET", f"/v2/images/{convert_id}/tasks")
     task = (tasks or {}).get("tasks", [{}])[0]
     check(shown.get("status") == "active" and shown.get("disk_format") == "raw"
