@@ -153,6 +153,43 @@ async fn a_miss_fills_once_and_hits_are_byte_exact_ranges_included() {
     assert!(!cache.contains("img-1"));
 }
 
+/// The store's data runs ahead of a slow reader by more than the fill keeps in memory: the
+/// reader gets its first bytes from memory and the rest from the file, byte-exact, while the
+/// other reader and the fill are not held back by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_far_behind_the_store_reads_the_rest_from_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path(), 1 << 30);
+    let image = data(3 * (16 << 20) + 4321, 2);
+    let want = wanted("img-slow", &image);
+    let opened = Arc::new(AtomicUsize::new(0));
+    let read = |cache: Arc<ImageCache>| {
+        let (want, image, opened) = (want.clone(), image.clone(), opened.clone());
+        async move {
+            cache
+                .read_through(&want, || async {
+                    Ok::<_, io::Error>(source(&image, &opened))
+                })
+                .await
+                .unwrap()
+        }
+    };
+    let mut fast = read(cache.clone()).await;
+    let mut slow = read(cache.clone()).await;
+    let first = slow.next().await.unwrap().unwrap();
+    let mut fast_got = Vec::new();
+    while let Some(chunk) = fast.next().await {
+        fast_got.extend_from_slice(&chunk.unwrap());
+    }
+    assert_eq!(fast_got, image);
+    let mut slow_got = first.to_vec();
+    slow_got.extend(collect(slow).await.unwrap());
+    assert_eq!(slow_got, image);
+    settled(&cache, "img-slow").await;
+    assert_eq!(opened.load(Ordering::SeqCst), 1);
+    assert!(cache.contains("img-slow"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_kept_from_a_left_fill_or_from_data_that_is_not_the_images() {
     let dir = tempfile::tempdir().unwrap();
