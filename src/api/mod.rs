@@ -9,6 +9,7 @@ mod images;
 mod import;
 mod info;
 mod members;
+mod metadefs;
 #[cfg(feature = "testing")]
 mod testing;
 #[cfg(test)]
@@ -113,6 +114,66 @@ pub fn router(context: ApiContext) -> Router {
             axum::routing::put(cache::queue).delete(cache::delete),
         )
         .route("/schemas/{name}", get(info::schema))
+        .route("/schemas/metadefs/{name}", get(metadefs::schema))
+        .route(
+            "/metadefs/namespaces",
+            get(metadefs::list_namespaces).post(metadefs::create_namespace),
+        )
+        .route(
+            "/metadefs/namespaces/{ns}",
+            get(metadefs::show_namespace)
+                .put(metadefs::update_namespace)
+                .delete(metadefs::delete_namespace),
+        )
+        .route(
+            "/metadefs/namespaces/{ns}/properties",
+            get(metadefs::list_properties)
+                .post(metadefs::create_property)
+                .delete(metadefs::delete_properties),
+        )
+        .route(
+            "/metadefs/namespaces/{ns}/properties/{name}",
+            get(metadefs::show_property)
+                .put(metadefs::update_property)
+                .delete(metadefs::delete_property),
+        )
+        .route(
+            "/metadefs/namespaces/{ns}/objects",
+            get(metadefs::list_objects)
+                .post(metadefs::create_object)
+                .delete(metadefs::delete_objects),
+        )
+        .route(
+            "/metadefs/namespaces/{ns}/objects/{name}",
+            get(metadefs::show_object)
+                .put(metadefs::update_object)
+                .delete(metadefs::delete_object),
+        )
+        .route(
+            "/metadefs/namespaces/{ns}/tags",
+            get(metadefs::list_tags)
+                .post(metadefs::create_tags)
+                .delete(metadefs::delete_tags),
+        )
+        .route(
+            "/metadefs/namespaces/{ns}/tags/{name}",
+            get(metadefs::show_tag)
+                .post(metadefs::create_tag)
+                .put(metadefs::update_tag)
+                .delete(metadefs::delete_tag),
+        )
+        .route(
+            "/metadefs/resource_types",
+            get(metadefs::list_resource_types),
+        )
+        .route(
+            "/metadefs/namespaces/{ns}/resource_types",
+            get(metadefs::list_associations).post(metadefs::create_association),
+        )
+        .route(
+            "/metadefs/namespaces/{ns}/resource_types/{name}",
+            axum::routing::delete(metadefs::delete_association),
+        )
         .route("/info/import", get(info::import))
         .route("/info/stores", get(info::stores))
         .route("/info/stores/detail", get(info::stores_detail))
@@ -178,7 +239,8 @@ fn rejects_body(request: &Request) -> bool {
     let path = request.uri().path();
     match *request.method() {
         Method::GET | Method::HEAD | Method::DELETE => true,
-        Method::PUT => path.contains("/tags/"),
+        // An image tag is the path alone; a metadefs tag is renamed by its body.
+        Method::PUT => path.contains("/tags/") && !path.contains("/metadefs/"),
         Method::POST => path.contains("/actions/"),
         _ => false,
     }

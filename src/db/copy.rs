@@ -111,6 +111,72 @@ const TABLES: &[Table] = &[
             ("lease_expires_at", Int),
         ],
     },
+    Table {
+        name: "metadef_namespaces",
+        key: 1,
+        columns: &[
+            ("id", Txt),
+            ("namespace", Txt),
+            ("display_name", Txt),
+            ("description", Txt),
+            ("visibility", Txt),
+            ("protected", Int),
+            ("owner", Txt),
+            ("created_at", Int),
+            ("updated_at", Int),
+        ],
+    },
+    Table {
+        name: "metadef_resource_types",
+        key: 1,
+        columns: &[
+            ("name", Txt),
+            ("protected", Int),
+            ("created_at", Int),
+            ("updated_at", Int),
+        ],
+    },
+    Table {
+        name: "metadef_namespace_resource_types",
+        key: 2,
+        columns: &[
+            ("namespace_id", Txt),
+            ("resource_type", Txt),
+            ("prefix", Txt),
+            ("properties_target", Txt),
+            ("created_at", Int),
+            ("updated_at", Int),
+        ],
+    },
+    Table {
+        name: "metadef_properties",
+        key: 2,
+        columns: METADEF_DEFINITION,
+    },
+    Table {
+        name: "metadef_objects",
+        key: 2,
+        columns: METADEF_DEFINITION,
+    },
+    Table {
+        name: "metadef_tags",
+        key: 2,
+        columns: &[
+            ("namespace_id", Txt),
+            ("name", Txt),
+            ("created_at", Int),
+            ("updated_at", Int),
+        ],
+    },
+];
+
+/// The columns of a property or object definition.
+const METADEF_DEFINITION: &[(&str, Kind)] = &[
+    ("namespace_id", Txt),
+    ("name", Txt),
+    ("definition", Txt),
+    ("created_at", Int),
+    ("updated_at", Int),
 ];
 
 /// Rows read or written per statement.

@@ -14,6 +14,7 @@ mod engine;
 mod images;
 mod list;
 mod members;
+mod metadefs;
 mod rows;
 mod tasks;
 #[cfg(any(test, feature = "testing"))]
@@ -28,6 +29,7 @@ pub use copy::{CopyError, TableCopy, copy};
 pub use engine::{Engine, Settings};
 use engine::{Pools, read};
 pub use images::{ImageChange, ImageData, ProjectUsage};
+pub use metadefs::{CreateRefused, DefinitionOrTag, NewContents};
 pub use tasks::{TaskUpdate, TaskWrite};
 
 #[derive(Debug, thiserror::Error)]

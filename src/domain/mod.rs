@@ -6,6 +6,7 @@ pub mod caller;
 pub mod image;
 pub mod import;
 pub mod member;
+pub mod metadef;
 pub mod patch;
 pub mod query;
 pub mod task;

@@ -45,6 +45,16 @@ impl ImageTarget {
         self
     }
 
+    /// A metadata definitions namespace as Glance's `MetadefAPIPolicy` describes it: its
+    /// owner as `project_id` and its visibility (or the caller's project alone).
+    pub(super) fn metadef(owner: Option<String>, visibility: Option<&'static str>) -> Self {
+        ImageTarget {
+            owner,
+            visibility,
+            member_id: None,
+        }
+    }
+
     /// Rules about the caller's own project (lists, tasks): the project is the target.
     pub(super) fn project_of(caller: &Caller) -> Self {
         ImageTarget {

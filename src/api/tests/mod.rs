@@ -57,11 +57,26 @@ async fn api_with(adjust: impl FnOnce(&mut Config)) -> Api {
 
 impl Api {
     async fn call(&self, who: As, method: &str, uri: &str, body: Option<(&str, Value)>) -> Reply {
+        self.call_with(who, method, uri, &[], body).await
+    }
+
+    /// `call` with more headers.
+    async fn call_with(
+        &self,
+        who: As,
+        method: &str,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: Option<(&str, Value)>,
+    ) -> Reply {
         let mut request = Request::builder()
             .method(method)
             .uri(uri)
             .header("host", "glint.test:9292")
             .header("accept", "application/json");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
         match who {
             As::Project(p) => {
                 request = request
@@ -204,3 +219,4 @@ impl Api {
 mod authz;
 mod catalogue;
 mod data;
+mod metadefs;
