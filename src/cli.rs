@@ -70,6 +70,28 @@ pub enum DbAction {
         #[arg(long)]
         replace_target: bool,
     },
+    /// Load metadata definition files in Glance's format (a *.json file, or a directory of
+    /// them, e.g. /etc/glance/metadefs): new namespaces are created; one the database holds
+    /// already is skipped unless --merge.
+    LoadMetadefs {
+        /// A definition file or a directory of them.
+        path: PathBuf,
+        /// Add to existing namespaces what they lack, changing nothing they have.
+        #[arg(long)]
+        merge: bool,
+        /// With --merge: also replace what they have with the file's.
+        #[arg(long)]
+        prefer_new: bool,
+        /// With --merge: replace existing namespaces and everything they hold.
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Write every metadata definition namespace to DIR, one file each, in the format
+    /// load-metadefs reads.
+    ExportMetadefs {
+        /// The directory written (made if need be).
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Copy, Subcommand)]

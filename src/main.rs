@@ -69,14 +69,28 @@ fn db(action: DbAction, config_arg: Option<PathBuf>) -> ExitCode {
                 return ExitCode::from(EX_CONFIG);
             }
         };
-        runtime
-            .block_on(async {
-                match action {
-                    DbAction::Upgrade => glint::dbctl::upgrade(&settings).await,
-                    _ => glint::dbctl::version(&settings).await,
+        runtime.block_on(async {
+            match action {
+                DbAction::Upgrade => glint::dbctl::upgrade(&settings)
+                    .await
+                    .map_err(|e| e.to_string()),
+                DbAction::LoadMetadefs {
+                    path,
+                    merge,
+                    prefer_new,
+                    overwrite,
+                } => {
+                    glint::dbctl::load_metadefs(&settings, &path, merge, prefer_new, overwrite)
+                        .await
                 }
-            })
-            .map_err(|e| e.to_string())
+                DbAction::ExportMetadefs { dir } => {
+                    glint::dbctl::export_metadefs(&settings, &dir).await
+                }
+                _ => glint::dbctl::version(&settings)
+                    .await
+                    .map_err(|e| e.to_string()),
+            }
+        })
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

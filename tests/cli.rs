@@ -1,6 +1,6 @@
 //! The command line against the real binary: `--version`, `check-config` (effective values
 //! and their origins, errors naming file and key), `ctl` without a server, and `db`
-//! (`version`, `upgrade`, `copy` between engines).
+//! (`version`, `upgrade`, `copy` between engines, `load-metadefs` and `export-metadefs`).
 
 mod support;
 
@@ -330,4 +330,190 @@ async fn db_copy_round_trips_a_catalogue_and_refuses_a_non_empty_target() {
     sd.start().await;
     assert_eq!(listing(addr).await, before);
     assert_eq!(sd.stop().await, 0);
+}
+
+/// `glint db load-metadefs` reads Glance's definition files as `glance-manage db
+/// load_metadefs` does (skip, --merge, --merge --prefer-new, --merge --overwrite), names a
+/// file it cannot load, and `export-metadefs` writes files that load into another database
+/// and export again to the same bytes.
+#[test]
+fn metadef_files_load_merge_and_export_round_trip() {
+    use serde_json::{Value, json};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = |name: &str| {
+        let file = dir.path().join(format!("{name}.toml"));
+        let state = dir.path().join(name);
+        std::fs::write(
+            &file,
+            format!("state_dir = {:?}\n", state.display().to_string()),
+        )
+        .expect("write");
+        file.to_str().expect("utf-8 path").to_string()
+    };
+    let first = config("first");
+    let server = support::fresh_database();
+    let env: Vec<(&str, &str)> = server
+        .iter()
+        .map(|url| ("GLINT_DATABASE__URL", url.as_str()))
+        .collect();
+    let defs = dir.path().join("defs");
+    std::fs::create_dir(&defs).expect("defs");
+    let write = |name: &str, value: &Value| {
+        std::fs::write(
+            defs.join(name),
+            serde_json::to_string_pretty(value).expect("json"),
+        )
+        .expect("write")
+    };
+    let mut watchdog = json!({
+        "namespace": "OS::Compute::Watchdog",
+        "display_name": "Watchdog Behavior",
+        "description": "Compute drivers may enable watchdog behavior over instances.",
+        "visibility": "public",
+        "protected": true,
+        "resource_type_associations": [{"name": "OS::Glance::Image", "prefix": "hw_"}],
+        "properties": {"watchdog_action": {"title": "Watchdog Action", "type": "string",
+                                           "enum": ["disabled", "reset"]}},
+        "objects": [{"name": "Quota", "required": ["a"], "properties": {"a": {"title": "A", "type": "integer"}}}],
+        "tags": [{"name": "watchdog"}]
+    });
+    write("compute-watchdog.json", &watchdog);
+    write(
+        "glint-b.json",
+        &json!({"namespace": "OS::Glint::B", "properties": {"p": {"title": "P", "type": "string"}}}),
+    );
+    std::fs::write(defs.join("broken.json"), "{\"namespace\": ").expect("write");
+    let defs_arg = defs.to_str().expect("utf-8 path");
+
+    let (code, out, err) = run(&["db", "load-metadefs", defs_arg, "--config", &first], &env);
+    assert_eq!(code, 1, "a broken file fails the load: {out} {err}");
+    assert!(out.contains("broken.json: not loaded"), "{out}");
+    assert!(err.contains("1 of 3 definition files not loaded"), "{err}");
+    assert!(
+        out.contains("namespace OS::Compute::Watchdog created"),
+        "{out}"
+    );
+    assert!(out.contains("namespace OS::Glint::B created"), "{out}");
+    std::fs::remove_file(defs.join("broken.json")).expect("remove");
+
+    let export = |config: &str, name: &str| -> Value {
+        let target = dir.path().join(name);
+        let (code, out, err) = run(
+            &[
+                "db",
+                "export-metadefs",
+                target.to_str().expect("utf-8"),
+                "--config",
+                config,
+            ],
+            &env,
+        );
+        assert_eq!(code, 0, "{out} {err}");
+        let text =
+            std::fs::read_to_string(target.join("OS__Compute__Watchdog.json")).expect("exported");
+        serde_json::from_str(&text).expect("exported json")
+    };
+    let load = |args: &[&str]| {
+        let mut all = vec!["db", "load-metadefs", defs_arg, "--config", &first];
+        all.extend_from_slice(args);
+        let (code, out, err) = run(&all, &env);
+        assert_eq!(code, 0, "{args:?}: {out} {err}");
+        out
+    };
+    let out = load(&[]);
+    assert!(
+        out.contains("OS::Compute::Watchdog exists already; skipped"),
+        "{out}"
+    );
+
+    watchdog["display_name"] = json!("CHANGED");
+    watchdog["properties"]["watchdog_action"]["title"] = json!("Changed Action");
+    watchdog["properties"]["new_one"] = json!({"title": "New", "type": "boolean"});
+    write("compute-watchdog.json", &watchdog);
+    assert!(load(&["--merge"]).contains("merged"));
+    let merged = export(&first, "merged");
+    assert_eq!(
+        merged["display_name"], "Watchdog Behavior",
+        "--merge changes nothing there"
+    );
+    assert_eq!(
+        merged["properties"]["watchdog_action"]["title"],
+        "Watchdog Action"
+    );
+    assert_eq!(
+        merged["properties"]["new_one"]["type"], "boolean",
+        "--merge adds what lacks"
+    );
+    assert!(merged.get("owner").is_none());
+    assert_eq!(merged["objects"][0]["required"], json!(["a"]));
+
+    load(&["--merge", "--prefer-new"]);
+    let preferred = export(&first, "preferred");
+    assert_eq!(preferred["display_name"], "CHANGED");
+    assert_eq!(
+        preferred["properties"]["watchdog_action"]["title"],
+        "Changed Action"
+    );
+
+    watchdog.as_object_mut().expect("object").remove("objects");
+    watchdog.as_object_mut().expect("object").remove("tags");
+    write("compute-watchdog.json", &watchdog);
+    load(&["--merge"]);
+    assert!(
+        export(&first, "kept")["objects"].is_array(),
+        "--merge removes nothing"
+    );
+    assert!(load(&["--merge", "--overwrite"]).contains("replaced"));
+    let replaced = export(&first, "replaced");
+    assert!(
+        replaced.get("objects").is_none() && replaced.get("tags").is_none(),
+        "{replaced}"
+    );
+
+    for flags in [
+        vec!["--prefer-new"],
+        vec!["--overwrite"],
+        vec!["--merge", "--prefer-new", "--overwrite"],
+    ] {
+        let mut all = vec!["db", "load-metadefs", defs_arg, "--config", &first];
+        all.extend(flags.iter().copied());
+        let (code, _, err) = run(&all, &env);
+        assert_eq!(code, 1, "{flags:?}");
+        assert!(err.contains("--prefer-new and --overwrite"), "{err}");
+    }
+
+    // What is exported loads into another database (SQLite here) and exports the same.
+    let exported = dir.path().join("replaced");
+    let second = config("second");
+    let (code, out, err) = run(
+        &[
+            "db",
+            "load-metadefs",
+            exported.to_str().expect("utf-8"),
+            "--config",
+            &second,
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{out} {err}");
+    let again = dir.path().join("again");
+    let (code, out, err) = run(
+        &[
+            "db",
+            "export-metadefs",
+            again.to_str().expect("utf-8"),
+            "--config",
+            &second,
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{out} {err}");
+    for name in ["OS__Compute__Watchdog.json", "OS__Glint__B.json"] {
+        assert_eq!(
+            std::fs::read(exported.join(name)).expect("first export"),
+            std::fs::read(again.join(name)).expect("second export"),
+            "{name}"
+        );
+    }
 }

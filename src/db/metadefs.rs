@@ -704,3 +704,200 @@ impl Database {
         })
     }
 }
+
+/// What `load_metadef_namespace` does with a namespace the database holds already
+/// (`glance-manage db load_metadefs`' flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadMode {
+    /// Leave it as it is.
+    Skip,
+    /// Add what it lacks; change nothing it has (`--merge`).
+    Merge,
+    /// Add what it lacks and replace what it has from the file (`--merge --prefer_new`).
+    PreferNew,
+    /// Replace it and everything it holds (`--merge --overwrite`).
+    Overwrite,
+}
+
+/// What loading one namespace did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loaded {
+    Created,
+    Skipped,
+    Merged,
+    Replaced,
+}
+
+impl Database {
+    /// Loads a namespace from a definition file, in one transaction. A new namespace is
+    /// created with everything it holds; an existing one is treated as `mode` says (its id,
+    /// and so its place for the API, is kept). Resource types the file names are created
+    /// protected, as Glance's loader creates them.
+    pub async fn load_metadef_namespace(
+        &self,
+        namespace: &Namespace,
+        contents: NewContents<'_>,
+        mode: LoadMode,
+    ) -> Result<Loaded, DbError> {
+        write_tx!(self, |tx, sql| {
+            let existing: Option<Text> = sqlx::query_scalar(&sql(
+                "SELECT id FROM metadef_namespaces WHERE namespace = ?",
+            ))
+            .bind(&namespace.attrs.namespace)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let (id, loaded) = match (existing, mode) {
+                (Some(_), LoadMode::Skip) => return Ok(Loaded::Skipped),
+                (Some(id), LoadMode::Overwrite) => {
+                    for table in [
+                        "metadef_tags",
+                        "metadef_objects",
+                        "metadef_properties",
+                        "metadef_namespace_resource_types",
+                    ] {
+                        sqlx::query(&sql(&format!("DELETE FROM {table} WHERE namespace_id = ?")))
+                            .bind(&id.0)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    (id.0, Loaded::Replaced)
+                }
+                (Some(id), _) => (id.0, Loaded::Merged),
+                (None, _) => {
+                    sqlx::query(&sql(&format!(
+                        "INSERT INTO metadef_namespaces ({NAMESPACE_COLUMNS}) \
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    )))
+                    .bind(&namespace.id)
+                    .bind(&namespace.attrs.namespace)
+                    .bind(&namespace.attrs.display_name)
+                    .bind(&namespace.attrs.description)
+                    .bind(namespace.attrs.visibility.as_str())
+                    .bind(i64::from(namespace.attrs.protected))
+                    .bind(&namespace.attrs.owner)
+                    .bind(namespace.created_at)
+                    .bind(namespace.updated_at)
+                    .execute(&mut *tx)
+                    .await?;
+                    (namespace.id.clone(), Loaded::Created)
+                }
+            };
+            let replace = matches!(loaded, Loaded::Replaced) || mode == LoadMode::PreferNew;
+            if replace && loaded != Loaded::Created {
+                let a = &namespace.attrs;
+                sqlx::query(&sql(
+                    "UPDATE metadef_namespaces SET display_name = ?, description = ?, \
+                     visibility = ?, protected = ?, owner = ?, updated_at = ? WHERE id = ?",
+                ))
+                .bind(&a.display_name)
+                .bind(&a.description)
+                .bind(a.visibility.as_str())
+                .bind(i64::from(a.protected))
+                .bind(&a.owner)
+                .bind(namespace.updated_at)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            let id = id.as_str();
+            for association in contents.associations {
+                let known: Option<Text> = sqlx::query_scalar(&sql(
+                    "SELECT name FROM metadef_resource_types WHERE name = ?",
+                ))
+                .bind(&association.resource_type)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if known.is_none() {
+                    sqlx::query(&sql(
+                        "INSERT INTO metadef_resource_types (name, protected, created_at, \
+                         updated_at) VALUES (?, 1, ?, ?)",
+                    ))
+                    .bind(&association.resource_type)
+                    .bind(association.created_at)
+                    .bind(association.created_at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                let there: Option<Text> = sqlx::query_scalar(&sql(
+                    "SELECT resource_type FROM metadef_namespace_resource_types \
+                     WHERE namespace_id = ? AND resource_type = ?",
+                ))
+                .bind(id)
+                .bind(&association.resource_type)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if there.is_none() {
+                    associate!(tx, sql, id, association)?;
+                } else if replace {
+                    sqlx::query(&sql(
+                        "UPDATE metadef_namespace_resource_types SET prefix = ?, \
+                         properties_target = ?, updated_at = ? \
+                         WHERE namespace_id = ? AND resource_type = ?",
+                    ))
+                    .bind(&association.prefix)
+                    .bind(&association.properties_target)
+                    .bind(association.updated_at)
+                    .bind(id)
+                    .bind(&association.resource_type)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            for (kind, definitions) in [
+                (DefinitionKind::Property, contents.properties),
+                (DefinitionKind::Object, contents.objects),
+            ] {
+                for definition in definitions {
+                    let there: Option<Text> = sqlx::query_scalar(&sql(&format!(
+                        "SELECT name FROM {} WHERE namespace_id = ? AND name = ?",
+                        table(kind)
+                    )))
+                    .bind(id)
+                    .bind(&definition.name)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if there.is_none() {
+                        insert_definition!(tx, sql, kind, id, definition)?;
+                    } else if replace {
+                        sqlx::query(&sql(&format!(
+                            "UPDATE {} SET definition = ?, updated_at = ? \
+                             WHERE namespace_id = ? AND name = ?",
+                            table(kind)
+                        )))
+                        .bind(Value::Object(definition.body.clone()).to_string())
+                        .bind(definition.updated_at)
+                        .bind(id)
+                        .bind(&definition.name)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                }
+            }
+            for tag in contents.tags {
+                let there: Option<Text> = sqlx::query_scalar(&sql(
+                    "SELECT name FROM metadef_tags WHERE namespace_id = ? AND name = ?",
+                ))
+                .bind(id)
+                .bind(&tag.name)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if there.is_none() {
+                    insert_tag!(tx, sql, id, tag)?;
+                }
+            }
+            loaded
+        })
+    }
+
+    /// Every namespace with everything it holds, by name: what an export writes out.
+    pub async fn all_metadef_namespaces(&self) -> Result<Vec<(Namespace, Contents)>, DbError> {
+        let mut namespaces = self.metadef_namespaces(true, None).await?;
+        namespaces.sort_by(|(a, _), (b, _)| a.attrs.namespace.cmp(&b.attrs.namespace));
+        let mut all = Vec::with_capacity(namespaces.len());
+        for (namespace, _) in namespaces {
+            let contents = self.metadef_contents(&namespace.id).await?;
+            all.push((namespace, contents));
+        }
+        Ok(all)
+    }
+}

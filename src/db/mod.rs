@@ -29,7 +29,7 @@ pub use copy::{CopyError, TableCopy, copy};
 pub use engine::{Engine, Settings};
 use engine::{Pools, read};
 pub use images::{ImageChange, ImageData, ProjectUsage};
-pub use metadefs::{CreateRefused, DefinitionOrTag, NewContents};
+pub use metadefs::{CreateRefused, DefinitionOrTag, LoadMode, Loaded, NewContents};
 pub use tasks::{TaskUpdate, TaskWrite};
 
 #[derive(Debug, thiserror::Error)]

@@ -1,7 +1,11 @@
 //! `glint db …`: the database commands an operator runs by hand — where the schema stands
 //! (`version`), applying migrations ahead of a start (`upgrade`), copying a catalogue to
-//! another database (`copy`) — and what they print. The work is `db`'s.
+//! another database (`copy`), loading and exporting metadata definition files (`metadefs`) —
+//! and what they print. The work is `db`'s.
 
+mod metadefs;
+
+use std::path::Path;
 use std::time::Duration;
 
 use crate::config::DatabaseConfig;
@@ -26,9 +30,9 @@ pub async fn version(settings: &Settings) -> Result<(), DbError> {
     Ok(())
 }
 
-/// `glint db upgrade`: the pending migrations, applied (an SQLite file's directory is
-/// made if needed).
-pub async fn upgrade(settings: &Settings) -> Result<(), DbError> {
+/// The directory of an SQLite database, made if need be (a command run before glint ever
+/// started makes the file).
+fn sqlite_dir(settings: &Settings) -> Result<(), DbError> {
     if let Some(dir) = settings
         .sqlite_path()
         .and_then(|p| p.parent().map(|d| d.to_path_buf()))
@@ -38,6 +42,13 @@ pub async fn upgrade(settings: &Settings) -> Result<(), DbError> {
             reason: format!("{}: {e}", dir.display()),
         })?;
     }
+    Ok(())
+}
+
+/// `glint db upgrade`: the pending migrations, applied (an SQLite file's directory is
+/// made if needed).
+pub async fn upgrade(settings: &Settings) -> Result<(), DbError> {
+    sqlite_dir(settings)?;
     let applied = db::upgrade(settings).await?;
     for version in &applied {
         println!("applied: {version}");
@@ -93,5 +104,63 @@ pub async fn copy(from: &str, to: &str, replace_target: bool) -> Result<(), Stri
         );
     }
     println!("verified: the target's row count and checksum of every table equal the source's");
+    Ok(())
+}
+
+/// `glint db load-metadefs PATH`: Glance's definition files read into the database (with
+/// `--merge`, `--prefer-new` or `--overwrite` for namespaces it holds already); fails when a
+/// file could not be loaded, after loading the others.
+pub async fn load_metadefs(
+    settings: &Settings,
+    path: &Path,
+    merge: bool,
+    prefer_new: bool,
+    overwrite: bool,
+) -> Result<(), String> {
+    let mode = match (merge, prefer_new, overwrite) {
+        (_, true, true) => {
+            return Err("--prefer-new and --overwrite: give at most one of them".into());
+        }
+        (false, true, _) | (false, _, true) => {
+            return Err("--prefer-new and --overwrite apply to a --merge; add --merge".into());
+        }
+        (true, true, false) => db::LoadMode::PreferNew,
+        (true, false, true) => db::LoadMode::Overwrite,
+        (true, false, false) => db::LoadMode::Merge,
+        (false, false, false) => db::LoadMode::Skip,
+    };
+    sqlite_dir(settings).map_err(|e| e.to_string())?;
+    let database = db::Database::open(settings)
+        .await
+        .map_err(|e| e.to_string())?;
+    let report = metadefs::load(&database, path, mode).await;
+    database.close().await;
+    let report = report?;
+    for line in &report.lines {
+        println!("{line}");
+    }
+    if report.failed > 0 {
+        return Err(format!(
+            "{} of {} definition files not loaded",
+            report.failed,
+            report.lines.len()
+        ));
+    }
+    Ok(())
+}
+
+/// `glint db export-metadefs DIR`: every namespace written out as a definition file.
+pub async fn export_metadefs(settings: &Settings, dir: &Path) -> Result<(), String> {
+    sqlite_dir(settings).map_err(|e| e.to_string())?;
+    let database = db::Database::open(settings)
+        .await
+        .map_err(|e| e.to_string())?;
+    let written = metadefs::export(&database, dir).await;
+    database.close().await;
+    let written = written?;
+    for path in &written {
+        println!("{}", path.display());
+    }
+    println!("{} namespaces written to {}", written.len(), dir.display());
     Ok(())
 }
