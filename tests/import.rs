@@ -1061,3 +1061,116 @@ async fn a_dead_nodes_task_is_taken_over_once_its_lease_expires() {
     assert_holds(two.shared.path(), &image(a, &id).await, &data);
     assert_eq!(two.nodes[0].stop().await, 0);
 }
+
+/// The legacy `POST /v2/tasks` (type `import`): an image made from `image_properties` and
+/// imported from `import_from` with web-download's rules, as a task that keeps its input and
+/// ends with `result.image_id`; bad requests are Glance's 400s and leave nothing behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_legacy_task_create_imports_an_image_from_a_url() {
+    let mut sd = FakeSystemd::new();
+    let addr = sd.add_socket_unit("api");
+    sd.write_config(&config(""));
+    sd.start().await;
+    let data = pattern((1 << 20) + 17, 9);
+    let web = Web::serve(data.clone(), 64 << 10, Duration::ZERO);
+    let input = json!({
+        "import_from": web.url(),
+        "import_from_format": "raw",
+        "image_properties": {"name": "legacy", "os_distro": "debian"}
+    });
+    let (status, task) = call(
+        addr,
+        "POST",
+        "/v2/tasks",
+        json!({"type": "import", "input": input}),
+    )
+    .await;
+    assert_eq!(status, 201, "{task}");
+    assert_eq!(task["type"], "import");
+    assert_eq!(task["input"], input, "the input is kept as sent");
+    assert_eq!(task["status"], "pending");
+    let task_id = task["id"].as_str().expect("id").to_string();
+    let deadline = tokio::time::Instant::now() + PATIENCE * 3;
+    let done = loop {
+        let (_, task) = call(addr, "GET", &format!("/v2/tasks/{task_id}"), Value::Null).await;
+        if matches!(task["status"].as_str(), Some("success" | "failure")) {
+            break task;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never finished: {task}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(done["status"], "success", "{done}");
+    let image_id = done["result"]["image_id"]
+        .as_str()
+        .expect("result.image_id")
+        .to_string();
+    let shown = image(addr, &image_id).await;
+    assert_eq!(shown["name"], "legacy");
+    assert_eq!(shown["os_distro"], "debian");
+    assert_eq!(shown["disk_format"], "raw");
+    assert_eq!(shown["container_format"], "bare");
+    assert_holds(&state(&sd), &shown, &data);
+
+    let (_, before) = call(addr, "GET", "/v2/images", Value::Null).await;
+    for (body, message) in [
+        (json!({"input": {}}), "Task 'type' is required"),
+        (json!({"type": "import"}), "Task 'input' is required"),
+        (json!({"type": "copy", "input": {}}), "is not one of"),
+        (
+            json!({"type": "import", "input": {}, "colour": 1}),
+            "Additional properties are not allowed",
+        ),
+        (
+            json!({"type": "import", "input": {}}),
+            "Invalid location: None",
+        ),
+        (
+            json!({"type": "import", "input": {"import_from": "file:///etc/passwd"}}),
+            "File based imports are not allowed",
+        ),
+        (
+            json!({"type": "import", "input": {"import_from": "ftp://127.0.0.1/x"}}),
+            "The given uri is not valid",
+        ),
+        (
+            json!({"type": "import", "input": {"import_from": "http://169.254.169.254/x", "import_from_format": "raw", "image_properties": {}}}),
+            "does not pass filtering",
+        ),
+        (
+            json!({"type": "import", "input": {"import_from": web.url(), "import_from_format": "raw"}}),
+            "Input does not contain 'image_properties' field",
+        ),
+        (
+            json!({"type": "import", "input": {"import_from": web.url(), "import_from_format": "raw", "image_properties": {"status": "active"}}}),
+            "read-only",
+        ),
+        (json!({"type": "api_image_import", "input": {}}), "/import"),
+    ] {
+        let mut conn = Conn::open(addr).await.expect("connect");
+        let reply = conn
+            .send(
+                "POST",
+                "/v2/tasks",
+                Some("application/json"),
+                Bytes::from(body.to_string()),
+            )
+            .await
+            .expect("request");
+        let text = String::from_utf8_lossy(&reply.body);
+        assert!(
+            reply.status == 400 || reply.status == 403,
+            "{body}: {} {text}",
+            reply.status
+        );
+        assert!(text.contains(message), "{body}: {text}");
+    }
+    let (_, after) = call(addr, "GET", "/v2/images", Value::Null).await;
+    assert_eq!(
+        before["images"], after["images"],
+        "no image is left of a refused task"
+    );
+    assert_eq!(sd.stop().await, 0);
+}

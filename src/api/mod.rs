@@ -87,7 +87,7 @@ pub fn router(context: ApiContext) -> Router {
         )
         .route("/images/{id}/import", post(import::import))
         .route("/images/{id}/tasks", get(import::image_tasks))
-        .route("/tasks", get(import::tasks))
+        .route("/tasks", get(import::tasks).post(import::create_task))
         .route("/tasks/{id}", get(import::task))
         .route(
             "/stores/{store}/{id}",

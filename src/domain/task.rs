@@ -11,6 +11,9 @@ pub const TIME_TO_LIVE: Timestamp = 48 * 3600 * SECOND;
 /// The task type of every import.
 pub const IMPORT: &str = "api_image_import";
 
+/// The legacy task `POST /v2/tasks` creates: an image imported from `input.import_from`.
+pub const LEGACY_IMPORT: &str = "import";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TaskStatus {
     Pending,

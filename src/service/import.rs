@@ -202,6 +202,21 @@ impl Catalog {
         let request = import::parse(body, header_store, |name| {
             self.import.methods.iter().any(|m| m.as_str() == name)
         })?;
+        self.accept_import(caller, id, &request, Err(body), request_id)
+            .await
+    }
+
+    /// Accepts `request` on image `id` and starts its task: an import's (whose input keeps
+    /// the request `body`), or a legacy import's (`POST /v2/tasks`, whose input is the
+    /// client's).
+    async fn accept_import(
+        &self,
+        caller: &Caller,
+        id: &str,
+        request: &ImportRequest,
+        input: std::result::Result<&Value, &Value>,
+        request_id: &str,
+    ) -> Result<String> {
         let copies = request.method == Method::CopyImage;
         // Glance guards an import with modify_image, a copy with copy_image.
         let rule = if copies { "copy_image" } else { "modify_image" };
@@ -255,17 +270,24 @@ impl Catalog {
                 .check(uri)
                 .map_err(|e| DomainError::Invalid(e.to_string()))?;
         }
-        let stores = self.targets(&image, &request)?;
+        let stores = self.targets(&image, request)?;
         let now = time::now();
+        let (kind, input) = match input {
+            Ok(legacy) => (task::LEGACY_IMPORT, legacy.clone()),
+            Err(body) => (
+                task::IMPORT,
+                json!({"image_id": id, "import_req": body, "backend": stores}),
+            ),
+        };
         let task = Task {
             id: uuid::Uuid::new_v4().to_string(),
-            kind: task::IMPORT.into(),
+            kind: kind.into(),
             status: TaskStatus::Pending,
             owner: caller.project.clone(),
             image_id: Some(id.to_string()),
             request_id: Some(request_id.to_string()),
             user_id: caller.user.clone(),
-            input: json!({"image_id": id, "import_req": body, "backend": stores}),
+            input,
             result: None,
             message: String::new(),
             created_at: now,
@@ -441,6 +463,83 @@ impl Catalog {
         }
         tracing::info!(image_id = id, store, "image data removed from store");
         Ok(())
+    }
+
+    /// `POST /v2/tasks`, the legacy import (type `import`, for admins): an image made from
+    /// `input.image_properties` (its `disk_format` from `import_from_format` unless given,
+    /// `container_format` `bare` unless given), then imported from `input.import_from` with
+    /// web-download's rules, as a task that keeps the client's input and ends with
+    /// `result.image_id`. The URI is checked before anything is made, as Glance does.
+    pub async fn create_legacy_task(
+        &self,
+        caller: &Caller,
+        input: &Value,
+        request_id: &str,
+    ) -> Result<Task> {
+        if !self.tasks_api(caller, "add_task") {
+            return Err(forbidden(
+                "You are not authorized to complete tasks_api_access action.",
+            ));
+        }
+        let invalid = |message: String| -> ServiceError { DomainError::Invalid(message).into() };
+        let uri = match input.get("import_from") {
+            Some(Value::String(uri)) => uri.clone(),
+            None | Some(Value::Null) => return Err(invalid("Invalid location: None".into())),
+            Some(other) => return Err(invalid(format!("Invalid location: {other}"))),
+        };
+        if uri.starts_with("file://") || uri.starts_with("filesystem://") {
+            return Err(invalid(
+                "File based imports are not allowed. Please use a non-local source of image data."
+                    .into(),
+            ));
+        }
+        if !(uri.starts_with("http://") || uri.starts_with("https://")) {
+            return Err(invalid(
+                "The given uri is not valid. Please specify a valid uri from the following list \
+                 of supported uri ['http']"
+                    .into(),
+            ));
+        }
+        if self.import.web.check(&uri).is_err() {
+            return Err(invalid(format!(
+                "URI for legacy import task does not pass filtering: {uri}"
+            )));
+        }
+        for key in ["import_from_format", "image_properties"] {
+            if input.get(key).is_none() {
+                return Err(invalid(format!("Input does not contain '{key}' field")));
+            }
+        }
+        let Some(Value::Object(properties)) = input.get("image_properties") else {
+            return Err(invalid(
+                "Input's 'image_properties' must be an object".into(),
+            ));
+        };
+        let mut attributes = properties.clone();
+        if let Some(format) = input.get("import_from_format").filter(|f| f.is_string()) {
+            attributes
+                .entry("disk_format")
+                .or_insert_with(|| format.clone());
+        }
+        attributes
+            .entry("container_format")
+            .or_insert_with(|| json!("bare"));
+        let image = self.create(caller, attributes).await?;
+        let request = json!({"method": {"name": "web-download", "uri": uri}});
+        let request = import::parse(&request, None, |_| true)?;
+        match self
+            .accept_import(caller, &image.id, &request, Ok(input), request_id)
+            .await
+        {
+            Ok(task_id) => self.task(caller, &task_id).await,
+            Err(e) => {
+                // Nothing is left of a task that did not start.
+                if let Err(cleanup) = self.delete(caller, &image.id).await {
+                    tracing::warn!(image_id = %image.id, error = %cleanup, "image of a refused legacy task not deleted");
+                }
+                Err(e)
+            }
+        }
     }
 
     /// `GET /v2/tasks/{id}`: the tasks API is for admins.

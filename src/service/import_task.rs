@@ -26,7 +26,24 @@ pub(super) struct Plan {
 }
 
 impl Plan {
-    fn of(task: &Task) -> std::result::Result<Plan, String> {
+    /// What `task` is to do. A legacy import (`POST /v2/tasks`) keeps its input as the client
+    /// sent it: its image is the task's, its source `import_from`, its store the default one.
+    fn of(task: &Task, default_store: &str) -> std::result::Result<Plan, String> {
+        if task.kind == crate::domain::task::LEGACY_IMPORT {
+            let image_id = task.image_id.clone().ok_or("task has no image")?;
+            let uri = task
+                .input
+                .get("import_from")
+                .and_then(Value::as_str)
+                .ok_or("task input has no import_from")?;
+            let request = serde_json::json!({"method": {"name": "web-download", "uri": uri}});
+            let request = import::parse(&request, None, |_| true).map_err(|e| e.to_string())?;
+            return Ok(Plan {
+                image_id,
+                request,
+                stores: vec![default_store.to_string()],
+            });
+        }
         let image_id = task
             .input
             .get("image_id")
@@ -135,7 +152,7 @@ impl Catalog {
         if task.status.is_final() {
             return Ok(());
         }
-        let plan = match Plan::of(&task) {
+        let plan = match Plan::of(&task, self.stores.default_id()) {
             Ok(plan) => plan,
             Err(message) => {
                 return self
@@ -420,7 +437,7 @@ impl Catalog {
             let Some(task) = self.db.get_task(task_id).await? else {
                 return Ok(());
             };
-            let plan = match Plan::of(&task) {
+            let plan = match Plan::of(&task, self.stores.default_id()) {
                 Ok(plan) => plan,
                 Err(reason) => {
                     return self.finish_task(task_id, TaskStatus::Failure, reason).await;
