@@ -131,23 +131,32 @@ pub fn member(member: &Member) -> Value {
 
 /// A task as `GET /v2/tasks/{id}` shows it.
 pub fn task(task: &Task) -> Value {
-    json!({
+    let mut shown = json!({
         "id": task.id,
         "type": task.kind,
         "status": task.status.as_str(),
         "input": task.input,
         "result": task.result,
-        "owner": task.owner,
         "message": task.message,
-        "expires_at": task.expires_at.map(time::format),
         "created_at": time::format(task.created_at),
         "updated_at": time::format(task.updated_at),
-        "image_id": task.image_id,
-        "request_id": task.request_id,
-        "user_id": task.user_id,
         "self": format!("/v2/tasks/{}", task.id),
         "schema": "/v2/schemas/task",
-    })
+    });
+    // Present only when set, as Glance shows them (the schema says strings: a client that
+    // validates against it refuses a null).
+    for (key, value) in [
+        ("owner", task.owner.clone()),
+        ("expires_at", task.expires_at.map(time::format)),
+        ("image_id", task.image_id.clone()),
+        ("request_id", task.request_id.clone()),
+        ("user_id", task.user_id.clone()),
+    ] {
+        if let Some(value) = value {
+            shown[key] = json!(value);
+        }
+    }
+    shown
 }
 
 /// `GET /v2/tasks`: task stubs (no input, result or message, as Glance lists them) with

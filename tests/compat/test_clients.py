@@ -386,6 +386,25 @@ def import_flows(g, workdir):
     check(code == 0 and holds_data(body),
           f"glance image-create-via-import --import-method web-download --uri: {body.get('status')} {err.strip()}")
 
+    # The legacy tasks API: glance task-create --type import, then task-show until it ends.
+    legacy_input = {"import_from": f"{base}/import-source.img", "import_from_format": "raw",
+                    "image_properties": {"name": "via-task", "container_format": "bare"}}
+    code, out, err = glance(g, "task-create", "--type", "import", "--input", json.dumps(legacy_input))
+    task_id = table(out).get("id", "")
+    check(code == 0 and task_id and table(out).get("type") == "import", f"glance task-create: {out} {err.strip()}")
+    deadline = time.monotonic() + 60
+    shown = {}
+    while time.monotonic() < deadline:
+        code, out, err = glance(g, "task-show", task_id)
+        shown = table(out)
+        if shown.get("status") in ("success", "failure"):
+            break
+        time.sleep(0.1)
+    result = json.loads(shown.get("result") or "null") or {}
+    _, imported = g.rest("GET", f"/v2/images/{result.get('image_id')}")
+    check(shown.get("status") == "success" and isinstance(imported, dict) and holds_data(imported)
+          and imported.get("name") == "via-task", f"glance task-show: the legacy import succeeded: {shown} {imported}")
+
     code, out, err = glance(g, "image-import", direct, "--import-method", "copy-image", "--stores", "cheap")
     body = wait_imported(g, direct, stores=["fast", "cheap"])
     copied = os.path.join(workdir, "state", "cheap", direct)
