@@ -13,6 +13,7 @@ Usage: tests/bench/bench.py [--duration 10] [--workers 2]   (needs wrk; builds -
 """
 
 import argparse
+import json
 import os
 import re
 import signal
@@ -213,6 +214,34 @@ def catalogue(binary, workers, duration, level):
     return results
 
 
+def metadefs(binary, workers, duration, level):
+    """GET /v2/metadefs/namespaces?limit=100 over 100 namespaces, each associated with two
+    resource types (the list answers with every namespace's associations from two queries,
+    not one per namespace), and GET /v2/images (25 of 100) beside it in the same run."""
+
+    with tempfile.TemporaryDirectory() as workdir:
+        g = Glint(binary, workdir, free_port(), workers, level)
+        base = f"http://127.0.0.1:{g.port}"
+
+        def post(path, body):
+            request = urllib.request.Request(base + path, data=json.dumps(body).encode(), method="POST",
+                                             headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request) as r:
+                r.read()
+
+        for i in range(100):
+            post("/v2/metadefs/namespaces", {
+                "namespace": f"OS::Bench::N{i:03}", "visibility": "public",
+                "resource_type_associations": [{"name": "OS::Glance::Image", "prefix": "b_"},
+                                               {"name": "OS::Nova::Flavor", "prefix": "b:"}],
+                "properties": {"p": {"title": "P", "type": "string"}}})
+            post("/v2/images", {"name": f"bench-{i}"})
+        listed = wrk(g.port, duration, path="/v2/metadefs/namespaces?limit=100")
+        images = wrk(g.port, duration, path="/v2/images")
+        g.stop()
+    return listed, images
+
+
 def data_path(binary, workers, level, size_mib):
     """Upload (Content-Length and chunked) against sha512sum of the same file, download
     against nginx serving it with sendfile when nginx is installed, peak RSS."""
@@ -330,6 +359,7 @@ def main():
         ready = g.ready_after
 
     cat = catalogue(glint_bin, args.workers, args.duration, args.log_level)
+    namespaces, images_beside = metadefs(glint_bin, args.workers, args.duration, args.log_level)
     data = data_path(glint_bin, args.workers, args.log_level, args.data_mib)
 
     def row(name, value):
@@ -349,6 +379,9 @@ def main():
     for count in (100, 100_000):
         r = cat[count]
         row(f"GET /v2/images (25 of {count:,}) req/s, p50 / p99", f"{r['rps']:,.0f}, {r['p50']:.2f} / {r['p99']:.2f} ms ({r['errors']} failed)")
+    row("GET /v2/metadefs/namespaces (100 of 100, 2 resource types each) req/s, p50 / p99",
+        f"{namespaces['rps']:,.0f}, {namespaces['p50']:.2f} / {namespaces['p99']:.2f} ms ({namespaces['errors']} failed; "
+        f"GET /v2/images, 25 of 100, same run: {images_beside['rps']:,.0f})")
     r = cat["post"]
     row("POST /v2/images req/s, p50 / p99", f"{r['rps']:,.0f}, {r['p50']:.2f} / {r['p99']:.2f} ms ({r['errors']} failed)")
     bound = data["sha512sum"]
