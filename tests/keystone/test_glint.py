@@ -117,6 +117,20 @@ def role_matrix(g, tokens, ks):
         (admin, "GET", "/v2/tasks", None, 200, "the tasks API is for admins"),
         (member, "POST", path + "/actions/deactivate", None, 204, "a member deactivates its own image"),
         (admin, "GET", path + "/file", None, 200, "an admin downloads a deactivated image"),
+        (member, "POST", "/v2/tasks", {"type": "import", "input": {}}, 403, "the legacy task create is for admins"),
+        # Metadata definitions: readers read public namespaces and their project's, admins write.
+        (admin, "POST", "/v2/metadefs/namespaces", {"namespace": "OS::KS::Public", "visibility": "public"}, 201,
+         "an admin creates a public namespace"),
+        (admin, "POST", "/v2/metadefs/namespaces", {"namespace": "OS::KS::Private"}, 201,
+         "an admin creates a private namespace of its project"),
+        (member, "POST", "/v2/metadefs/namespaces", {"namespace": "OS::KS::Member"}, 403, "metadefs writes are for admins"),
+        (reader, "GET", "/v2/metadefs/namespaces/OS::KS::Public", None, 200, "a reader reads a public namespace"),
+        (other, "GET", "/v2/metadefs/namespaces/OS::KS::Public", None, 200, "another project reads a public namespace"),
+        (reader, "GET", "/v2/metadefs/namespaces/OS::KS::Private", None, 200, "its project reads a private namespace"),
+        (other, "GET", "/v2/metadefs/namespaces/OS::KS::Private", None, 404, "another project does not see it"),
+        (other, "DELETE", "/v2/metadefs/namespaces/OS::KS::Private", None, 404, "nor learns by deleting that it exists"),
+        (member, "POST", "/v2/metadefs/namespaces/OS::KS::Public/tags/t", None, 403, "a member may not tag a namespace"),
+        (admin, "DELETE", "/v2/metadefs/namespaces/OS::KS::Public", None, 204, "an admin deletes a namespace"),
     ]
     for token, method, where, body, expected, what in expectations:
         headers = {"Content-Type": "application/openstack-images-v2.1-json-patch"} if method == "PATCH" else None
