@@ -479,35 +479,51 @@ where
         .bind(image.container_format.as_deref())
 }
 
-/// Writes an image's tags and (client) properties inside transaction `$tx`.
+/// Writes an image's tags and (client) properties inside transaction `$tx`: one statement
+/// per table, however many rows (the quotas keep them far below every engine's limit on
+/// parameters).
 macro_rules! write_children {
     ($tx:ident, $sql:ident, $image:expr) => {
-        for tag in &$image.tags {
-            sqlx::query(&$sql(
-                "INSERT INTO image_tags (image_id, value) VALUES (?, ?)",
-            ))
-            .bind(&$image.id)
-            .bind(tag)
-            .execute(&mut *$tx)
-            .await
-            .map_err(same_but_for_spaces)?;
+        if !$image.tags.is_empty() {
+            let statement = rows_insert("image_tags (image_id, value)", 2, $image.tags.len());
+            let statement = $sql(&statement);
+            let mut query = sqlx::query(&statement);
+            for tag in &$image.tags {
+                query = query.bind(&$image.id).bind(tag);
+            }
+            query
+                .execute(&mut *$tx)
+                .await
+                .map_err(same_but_for_spaces)?;
         }
-        for (name, value) in $image
+        let properties: Vec<(&String, &String)> = $image
             .properties
             .iter()
             .filter(|(name, _)| !is_service_property(name))
-        {
-            sqlx::query(&$sql(
-                "INSERT INTO image_properties (image_id, name, value) VALUES (?, ?, ?)",
-            ))
-            .bind(&$image.id)
-            .bind(name)
-            .bind(value)
-            .execute(&mut *$tx)
-            .await
-            .map_err(same_but_for_spaces)?;
+            .collect();
+        if !properties.is_empty() {
+            let statement = rows_insert(
+                "image_properties (image_id, name, value)",
+                3,
+                properties.len(),
+            );
+            let statement = $sql(&statement);
+            let mut query = sqlx::query(&statement);
+            for (name, value) in properties {
+                query = query.bind(&$image.id).bind(name).bind(value);
+            }
+            query
+                .execute(&mut *$tx)
+                .await
+                .map_err(same_but_for_spaces)?;
         }
     };
+}
+
+/// `INSERT INTO {table} VALUES (?, …), …`: `rows` rows of `columns` placeholders.
+fn rows_insert(table: &str, columns: usize, rows: usize) -> String {
+    let row = format!("({})", vec!["?"; columns].join(", "));
+    format!("INSERT INTO {table} VALUES {}", vec![row; rows].join(", "))
 }
 use write_children;
 
