@@ -362,7 +362,7 @@ impl App {
     }
 
     pub async fn handle(&self, mut request: Request<Body>) -> Response<Body> {
-        api::negotiate_version(&mut request);
+        api::negotiate_version(&mut request, self.catalog.cache_enabled());
         match self.router.clone().oneshot(request).await {
             Ok(response) => response,
             Err(never) => match never {},

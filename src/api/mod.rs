@@ -272,12 +272,14 @@ async fn healthcheck(context: ApiContext) -> Response {
     }
 }
 
-/// Glance's version negotiation: `/v2.N/...` is the v2 API. Applied before routing, since
-/// a router's own layers run after the route is chosen.
-pub fn negotiate_version(request: &mut Request) {
+/// Glance's version negotiation: `/v2.N/...` is the v2 API, for the versions served now
+/// (`cache`: whether the image cache is on, which adds its versions); any other is answered
+/// with the versions document. Applied before routing, since a router's own layers run after
+/// the route is chosen.
+pub fn negotiate_version(request: &mut Request, cache: bool) {
     let path = request.uri().path();
     let segment = path.trim_start_matches('/').split('/').next().unwrap_or("");
-    if segment == "v2" || !versions::is_version_alias(segment) {
+    if segment == "v2" || !versions::is_version_alias(segment, cache) {
         return;
     }
     let rest = &path[1 + segment.len()..];

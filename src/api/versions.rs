@@ -51,9 +51,10 @@ fn versions(cache: bool) -> impl Iterator<Item = &'static (&'static str, &'stati
     head.iter().chain(MULTISTORE).chain(current).chain(EARLIER)
 }
 
-/// Whether `segment` (the first path segment) names a version served by the v2 API.
-pub fn is_version_alias(segment: &str) -> bool {
-    segment == "v2" || versions(true).any(|(id, _)| *id == segment)
+/// Whether `segment` (the first path segment) names a version the v2 API serves now: the
+/// cache API's versions only while the cache is on, as Glance negotiates them.
+pub fn is_version_alias(segment: &str, cache: bool) -> bool {
+    segment == "v2" || versions(cache).any(|(id, _)| *id == segment)
 }
 
 /// The document with hrefs the client can reach: built from the base URL it used (see
@@ -154,6 +155,18 @@ mod tests {
             .collect();
         assert_eq!(current.len(), 1);
         assert_eq!(current[0]["id"], "v2.18");
+    }
+
+    #[test]
+    fn the_cache_versions_are_served_only_with_the_cache() {
+        for version in ["v2.14", "v2.16", "v2.18"] {
+            assert!(is_version_alias(version, true), "{version}");
+            assert!(!is_version_alias(version, false), "{version}");
+        }
+        for version in ["v2", "v2.0", "v2.15", "v2.17"] {
+            assert!(is_version_alias(version, true) && is_version_alias(version, false));
+        }
+        assert!(!is_version_alias("v2.19", true));
     }
 
     fn futures_body(response: Response) -> String {
