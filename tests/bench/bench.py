@@ -242,6 +242,35 @@ def metadefs(binary, workers, duration, level):
     return listed, images
 
 
+def idle_connections(binary, workers, level, count):
+    """RSS of an idle glint, and its growth per idle keep-alive connection once `count`
+    clients have each made one request and stay connected (the bound: 16 KiB each)."""
+    with tempfile.TemporaryDirectory() as workdir:
+        g = Glint(binary, workdir, free_port(), workers, level)
+        time.sleep(0.5)
+        idle = g.rss_kib()
+        clients = []
+        try:
+            for _ in range(count):
+                client = socket.create_connection(("127.0.0.1", g.port))
+                client.sendall(b"GET /versions HTTP/1.1\r\nHost: bench\r\n\r\n")
+                reply = b""
+                while b"\r\n\r\n" not in reply:
+                    reply += client.recv(65536)
+                head, _, body = reply.partition(b"\r\n\r\n")
+                length = int(re.search(rb"(?i)content-length:\s*(\d+)", head).group(1))
+                while len(body) < length:
+                    body += client.recv(65536)
+                clients.append(client)
+            time.sleep(1)
+            loaded = g.rss_kib()
+        finally:
+            for client in clients:
+                client.close()
+            g.stop()
+    return idle, (loaded - idle) / count
+
+
 def data_path(binary, workers, level, size_mib):
     """Upload (Content-Length and chunked) against sha512sum of the same file, download
     against nginx serving it with sendfile when nginx is installed, peak RSS."""
@@ -317,6 +346,7 @@ def main():
     parser.add_argument("--reloads", type=int, default=200)
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--data-mib", type=int, default=512)
+    parser.add_argument("--idle-connections", type=int, default=10_000)
     args = parser.parse_args()
     glint_bin, bare_bin = build()
     print(f"# {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, workers={args.workers}, log.level={args.log_level}, wrk -t2 -c16 -d{args.duration}s")
@@ -358,6 +388,7 @@ def main():
         g.stop()
         ready = g.ready_after
 
+    rss_quiet, per_connection = idle_connections(glint_bin, args.workers, args.log_level, args.idle_connections)
     cat = catalogue(glint_bin, args.workers, args.duration, args.log_level)
     namespaces, images_beside = metadefs(glint_bin, args.workers, args.duration, args.log_level)
     data = data_path(glint_bin, args.workers, args.log_level, args.data_mib)
@@ -376,6 +407,8 @@ def main():
     row("req/s during the reload storm", f"{stormy['rps']:,.0f}")
     row("failed requests (socket errors + non-2xx), calm / storm", f"{calm['errors']} / {stormy['errors']}")
     row("RSS idle / after load", f"{rss_idle / 1024:.1f} MiB / {rss_load / 1024:.1f} MiB")
+    row("RSS idle (bound 15 MiB)", f"{rss_quiet / 1024:.1f} MiB")
+    row(f"RSS per idle keep-alive connection, {args.idle_connections:,} of them (bound 16 KiB)", f"{per_connection:.1f} KiB")
     for count in (100, 100_000):
         r = cat[count]
         row(f"GET /v2/images (25 of {count:,}) req/s, p50 / p99", f"{r['rps']:,.0f}, {r['p50']:.2f} / {r['p99']:.2f} ms ({r['errors']} failed)")
