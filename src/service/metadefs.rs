@@ -783,6 +783,12 @@ impl Catalog {
     ) -> Result<()> {
         let namespace = self.namespace_for(caller, namespace).await?;
         self.metadef_authorize(caller, "delete_metadef_tag", Some(&namespace))?;
+        // The tag is looked up first, as Glance does: a missing tag is 404 even in a
+        // protected namespace.
+        let tags = self.db.metadef_tags(&namespace.id).await?;
+        if !tags.iter().any(|tag| tag.name == name) {
+            return Err(tag_not_found(name, &namespace.attrs.namespace).into());
+        }
         if namespace.attrs.protected {
             return Err(DomainError::Forbidden(format!(
                 "Metadata definition tag {name} is protected and cannot be deleted."

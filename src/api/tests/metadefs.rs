@@ -155,6 +155,12 @@ async fn a_namespace_is_created_shown_renamed_and_deleted_with_everything_it_hol
             .await,
         StatusCode::FORBIDDEN
     );
+    assert_eq!(
+        api.status(As::Admin, "DELETE", &format!("{uri}/tags/Missing"))
+            .await,
+        StatusCode::NOT_FOUND,
+        "a missing tag is 404 before the namespace's protection"
+    );
 
     // PUT replaces the attributes (a rename included); what it leaves out takes the
     // creation defaults.
