@@ -51,6 +51,26 @@ macro_rules! insert_tag {
     };
 }
 
+/// Deletes everything a namespace holds (not the namespace): its delete's cascade and a
+/// load's overwrite.
+macro_rules! delete_contents {
+    ($tx:ident, $sql:ident, $namespace_id:expr) => {
+        for table in [
+            "metadef_tags",
+            "metadef_objects",
+            "metadef_properties",
+            "metadef_namespace_resource_types",
+        ] {
+            sqlx::query(&$sql(&format!(
+                "DELETE FROM {table} WHERE namespace_id = ?"
+            )))
+            .bind($namespace_id)
+            .execute(&mut *$tx)
+            .await?;
+        }
+    };
+}
+
 /// Associates, creating the resource type (not protected) when it is new.
 macro_rules! associate {
     ($tx:ident, $sql:ident, $namespace_id:expr, $association:expr) => {{
@@ -364,17 +384,7 @@ impl Database {
     /// Deletes a namespace and everything it holds.
     pub async fn delete_metadef_namespace(&self, id: &str) -> Result<(), DbError> {
         write_tx!(self, |tx, sql| {
-            for table in [
-                "metadef_tags",
-                "metadef_objects",
-                "metadef_properties",
-                "metadef_namespace_resource_types",
-            ] {
-                sqlx::query(&sql(&format!("DELETE FROM {table} WHERE namespace_id = ?")))
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
+            delete_contents!(tx, sql, id);
             sqlx::query(&sql("DELETE FROM metadef_namespaces WHERE id = ?"))
                 .bind(id)
                 .execute(&mut *tx)
@@ -749,17 +759,7 @@ impl Database {
             let (id, loaded) = match (existing, mode) {
                 (Some(_), LoadMode::Skip) => return Ok(Loaded::Skipped),
                 (Some(id), LoadMode::Overwrite) => {
-                    for table in [
-                        "metadef_tags",
-                        "metadef_objects",
-                        "metadef_properties",
-                        "metadef_namespace_resource_types",
-                    ] {
-                        sqlx::query(&sql(&format!("DELETE FROM {table} WHERE namespace_id = ?")))
-                            .bind(&id.0)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
+                    delete_contents!(tx, sql, &id.0);
                     (id.0, Loaded::Replaced)
                 }
                 (Some(id), _) => (id.0, Loaded::Merged),

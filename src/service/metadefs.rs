@@ -82,6 +82,14 @@ fn tag_not_found(name: &str, namespace: &str) -> DomainError {
     ))
 }
 
+/// The prefix of `resource_type`'s association among `associations`, if it has one.
+fn prefix_of(associations: &[Association], resource_type: &str) -> Option<String> {
+    associations
+        .iter()
+        .find(|a| a.resource_type == resource_type)
+        .and_then(|a| a.prefix.clone())
+}
+
 /// The first of `names` that appears twice.
 fn repeated<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let mut seen = std::collections::HashSet::new();
@@ -350,13 +358,7 @@ impl Catalog {
             self.metadef_authorize(caller, rule, Some(&namespace))?;
         }
         let mut contents = self.db.metadef_contents(&namespace.id).await?;
-        let prefix = resource_type.and_then(|rt| {
-            contents
-                .associations
-                .iter()
-                .find(|a| a.resource_type == rt)
-                .and_then(|a| a.prefix.clone())
-        });
+        let prefix = resource_type.and_then(|rt| prefix_of(&contents.associations, rt));
         if let Some(prefix) = prefix.filter(|p| !p.is_empty()) {
             for property in &mut contents.properties {
                 property.name = prefixed(Some(&prefix), &property.name);
@@ -485,11 +487,7 @@ impl Catalog {
         let mut definitions = self.db.metadef_definitions(&namespace.id, kind).await?;
         if let Some(rt) = resource_type {
             let associations = self.db.metadef_associations(&namespace.id).await?;
-            if let Some(prefix) = associations
-                .iter()
-                .find(|a| a.resource_type == rt)
-                .and_then(|a| a.prefix.clone())
-            {
+            if let Some(prefix) = prefix_of(&associations, rt) {
                 for definition in &mut definitions {
                     definition.name = prefixed(Some(&prefix), &definition.name);
                 }
@@ -535,11 +533,7 @@ impl Catalog {
         let mut wanted = name.to_string();
         if let Some(rt) = resource_type {
             let associations = self.db.metadef_associations(&namespace.id).await?;
-            let prefix = associations
-                .iter()
-                .find(|a| a.resource_type == rt)
-                .and_then(|a| a.prefix.clone())
-                .unwrap_or_default();
+            let prefix = prefix_of(&associations, rt).unwrap_or_default();
             match name.strip_prefix(&prefix) {
                 Some(bare) if !prefix.is_empty() => wanted = bare.to_string(),
                 _ if prefix.is_empty() => {}
