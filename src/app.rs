@@ -5,7 +5,6 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use axum::Router;
 use axum::body::Body;
 use http::{Request, Response};
 use tower::ServiceExt;
@@ -92,7 +91,7 @@ pub enum AppError {
 }
 
 pub struct App {
-    router: Router,
+    service: api::ApiService,
     database: Database,
     stores: Stores,
     catalog: Catalog,
@@ -312,7 +311,7 @@ impl App {
             }),
         };
         Ok(App {
-            router: api::router(context),
+            service: api::service(context),
             database,
             stores,
             catalog,
@@ -361,9 +360,8 @@ impl App {
         self.board.running_count()
     }
 
-    pub async fn handle(&self, mut request: Request<Body>) -> Response<Body> {
-        api::negotiate_version(&mut request, self.catalog.cache_enabled());
-        match self.router.clone().oneshot(request).await {
+    pub async fn handle(&self, request: Request<Body>) -> Response<Body> {
+        match self.service.clone().oneshot(request).await {
             Ok(response) => response,
             Err(never) => match never {},
         }

@@ -1,6 +1,8 @@
 //! Logging: tracing to journald (native fields such as GENERATION and REQUEST_ID), to
 //! stderr as text, or as JSON lines; the level is reloadable, the sink is chosen at start.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry, reload};
@@ -48,6 +50,9 @@ pub fn init(
             .with_writer(std::io::stderr)
             .boxed(),
         LogFormat::Auto | LogFormat::Text => tracing_subscriber::fmt::layer()
+            // Colours for a terminal only: a file or a pipe would get escape codes (and
+            // writing them was a tenth of a /versions request).
+            .with_ansi(std::io::stderr().is_terminal())
             .with_writer(std::io::stderr)
             .boxed(),
     };

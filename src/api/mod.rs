@@ -10,6 +10,7 @@ mod import;
 mod info;
 mod members;
 mod metadefs;
+mod request;
 #[cfg(feature = "testing")]
 mod testing;
 #[cfg(test)]
@@ -23,19 +24,21 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use http::header::CONTENT_TYPE;
-use http::{HeaderName, HeaderValue, Method, StatusCode, Uri};
+use http::{HeaderName, Method, StatusCode};
 use std::net::SocketAddr;
 use std::sync::Arc;
-
-use tracing::Instrument;
 
 use crate::auth::Keystone;
 use crate::config::AuthConfig;
 use crate::service::Catalog;
 
 pub use error::ApiError;
-use error::ErrorFormat;
-use forwarded::{ClientView, ProxySettings};
+pub use request::RequestContext;
+use request::RequestSettings;
+
+/// What a generation serves requests with.
+pub type ApiService = RequestContext<Router>;
+use forwarded::ProxySettings;
 
 /// What the API layer is given by the generation it belongs to.
 #[derive(Clone)]
@@ -63,7 +66,8 @@ pub struct RequestId(pub String);
 #[derive(Clone, Copy, Debug)]
 pub struct PeerAddr(pub SocketAddr);
 
-pub fn router(context: ApiContext) -> Router {
+/// The API of one generation: its routes inside the per-request layer.
+pub fn service(context: ApiContext) -> ApiService {
     let v2 = Router::new()
         .route("/images", get(images::list).post(images::create))
         .route(
@@ -202,11 +206,21 @@ pub fn router(context: ApiContext) -> Router {
         .nest("/v2", v2);
     #[cfg(feature = "testing")]
     let router = router.merge(testing::router());
-    router
+    let router = router
         .fallback(move |r: Request| async move {
             versions::document(&r, StatusCode::MULTIPLE_CHOICES, cache)
         })
-        .layer(middleware::from_fn_with_state(context, request_context))
+        // Turns every handler into its route now, not on each request.
+        .with_state(());
+    RequestContext::new(
+        router,
+        RequestSettings {
+            generation: context.generation,
+            auth: context.auth,
+            proxy: context.proxy,
+            cache,
+        },
+    )
 }
 
 /// Establishes the caller of a v2 request (or answers 401), and refuses a body where
@@ -270,67 +284,4 @@ async fn healthcheck(context: ApiContext) -> Response {
         )
             .into_response(),
     }
-}
-
-/// Glance's version negotiation: `/v2.N/...` is the v2 API, for the versions served now
-/// (`cache`: whether the image cache is on, which adds its versions); any other is answered
-/// with the versions document. Applied before routing, since a router's own layers run after
-/// the route is chosen.
-pub fn negotiate_version(request: &mut Request, cache: bool) {
-    let path = request.uri().path();
-    let segment = path.trim_start_matches('/').split('/').next().unwrap_or("");
-    if segment == "v2" || !versions::is_version_alias(segment, cache) {
-        return;
-    }
-    let rest = &path[1 + segment.len()..];
-    let rewritten = match request.uri().query() {
-        Some(query) => format!("/v2{rest}?{query}"),
-        None => format!("/v2{rest}"),
-    };
-    if let Ok(uri) = rewritten.parse::<Uri>() {
-        *request.uri_mut() = uri;
-    }
-}
-
-/// Gives each request an id and a span carrying `generation` and `request_id` (the
-/// GENERATION and REQUEST_ID journal fields); v2 responses carry the id as Glance's do;
-/// error bodies are written in the format the request accepts. One middleware rather than
-/// several: each layer costs a boxed future per request.
-async fn request_context(
-    State(context): State<ApiContext>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let peer = request.extensions().get::<PeerAddr>().copied();
-    let request_id = auth::client_request_id(request.headers(), peer, &context.auth)
-        .unwrap_or_else(|| format!("req-{}", uuid::Uuid::new_v4()));
-    let view = forwarded::client_view(request.headers(), peer, &context.proxy);
-    let remote_addr = view.client;
-    request
-        .extensions_mut()
-        .insert(RequestId(request_id.clone()));
-    request.extensions_mut().insert::<ClientView>(view);
-    let under_v2 = request.uri().path().starts_with("/v2");
-    let errors = ErrorFormat::of(request.headers());
-    let span = tracing::info_span!(
-        "request",
-        generation = context.generation,
-        request_id = %request_id,
-        remote_addr = %remote_addr,
-        method = %request.method(),
-        path = %request.uri().path(),
-    );
-    async move {
-        let mut response = next.run(request).await;
-        errors.render(&mut response);
-        tracing::debug!(status = response.status().as_u16(), "request finished");
-        if under_v2 {
-            if let Ok(value) = HeaderValue::from_str(&request_id) {
-                response.headers_mut().insert(REQUEST_ID_HEADER, value);
-            }
-        }
-        response
-    }
-    .instrument(span)
-    .await
 }
