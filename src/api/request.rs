@@ -66,7 +66,7 @@ where
         negotiate_version(&mut request, settings.cache);
         let peer = request.extensions().get::<PeerAddr>().copied();
         let request_id = auth::client_request_id(request.headers(), peer, &settings.auth)
-            .unwrap_or_else(|| format!("req-{}", uuid::Uuid::new_v4()));
+            .unwrap_or_else(new_request_id);
         let view = forwarded::client_view(request.headers(), peer, &settings.proxy);
         // Display (`%`), not Debug: text sinks would escape a string char by char.
         let span = tracing::info_span!(
@@ -86,9 +86,8 @@ where
         let errors = ErrorFormat::of(request.headers());
         request.extensions_mut().insert(RequestId(request_id));
         request.extensions_mut().insert::<ClientView>(view);
-        let inner = span.in_scope(|| self.inner.call(request));
         ResponseFuture {
-            inner: inner.instrument(span),
+            inner: self.inner.call(request).instrument(span),
             errors,
             id_header,
         }
@@ -115,13 +114,28 @@ where
         let mut this = self.project();
         let Ok(mut response) = ready!(this.inner.as_mut().poll(cx));
         this.errors.render(&mut response);
-        let _entered = this.inner.span().enter();
-        tracing::debug!(status = response.status().as_u16(), "request finished");
+        // Given its parent rather than entering it: entering costs even when the event is
+        // filtered out.
+        tracing::debug!(
+            parent: this.inner.span(),
+            status = response.status().as_u16(),
+            "request finished"
+        );
         if let Some(value) = this.id_header.take() {
             response.headers_mut().insert(REQUEST_ID_HEADER, value);
         }
         Poll::Ready(Ok(response))
     }
+}
+
+/// `req-` and a random UUID, as Glance's ids, written without the formatting machinery.
+fn new_request_id() -> String {
+    let mut buffer = uuid::Uuid::encode_buffer();
+    let uuid = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buffer);
+    let mut id = String::with_capacity(4 + uuid.len());
+    id.push_str("req-");
+    id.push_str(uuid);
+    id
 }
 
 /// Glance's version negotiation: `/v2.N/...` is the v2 API, for the versions served now
