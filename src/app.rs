@@ -355,6 +355,22 @@ impl App {
         self.database.settings().shown()
     }
 
+    /// What the metrics read of this generation at a scrape: data transfers (in use,
+    /// limit), its database's pools, and its filesystem stores' free space.
+    pub fn gauges(&self) -> AppGauges {
+        AppGauges {
+            transfers_in_flight: self.board.transfers.in_use(),
+            transfers_limit: self.max_transfers,
+            pools: self.database.pool_stats(),
+            store_free_bytes: self
+                .stores
+                .all()
+                .iter()
+                .filter_map(|store| Some((store.id.clone(), store.free_bytes()?)))
+                .collect(),
+        }
+    }
+
     /// Background tasks running now, in every generation of the process.
     pub fn running_tasks(&self) -> usize {
         self.board.running_count()
@@ -366,6 +382,14 @@ impl App {
             Err(never) => match never {},
         }
     }
+}
+
+/// A generation's part of a metrics scrape.
+pub struct AppGauges {
+    pub transfers_in_flight: usize,
+    pub transfers_limit: usize,
+    pub pools: crate::db::PoolStats,
+    pub store_free_bytes: Vec<(String, u64)>,
 }
 
 /// Keystone's limits API as the catalogue's source of unified limits.

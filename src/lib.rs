@@ -13,6 +13,7 @@ pub mod dbctl;
 pub mod domain;
 pub mod http_client;
 pub mod inspect;
+pub mod metrics;
 pub mod policy;
 pub mod server;
 pub mod service;

@@ -13,8 +13,8 @@ use bytesize::ByteSize;
 use glint::config::{
     AuthConfig, AuthMode, CacheConfig, Config, ConfigError, ConfigSource, ConvertConfig,
     DataDirConfig, DatabaseConfig, ImagesConfig, ImportConfig, ImportMethod, ImportPlugin,
-    InjectMetadataConfig, KeystoneConfig, LogConfig, LogFormat, NamedStoreConfig, ServerConfig,
-    StoreConfig, WebDownloadConfig, load,
+    InjectMetadataConfig, KeystoneConfig, LogConfig, LogFormat, MetricsConfig, NamedStoreConfig,
+    ServerConfig, StoreConfig, WebDownloadConfig, load,
 };
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
@@ -316,6 +316,10 @@ fn valid_config() -> impl Strategy<Value = Config> {
                     dir: PathBuf::from(format!("cache-{db}")),
                     max_size: ByteSize::b(images.size_cap.as_u64().max(1)),
                     ..CacheConfig::default()
+                },
+                // Port 0: never an API listener's port, whatever those are.
+                metrics: MetricsConfig {
+                    listen: (db.len() % 2 == 1).then(|| SocketAddr::from(([127, 0, 0, 1], 0))),
                 },
                 images,
                 import,

@@ -19,7 +19,7 @@ mod versions;
 pub mod wire;
 
 use axum::Router;
-use axum::extract::{OriginalUri, Request, State};
+use axum::extract::{MatchedPath, OriginalUri, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -34,7 +34,7 @@ use crate::service::Catalog;
 
 pub use error::ApiError;
 pub use request::RequestContext;
-use request::RequestSettings;
+use request::{RequestSettings, RouteTemplate};
 
 /// What a generation serves requests with.
 pub type ApiService = RequestContext<Router>;
@@ -224,29 +224,38 @@ pub fn service(context: ApiContext) -> ApiService {
 }
 
 /// Establishes the caller of a v2 request (or answers 401), and refuses a body where
-/// Glance's routes reject one.
+/// Glance's routes reject one. It runs once the route is chosen, so it also names the
+/// route for the request metrics.
 async fn authenticate(
     State(context): State<ApiContext>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    if rejects_body(&request) && has_body(request.headers()) {
-        return ApiError::BadRequest("A body is not expected with this request.".into())
-            .into_response();
-    }
-    let peer = request.extensions().get::<PeerAddr>().copied();
-    let caller = match &context.keystone {
-        Some(keystone) => auth::keystone_caller(request.headers(), keystone).await,
-        None => auth::caller(request.headers(), peer, &context.auth),
-    };
-    match caller {
-        Ok(mut caller) => {
-            caller.is_admin = context.catalog.is_admin(&caller);
-            request.extensions_mut().insert(caller);
-            next.run(request).await
+    let template = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| RouteTemplate(path.as_str().to_owned()));
+    let mut response = if rejects_body(&request) && has_body(request.headers()) {
+        ApiError::BadRequest("A body is not expected with this request.".into()).into_response()
+    } else {
+        let peer = request.extensions().get::<PeerAddr>().copied();
+        let caller = match &context.keystone {
+            Some(keystone) => auth::keystone_caller(request.headers(), keystone).await,
+            None => auth::caller(request.headers(), peer, &context.auth),
+        };
+        match caller {
+            Ok(mut caller) => {
+                caller.is_admin = context.catalog.is_admin(&caller);
+                request.extensions_mut().insert(caller);
+                next.run(request).await
+            }
+            Err(e) => e.into_response(),
         }
-        Err(e) => e.into_response(),
+    };
+    if let Some(template) = template {
+        response.extensions_mut().insert(template);
     }
+    response
 }
 
 fn rejects_body(request: &Request) -> bool {

@@ -6,15 +6,17 @@
 //! A hand-written service with its own future rather than `middleware::from_fn`: that boxes
 //! a future and clones its state and the inner service on every request.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::Instant;
 
 use axum::extract::Request;
 use axum::response::Response;
-use http::{HeaderValue, Uri};
+use http::{HeaderValue, Method, Uri};
 use tower::Service;
 use tracing::Instrument;
 use tracing::instrument::Instrumented;
@@ -23,6 +25,12 @@ use super::error::ErrorFormat;
 use super::forwarded::{self, ClientView, ProxySettings};
 use super::{PeerAddr, REQUEST_ID_HEADER, RequestId, auth, versions};
 use crate::config::AuthConfig;
+use crate::metrics;
+
+/// The route template a response was routed by, for the request metrics; put on the
+/// response by the router's route layer, taken off here.
+#[derive(Clone)]
+pub struct RouteTemplate(pub String);
 
 /// What the layer needs of its generation.
 pub struct RequestSettings {
@@ -62,8 +70,18 @@ where
     }
 
     fn call(&mut self, mut request: Request) -> Self::Future {
+        let started = Instant::now();
         let settings = &*self.settings;
         negotiate_version(&mut request, settings.cache);
+        let route = match request.uri().path() {
+            "/versions" => Some("/versions"),
+            "/healthcheck" => Some("/healthcheck"),
+            // A v2 route names itself (`RouteTemplate`); a v2 path that matches none is
+            // `unmatched`.
+            path if path.starts_with("/v2/") || path == "/v2" => None,
+            _ => Some("versions document"),
+        };
+        let method = request.method().clone();
         let peer = request.extensions().get::<PeerAddr>().copied();
         let request_id = auth::client_request_id(request.headers(), peer, &settings.auth)
             .unwrap_or_else(new_request_id);
@@ -90,6 +108,9 @@ where
             inner: self.inner.call(request).instrument(span),
             errors,
             id_header,
+            started,
+            method,
+            route,
         }
     }
 }
@@ -101,6 +122,9 @@ pin_project_lite::pin_project! {
         inner: Instrumented<F>,
         errors: ErrorFormat,
         id_header: Option<HeaderValue>,
+        started: Instant,
+        method: Method,
+        route: Option<&'static str>,
     }
 }
 
@@ -124,6 +148,16 @@ where
         if let Some(value) = this.id_header.take() {
             response.headers_mut().insert(REQUEST_ID_HEADER, value);
         }
+        let route = match response.extensions_mut().remove::<RouteTemplate>() {
+            Some(RouteTemplate(template)) => Cow::Owned(template),
+            None => Cow::Borrowed(this.route.unwrap_or("unmatched")),
+        };
+        metrics::global().record_request(
+            route,
+            this.method,
+            response.status(),
+            this.started.elapsed(),
+        );
         Poll::Ready(Ok(response))
     }
 }

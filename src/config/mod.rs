@@ -17,9 +17,9 @@ pub use load::{ConfigSource, LoadedConfig, load};
 pub use types::{
     AuthConfig, AuthMode, CacheConfig, Config, ConvertConfig, DataDirConfig, DatabaseConfig,
     DatabaseLocation, ImagesConfig, ImportConfig, ImportMethod, ImportPlugin, InjectMetadataConfig,
-    KeystoneConfig, LEGACY_STORE, LogConfig, LogFormat, NamedStoreConfig, S3_DEFAULT_PART_SIZE,
-    S3_DEFAULT_PARTS_IN_FLIGHT, S3_DEFAULT_REGION, Secret, ServerConfig, StoreConfig, StoreKind,
-    WebDownloadConfig,
+    KeystoneConfig, LEGACY_STORE, LogConfig, LogFormat, MetricsConfig, NamedStoreConfig,
+    S3_DEFAULT_PART_SIZE, S3_DEFAULT_PARTS_IN_FLIGHT, S3_DEFAULT_REGION, Secret, ServerConfig,
+    StoreConfig, StoreKind, WebDownloadConfig,
 };
 pub use validate::{check_exposure, check_reloadable};
 

@@ -34,6 +34,15 @@ pub struct Config {
     pub images: ImagesConfig,
     pub import: ImportConfig,
     pub cache: CacheConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// Prometheus metrics, on a listener of their own.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Where `GET /metrics` is served (for example `127.0.0.1:9293`); unset: off.
+    pub listen: Option<SocketAddr>,
 }
 
 /// The node-local image cache (Glance's image cache) in front of every store.
@@ -562,6 +571,7 @@ impl Default for Config {
             images: ImagesConfig::default(),
             import: ImportConfig::default(),
             cache: CacheConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }

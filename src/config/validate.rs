@@ -43,6 +43,24 @@ pub(super) fn validate(loaded: &LoadedConfig) -> Result<(), ConfigError> {
             ),
         ));
     }
+    if let Some(metrics) = config.metrics.listen {
+        // Port 0 is the kernel's choice, never the same twice.
+        let shared = config.server.listen.iter().find(|api| {
+            metrics.port() != 0
+                && api.port() == metrics.port()
+                && (api.ip() == metrics.ip()
+                    || api.ip().is_unspecified()
+                    || metrics.ip().is_unspecified())
+        });
+        if let Some(api) = shared {
+            return Err(invalid(
+                "metrics.listen",
+                format!(
+                    "{metrics} is the API's listener {api} (server.listen); metrics need a port of their own"
+                ),
+            ));
+        }
+    }
     if config.server.listen.is_empty() {
         return Err(invalid(
             "server.listen",

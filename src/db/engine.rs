@@ -83,7 +83,40 @@ pub(super) enum Pools {
     MySql(MySqlPool),
 }
 
+/// A database's connection pools at one moment (all of them, for SQLite's reader and writer).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    pub open: usize,
+    pub idle: usize,
+    pub max: usize,
+}
+
+impl PoolStats {
+    fn of<DB: sqlx::Database>(pool: &sqlx::Pool<DB>) -> PoolStats {
+        PoolStats {
+            open: pool.size() as usize,
+            idle: pool.num_idle(),
+            max: pool.options().get_max_connections() as usize,
+        }
+    }
+}
+
 impl Pools {
+    pub(super) fn stats(&self) -> PoolStats {
+        match self {
+            Pools::Sqlite { read, write } => {
+                let (read, write) = (PoolStats::of(read), PoolStats::of(write));
+                PoolStats {
+                    open: read.open + write.open,
+                    idle: read.idle + write.idle,
+                    max: read.max + write.max,
+                }
+            }
+            Pools::Postgres(pool) => PoolStats::of(pool),
+            Pools::MySql(pool) => PoolStats::of(pool),
+        }
+    }
+
     pub(super) async fn close(&self) {
         match self {
             Pools::Sqlite { read, write } => {

@@ -26,7 +26,7 @@ use std::time::Duration;
 use crate::domain::time::Timestamp;
 pub use claims::Holder;
 pub use copy::{CopyError, TableCopy, copy};
-pub use engine::{Engine, Settings};
+pub use engine::{Engine, PoolStats, Settings};
 use engine::{Pools, read};
 pub use images::{ImageChange, ImageData, ProjectUsage};
 pub use metadefs::{CreateRefused, DefinitionOrTag, LoadMode, Loaded, NewContents};
@@ -135,6 +135,11 @@ impl Database {
     /// What it was opened with: a generation whose settings are the same keeps it.
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// Its pools' connections now.
+    pub fn pool_stats(&self) -> PoolStats {
+        self.pools.stats()
     }
 
     pub fn engine(&self) -> Engine {

@@ -81,6 +81,7 @@ impl Draining {
                 bound,
                 "old generation cut with work in flight: too many draining generations"
             );
+            crate::metrics::global().record_drain_cut(crate::metrics::CutReason::Bound);
             oldest.cut.cancel();
         }
         let registry = self.clone();
@@ -97,6 +98,7 @@ impl Draining {
                         cut = old.in_flight(),
                         "old generation cut with work in flight: drain_timeout passed"
                     );
+                    crate::metrics::global().record_drain_cut(crate::metrics::CutReason::Deadline);
                     old.cut.cancel();
                 }
             }

@@ -4,6 +4,7 @@
 
 mod conn;
 mod connections;
+mod gauges;
 mod generation;
 pub mod listeners;
 mod pool;
@@ -21,6 +22,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::app::{App, AppError};
 use crate::config::{self, ConfigError, ConfigSource, LoadedConfig};
+use crate::metrics::endpoint::MetricsEndpoint;
+use crate::metrics::{self, ReloadResult};
 use connections::Connections;
 use generation::{Draining, Generation};
 use listeners::{ListenerError, ListenerSet, PassedListener};
@@ -61,10 +64,14 @@ pub enum ServerError {
     App(#[from] AppError),
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error("metrics.listen = {0}: cannot listen: {1}")]
+    Metrics(std::net::SocketAddr, std::io::Error),
 }
 
 #[derive(Debug, thiserror::Error)]
 enum ReloadError {
+    #[error("metrics.listen = {0}: cannot listen: {1}")]
+    Metrics(std::net::SocketAddr, std::io::Error),
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
@@ -110,6 +117,16 @@ struct Lifecycle {
     reloads_applied: u64,
     reloads_rejected: u64,
     last_reload: Option<LastReload>,
+    /// The metrics listener, while `metrics.listen` is set.
+    metrics: Option<MetricsEndpoint>,
+}
+
+/// What a reload does with the metrics listener.
+enum MetricsMove {
+    Keep,
+    /// Listening already on the new address; the old one closes at the publish.
+    Start(MetricsEndpoint),
+    Stop,
 }
 
 /// Serves until a `Control::Stop` (or the end of the control channel), then drains under
@@ -122,6 +139,12 @@ pub async fn run(mut args: RunArgs) -> Result<(), ServerError> {
         &*args.supervisor,
     )?;
     config::check_exposure(&args.config, listeners.iter().map(|l| l.addr))?;
+    let metrics = match settings.metrics.listen {
+        Some(addr) => {
+            Some(MetricsEndpoint::start(addr).map_err(|e| ServerError::Metrics(addr, e))?)
+        }
+        None => None,
+    };
     let app = App::build(settings, 1, None).await?;
     let workers = settings.server.workers;
     let connections = Connections::new(max_connections(&settings.server));
@@ -138,19 +161,27 @@ pub async fn run(mut args: RunArgs) -> Result<(), ServerError> {
             .map_err(ServerError::Pool)?;
         tracing::info!(name = %listener.name, addr = %listener.addr, origin = ?listener.origin, "listening");
     }
+    let retired_pools: Arc<Mutex<Vec<Arc<WorkerPool>>>> = Arc::default();
+    let draining: Arc<Draining> = Arc::default();
+    let pool = Arc::new(ArcSwap::from(pool));
+    metrics::global().set_live(Arc::new(gauges::LiveView {
+        shared: shared.clone(),
+        draining: draining.clone(),
+    }));
     let mut lifecycle = Lifecycle {
         source: args.source,
         shared,
         listeners,
-        pool: Arc::new(ArcSwap::from(pool)),
-        retired_pools: Arc::default(),
-        draining: Arc::default(),
+        pool,
+        retired_pools,
+        draining,
         supervisor: args.supervisor,
         log_level: args.log_level,
         next_pool: 2,
         reloads_applied: 0,
         reloads_rejected: 0,
         last_reload: None,
+        metrics,
     };
     let serving = format!("serving generation 1 with {workers} workers");
     lifecycle
@@ -241,6 +272,7 @@ impl Lifecycle {
         let outcome = match self.try_reload().await {
             Ok(applied) => {
                 self.reloads_applied += 1;
+                metrics::global().record_reload(ReloadResult::Applied, started.elapsed());
                 self.supervisor
                     .notify(&[Notice::Ready, Notice::Status(applied.status_line())]);
                 tracing::info!(elapsed = ?started.elapsed(), outcome = ?applied, "reload applied");
@@ -248,6 +280,7 @@ impl Lifecycle {
             }
             Err(e) => {
                 self.reloads_rejected += 1;
+                metrics::global().record_reload(ReloadResult::Rejected, started.elapsed());
                 let rejected = ReloadOutcome::Rejected {
                     reason: e.to_string(),
                 };
@@ -287,6 +320,14 @@ impl Lifecycle {
             .filter(|l| !change.removed.contains(&l.name))
             .map(|l| l.addr);
         config::check_exposure(&loaded, kept.chain(change.added.iter().map(|l| l.addr)))?;
+        let metrics_move = match (settings.metrics.listen, &self.metrics) {
+            (None, None) => MetricsMove::Keep,
+            (None, Some(_)) => MetricsMove::Stop,
+            (Some(addr), Some(running)) if running.configured == addr => MetricsMove::Keep,
+            (Some(addr), _) => MetricsMove::Start(
+                MetricsEndpoint::start(addr).map_err(|e| ReloadError::Metrics(addr, e))?,
+            ),
+        };
         let generation_id = current.id + 1;
         let app = App::build(&settings, generation_id, Some(&current.app)).await?;
 
@@ -335,6 +376,11 @@ impl Lifecycle {
             for name in &change.removed {
                 old_pool.stop_accepting(name).await;
             }
+        }
+        match metrics_move {
+            MetricsMove::Keep => {}
+            MetricsMove::Start(endpoint) => self.metrics = Some(endpoint),
+            MetricsMove::Stop => self.metrics = None,
         }
         let listeners_added = change.added.iter().map(|l| l.name.clone()).collect();
         let listeners_removed = change.removed.clone();
@@ -466,6 +512,7 @@ impl Lifecycle {
             reloads_applied: self.reloads_applied,
             reloads_rejected: self.reloads_rejected,
             last_reload: self.last_reload.clone(),
+            metrics: self.metrics.as_ref().map(|m| m.bound),
         }
     }
 

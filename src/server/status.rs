@@ -91,4 +91,7 @@ pub struct StatusReport {
     pub reloads_applied: u64,
     pub reloads_rejected: u64,
     pub last_reload: Option<LastReload>,
+    /// Where `GET /metrics` is served (the bound address), when `metrics.listen` is set.
+    #[serde(default)]
+    pub metrics: Option<SocketAddr>,
 }

@@ -44,6 +44,15 @@ pub struct FsStore {
 }
 
 impl FsStore {
+    /// The most free space among the directories it writes to.
+    pub fn free_bytes(&self) -> Option<u64> {
+        self.dirs
+            .iter()
+            .filter(|d| !d.read_only)
+            .filter_map(|d| free_bytes(&d.path))
+            .max()
+    }
+
     /// Creates missing directories. Nothing else is touched: cleaning up after a crash is
     /// `remove_orphans`, which only the first generation of a process runs.
     pub fn open(

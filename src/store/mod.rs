@@ -260,6 +260,17 @@ pub struct Store {
     kind: Kind,
 }
 
+impl Store {
+    /// Free bytes where it writes, for a filesystem store (the most any of its directories
+    /// has); an object store does not say.
+    pub fn free_bytes(&self) -> Option<u64> {
+        match &self.kind {
+            Kind::Files(files) => files.free_bytes(),
+            Kind::Objects(_) => None,
+        }
+    }
+}
+
 /// What a finished write produced.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Stored {

@@ -1,0 +1,174 @@
+//! Prometheus metrics against the real binary: what a scrape of `metrics.listen` shows
+//! after real requests and reloads, that the API port never serves them, and that a reload
+//! moves, refuses or closes the metrics listener.
+
+mod support;
+
+use std::net::SocketAddr;
+
+use support::{FakeSystemd, SELF_BOUND_LISTEN, field, get_once};
+
+fn config(metrics: Option<&str>) -> String {
+    let metrics = metrics.map_or(String::new(), |addr| {
+        format!("[metrics]\nlisten = \"{addr}\"\n")
+    });
+    format!("[server]\nlisten = [\"{SELF_BOUND_LISTEN}\"]\n{metrics}")
+}
+
+/// The value of the sample `name{labels}` (labels exactly as written), if scraped.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+async fn scrape(addr: SocketAddr) -> String {
+    let reply = get_once(addr, "/metrics").await.expect("scrape");
+    assert_eq!(reply.status, 200);
+    let content_type = reply.headers["content-type"].to_str().unwrap_or_default();
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    String::from_utf8(reply.body.to_vec()).expect("text")
+}
+
+async fn metrics_addr(sd: &FakeSystemd) -> Option<SocketAddr> {
+    sd.status().await["metrics"]
+        .as_str()
+        .map(|a| a.parse().expect("an address"))
+}
+
+fn unused_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_reloads_and_live_state_are_scraped_on_their_own_listener() {
+    let mut sd = FakeSystemd::new();
+    sd.write_config(&config(Some("127.0.0.1:0")));
+    sd.start().await;
+    let api = sd.bound_addr(SELF_BOUND_LISTEN).await;
+    let metrics = metrics_addr(&sd).await.expect("metrics are on");
+    assert_ne!(metrics, api);
+
+    for _ in 0..3 {
+        assert_eq!(get_once(api, "/versions").await.expect("get").status, 200);
+    }
+    for _ in 0..2 {
+        assert_eq!(get_once(api, "/v2/images").await.expect("get").status, 200);
+    }
+    let image = support::create_image(api).await;
+    let show = get_once(api, &format!("/v2/images/{image}"))
+        .await
+        .expect("get");
+    assert_eq!(show.status, 200);
+    assert_eq!(get_once(api, "/v2/nothing").await.expect("get").status, 404);
+    assert_eq!(
+        get_once(api, "/v2/images/x").await.expect("get").status,
+        404
+    );
+
+    let text = scrape(metrics).await;
+    let count =
+        |series: &str| sample(&text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
+    assert_eq!(
+        count(r#"glint_http_requests_total{route="/versions",method="GET",status="2xx"}"#),
+        3.0
+    );
+    assert_eq!(
+        count(r#"glint_http_requests_total{route="/v2/images",method="GET",status="2xx"}"#),
+        2.0
+    );
+    assert_eq!(
+        count(r#"glint_http_requests_total{route="/v2/images",method="POST",status="2xx"}"#),
+        1.0
+    );
+    assert_eq!(
+        count(r#"glint_http_requests_total{route="/v2/images/{id}",method="GET",status="2xx"}"#),
+        1.0
+    );
+    assert_eq!(
+        count(r#"glint_http_requests_total{route="/v2/images/{id}",method="GET",status="4xx"}"#),
+        1.0
+    );
+    assert_eq!(
+        count(r#"glint_http_requests_total{route="unmatched",method="GET",status="4xx"}"#),
+        1.0
+    );
+    assert_eq!(
+        count(r#"glint_http_request_duration_seconds_count{route="/versions",method="GET"}"#),
+        3.0
+    );
+    assert!(
+        count(r#"glint_http_request_duration_seconds_sum{route="/versions",method="GET"}"#) > 0.0
+    );
+    assert_eq!(count("glint_generations_alive"), 1.0);
+    assert_eq!(count("glint_generations_draining"), 0.0);
+    assert!(count("glint_db_connections_max") >= 2.0, "{text}");
+    assert!(count("glint_transfers_limit") >= 1.0);
+    assert_eq!(count("glint_transfers_in_flight"), 0.0);
+    assert!(
+        count(r#"glint_store_free_bytes{store="default"}"#) > 0.0,
+        "{text}"
+    );
+    // The scrape's own connection is not an API connection.
+    assert_eq!(count("glint_connections_open"), 0.0, "{text}");
+
+    // The API port never answers with the metrics.
+    let on_api = get_once(api, "/metrics").await.expect("get");
+    assert!(!String::from_utf8_lossy(&on_api.body).contains("glint_http_requests_total"));
+    assert_eq!(get_once(metrics, "/other").await.expect("get").status, 404);
+
+    // A reload that moves the listener: the new address serves, the old one is closed.
+    let moved = unused_port();
+    sd.write_config(&config(Some(&moved.to_string())));
+    let (_, ready) = sd.reload().await;
+    assert!(field(&ready, "ERRNO").is_none(), "{ready:?}");
+    assert_eq!(metrics_addr(&sd).await, Some(moved));
+    let text = scrape(moved).await;
+    assert_eq!(
+        sample(&text, r#"glint_reloads_total{outcome="applied"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, "glint_reload_duration_seconds_count"),
+        Some(1.0)
+    );
+    // The counters outlive the generation that counted them.
+    assert_eq!(
+        sample(
+            &text,
+            r#"glint_http_requests_total{route="/versions",method="GET",status="2xx"}"#
+        ),
+        Some(3.0)
+    );
+    assert!(
+        get_once(metrics, "/metrics").await.is_err(),
+        "the old listener still serves"
+    );
+
+    // The API's own address is refused, naming the key; the running listener stays.
+    sd.write_config(&config(Some(&api.to_string())));
+    let (_, ready) = sd.reload().await;
+    let status = field(&ready, "STATUS").expect("STATUS");
+    assert!(status.contains("metrics.listen"), "{status}");
+    let text = scrape(moved).await;
+    assert_eq!(
+        sample(&text, r#"glint_reloads_total{outcome="rejected"}"#),
+        Some(1.0)
+    );
+
+    // Unset: the listener closes.
+    sd.write_config(&config(None));
+    let (_, ready) = sd.reload().await;
+    assert!(field(&ready, "ERRNO").is_none(), "{ready:?}");
+    assert_eq!(metrics_addr(&sd).await, None);
+    assert!(
+        get_once(moved, "/metrics").await.is_err(),
+        "metrics still served"
+    );
+    assert_eq!(get_once(api, "/versions").await.expect("get").status, 200);
+    assert_eq!(sd.stop().await, 0);
+}
