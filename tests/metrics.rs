@@ -113,8 +113,14 @@ async fn requests_reloads_and_live_state_are_scraped_on_their_own_listener() {
         count(r#"glint_store_free_bytes{store="default"}"#) > 0.0,
         "{text}"
     );
-    // The scrape's own connection is not an API connection.
-    assert_eq!(count("glint_connections_open"), 0.0, "{text}");
+    // A keep-alive connection idle between requests is open and idle.
+    let mut held = support::Conn::open(api).await.expect("connect");
+    assert_eq!(held.get("/versions").await.expect("get").status, 200);
+    let text = scrape(metrics).await;
+    let gauge = |series: &str| sample(&text, series).unwrap_or_else(|| panic!("no {series}"));
+    assert!(gauge("glint_connections_open") >= 1.0, "{text}");
+    assert!(gauge("glint_connections_idle") >= 1.0, "{text}");
+    drop(held);
 
     // The API port never answers with the metrics.
     let on_api = get_once(api, "/metrics").await.expect("get");
@@ -142,7 +148,7 @@ async fn requests_reloads_and_live_state_are_scraped_on_their_own_listener() {
             &text,
             r#"glint_http_requests_total{route="/versions",method="GET",status="2xx"}"#
         ),
-        Some(3.0)
+        Some(4.0)
     );
     assert!(
         get_once(metrics, "/metrics").await.is_err(),
@@ -170,5 +176,57 @@ async fn requests_reloads_and_live_state_are_scraped_on_their_own_listener() {
         "metrics still served"
     );
     assert_eq!(get_once(api, "/versions").await.expect("get").status, 200);
+    assert_eq!(sd.stop().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn store_bytes_and_cache_hits_are_counted() {
+    let mut sd = FakeSystemd::new();
+    sd.write_config(&format!(
+        "{}[cache]\nenabled = true\n",
+        config(Some("127.0.0.1:0"))
+    ));
+    sd.start().await;
+    let api = sd.bound_addr(SELF_BOUND_LISTEN).await;
+    let metrics = metrics_addr(&sd).await.expect("metrics are on");
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let id = support::create_image(api).await;
+    assert_eq!(support::upload_image(api, &id, &data).await.status, 204);
+
+    let path = format!("/v2/images/{id}/file");
+    let download = || async {
+        let reply = get_once(api, &path).await.expect("get");
+        assert_eq!((reply.status, &reply.body[..]), (200, &data[..]));
+    };
+    download().await;
+    // The miss became an entry: the next download is a hit.
+    let entries = sd.path("state").join("cache").join("data");
+    let deadline = std::time::Instant::now() + support::PATIENCE;
+    while support::file_names(&entries).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "never cached");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    download().await;
+
+    let text = scrape(metrics).await;
+    let count =
+        |series: &str| sample(&text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
+    assert_eq!(
+        count(r#"glint_store_written_bytes_total{store="default"}"#),
+        100_000.0
+    );
+    // Only the miss read the store.
+    assert_eq!(
+        count(r#"glint_store_read_bytes_total{store="default"}"#),
+        100_000.0
+    );
+    assert_eq!(count(r#"glint_cache_requests_total{result="miss"}"#), 1.0);
+    assert_eq!(count(r#"glint_cache_requests_total{result="hit"}"#), 1.0);
+    assert_eq!(
+        count(
+            r#"glint_http_requests_total{route="/v2/images/{id}/file",method="PUT",status="2xx"}"#
+        ),
+        1.0
+    );
     assert_eq!(sd.stop().await, 0);
 }

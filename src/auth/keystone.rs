@@ -166,6 +166,7 @@ impl Keystone {
             .filter(|c| c.until > now)
             .map(|c| (c.answer.clone(), c.until, c.expires));
         if let Some((answer, until, expires)) = hit {
+            crate::metrics::global().record_keystone_cache_hit();
             let ending = until.saturating_duration_since(now) < self.config.cache_ttl / 4;
             if ending && until < expires && !self.pending().contains_key(&key) {
                 let this = self.clone();
@@ -190,11 +191,21 @@ impl Keystone {
         let cell = self.pending().entry(key).or_default().clone();
         let asked = cell
             .get_or_try_init(|| async {
-                tokio::time::timeout(self.config.timeout, self.ask(token))
+                let asked = tokio::time::timeout(self.config.timeout, self.ask(token))
                     .await
                     .map_err(|_| {
                         unavailable("Keystone did not answer within auth.keystone.timeout")
-                    })?
+                    })
+                    .and_then(|answer| answer);
+                crate::metrics::global().record_keystone_validation(match &asked {
+                    Ok(Cached {
+                        answer: Answer::Valid(_),
+                        ..
+                    }) => "valid",
+                    Ok(_) => "invalid",
+                    Err(_) => "unavailable",
+                });
+                asked
             })
             .await
             .map(|cached| (cached.answer.clone(), cached.until, cached.expires));

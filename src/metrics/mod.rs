@@ -167,7 +167,24 @@ pub struct Metrics {
     reloads: Family<ReloadLabels, Counter>,
     reload_duration: Histogram,
     drain_cuts: Family<CutLabels, Counter>,
+    store_read: Family<StoreLabels, Counter>,
+    store_written: Family<StoreLabels, Counter>,
+    tasks: Family<TaskLabels, Counter>,
+    cache: Family<ResultLabels, Counter>,
+    keystone_validations: Family<ResultLabels, Counter>,
+    keystone_cache_hits: Counter,
     live: Arc<LiveCollector>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TaskLabels {
+    pub method: &'static str,
+    pub status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -207,6 +224,42 @@ impl Metrics {
             "Draining generations whose remaining work was cut, by reason",
             drain_cuts.clone(),
         );
+        let store_read = Family::<StoreLabels, Counter>::default();
+        registry.register(
+            "store_read_bytes",
+            "Image data read from each store (downloads, cache fills, copies)",
+            store_read.clone(),
+        );
+        let store_written = Family::<StoreLabels, Counter>::default();
+        registry.register(
+            "store_written_bytes",
+            "Image data written into each store (uploads, stages, imports, copies)",
+            store_written.clone(),
+        );
+        let tasks = Family::<TaskLabels, Counter>::default();
+        registry.register(
+            "tasks",
+            "Background tasks (imports) finished on this node, by import method and status",
+            tasks.clone(),
+        );
+        let cache = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "cache_requests",
+            "Downloads the image cache was asked for: hit or miss",
+            cache.clone(),
+        );
+        let keystone_validations = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "keystone_validations",
+            "Tokens asked of Keystone, by answer: valid, invalid, unavailable",
+            keystone_validations.clone(),
+        );
+        let keystone_cache_hits = Counter::default();
+        registry.register(
+            "keystone_cache_hits",
+            "Tokens answered from the cache of validated tokens",
+            keystone_cache_hits.clone(),
+        );
         let live = Arc::new(LiveCollector::default());
         registry.register_collector(Box::new(live.clone()));
         Metrics {
@@ -216,6 +269,12 @@ impl Metrics {
             reloads,
             reload_duration,
             drain_cuts,
+            store_read,
+            store_written,
+            tasks,
+            cache,
+            keystone_validations,
+            keystone_cache_hits,
             live,
         }
     }
@@ -250,6 +309,47 @@ impl Metrics {
 
     pub fn record_drain_cut(&self, reason: CutReason) {
         self.drain_cuts.get_or_create(&CutLabels { reason }).inc();
+    }
+
+    /// A task of import `method` that ended with `status` (`success`, `failure`).
+    pub fn record_task(&self, method: &'static str, status: &'static str) {
+        self.tasks
+            .get_or_create(&TaskLabels { method, status })
+            .inc();
+    }
+
+    /// A download asked of the image cache: `hit` or `miss`.
+    pub fn record_cache(&self, result: &'static str) {
+        self.cache.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    /// A token asked of Keystone: `valid`, `invalid` or `unavailable`.
+    pub fn record_keystone_validation(&self, result: &'static str) {
+        self.keystone_validations
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    pub fn record_keystone_cache_hit(&self) {
+        self.keystone_cache_hits.inc();
+    }
+
+    /// The counter of bytes read from `store`, to count a stream with.
+    pub fn store_read(&self, store: &str) -> Counter {
+        self.store_read
+            .get_or_create(&StoreLabels {
+                store: store.to_string(),
+            })
+            .clone()
+    }
+
+    /// The counter of bytes written into `store`.
+    pub fn store_written(&self, store: &str) -> Counter {
+        self.store_written
+            .get_or_create(&StoreLabels {
+                store: store.to_string(),
+            })
+            .clone()
     }
 
     /// Where the gauges are read from; the server sets it once it runs.

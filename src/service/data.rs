@@ -63,8 +63,10 @@ impl Copies {
                 .boxed()
             });
             if let Some(hit) = cache.hit(wanted, range, fallback) {
+                crate::metrics::global().record_cache("hit");
                 return Ok(hit);
             }
+            crate::metrics::global().record_cache("miss");
             if range.is_none() {
                 return cache.read_through(wanted, || self.read_stores(None)).await;
             }

@@ -152,6 +152,20 @@ impl Catalog {
         if task.status.is_final() {
             return Ok(());
         }
+        let method = Plan::of(&task, self.stores.default_id())
+            .map_or("unknown", |plan| plan.request.method.name());
+        self.run_task(task_id, task).await?;
+        if let Some(done) = self.db.get_task(task_id).await? {
+            if done.status.is_final() {
+                crate::metrics::global().record_task(method, done.status.as_str());
+            }
+        }
+        Ok(())
+    }
+
+    /// The work of `task`, which this node holds and which is not finished. Returns at its
+    /// end or at a checkpoint (a stop).
+    async fn run_task(&self, task_id: &str, task: Task) -> std::result::Result<(), DbError> {
         let plan = match Plan::of(&task, self.stores.default_id()) {
             Ok(plan) => plan,
             Err(message) => {

@@ -12,8 +12,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
+use futures_util::{StreamExt, TryStreamExt};
 
 pub use files::DataDir;
 use files::{FileUpload, FsStore};
@@ -351,14 +351,31 @@ impl Store {
                         path: "writer thread".into(),
                         source: io::Error::other(e),
                     })??;
-                Ok(Upload::File(FileUpload::start(writer)))
+                Ok(Upload::new(&self.id, Sink::File(FileUpload::start(writer))))
             }
-            Kind::Objects(s3) => Ok(Upload::Object(Box::new(s3.begin(image_id, expected)?))),
+            Kind::Objects(s3) => Ok(Upload::new(
+                &self.id,
+                Sink::Object(Box::new(s3.begin(image_id, expected)?)),
+            )),
         }
     }
 
     /// The data at `location`, or its inclusive byte `range`.
     pub async fn read(
+        &self,
+        location: &str,
+        range: Option<(u64, u64)>,
+    ) -> Result<ByteStream, StoreError> {
+        let read = crate::metrics::global().store_read(&self.id);
+        let stream = self.open_read(location, range).await?;
+        Ok(stream
+            .inspect_ok(move |chunk| {
+                read.inc_by(chunk.len() as u64);
+            })
+            .boxed())
+    }
+
+    async fn open_read(
         &self,
         location: &str,
         range: Option<(u64, u64)>,
@@ -502,31 +519,47 @@ impl Store {
 
 /// Data being written into a store. Dropped without `finish`, what was written goes
 /// (in the background); `abort` removes it and returns once it is gone.
-pub enum Upload {
+pub struct Upload {
+    sink: Sink,
+    /// The store's written-bytes counter (metrics).
+    written: prometheus_client::metrics::counter::Counter,
+}
+
+enum Sink {
     File(FileUpload),
     Object(Box<ObjectUpload>),
 }
 
 impl Upload {
-    pub async fn write(&mut self, chunk: Bytes) -> Result<(), StoreError> {
-        match self {
-            Upload::File(upload) => upload.write(chunk).await,
-            Upload::Object(upload) => upload.write(chunk).await,
+    fn new(store: &str, sink: Sink) -> Upload {
+        Upload {
+            sink,
+            written: crate::metrics::global().store_written(store),
         }
+    }
+
+    pub async fn write(&mut self, chunk: Bytes) -> Result<(), StoreError> {
+        let length = chunk.len() as u64;
+        match &mut self.sink {
+            Sink::File(upload) => upload.write(chunk).await?,
+            Sink::Object(upload) => upload.write(chunk).await?,
+        }
+        self.written.inc_by(length);
+        Ok(())
     }
 
     /// Makes the data durable and visible.
     pub async fn finish(self) -> Result<Stored, StoreError> {
-        match self {
-            Upload::File(upload) => upload.finish().await,
-            Upload::Object(upload) => upload.finish().await,
+        match self.sink {
+            Sink::File(upload) => upload.finish().await,
+            Sink::Object(upload) => upload.finish().await,
         }
     }
 
     pub async fn abort(self) {
-        match self {
-            Upload::File(upload) => upload.abort().await,
-            Upload::Object(upload) => upload.abort().await,
+        match self.sink {
+            Sink::File(upload) => upload.abort().await,
+            Sink::Object(upload) => upload.abort().await,
         }
     }
 }
