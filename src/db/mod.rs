@@ -21,9 +21,15 @@ mod tasks;
 pub mod testing;
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::domain::time::Timestamp;
+
+/// Write transactions finished in this process, every database counted (`writes_finished`):
+/// one counter, so that no generation's database handle can miss another's writes.
+static WRITES: AtomicU64 = AtomicU64::new(0);
+
 pub use claims::Holder;
 pub use copy::{CopyError, TableCopy, copy};
 pub use engine::{Engine, PoolStats, Settings};
@@ -188,6 +194,13 @@ impl Database {
 
     /// Runs a write transaction until it commits, or fails otherwise than by losing to
     /// another writer, or has lost `RETRIES` times. Backs off with jitter between tries.
+    /// How many write transactions every database of this process has finished (or
+    /// failed): a read that starts after this value changes sees their writes. Read before
+    /// reading the catalogue, to key what was read by it.
+    pub fn writes_finished() -> u64 {
+        WRITES.load(Ordering::Acquire)
+    }
+
     async fn retrying<T, F, Fut>(&self, mut attempt: F) -> Result<T, DbError>
     where
         F: FnMut() -> Fut,
@@ -195,7 +208,10 @@ impl Database {
     {
         let mut lost = 0;
         loop {
-            match self.bounded(attempt()).await {
+            let outcome = self.bounded(attempt()).await;
+            // Whatever the outcome: a commit whose answer was lost may still have happened.
+            WRITES.fetch_add(1, Ordering::Release);
+            match outcome {
                 Err(DbError::Contention(e)) if lost < RETRIES => {
                     lost += 1;
                     tracing::debug!(error = %e, lost, "transaction lost to another writer; again");

@@ -14,6 +14,7 @@ mod import_task;
 mod locations;
 mod metadefs;
 mod nodes;
+mod pages;
 mod quota;
 mod tasks;
 
@@ -170,6 +171,8 @@ pub struct CatalogState {
     cache: Option<std::sync::Arc<ImageCache>>,
     /// `cache.max_size` and `cache.stall_time`, applied when this generation serves.
     cache_limits: (u64, Duration),
+    /// List pages read since the last write (SQLite only).
+    recent_pages: Option<pages::RecentPages>,
 }
 
 impl std::ops::Deref for Catalog {
@@ -244,7 +247,6 @@ impl Catalog {
 
     pub fn new(parts: CatalogParts) -> Self {
         Catalog(std::sync::Arc::new(CatalogState {
-            db: parts.db,
             stores: parts.stores,
             size_cap: parts.size_cap,
             storage_quota: parts.storage_quota,
@@ -261,6 +263,9 @@ impl Catalog {
             lease: parts.lease,
             cache: parts.cache,
             cache_limits: parts.cache_limits,
+            recent_pages: (parts.db.engine() == crate::db::Engine::Sqlite)
+                .then(pages::RecentPages::default),
+            db: parts.db,
         }))
     }
 
@@ -396,12 +401,37 @@ impl Catalog {
                 })?),
                 None => None,
             };
-        let mut images = self.db.list_images(query, caller, marker.as_ref()).await?;
+        let mut images = self.list_page(query, caller, marker.as_ref()).await?;
         let full = query.limit > 0 && images.len() == query.limit as usize;
         for image in &mut images {
             self.hide_protected(caller, image);
         }
         Ok(Page { images, full })
+    }
+
+    /// A page of the list, from the recent pages while no write has finished since it was
+    /// read.
+    async fn list_page(
+        &self,
+        query: &ListQuery,
+        caller: &Caller,
+        marker: Option<&Image>,
+    ) -> Result<Vec<Image>> {
+        let Some(recent) = &self.recent_pages else {
+            return Ok(self.db.list_images(query, caller, marker).await?);
+        };
+        let writes = Database::writes_finished();
+        let key = pages::PageKey {
+            query: query.clone(),
+            project: caller.project.clone(),
+            is_admin: caller.is_admin,
+        };
+        if let Some(page) = recent.get(writes, &key) {
+            return Ok((*page).clone());
+        }
+        let page = self.db.list_images(query, caller, marker).await?;
+        recent.put(writes, key, std::sync::Arc::new(page.clone()));
+        Ok(page)
     }
 
     pub async fn update(

@@ -638,3 +638,42 @@ async fn with_glances_default_formats_the_schemas_are_glances() {
         assert_eq!(served.body, glance, "{name}");
     }
 }
+
+/// A list page is served from the recent pages only until the next write: every change a
+/// client made shows in the next list it asks for, identical query or not.
+#[tokio::test]
+async fn a_list_never_shows_a_page_older_than_the_last_write() {
+    let api = api().await;
+    let me = As::Project("p");
+    assert!(api.list_ids(me, "").await.is_empty());
+    let first = api.create_id(me, json!({"name": "one"})).await;
+    assert_eq!(api.list_ids(me, "").await, vec![first.clone()]);
+    assert_eq!(
+        api.list_ids(me, "").await,
+        vec![first.clone()],
+        "the same page again"
+    );
+    let reply = api
+        .patch(
+            me,
+            &first,
+            json!([{"op": "replace", "path": "/name", "value": "renamed"}]),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let listed = api.call(me, "GET", "/v2/images", None).await;
+    assert_eq!(listed.body["images"][0]["name"], "renamed");
+    let second = api.create_id(me, json!({"name": "two"})).await;
+    assert_eq!(
+        api.list_ids(me, "").await,
+        vec![second.clone(), first.clone()]
+    );
+    // Another project's page is its own.
+    assert!(api.list_ids(As::Project("q"), "").await.is_empty());
+    assert_eq!(
+        api.status(me, "DELETE", &format!("/v2/images/{second}"))
+            .await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(api.list_ids(me, "").await, vec![first]);
+}
