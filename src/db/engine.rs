@@ -9,6 +9,7 @@
 use std::borrow::Cow;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPool, MySqlPoolOptions};
@@ -78,9 +79,65 @@ impl Settings {
 /// of failing with "database is locked"; the servers take both through one pool.
 #[derive(Debug, Clone)]
 pub(super) enum Pools {
-    Sqlite { read: SqlitePool, write: SqlitePool },
+    Sqlite {
+        read: SqlitePool,
+        write: SqlitePool,
+        /// Asks whether anything was committed (`Database::commit_marker`).
+        version: Arc<CommitProbe>,
+    },
     Postgres(PgPool),
     MySql(MySqlPool),
+}
+
+/// One SQLite connection of its own, outside any pool (a pool pings a connection each time
+/// it comes back, a second trip to its thread), that only asks `PRAGMA data_version`: the
+/// answer changes with every commit of any other connection, of this process or another,
+/// and is comparable only within one connection, hence the count of connections made.
+pub(crate) struct CommitProbe {
+    options: SqliteConnectOptions,
+    connection: tokio::sync::Mutex<(u64, Option<sqlx::SqliteConnection>)>,
+}
+
+impl std::fmt::Debug for CommitProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CommitProbe")
+    }
+}
+
+impl CommitProbe {
+    fn new(options: SqliteConnectOptions) -> Self {
+        CommitProbe {
+            options,
+            connection: tokio::sync::Mutex::new((0, None)),
+        }
+    }
+
+    /// `(connections made, data_version)`; `None` when the database cannot be asked now
+    /// (the connection is made again next time).
+    pub(crate) async fn marker(&self) -> Option<(u64, i64)> {
+        let mut guard = self.connection.lock().await;
+        let (connects, connection) = &mut *guard;
+        if connection.is_none() {
+            *connection = Some(self.options.connect().await.ok()?);
+            *connects += 1;
+        }
+        let asked = match connection.as_mut() {
+            Some(connection) => {
+                sqlx::query_scalar::<_, i64>("PRAGMA data_version")
+                    .fetch_one(connection)
+                    .await
+            }
+            None => return None,
+        };
+        match asked {
+            Ok(data_version) => Some((*connects, data_version)),
+            Err(e) => {
+                tracing::debug!(error = %e, "data_version not answered; connecting again");
+                *connection = None;
+                None
+            }
+        }
+    }
 }
 
 /// A database's connection pools at one moment (all of them, for SQLite's reader and writer).
@@ -104,7 +161,7 @@ impl PoolStats {
 impl Pools {
     pub(super) fn stats(&self) -> PoolStats {
         match self {
-            Pools::Sqlite { read, write } => {
+            Pools::Sqlite { read, write, .. } => {
                 let (read, write) = (PoolStats::of(read), PoolStats::of(write));
                 PoolStats {
                     open: read.open + write.open,
@@ -119,7 +176,7 @@ impl Pools {
 
     pub(super) async fn close(&self) {
         match self {
-            Pools::Sqlite { read, write } => {
+            Pools::Sqlite { read, write, .. } => {
                 read.close().await;
                 write.close().await;
             }
@@ -316,10 +373,15 @@ async fn connect(engine: Engine, settings: &Settings, read_only: bool) -> Result
                 .max_connections(connections)
                 .acquire_timeout(settings.statement_timeout)
                 .after_release(|conn, _| Box::pin(async move { Ok(settled(conn)) }))
-                .connect_with(options.read_only(true))
+                .connect_with(options.clone().read_only(true))
                 .await
                 .map_err(&error)?;
-            Ok(Pools::Sqlite { read, write })
+            let version = Arc::new(CommitProbe::new(options.read_only(true)));
+            Ok(Pools::Sqlite {
+                read,
+                write,
+                version,
+            })
         }
         Engine::Postgres => {
             let idle_in_transaction = (statement_ms * 2).to_string();

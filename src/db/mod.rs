@@ -21,14 +21,21 @@ mod tasks;
 pub mod testing;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::domain::time::Timestamp;
 
-/// Write transactions finished in this process, every database counted (`writes_finished`):
-/// one counter, so that no generation's database handle can miss another's writes.
-static WRITES: AtomicU64 = AtomicU64::new(0);
+/// What `Database::commit_marker` answers: equal twice only if nothing was committed
+/// in between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CommitMarker(u64, i64);
+
+impl CommitMarker {
+    /// The marker of answer `data_version` on the `connection`-th connection.
+    pub(crate) fn new(connection: u64, data_version: i64) -> Self {
+        CommitMarker(connection, data_version)
+    }
+}
 
 pub use claims::Holder;
 pub use copy::{CopyError, TableCopy, copy};
@@ -194,11 +201,18 @@ impl Database {
 
     /// Runs a write transaction until it commits, or fails otherwise than by losing to
     /// another writer, or has lost `RETRIES` times. Backs off with jitter between tries.
-    /// How many write transactions every database of this process has finished (or
-    /// failed): a read that starts after this value changes sees their writes. Read before
-    /// reading the catalogue, to key what was read by it.
-    pub fn writes_finished() -> u64 {
-        WRITES.load(Ordering::Acquire)
+    /// A value that changes with every commit to the catalogue, by this process or any
+    /// other, when the engine has one to ask cheaply (SQLite's `data_version`, with the count
+    /// of connections it was asked on); `None` otherwise, or when it cannot be asked now. A
+    /// read that starts after it changed sees the commit that changed it.
+    pub async fn commit_marker(&self) -> Option<CommitMarker> {
+        let engine::Pools::Sqlite { version, .. } = &self.pools else {
+            return None;
+        };
+        let limit = self.settings.statement_timeout;
+        let (connection, data_version) =
+            tokio::time::timeout(limit, version.marker()).await.ok()??;
+        Some(CommitMarker::new(connection, data_version))
     }
 
     async fn retrying<T, F, Fut>(&self, mut attempt: F) -> Result<T, DbError>
@@ -208,10 +222,7 @@ impl Database {
     {
         let mut lost = 0;
         loop {
-            let outcome = self.bounded(attempt()).await;
-            // Whatever the outcome: a commit whose answer was lost may still have happened.
-            WRITES.fetch_add(1, Ordering::Release);
-            match outcome {
+            match self.bounded(attempt()).await {
                 Err(DbError::Contention(e)) if lost < RETRIES => {
                     lost += 1;
                     tracing::debug!(error = %e, lost, "transaction lost to another writer; again");

@@ -171,8 +171,8 @@ pub struct CatalogState {
     cache: Option<std::sync::Arc<ImageCache>>,
     /// `cache.max_size` and `cache.stall_time`, applied when this generation serves.
     cache_limits: (u64, Duration),
-    /// List pages read since the last write (SQLite only).
-    recent_pages: Option<pages::RecentPages>,
+    /// List pages read since the last commit (where the engine says when one happened).
+    recent_pages: pages::RecentPages,
 }
 
 impl std::ops::Deref for Catalog {
@@ -263,8 +263,7 @@ impl Catalog {
             lease: parts.lease,
             cache: parts.cache,
             cache_limits: parts.cache_limits,
-            recent_pages: (parts.db.engine() == crate::db::Engine::Sqlite)
-                .then(pages::RecentPages::default),
+            recent_pages: pages::RecentPages::default(),
             db: parts.db,
         }))
     }
@@ -409,7 +408,7 @@ impl Catalog {
         Ok(Page { images, full })
     }
 
-    /// A page of the list, from the recent pages while no write has finished since it was
+    /// A page of the list, from the recent pages while nothing was committed since it was
     /// read.
     async fn list_page(
         &self,
@@ -417,20 +416,20 @@ impl Catalog {
         caller: &Caller,
         marker: Option<&Image>,
     ) -> Result<Vec<Image>> {
-        let Some(recent) = &self.recent_pages else {
+        let recent = &self.recent_pages;
+        let Some(commits) = self.db.commit_marker().await else {
             return Ok(self.db.list_images(query, caller, marker).await?);
         };
-        let writes = Database::writes_finished();
         let key = pages::PageKey {
             query: query.clone(),
             project: caller.project.clone(),
             is_admin: caller.is_admin,
         };
-        if let Some(page) = recent.get(writes, &key) {
+        if let Some(page) = recent.get(commits, &key) {
             return Ok((*page).clone());
         }
         let page = self.db.list_images(query, caller, marker).await?;
-        recent.put(writes, key, std::sync::Arc::new(page.clone()));
+        recent.put(commits, key, std::sync::Arc::new(page.clone()));
         Ok(page)
     }
 

@@ -1,17 +1,19 @@
-//! Recently read catalogue pages (`GET /v2/images`), kept until the next write: a page is
-//! stored under the count of write transactions finished before it was read
-//! (`Database::writes_finished`), and every entry is dropped as soon as that count moves.
-//! So no page is served once a write that could change it has finished; a read racing a
-//! write may see it or not, as it would from the database. Only over SQLite, which belongs
-//! to this process: other nodes' writes to a shared database would not move the count.
+//! Recently read catalogue pages (`GET /v2/images`), kept until the next commit: a page is
+//! stored under the database's commit marker read before it (`Database::commit_marker`,
+//! SQLite's `data_version`, which every commit of any connection of any process moves), and
+//! every entry is dropped as soon as the marker moves. So no page is served once a commit
+//! that could change it is visible; a read racing a commit may see it or not, as it would
+//! from the database. Engines without such a marker (PostgreSQL, MariaDB: other nodes) read
+//! every page from the database.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use crate::db::CommitMarker;
 use crate::domain::image::Image;
 use crate::domain::query::ListQuery;
 
-/// Enough for every page clients ask for between two writes; at the bound, the pages are
+/// Enough for every page clients ask for between two commits; at the bound, the pages are
 /// dropped and kept anew.
 const MAX_PAGES: usize = 1024;
 
@@ -30,8 +32,8 @@ pub(super) struct RecentPages {
 
 #[derive(Default)]
 struct Pages {
-    /// The write count the pages were read after.
-    writes: u64,
+    /// The commit marker the pages were read after.
+    commits: CommitMarker,
     pages: HashMap<PageKey, Arc<Vec<Image>>>,
 }
 
@@ -40,24 +42,23 @@ impl RecentPages {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The page read for `key` since the `writes`-th write, if any.
-    pub fn get(&self, writes: u64, key: &PageKey) -> Option<Arc<Vec<Image>>> {
+    /// The page read for `key` since the commit marker was `commits`, if any.
+    pub fn get(&self, commits: CommitMarker, key: &PageKey) -> Option<Arc<Vec<Image>>> {
         let mut state = self.lock();
-        if writes > state.writes {
+        if commits != state.commits {
+            // Markers are not ordered: any other one starts afresh (a reader that started
+            // before the latest commit costs the others their pages, never their freshness).
             state.pages.clear();
-            state.writes = writes;
-        }
-        if writes != state.writes {
-            // A reader that started before the latest write: it reads the database.
+            state.commits = commits;
             return None;
         }
         state.pages.get(key).cloned()
     }
 
-    /// Keeps `page`, read after `writes` writes, unless a write has finished since.
-    pub fn put(&self, writes: u64, key: PageKey, page: Arc<Vec<Image>>) {
+    /// Keeps `page`, read when the marker was `commits`, unless it has moved since.
+    pub fn put(&self, commits: CommitMarker, key: PageKey, page: Arc<Vec<Image>>) {
         let mut state = self.lock();
-        if state.writes != writes {
+        if state.commits != commits {
             return;
         }
         if state.pages.len() >= MAX_PAGES {
@@ -89,18 +90,27 @@ mod tests {
     }
 
     #[test]
-    fn a_page_is_served_until_the_next_write_and_only_to_its_key() {
+    fn a_page_is_served_until_the_next_commit_and_only_to_its_key() {
         let pages = RecentPages::default();
         let page = Arc::new(Vec::new());
-        assert!(pages.get(7, &key("a")).is_none());
-        pages.put(7, key("a"), page.clone());
-        assert!(pages.get(7, &key("a")).is_some());
-        assert!(pages.get(7, &key("b")).is_none(), "another project's page");
-        assert!(pages.get(8, &key("a")).is_none(), "a write finished since");
-        assert!(pages.get(7, &key("a")).is_none(), "and it is gone for good");
-        assert!(pages.get(8, &key("a")).is_none());
-        // A page read before a write that has since finished is not kept.
-        pages.put(7, key("a"), page);
-        assert!(pages.get(8, &key("a")).is_none());
+        let (seven, eight) = (CommitMarker::new(1, 7), CommitMarker::new(1, 8));
+        assert!(pages.get(seven, &key("a")).is_none());
+        pages.put(seven, key("a"), page.clone());
+        assert!(pages.get(seven, &key("a")).is_some());
+        assert!(
+            pages.get(seven, &key("b")).is_none(),
+            "another project's page"
+        );
+        assert!(pages.get(eight, &key("a")).is_none(), "a commit since");
+        assert!(
+            pages.get(eight, &key("a")).is_none(),
+            "and it is gone for good"
+        );
+        // A page read before a commit that is now visible is not kept.
+        pages.put(seven, key("a"), page.clone());
+        assert!(pages.get(eight, &key("a")).is_none());
+        // A new connection's answers are not the old one's, even when they are equal.
+        pages.put(eight, key("a"), page);
+        assert!(pages.get(CommitMarker::new(2, 8), &key("a")).is_none());
     }
 }
