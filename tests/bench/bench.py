@@ -3,13 +3,18 @@
 
 Plays systemd's notify side (NOTIFY_SOCKET) to time READY and reloads, drives load with wrk,
 and measures in one run, so ratios compare like with like:
-  - req/s on GET /versions, glint vs bare hyper (tests/bench/bare_hyper.rs)
+  - req/s on GET /versions, glint vs bare hyper (tests/bench/bare_hyper.rs), once and as the
+    median of alternating pairs (bound >= 0.75)
+  - GET /v2/images (25 of 100 and of 100,000) and GET /v2/images/{id}, each against a bare
+    hyper run next to it (bound >= 0.08); POST /v2/images with tags and properties
   - start -> READY and start -> first 2xx
   - SIGHUP -> READY (p50 / max over many reloads)
   - latency p50/p99/max with and without a reload storm (10 reloads/s), and errors
-  - RSS idle and under load
+  - RSS idle and under load; idle RSS split into anonymous and mapped-file pages (bound 15
+    MiB) and per idle keep-alive connection over 10,000 (bound 16 KiB)
+Every figure with a bound is printed next to it, "met" or "NOT met".
 
-Usage: tests/bench/bench.py [--duration 10] [--workers 2]   (needs wrk; builds --release)
+Usage: tests/bench/bench.py [--duration 10] [--workers 2] [--rounds 5]   (needs wrk; builds --release)
 """
 
 import argparse
