@@ -230,3 +230,86 @@ async fn store_bytes_and_cache_hits_are_counted() {
     );
     assert_eq!(sd.stop().await, 0);
 }
+
+/// Every metric the packaged Grafana dashboard queries is one glint exposes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_packaged_dashboard_queries_only_metrics_that_exist() {
+    let mut sd = FakeSystemd::new();
+    sd.write_config(&config(Some("127.0.0.1:0")));
+    sd.start().await;
+    let metrics = metrics_addr(&sd).await.expect("metrics are on");
+    let api = sd.bound_addr(SELF_BOUND_LISTEN).await;
+    // What shows the families that have no series until something happens: requests, data
+    // in and out of a store, a finished import.
+    let id = support::create_image(api).await;
+    let mut conn = support::Conn::open(api).await.expect("connect");
+    let staged = conn
+        .send(
+            "PUT",
+            &format!("/v2/images/{id}/stage"),
+            Some("application/octet-stream"),
+            vec![7u8; 4096].into(),
+        )
+        .await
+        .expect("stage");
+    assert_eq!(staged.status, 204);
+    let (status, _) = conn
+        .json(
+            "POST",
+            &format!("/v2/images/{id}/import"),
+            "application/json",
+            &serde_json::json!({"method": {"name": "glance-direct"}}),
+        )
+        .await
+        .expect("import");
+    assert_eq!(status, 202);
+    let deadline = std::time::Instant::now() + support::PATIENCE;
+    while support::show_image(api, &id).await["status"] != "active" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the import never finished"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let file = get_once(api, &format!("/v2/images/{id}/file"))
+        .await
+        .expect("get");
+    assert_eq!(file.status, 200);
+    let text = scrape(metrics).await;
+    assert_eq!(
+        sample(
+            &text,
+            r#"glint_tasks_total{method="glance-direct",status="success"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    let families: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|line| line.split(' ').next())
+        .collect();
+    let dashboard = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/packaging/grafana-dashboard.json"
+    ))
+    .expect("dashboard");
+    let mut queried = 0;
+    for (at, _) in dashboard.match_indices("glint_") {
+        let name: String = dashboard[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let family = ["_total", "_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .unwrap_or(&name);
+        assert!(
+            families.contains(&family),
+            "the dashboard queries {name}, which glint does not expose: {families:?}"
+        );
+        queried += 1;
+    }
+    assert!(queried >= 20, "only {queried} queries found");
+    assert_eq!(sd.stop().await, 0);
+}

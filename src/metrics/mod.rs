@@ -260,6 +260,20 @@ impl Metrics {
             "Tokens answered from the cache of validated tokens",
             keystone_cache_hits.clone(),
         );
+        // Every series whose labels are known ahead is shown from the start, at zero: a
+        // rate or an alert over it works before the first event.
+        for outcome in [ReloadResult::Applied, ReloadResult::Rejected] {
+            let _ = reloads.get_or_create(&ReloadLabels { outcome });
+        }
+        for reason in [CutReason::Deadline, CutReason::Bound] {
+            let _ = drain_cuts.get_or_create(&CutLabels { reason });
+        }
+        for result in ["hit", "miss"] {
+            let _ = cache.get_or_create(&ResultLabels { result });
+        }
+        for result in ["valid", "invalid", "unavailable"] {
+            let _ = keystone_validations.get_or_create(&ResultLabels { result });
+        }
         let live = Arc::new(LiveCollector::default());
         registry.register_collector(Box::new(live.clone()));
         Metrics {
