@@ -1,7 +1,8 @@
 //! The one tower layer around the whole API: Glance's version negotiation (before routing),
 //! the request id, the request's span (the GENERATION and REQUEST_ID journal fields), error
-//! bodies in the format the request accepts, and the id header on v2 responses. It does not
-//! authenticate (a v2 route layer does) and knows nothing of connections.
+//! bodies in the format the request accepts, the id header on v2 responses, and the request
+//! metrics (by route template, which the v2 route layer names). It does not authenticate
+//! (that route layer does) and knows nothing of connections.
 //!
 //! A hand-written service with its own future rather than `middleware::from_fn`: that boxes
 //! a future and clones its state and the inner service on every request.
