@@ -15,7 +15,7 @@ use super::{ApiContext, ApiError, wire};
 use crate::domain::caller::Caller;
 use crate::domain::patch::Dialect;
 use crate::domain::query::ListQuery;
-use crate::service::{Download, ServiceError};
+use crate::service::{Download, Listed, ServiceError};
 
 /// Parses a JSON request body the way Glance's deserializer does.
 pub fn json_body(body: &Bytes) -> Result<Value, ApiError> {
@@ -73,12 +73,23 @@ pub async fn list(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let params: Vec<(String, String)> =
-        form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        form_urlencoded::parse(query.as_deref().unwrap_or_default().as_bytes())
             .into_owned()
             .collect();
     let list_query = ListQuery::parse(&params)?;
-    let page = ctx.catalog.list(&caller, &list_query).await?;
-    Ok(Json(wire::image_list(&page.images, &params, page.full, ctx.show)).into_response())
+    let raw = query.as_deref().unwrap_or_default();
+    let written = match ctx.catalog.list_written(&caller, &list_query, raw).await? {
+        Listed::Written(written) => written,
+        Listed::Read { page, keep } => {
+            let list = wire::image_list(&page.images, &params, page.full, ctx.show);
+            let written = Bytes::from(
+                serde_json::to_vec(&list).map_err(|e| ApiError::Internal(e.to_string()))?,
+            );
+            keep.keep(written.clone());
+            written
+        }
+    };
+    Ok(([(CONTENT_TYPE, "application/json")], written).into_response())
 }
 
 pub async fn show(

@@ -7,7 +7,7 @@ use super::time::{self, Timestamp};
 pub const DEFAULT_LIMIT: u32 = 25;
 pub const MAX_LIMIT: u32 = 1000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Column {
     Id,
     Name,
@@ -90,13 +90,13 @@ const SORT_KEYS: [Column; 8] = [
     Column::UpdatedAt,
 ];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
     Asc,
     Desc,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compare {
     Eq,
     Neq,
@@ -106,7 +106,7 @@ pub enum Compare {
     Lte,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Filter {
     /// The column equals one of the values (`name=x` or `name=in:x,y`).
     In(Column, Vec<String>),
@@ -124,13 +124,13 @@ pub enum Filter {
     Tag(String),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VisibilityFilter {
     All,
     Only(super::image::Visibility),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MemberStatusFilter {
     Pending,
     Accepted,
@@ -149,7 +149,7 @@ impl MemberStatusFilter {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ListQuery {
     pub limit: u32,
     pub marker: Option<String>,

@@ -140,6 +140,29 @@ pub struct Page {
     pub full: bool,
 }
 
+/// What `Catalog::list_written` answers.
+pub enum Listed {
+    /// Written before for the same query and caller, and nothing committed since.
+    Written(bytes::Bytes),
+    /// Read now: `keep` keeps the form the API writes it in for the next such request.
+    Read { page: Page, keep: KeepWritten },
+}
+
+pub struct KeepWritten {
+    catalog: Catalog,
+    /// `None`: the database cannot say when it changes; nothing is kept.
+    commits: Option<crate::db::CommitMarker>,
+    key: pages::PageKey,
+}
+
+impl KeepWritten {
+    pub fn keep(self, written: bytes::Bytes) {
+        if let Some(commits) = self.commits {
+            self.catalog.recent_pages.put(commits, self.key, written);
+        }
+    }
+}
+
 /// The catalogue of one generation: a handle, cloned per request and per task, over the
 /// generation's settings (one `Arc`, since a clone per request of every field cost a quarter
 /// of a /versions request).
@@ -400,7 +423,7 @@ impl Catalog {
                 })?),
                 None => None,
             };
-        let mut images = self.list_page(query, caller, marker.as_ref()).await?;
+        let mut images = self.db.list_images(query, caller, marker.as_ref()).await?;
         let full = query.limit > 0 && images.len() == query.limit as usize;
         for image in &mut images {
             self.hide_protected(caller, image);
@@ -408,29 +431,35 @@ impl Catalog {
         Ok(Page { images, full })
     }
 
-    /// A page of the list, from the recent pages while nothing was committed since it was
-    /// read.
-    async fn list_page(
+    /// The list page for `query` (`raw_query` as the client sent it) as the API last wrote
+    /// it for the same caller, if nothing was committed since; otherwise the page read now,
+    /// with what keeps the form the API writes it in.
+    pub async fn list_written(
         &self,
-        query: &ListQuery,
         caller: &Caller,
-        marker: Option<&Image>,
-    ) -> Result<Vec<Image>> {
-        let recent = &self.recent_pages;
-        let Some(commits) = self.db.commit_marker().await else {
-            return Ok(self.db.list_images(query, caller, marker).await?);
-        };
+        query: &ListQuery,
+        raw_query: &str,
+    ) -> Result<Listed> {
+        self.authorize(caller, "get_images", &ImageTarget::project_of(caller))?;
+        let commits = self.db.commit_marker().await;
         let key = pages::PageKey {
-            query: query.clone(),
+            query: raw_query.to_string(),
             project: caller.project.clone(),
             is_admin: caller.is_admin,
+            roles: caller.roles.clone(),
         };
-        if let Some(page) = recent.get(commits, &key) {
-            return Ok((*page).clone());
+        if let Some(written) = commits.and_then(|c| self.recent_pages.get(c, &key)) {
+            return Ok(Listed::Written(written));
         }
-        let page = self.db.list_images(query, caller, marker).await?;
-        recent.put(commits, key, std::sync::Arc::new(page.clone()));
-        Ok(page)
+        let page = self.list(caller, query).await?;
+        Ok(Listed::Read {
+            page,
+            keep: KeepWritten {
+                catalog: self.clone(),
+                commits,
+                key,
+            },
+        })
     }
 
     pub async fn update(

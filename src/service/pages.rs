@@ -1,5 +1,6 @@
-//! Recently read catalogue pages (`GET /v2/images`), kept until the next commit: a page is
-//! stored under the database's commit marker read before it (`Database::commit_marker`,
+//! Recently written catalogue pages (`GET /v2/images`, in the form the API wrote them),
+//! kept until the next commit: a page is stored under the database's commit marker read
+//! before it (`Database::commit_marker`,
 //! SQLite's `data_version`, which every commit of any connection of any process moves), and
 //! every entry is dropped as soon as the marker moves. So no page is served once a commit
 //! that could change it is visible; a read racing a commit may see it or not, as it would
@@ -7,22 +8,24 @@
 //! every page from the database.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use bytes::Bytes;
 
 use crate::db::CommitMarker;
-use crate::domain::image::Image;
-use crate::domain::query::ListQuery;
 
 /// Enough for every page clients ask for between two commits; at the bound, the pages are
 /// dropped and kept anew.
 const MAX_PAGES: usize = 1024;
 
-/// What a page depends on besides the catalogue: the query (with its marker) and who asks.
+/// What a written page depends on besides the catalogue and the generation: the query as
+/// sent (with its marker) and who asks (visibility; roles, for property protections).
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub(super) struct PageKey {
-    pub query: ListQuery,
+    pub query: String,
     pub project: Option<String>,
     pub is_admin: bool,
+    pub roles: Vec<String>,
 }
 
 #[derive(Default)]
@@ -34,7 +37,7 @@ pub(super) struct RecentPages {
 struct Pages {
     /// The commit marker the pages were read after.
     commits: CommitMarker,
-    pages: HashMap<PageKey, Arc<Vec<Image>>>,
+    pages: HashMap<PageKey, Bytes>,
 }
 
 impl RecentPages {
@@ -43,7 +46,7 @@ impl RecentPages {
     }
 
     /// The page read for `key` since the commit marker was `commits`, if any.
-    pub fn get(&self, commits: CommitMarker, key: &PageKey) -> Option<Arc<Vec<Image>>> {
+    pub fn get(&self, commits: CommitMarker, key: &PageKey) -> Option<Bytes> {
         let mut state = self.lock();
         if commits != state.commits {
             // Markers are not ordered: any other one starts afresh (a reader that started
@@ -56,7 +59,7 @@ impl RecentPages {
     }
 
     /// Keeps `page`, read when the marker was `commits`, unless it has moved since.
-    pub fn put(&self, commits: CommitMarker, key: PageKey, page: Arc<Vec<Image>>) {
+    pub fn put(&self, commits: CommitMarker, key: PageKey, page: Bytes) {
         let mut state = self.lock();
         if state.commits != commits {
             return;
@@ -71,28 +74,20 @@ impl RecentPages {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::query::MemberStatusFilter;
 
     fn key(project: &str) -> PageKey {
         PageKey {
-            query: ListQuery {
-                limit: 25,
-                marker: None,
-                sort: Vec::new(),
-                filters: Vec::new(),
-                visibility: None,
-                member_status: MemberStatusFilter::Accepted,
-                os_hidden: false,
-            },
+            query: "limit=25".into(),
             project: Some(project.into()),
             is_admin: false,
+            roles: vec!["reader".into()],
         }
     }
 
     #[test]
     fn a_page_is_served_until_the_next_commit_and_only_to_its_key() {
         let pages = RecentPages::default();
-        let page = Arc::new(Vec::new());
+        let page = Bytes::from_static(b"{}");
         let (seven, eight) = (CommitMarker::new(1, 7), CommitMarker::new(1, 8));
         assert!(pages.get(seven, &key("a")).is_none());
         pages.put(seven, key("a"), page.clone());
