@@ -202,13 +202,15 @@ impl Catalog {
         let request = import::parse(body, header_store, |name| {
             self.import.methods.iter().any(|m| m.as_str() == name)
         })?;
-        self.accept_import(caller, id, &request, Err(body), request_id)
-            .await
+        let task = self
+            .accept_import(caller, id, &request, Err(body), request_id)
+            .await?;
+        Ok(task.id)
     }
 
     /// Accepts `request` on image `id` and starts its task: an import's (whose input keeps
     /// the request `body`), or a legacy import's (`POST /v2/tasks`, whose input is the
-    /// client's).
+    /// client's). Returns the task as it was created.
     async fn accept_import(
         &self,
         caller: &Caller,
@@ -216,7 +218,7 @@ impl Catalog {
         request: &ImportRequest,
         input: std::result::Result<&Value, &Value>,
         request_id: &str,
-    ) -> Result<String> {
+    ) -> Result<Task> {
         let copies = request.method == Method::CopyImage;
         // Glance guards an import with modify_image, a copy with copy_image.
         let rule = if copies { "copy_image" } else { "modify_image" };
@@ -332,7 +334,7 @@ impl Catalog {
         if runner == here {
             self.resume(&task.id).await;
         }
-        Ok(task.id)
+        Ok(task)
     }
 
     /// The stores an import writes to, each known and writable; for copy-image, without
@@ -531,7 +533,8 @@ impl Catalog {
             .accept_import(caller, &image.id, &request, Ok(input), request_id)
             .await
         {
-            Ok(task_id) => self.task(caller, &task_id).await,
+            // As created: read back, it may already be under way.
+            Ok(task) => Ok(task),
             Err(e) => {
                 // Nothing is left of a task that did not start.
                 if let Err(cleanup) = self.delete(caller, &image.id).await {
