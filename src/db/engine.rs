@@ -83,61 +83,10 @@ pub(super) enum Pools {
         read: SqlitePool,
         write: SqlitePool,
         /// Asks whether anything was committed (`Database::commit_marker`).
-        version: Arc<CommitProbe>,
+        version: Arc<super::commits::CommitProbe>,
     },
     Postgres(PgPool),
     MySql(MySqlPool),
-}
-
-/// One SQLite connection of its own, outside any pool (a pool pings a connection each time
-/// it comes back, a second trip to its thread), that only asks `PRAGMA data_version`: the
-/// answer changes with every commit of any other connection, of this process or another,
-/// and is comparable only within one connection, hence the count of connections made.
-pub(crate) struct CommitProbe {
-    options: SqliteConnectOptions,
-    connection: tokio::sync::Mutex<(u64, Option<sqlx::SqliteConnection>)>,
-}
-
-impl std::fmt::Debug for CommitProbe {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("CommitProbe")
-    }
-}
-
-impl CommitProbe {
-    fn new(options: SqliteConnectOptions) -> Self {
-        CommitProbe {
-            options,
-            connection: tokio::sync::Mutex::new((0, None)),
-        }
-    }
-
-    /// `(connections made, data_version)`; `None` when the database cannot be asked now
-    /// (the connection is made again next time).
-    pub(crate) async fn marker(&self) -> Option<(u64, i64)> {
-        let mut guard = self.connection.lock().await;
-        let (connects, connection) = &mut *guard;
-        if connection.is_none() {
-            *connection = Some(self.options.connect().await.ok()?);
-            *connects += 1;
-        }
-        let asked = match connection.as_mut() {
-            Some(connection) => {
-                sqlx::query_scalar::<_, i64>("PRAGMA data_version")
-                    .fetch_one(connection)
-                    .await
-            }
-            None => return None,
-        };
-        match asked {
-            Ok(data_version) => Some((*connects, data_version)),
-            Err(e) => {
-                tracing::debug!(error = %e, "data_version not answered; connecting again");
-                *connection = None;
-                None
-            }
-        }
-    }
 }
 
 /// A database's connection pools at one moment (all of them, for SQLite's reader and writer).
@@ -376,7 +325,7 @@ async fn connect(engine: Engine, settings: &Settings, read_only: bool) -> Result
                 .connect_with(options.clone().read_only(true))
                 .await
                 .map_err(&error)?;
-            let version = Arc::new(CommitProbe::new(options.read_only(true)));
+            let version = Arc::new(super::commits::CommitProbe::new(options.read_only(true)));
             Ok(Pools::Sqlite {
                 read,
                 write,

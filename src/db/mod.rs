@@ -9,6 +9,7 @@
 //! databases.
 
 mod claims;
+mod commits;
 mod copy;
 mod engine;
 mod images;
@@ -25,19 +26,8 @@ use std::time::Duration;
 
 use crate::domain::time::Timestamp;
 
-/// What `Database::commit_marker` answers: equal twice only if nothing was committed
-/// in between.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct CommitMarker(u64, i64);
-
-impl CommitMarker {
-    /// The marker of answer `data_version` on the `connection`-th connection.
-    pub(crate) fn new(connection: u64, data_version: i64) -> Self {
-        CommitMarker(connection, data_version)
-    }
-}
-
 pub use claims::Holder;
+pub use commits::CommitMarker;
 pub use copy::{CopyError, TableCopy, copy};
 pub use engine::{Engine, PoolStats, Settings};
 use engine::{Pools, read};
@@ -199,8 +189,6 @@ impl Database {
         }
     }
 
-    /// Runs a write transaction until it commits, or fails otherwise than by losing to
-    /// another writer, or has lost `RETRIES` times. Backs off with jitter between tries.
     /// A value that changes with every commit to the catalogue, by this process or any
     /// other, when the engine has one to ask cheaply (SQLite's `data_version`, with the count
     /// of connections it was asked on); `None` otherwise, or when it cannot be asked now. A
@@ -209,12 +197,13 @@ impl Database {
         let engine::Pools::Sqlite { version, .. } = &self.pools else {
             return None;
         };
-        let limit = self.settings.statement_timeout;
-        let (connection, data_version) =
-            tokio::time::timeout(limit, version.marker()).await.ok()??;
-        Some(CommitMarker::new(connection, data_version))
+        tokio::time::timeout(self.settings.statement_timeout, version.marker())
+            .await
+            .ok()?
     }
 
+    /// Runs a write transaction until it commits, or fails otherwise than by losing to
+    /// another writer, or has lost `RETRIES` times. Backs off with jitter between tries.
     async fn retrying<T, F, Fut>(&self, mut attempt: F) -> Result<T, DbError>
     where
         F: FnMut() -> Fut,

@@ -19,7 +19,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 /// What a request is counted under: its route template (`/v2/images/{id}`), not its path,
 /// so that the number of series stays bounded.
@@ -197,68 +197,71 @@ pub fn global() -> &'static Metrics {
 impl Metrics {
     fn new() -> Self {
         let mut registry = Registry::with_prefix("glint");
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
+        let requests = registered(
+            &mut registry,
             "http_requests",
             "HTTP requests answered, by route template, method and status class",
-            requests.clone(),
+            Family::<RequestLabels, Counter>::default(),
         );
-        let request_duration =
-            Family::<RouteLabels, Histogram>::new_with_constructor(duration_histogram);
-        registry.register(
+        let request_duration = registered(
+            &mut registry,
             "http_request_duration_seconds",
             "Time from a request's head to its response's head, by route template and method",
-            request_duration.clone(),
+            Family::<RouteLabels, Histogram>::new_with_constructor(duration_histogram),
         );
-        let reloads = Family::<ReloadLabels, Counter>::default();
-        registry.register("reloads", "Reloads, by outcome", reloads.clone());
-        let reload_duration = Histogram::new(exponential_buckets(0.001, 2.0, 14));
-        registry.register(
+        let reloads = registered(
+            &mut registry,
+            "reloads",
+            "Reloads, by outcome",
+            Family::<ReloadLabels, Counter>::default(),
+        );
+        let reload_duration = registered(
+            &mut registry,
             "reload_duration_seconds",
             "Time from a reload's start to its outcome",
-            reload_duration.clone(),
+            Histogram::new(exponential_buckets(0.001, 2.0, 14)),
         );
-        let drain_cuts = Family::<CutLabels, Counter>::default();
-        registry.register(
+        let drain_cuts = registered(
+            &mut registry,
             "drain_cuts",
             "Draining generations whose remaining work was cut, by reason",
-            drain_cuts.clone(),
+            Family::<CutLabels, Counter>::default(),
         );
-        let store_read = Family::<StoreLabels, Counter>::default();
-        registry.register(
+        let store_read = registered(
+            &mut registry,
             "store_read_bytes",
             "Image data read from each store (downloads, cache fills, copies)",
-            store_read.clone(),
+            Family::<StoreLabels, Counter>::default(),
         );
-        let store_written = Family::<StoreLabels, Counter>::default();
-        registry.register(
+        let store_written = registered(
+            &mut registry,
             "store_written_bytes",
             "Image data written into each store (uploads, stages, imports, copies)",
-            store_written.clone(),
+            Family::<StoreLabels, Counter>::default(),
         );
-        let tasks = Family::<TaskLabels, Counter>::default();
-        registry.register(
+        let tasks = registered(
+            &mut registry,
             "tasks",
             "Background tasks (imports) finished on this node, by import method and status",
-            tasks.clone(),
+            Family::<TaskLabels, Counter>::default(),
         );
-        let cache = Family::<ResultLabels, Counter>::default();
-        registry.register(
+        let cache = registered(
+            &mut registry,
             "cache_requests",
             "Downloads the image cache was asked for: hit or miss",
-            cache.clone(),
+            Family::<ResultLabels, Counter>::default(),
         );
-        let keystone_validations = Family::<ResultLabels, Counter>::default();
-        registry.register(
+        let keystone_validations = registered(
+            &mut registry,
             "keystone_validations",
             "Tokens asked of Keystone, by answer: valid, invalid, unavailable",
-            keystone_validations.clone(),
+            Family::<ResultLabels, Counter>::default(),
         );
-        let keystone_cache_hits = Counter::default();
-        registry.register(
+        let keystone_cache_hits = registered(
+            &mut registry,
             "keystone_cache_hits",
             "Tokens answered from the cache of validated tokens",
-            keystone_cache_hits.clone(),
+            Counter::default(),
         );
         // Every series whose labels are known ahead is shown from the start, at zero: a
         // rate or an alert over it works before the first event.
@@ -377,6 +380,12 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
         Ok(text)
     }
+}
+
+/// `metric`, registered under `name`; the registry keeps a handle of it.
+fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
 }
 
 /// Request latencies from 0.1 ms to about 13 s.
