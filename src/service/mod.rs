@@ -194,7 +194,8 @@ pub struct CatalogState {
     cache: Option<std::sync::Arc<ImageCache>>,
     /// `cache.max_size` and `cache.stall_time`, applied when this generation serves.
     cache_limits: (u64, Duration),
-    /// List pages read since the last commit (where the engine says when one happened).
+    /// List pages as the API wrote them since the last commit (where the engine says when
+    /// one happened).
     recent_pages: pages::RecentPages,
 }
 
@@ -270,6 +271,7 @@ impl Catalog {
 
     pub fn new(parts: CatalogParts) -> Self {
         Catalog(std::sync::Arc::new(CatalogState {
+            db: parts.db,
             stores: parts.stores,
             size_cap: parts.size_cap,
             storage_quota: parts.storage_quota,
@@ -287,7 +289,6 @@ impl Catalog {
             cache: parts.cache,
             cache_limits: parts.cache_limits,
             recent_pages: pages::RecentPages::default(),
-            db: parts.db,
         }))
     }
 
@@ -414,8 +415,9 @@ impl Catalog {
         Ok(image)
     }
 
-    pub async fn list(&self, caller: &Caller, query: &ListQuery) -> Result<Page> {
-        self.authorize(caller, "get_images", &ImageTarget::project_of(caller))?;
+    /// The page `query` gives `caller`, read from the database (`list_written` has checked
+    /// that the caller may list).
+    async fn read_page(&self, caller: &Caller, query: &ListQuery) -> Result<Page> {
         let marker =
             match &query.marker {
                 Some(id) => Some(self.get(caller, id).await.map_err(|_| {
@@ -451,7 +453,7 @@ impl Catalog {
         if let Some(written) = commits.and_then(|c| self.recent_pages.get(c, &key)) {
             return Ok(Listed::Written(written));
         }
-        let page = self.list(caller, query).await?;
+        let page = self.read_page(caller, query).await?;
         Ok(Listed::Read {
             page,
             keep: KeepWritten {
