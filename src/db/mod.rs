@@ -30,7 +30,7 @@ pub use claims::Holder;
 pub use commits::CommitMarker;
 pub use copy::{CopyError, TableCopy, copy};
 pub use engine::{Engine, PoolStats, Settings};
-use engine::{Pools, read};
+use engine::{Pools, read, write_tx};
 pub use images::{ImageChange, ImageData, ProjectUsage};
 pub use metadefs::{CreateRefused, DefinitionOrTag, LoadMode, Loaded, NewContents};
 pub use tasks::{TaskUpdate, TaskWrite};
@@ -229,6 +229,11 @@ impl Database {
     /// deadline: the stamp there means it committed (`committed()`), another stamp that it
     /// did not (unavailable: a client told 503 finds nothing of it afterwards). Any other
     /// outcome is returned as it is.
+    ///
+    /// The stamp is read with the row's lock (`committed_stamp_of`): a server shutting down
+    /// finishes a COMMIT it has begun after it has closed that client's connection, and a
+    /// plain read on another connection could come before the commit shows and call it lost
+    /// (seen on MariaDB). The lock waits for that transaction to end either way.
     async fn settle<T>(
         &self,
         outcome: Result<T, DbError>,
@@ -241,7 +246,7 @@ impl Database {
         };
         let deadline = tokio::time::Instant::now() + self.deadline();
         while tokio::time::Instant::now() < deadline {
-            match self.updated_at_of(id).await {
+            match self.committed_stamp_of(id).await {
                 Ok(Some(at)) if at == written_at => return Ok(committed()),
                 Ok(_) => return Err(DbError::Unavailable(reason)),
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
@@ -250,12 +255,19 @@ impl Database {
         Err(DbError::CommitUnknown(reason))
     }
 
-    async fn updated_at_of(&self, id: &str) -> Result<Option<Timestamp>, DbError> {
-        read!(self, |pool, sql| {
-            sqlx::query_scalar(&sql("SELECT updated_at FROM images WHERE id = ?"))
-                .bind(id)
-                .fetch_optional(pool)
-                .await?
+    /// Image `id`'s `updated_at`, read under the row's lock, so after any transaction that
+    /// holds it (an update's row lock, an insert's record lock on InnoDB) has ended.
+    /// PostgreSQL's `FOR UPDATE` does not wait for a row another transaction is still
+    /// inserting: there, an insert settled at that very moment reads as not committed.
+    async fn committed_stamp_of(&self, id: &str) -> Result<Option<Timestamp>, DbError> {
+        let lock = self.row_lock();
+        write_tx!(self, |tx, sql| {
+            sqlx::query_scalar(&sql(&format!(
+                "SELECT updated_at FROM images WHERE id = ?{lock}"
+            )))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
         })
     }
 
@@ -291,6 +303,70 @@ mod tests {
     use sqlx::SqlitePool;
     use sqlx::sqlite::SqliteConnectOptions;
     use std::path::Path;
+
+    /// A write whose COMMIT lost its connection is settled only once the transaction that
+    /// holds the image's row has ended: here that transaction is still open (as on a server
+    /// that finishes a commit after closing the connection), so `settle` must wait for it,
+    /// and then find the stamp and call the write committed. A plain read would have found
+    /// the old stamp and answered "not committed" for a write that then landed. On the
+    /// server `TEST_DATABASE_SERVER` names, else SQLite.
+    #[tokio::test]
+    async fn a_commit_whose_answer_was_lost_is_settled_after_its_transaction_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = match crate::db::testing::fresh_database().await.unwrap() {
+            Some(url) => url,
+            None => format!("sqlite://{}", dir.path().join("glint.db").display()),
+        };
+        let db = Database::open(&Settings {
+            url,
+            max_connections: 4,
+            connect_timeout: Duration::from_secs(3),
+            statement_timeout: Duration::from_secs(30),
+        })
+        .await
+        .unwrap();
+        let db = &db;
+        let (before, written) = (1_000 * SECOND, 2_000 * SECOND);
+        write_tx!(db, |tx, sql| {
+            sqlx::query(&sql(
+                "INSERT INTO images (id, status, visibility, created_at, updated_at) \
+                 VALUES ('a', 'queued', 'shared', ?, ?)",
+            ))
+            .bind(before)
+            .bind(before)
+            .execute(&mut *tx)
+            .await?;
+        })
+        .unwrap();
+
+        let (began, release) = (tokio::sync::Notify::new(), tokio::sync::Notify::new());
+        let (began, release) = (&began, &release);
+        let writer = async {
+            write_tx!(db, |tx, sql| {
+                sqlx::query(&sql("UPDATE images SET updated_at = ? WHERE id = 'a'"))
+                    .bind(written)
+                    .execute(&mut *tx)
+                    .await?;
+                began.notify_one();
+                release.notified().await;
+            })
+        };
+        let settling = async {
+            began.notified().await;
+            let lost = Err(DbError::CommitUnknown("connection lost at COMMIT".into()));
+            let mut settle = std::pin::pin!(db.settle(lost, "a", written, || "committed"));
+            let early = tokio::time::timeout(Duration::from_millis(500), &mut settle).await;
+            assert!(
+                early.is_err(),
+                "settled while the transaction was still open: {early:?}"
+            );
+            release.notify_one();
+            settle.await
+        };
+        let (written_by, settled) = tokio::join!(writer, settling);
+        written_by.unwrap();
+        assert_eq!(settled.unwrap(), "committed");
+    }
 
     /// A database an older glint wrote (whole-second timestamps) opens with its times
     /// intact: the migration to microseconds converts every stored time.
