@@ -120,7 +120,7 @@ fn runtime_control_socket() -> Option<PathBuf> {
 
 fn serve(config_arg: Option<PathBuf>) -> ExitCode {
     // SAFETY: no other thread exists yet.
-    let passed = match unsafe { systemd::take_passed_listeners() } {
+    let (passed, parked) = match unsafe { systemd::take_passed() } {
         Ok(passed) => passed,
         Err(e) => {
             eprintln!("glint: socket activation: {e}");
@@ -166,6 +166,7 @@ fn serve(config_arg: Option<PathBuf>) -> ExitCode {
                     source,
                     config: loaded,
                     passed,
+                    parked,
                     supervisor: Arc::new(systemd::Systemd),
                     log_level,
                     controls,

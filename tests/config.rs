@@ -67,7 +67,7 @@ fn server() -> impl Strategy<Value = ServerConfig> {
         1..=1024usize,
         (duration(), duration(), duration(), duration(), duration()),
         1..64usize,
-        proptest::option::of(1..100_000usize),
+        (proptest::option::of(1..100_000usize), 0..10_000usize),
         1..256usize,
     )
         .prop_map(
@@ -76,7 +76,7 @@ fn server() -> impl Strategy<Value = ServerConfig> {
                 workers,
                 timeouts,
                 max_draining_generations,
-                max_connections,
+                (max_connections, handover_connections),
                 max_transfers,
             )| {
                 let (drain, shutdown, header, body, wait) = timeouts;
@@ -89,6 +89,7 @@ fn server() -> impl Strategy<Value = ServerConfig> {
                     header_read_timeout: header,
                     body_read_timeout: body,
                     max_connections,
+                    handover_connections,
                     max_transfers,
                     transfer_wait: wait,
                     public_endpoint: String::new(),

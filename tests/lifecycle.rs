@@ -290,7 +290,10 @@ async fn a_workers_change_by_reload_resizes_the_pool() {
 async fn sigterm_finishes_the_request_in_flight_and_accepts_nothing_after() {
     let mut sd = FakeSystemd::new();
     let addr = sd.add_socket_unit("api");
-    sd.write_config(&config("shutdown_timeout = \"30s\""));
+    // Without a hand-over (tests/handover.rs has it), so the response says to close.
+    sd.write_config(&config(
+        "shutdown_timeout = \"30s\"\nhandover_connections = 0",
+    ));
     sd.start().await;
 
     let mut conn = Conn::open(addr).await.expect("connect");

@@ -530,6 +530,9 @@ pub struct ServerConfig {
     pub body_read_timeout: Duration,
     /// Open connections at most; `None`: a share of the file descriptor limit.
     pub max_connections: Option<usize>,
+    /// Idle keep-alive connections a stop hands to the next process through systemd's fd
+    /// store, at most (0: none; they are closed as the stop ends).
+    pub handover_connections: usize,
     /// Data transfers in (uploads, stages, copies) at once.
     pub max_transfers: usize,
     /// How long a transfer waits for a free slot before it is refused with 503.
@@ -587,6 +590,7 @@ impl Default for ServerConfig {
             header_read_timeout: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(60),
             max_connections: None,
+            handover_connections: 4096,
             max_transfers: 16,
             transfer_wait: Duration::from_secs(10),
             public_endpoint: String::new(),

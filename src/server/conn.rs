@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use http::header::CONNECTION;
 use http::{HeaderName, HeaderValue, Request, Response};
 use http_body::{Frame, SizeHint};
@@ -32,6 +32,7 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 use super::Shared;
 use super::connections::{Entry, Phase};
 use super::generation::Generation;
+use super::handover::Handover;
 use crate::api::PeerAddr;
 
 /// The part of a worker pool that its connection tasks see.
@@ -95,6 +96,7 @@ fn current_generation(shared: &Shared) -> (Arc<Generation>, TaskTrackerToken) {
 pub(super) async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
+    listener: Arc<str>,
     shared: Arc<Shared>,
     pool: Arc<PoolState>,
     entry: Arc<Entry>,
@@ -106,17 +108,19 @@ pub(super) async fn serve(
     let phase = entry.clone();
     let io = ConnIo {
         stream,
+        pending: Bytes::new(),
         entry: entry.clone(),
         shared: shared.clone(),
         head_deadline: None,
         timed_out: false,
     };
+    let shared_by_service = shared.clone();
     let service = service_fn(move |mut request: Request<Incoming>| {
         entry.set_phase(Phase::Busy);
         // Whom auth believes identity headers from (auth.trusted_proxies).
         request.extensions_mut().insert(PeerAddr(peer));
-        let (generation, token) = current_generation(&shared);
-        let shared = shared.clone();
+        let (generation, token) = current_generation(&shared_by_service);
+        let shared = shared_by_service.clone();
         let pool = pool.clone();
         let entry = entry.clone();
         async move {
@@ -137,23 +141,64 @@ pub(super) async fn serve(
             Ok::<_, Cut>(finish(response, generation, token, entry, &shared, &pool))
         }
     });
-    let connection =
+    let mut connection =
         hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), service);
-    tokio::pin!(connection);
     let result = tokio::select! {
-        result = connection.as_mut() => result,
+        result = &mut connection => result,
         _ = evict.cancelled() => {
             // Chosen as the connection idle longest at `server.max_connections`: closed
             // now if still idle, else after the request that just began.
-            connection.as_mut().graceful_shutdown();
+            Pin::new(&mut connection).graceful_shutdown();
             connection.await
         }
         _ = closing.cancelled() => {
+            if let Some(handover) = shared.handover().filter(|h| holds_place(&phase, h)) {
+                // Stopping, and the fd store takes this one: it goes to the next process
+                // once idle, never closed. A head still incomplete after the grace is
+                // closed as without a hand-over: its bytes are read, so it cannot be parked.
+                let ended = {
+                    let idle = poll_until_idle(&mut connection, &phase);
+                    tokio::pin!(idle);
+                    match tokio::time::timeout(CLOSE_GRACE, &mut idle).await {
+                        Ok(ended) => ended,
+                        Err(_) if phase.phase() == Phase::Head => Some(Ok(())),
+                        Err(_) => idle.await,
+                    }
+                };
+                if let Some(result) = ended {
+                    handover.release();
+                    log_end(result);
+                    return;
+                }
+                phase.parking.store(true, Ordering::Relaxed);
+                Pin::new(&mut connection).graceful_shutdown();
+                if let Err(e) = (&mut connection).await {
+                    handover.release();
+                    log_end(Err(e));
+                    return;
+                }
+                let parts = connection.into_parts();
+                let io = parts.io.into_inner();
+                if parts.read_buf.is_empty() {
+                    park(io.stream, handover, &listener);
+                    return;
+                }
+                // Bytes of a next request came with the last one (pipelining): they cannot
+                // go back into the socket, so that request is served here, closing after.
+                handover.release();
+                phase.parking.store(false, Ordering::Relaxed);
+                let io = ConnIo { pending: parts.read_buf, ..io };
+                let last = hyper::server::conn::http1::Builder::new()
+                    .keep_alive(false)
+                    .serve_connection(TokioIo::new(io), parts.service);
+                log_end(last.await);
+                return;
+            }
             // Closing an idle connection races with a client sending on it right now. So
             // the client gets a moment to send its next request (or, on a connection just
             // accepted, its first), answered with `Connection: close`; only then is what
             // is still idle closed.
-            if let Ok(result) = tokio::time::timeout(CLOSE_GRACE, connection.as_mut()).await {
+            if let Ok(result) = tokio::time::timeout(CLOSE_GRACE, &mut connection).await {
                 log_end(result);
                 return;
             }
@@ -162,11 +207,48 @@ pub(super) async fn serve(
                 // served: waiting for it would hold the stop up to header_read_timeout.
                 return;
             }
-            connection.as_mut().graceful_shutdown();
+            Pin::new(&mut connection).graceful_shutdown();
             connection.await
         }
     };
     log_end(result);
+}
+
+/// Serves `connection` until it ends (`Some`) or is idle between requests (`None`): its
+/// response sent, nothing of a next request read. Phases change only while the connection
+/// is polled, here on this task, so a check after each poll sees it go idle.
+async fn poll_until_idle<F>(connection: &mut F, entry: &Entry) -> Option<F::Output>
+where
+    F: Future + Unpin,
+{
+    std::future::poll_fn(|cx| match Pin::new(&mut *connection).poll(cx) {
+        Poll::Ready(result) => Poll::Ready(Some(result)),
+        Poll::Pending if entry.phase() == Phase::Idle => Poll::Ready(None),
+        Poll::Pending => Poll::Pending,
+    })
+    .await
+}
+
+/// Whether the connection of `entry` goes to the next process: it holds a place in the fd
+/// store already, or takes one now.
+fn holds_place(entry: &Entry, handover: &Handover) -> bool {
+    if entry.handover_place.load(Ordering::Relaxed) {
+        return true;
+    }
+    let taken = handover.reserve();
+    entry.handover_place.store(taken, Ordering::Relaxed);
+    taken
+}
+
+/// Hands `stream` to the fd store for the next process; closed if that fails.
+fn park(stream: TcpStream, handover: &Handover, listener: &str) {
+    let parked = stream
+        .into_std()
+        .and_then(|socket| handover.park(&socket, listener));
+    if let Err(e) = parked {
+        handover.release();
+        tracing::warn!(error = %e, "cannot park a connection for the next process; closed");
+    }
 }
 
 fn log_end(result: Result<(), hyper::Error>) {
@@ -187,7 +269,14 @@ fn finish(
     parts
         .headers
         .insert(GENERATION_HEADER, generation.header.clone());
-    if pool.retired() || shared.stopping() {
+    // Stopping with a hand-over, the connection goes on in the next process; a retired
+    // pool's clients move to a new connection.
+    let closes = if shared.stopping() {
+        !shared.handover().is_some_and(|h| holds_place(&entry, h))
+    } else {
+        pool.retired()
+    };
+    if closes {
         parts
             .headers
             .insert(CONNECTION, HeaderValue::from_static("close"));
@@ -309,6 +398,8 @@ impl http_body::Body for TimedBody {
 /// closes with 408 when the head is not complete within `server.header_read_timeout`.
 struct ConnIo {
     stream: TcpStream,
+    /// Bytes read from `stream` before this reader: read first.
+    pending: Bytes,
     entry: Arc<Entry>,
     shared: Arc<Shared>,
     /// Made when the first head begins; reset for each later one.
@@ -324,6 +415,11 @@ impl AsyncRead for ConnIo {
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         if this.timed_out {
+            return Poll::Ready(Ok(()));
+        }
+        if !this.pending.is_empty() {
+            let n = this.pending.len().min(buf.remaining());
+            buf.put_slice(&this.pending.split_to(n));
             return Poll::Ready(Ok(()));
         }
         let before = buf.filled().len();
@@ -397,6 +493,9 @@ impl AsyncWrite for ConnIo {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.entry.parking.load(Ordering::Relaxed) {
+            return Pin::new(&mut self.stream).poll_flush(cx);
+        }
         Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }

@@ -33,6 +33,12 @@ pub struct Entry {
     since: AtomicU64,
     /// Cancelled when the connection is asked to close to make room.
     pub evict: CancellationToken,
+    /// Holds one of the stop's places in the fd store (`Handover::reserve`): goes to the
+    /// next process once idle, so its responses do not ask the client to close.
+    pub handover_place: AtomicBool,
+    /// Set once the connection is being parked for the next process: the end of its HTTP
+    /// connection must leave the socket open (no FIN to the client).
+    pub parking: AtomicBool,
     table: Arc<Connections>,
 }
 
@@ -138,6 +144,8 @@ impl Connections {
             phase: AtomicU8::new(Phase::Accepting as u8),
             since: AtomicU64::new(self.tick()),
             evict: CancellationToken::new(),
+            handover_place: AtomicBool::new(false),
+            parking: AtomicBool::new(false),
             table: self.clone(),
         });
         entries.insert(id, Arc::downgrade(&entry));

@@ -231,6 +231,9 @@ mod tests {
     struct Recorder(Mutex<Vec<String>>);
     impl Supervisor for Recorder {
         fn notify(&self, _: &[super::super::supervisor::Notice]) {}
+        fn fd_store_capacity(&self) -> Option<usize> {
+            None
+        }
         fn store_fd(&self, name: &str, _: BorrowedFd<'_>) -> io::Result<()> {
             self.0.lock().unwrap().push(format!("store {name}"));
             Ok(())

@@ -6,6 +6,7 @@ mod conn;
 mod connections;
 mod gauges;
 mod generation;
+pub mod handover;
 pub mod listeners;
 mod pool;
 pub mod status;
@@ -14,7 +15,7 @@ pub mod supervisor;
 mod tests;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
@@ -26,7 +27,8 @@ use crate::metrics::endpoint::MetricsEndpoint;
 use crate::metrics::{self, ReloadResult};
 use connections::Connections;
 use generation::{Draining, Generation};
-use listeners::{ListenerError, ListenerSet, PassedListener};
+use handover::{Handover, PassedConnection};
+use listeners::{ListenerError, ListenerSet, Origin, PassedListener};
 use pool::WorkerPool;
 use status::{
     GenerationStatus, LastReload, ListenerStatus, PoolStatus, ReloadOutcome, StatusReport,
@@ -47,6 +49,8 @@ pub struct RunArgs {
     pub source: ConfigSource,
     pub config: LoadedConfig,
     pub passed: Vec<PassedListener>,
+    /// Keep-alive connections a previous process parked in the fd store.
+    pub parked: Vec<PassedConnection>,
     pub supervisor: Arc<dyn Supervisor>,
     pub log_level: Arc<dyn LogLevel>,
     pub controls: mpsc::Receiver<Control>,
@@ -88,11 +92,17 @@ pub(crate) struct Shared {
     stopping: AtomicBool,
     /// Every open connection, across pools: admission at `server.max_connections`.
     connections: Arc<Connections>,
+    /// Set by the stop, before `stopping`, when idle connections go to the next process.
+    handover: OnceLock<Handover>,
 }
 
 impl Shared {
     fn stopping(&self) -> bool {
         self.stopping.load(Ordering::Relaxed)
+    }
+
+    fn handover(&self) -> Option<&Handover> {
+        self.handover.get()
     }
 }
 
@@ -154,6 +164,7 @@ pub async fn run(mut args: RunArgs) -> Result<(), ServerError> {
         current: ArcSwap::from(generation),
         stopping: AtomicBool::new(false),
         connections,
+        handover: OnceLock::new(),
     });
     let pool = WorkerPool::new(1, workers).map_err(ServerError::Pool)?;
     for listener in listeners.iter() {
@@ -161,6 +172,12 @@ pub async fn run(mut args: RunArgs) -> Result<(), ServerError> {
             .map_err(ServerError::Pool)?;
         tracing::info!(name = %listener.name, addr = %listener.addr, origin = ?listener.origin, "listening");
     }
+    take_back(
+        std::mem::take(&mut args.parked),
+        &pool,
+        &shared,
+        &*args.supervisor,
+    );
     let retired_pools: Arc<Mutex<Vec<Arc<WorkerPool>>>> = Arc::default();
     let draining: Arc<Draining> = Arc::default();
     let pool = Arc::new(ArcSwap::from(pool));
@@ -208,6 +225,45 @@ pub async fn run(mut args: RunArgs) -> Result<(), ServerError> {
     }
     lifecycle.stop().await;
     Ok(())
+}
+
+/// Serves the connections the previous process parked on `pool`, and takes each out of the
+/// fd store once it is served here (or closed: too old, or no longer a connection).
+fn take_back(
+    parked: Vec<PassedConnection>,
+    pool: &WorkerPool,
+    shared: &Arc<Shared>,
+    supervisor: &dyn Supervisor,
+) {
+    if parked.is_empty() {
+        return;
+    }
+    let now = SystemTime::now();
+    let (mut served, mut closed) = (0_usize, 0_usize);
+    for connection in parked {
+        let name = connection.name.clone();
+        let adopted =
+            connection
+                .take(now)
+                .map_err(|e| e.to_string())
+                .and_then(|(stream, listener)| {
+                    pool.adopt(stream, &listener, shared.clone())
+                        .map_err(|e| e.to_string())
+                });
+        match adopted {
+            Ok(()) => served += 1,
+            Err(reason) => {
+                closed += 1;
+                tracing::info!(name, reason, "parked connection closed");
+            }
+        }
+        supervisor.remove_fd(&name);
+    }
+    tracing::info!(
+        served,
+        closed,
+        "took back the connections the previous process parked"
+    );
 }
 
 /// `server.max_connections`, or by default what the file descriptor limit leaves after a
@@ -519,6 +575,13 @@ impl Lifecycle {
     /// Stop accepting, let in-flight work finish under `shutdown_timeout` (renewing the
     /// supervisor's timeout meanwhile), cut what remains, end the pools.
     async fn stop(self) {
+        let handover = self.handover_budget();
+        if handover > 0 {
+            let _ = self
+                .shared
+                .handover
+                .set(Handover::new(self.supervisor.clone(), handover));
+        }
         self.shared.stopping.store(true, Ordering::Relaxed);
         self.supervisor.notify(&[
             Notice::Stopping,
@@ -582,5 +645,33 @@ impl Lifecycle {
         for pool in &pools {
             pool.shut_down();
         }
+        if let Some(handover) = self.shared.handover() {
+            tracing::info!(
+                parked = handover.parked(),
+                "idle connections parked for the next process"
+            );
+        }
+    }
+
+    /// How many connections the stop may park: `server.handover_connections`, within what
+    /// the fd store has room for beside the listeners kept there; 0 without a store.
+    fn handover_budget(&self) -> usize {
+        let Some(capacity) = self.supervisor.fd_store_capacity() else {
+            return 0;
+        };
+        let stored = self
+            .listeners
+            .iter()
+            .filter(|l| l.origin != Origin::SocketUnit)
+            .count();
+        let wanted = self
+            .shared
+            .current
+            .load()
+            .config
+            .config
+            .server
+            .handover_connections;
+        wanted.min(capacity.saturating_sub(stored))
     }
 }

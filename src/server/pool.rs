@@ -99,7 +99,7 @@ impl WorkerPool {
         let cancel = stop.clone();
         let connections = self.connections.clone();
         let state = self.state.clone();
-        let name = listener.name.clone();
+        let name: Arc<str> = Arc::from(listener.name.as_str());
         let task = handle.spawn(self.acceptors.track_future(async move {
             loop {
                 let accepted = tokio::select! {
@@ -122,6 +122,7 @@ impl WorkerPool {
                         connections.spawn(conn::serve(
                             stream,
                             peer,
+                            name.clone(),
                             shared.clone(),
                             state.clone(),
                             entry,
@@ -136,6 +137,36 @@ impl WorkerPool {
         }));
         self.accepting()
             .insert(listener.name.clone(), Acceptor { stop: cancel, task });
+        Ok(())
+    }
+
+    /// Serves a connection a previous process parked (`handover`) as if this pool had
+    /// accepted it. Taken back over `server.max_connections` if need be: refusing it would
+    /// close a client's connection.
+    pub fn adopt(
+        &self,
+        stream: std::net::TcpStream,
+        listener: &str,
+        shared: Arc<Shared>,
+    ) -> io::Result<()> {
+        let handle = self
+            .handle()
+            .ok_or_else(|| io::Error::other("worker pool already shut down"))?;
+        let peer = stream.peer_addr()?;
+        let stream = {
+            let _entered = handle.enter();
+            tokio::net::TcpStream::from_std(stream)?
+        };
+        let entry = shared.connections.admit_over_cap();
+        let state = self.state.clone();
+        handle.spawn(self.connections.track_future(conn::serve(
+            stream,
+            peer,
+            listener.into(),
+            shared,
+            state,
+            entry,
+        )));
         Ok(())
     }
 

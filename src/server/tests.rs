@@ -21,6 +21,9 @@ impl Supervisor for Recorder {
     fn notify(&self, notices: &[Notice]) {
         self.notices.lock().unwrap().extend_from_slice(notices);
     }
+    fn fd_store_capacity(&self) -> Option<usize> {
+        None
+    }
     fn store_fd(&self, _: &str, _: BorrowedFd<'_>) -> std::io::Result<()> {
         Ok(())
     }
@@ -55,6 +58,7 @@ async fn start() -> Running {
         source,
         config: loaded,
         passed: Vec::new(),
+        parked: Vec::new(),
         supervisor: recorder.clone(),
         log_level: recorder.clone(),
         controls,

@@ -3,12 +3,13 @@
 //! interval and whether stderr is the journal.
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
 use sd_notify::NotifyState;
 
+use crate::server::handover::{self, PassedConnection};
 use crate::server::listeners::PassedListener;
 use crate::server::supervisor::{Notice, Supervisor};
 
@@ -55,6 +56,16 @@ impl Supervisor for Systemd {
         }
     }
 
+    fn fd_store_capacity(&self) -> Option<usize> {
+        std::env::var_os("NOTIFY_SOCKET")?;
+        // `$FDSTORE` is `FileDescriptorStoreMax=` (systemd >= 254); unset, the store is
+        // there but its size unknown.
+        match std::env::var("FDSTORE") {
+            Ok(max) => max.parse().ok().filter(|&n| n > 0),
+            Err(_) => Some(usize::MAX),
+        }
+    }
+
     fn store_fd(&self, name: &str, fd: BorrowedFd<'_>) -> io::Result<()> {
         if std::env::var_os("NOTIFY_SOCKET").is_none() {
             return Ok(());
@@ -70,20 +81,30 @@ impl Supervisor for Systemd {
     }
 }
 
-/// Takes the listening sockets passed by the service manager, with their names, and
-/// clears the variables so that no child inherits them.
+/// Takes the sockets passed by the service manager, with their names: listeners, and the
+/// keep-alive connections a previous process parked in the fd store (`handover::PREFIX`).
+/// Clears the variables so that no child inherits them.
 ///
 /// # Safety
 /// Changes the environment: call before any other thread exists.
-pub unsafe fn take_passed_listeners() -> io::Result<Vec<PassedListener>> {
+pub unsafe fn take_passed() -> io::Result<(Vec<PassedListener>, Vec<PassedConnection>)> {
     let names: Vec<String> = sd_notify::listen_fds_with_names()?
         .map(|(_, name)| name)
         .collect();
     let mut fds = listenfd::ListenFd::from_env();
     // SAFETY: the caller guarantees no other thread reads the environment.
     unsafe { std::env::remove_var("LISTEN_FDNAMES") };
-    let mut passed = Vec::with_capacity(names.len());
+    let mut listeners = Vec::with_capacity(names.len());
+    let mut connections = Vec::new();
     for (index, name) in names.into_iter().enumerate() {
+        let taken = || io::Error::other(format!("passed fd {name} was already taken"));
+        if name.starts_with(handover::PREFIX) {
+            let fd = fds.take_raw_fd(index)?.ok_or_else(taken)?;
+            // SAFETY: the fd was passed to this process, and `take_raw_fd` hands it out once.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            connections.push(PassedConnection { name, fd });
+            continue;
+        }
         let socket = fds
             .take_tcp_listener(index)
             .map_err(|e| {
@@ -92,10 +113,10 @@ pub unsafe fn take_passed_listeners() -> io::Result<Vec<PassedListener>> {
                     format!("passed fd {name} is not a TCP listener: {e}"),
                 )
             })?
-            .ok_or_else(|| io::Error::other(format!("passed fd {name} was already taken")))?;
-        passed.push(PassedListener { name, socket });
+            .ok_or_else(taken)?;
+        listeners.push(PassedListener { name, socket });
     }
-    Ok(passed)
+    Ok((listeners, connections))
 }
 
 /// `WATCHDOG_USEC`, when the watchdog is meant for this process.

@@ -16,6 +16,7 @@ import hashlib
 import http.client
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -246,11 +247,14 @@ def free_port():
 class Load:
     """Clients requesting continuously: keep-alive ones, and ones opening a connection per request."""
 
-    def __init__(self, port, keepalive=4, fresh=2):
+    def __init__(self, port, keepalive=4, fresh=2, pause=0.0):
         self.port = port
+        self.pause = pause
         self.stop_flag = threading.Event()
         self.ok = 0
         self.errors = []
+        # Connections a keep-alive client had to open again (told to close, or failed).
+        self.reconnects = 0
         self.lock = threading.Lock()
         self.threads = [threading.Thread(target=self.keepalive) for _ in range(keepalive)]
         self.threads += [threading.Thread(target=self.fresh) for _ in range(fresh)]
@@ -273,18 +277,24 @@ class Load:
         return response
 
     def keepalive(self):
+        pauses = random.Random(threading.get_ident())
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         while not self.stop_flag.is_set():
+            reconnect = False
             try:
                 response = self.request(conn)
                 self.record()
-                if response.getheader("connection", "").lower() == "close":
-                    conn.close()
-                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+                reconnect = response.getheader("connection", "").lower() == "close"
             except Exception as e:
                 self.record(f"keep-alive: {e!r}")
+                reconnect = True
+            if reconnect:
+                with self.lock:
+                    self.reconnects += 1
                 conn.close()
                 conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+            if self.pause:
+                time.sleep(pauses.uniform(0, self.pause))
 
     def fresh(self):
         while not self.stop_flag.is_set():
@@ -431,14 +441,21 @@ def scenario(box, port, standalone_port):
     check(box.systemctl("reload", "glint", check=False).returncode == 0
           and status_text(box).startswith("serving generation"), "the fixed config reloads")
 
-    # Restarts under load: the socket stays with systemd.
-    load = Load(port)
+    # Restarts under load: the socket stays with systemd, and keep-alive connections (8,
+    # pausing at random between requests so that they meet every moment of the restart) go
+    # through the fd store to the next process.
+    load = Load(port, keepalive=8, pause=0.25)
     for _ in range(10):
         box.systemctl("restart", "glint")
     ok, errors = load.stop()
     refused = [e for e in errors if "Refused" in e]
     check(not errors and ok > 0,
           f"10 restarts under load: {ok} requests, {len(refused)} refused, {len(errors)} failed {errors[:3]}")
+    check(load.reconnects == 0,
+          f"keep-alive connections survive 10 restarts: {load.reconnects} reopened")
+    journal = box.run(["journalctl", "-u", "glint", "-o", "cat", "--no-pager"]).stdout
+    taken_back = journal.count("took back the connections the previous process parked")
+    check(taken_back >= 10, f"each new process took back the parked connections ({taken_back})")
 
     # An import across `systemctl restart`: the task stops at its checkpoint and the new
     # process takes it up; the image ends active with the right hashes, nothing staged left.

@@ -189,10 +189,11 @@ impl FakeSystemd {
                 .env("LISTEN_FDNAMES", names.join(":"));
         }
         let fds: Vec<RawFd> = passed.iter().map(|(_, fd)| *fd).collect();
+        // Allocated here: between fork and exec nothing may allocate.
+        let mut high: Vec<RawFd> = vec![0; fds.len()];
         // SAFETY: only async-signal-safe calls (fcntl, dup2) run between fork and exec.
         unsafe {
             command.pre_exec(move || {
-                let mut high = [0 as RawFd; 32];
                 for (i, fd) in fds.iter().enumerate() {
                     high[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 64);
                     if high[i] < 0 {
@@ -259,13 +260,25 @@ impl FakeSystemd {
         (reloading, ready)
     }
 
-    /// Waits for the process to exit and returns its exit code.
+    /// Waits for the process to exit and returns its exit code, once every notification it
+    /// sent is processed (fds it stored while stopping are passed to the next start).
     pub async fn wait_exit(&mut self) -> i32 {
         let mut child = self.child.take().expect("glint runs");
         let status = tokio::time::timeout(PATIENCE, child.wait())
             .await
             .expect("glint exits")
             .expect("wait");
+        // Datagrams queue in order: this one comes after the last the process sent.
+        let marker = format!("{}", self.starts);
+        UnixDatagram::unbound()
+            .and_then(|s| {
+                s.send_to(
+                    format!("HARNESS_EXITED={marker}").as_bytes(),
+                    self.path("notify.sock"),
+                )
+            })
+            .expect("send to NOTIFY_SOCKET");
+        self.wait_for(|n| n.has("HARNESS_EXITED", &marker)).await;
         status.code().unwrap_or(-1)
     }
 
@@ -586,6 +599,7 @@ async fn collect(response: http::Response<hyper::body::Incoming>) -> Result<Repl
 
 /// A new database on the `TEST_DATABASE_SERVER` server, or `None` for SQLite. On a thread
 /// of its own: tests call this from inside their runtime.
+#[cfg(feature = "testing")]
 pub fn fresh_database() -> Option<String> {
     std::thread::spawn(|| {
         tokio::runtime::Builder::new_current_thread()
@@ -597,6 +611,12 @@ pub fn fresh_database() -> Option<String> {
     })
     .join()
     .expect("fresh database thread")
+}
+
+/// Without feature `testing` glint makes no test databases: every test runs on SQLite.
+#[cfg(not(feature = "testing"))]
+pub fn fresh_database() -> Option<String> {
+    None
 }
 
 /// Creates a raw/bare image without data; returns its id.
