@@ -94,6 +94,7 @@ fn server() -> impl Strategy<Value = ServerConfig> {
                     transfer_wait: wait,
                     public_endpoint: String::new(),
                     trusted_proxies: Vec::new(),
+                    tls: Default::default(),
                 }
             },
         )

@@ -169,10 +169,14 @@ pub fn load(source: &ConfigSource) -> Result<LoadedConfig, ConfigError> {
     // Files the config names beside it are found beside it, wherever glint was started.
     if let Some(dir) = source.file.as_deref().and_then(Path::parent) {
         let auth = &mut config.auth;
+        let tls = &mut config.server.tls;
         for file in [
             &mut auth.policy_file,
             &mut auth.property_protection_file,
             &mut config.database.url_file,
+            &mut tls.cert,
+            &mut tls.key,
+            &mut tls.client_ca,
         ]
         .into_iter()
         .chain(

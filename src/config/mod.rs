@@ -19,7 +19,7 @@ pub use types::{
     DatabaseLocation, ImagesConfig, ImportConfig, ImportMethod, ImportPlugin, InjectMetadataConfig,
     KeystoneConfig, LEGACY_STORE, LogConfig, LogFormat, MetricsConfig, NamedStoreConfig,
     S3_DEFAULT_PART_SIZE, S3_DEFAULT_PARTS_IN_FLIGHT, S3_DEFAULT_REGION, Secret, ServerConfig,
-    StoreConfig, StoreKind, WebDownloadConfig,
+    StoreConfig, StoreKind, TlsConfig, WebDownloadConfig,
 };
 pub use validate::{check_exposure, check_reloadable};
 

@@ -543,6 +543,23 @@ pub struct ServerConfig {
     pub public_endpoint: String,
     /// The proxies whose `X-Forwarded-*` and `Forwarded` headers are believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// Native TLS on glint's own listeners.
+    pub tls: TlsConfig,
+}
+
+/// `[server.tls]`: a certificate and key (PEM files, read again at every reload) for the
+/// listeners `listeners` names, all of them when it is empty.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// The certificate chain, leaf first.
+    pub cert: Option<PathBuf>,
+    /// The leaf's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<PathBuf>,
+    /// The listeners that speak TLS, by name (as `glint ctl status` shows them) or address.
+    pub listeners: Vec<String>,
+    /// CA certificates: set, a client must present a certificate one of them signed.
+    pub client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -595,6 +612,7 @@ impl Default for ServerConfig {
             transfer_wait: Duration::from_secs(10),
             public_endpoint: String::new(),
             trusted_proxies: Vec::new(),
+            tls: TlsConfig::default(),
         }
     }
 }

@@ -61,6 +61,33 @@ pub(super) fn validate(loaded: &LoadedConfig) -> Result<(), ConfigError> {
             ));
         }
     }
+    let tls = &config.server.tls;
+    match (&tls.cert, &tls.key) {
+        (Some(_), None) => {
+            return Err(invalid(
+                "server.tls.key",
+                "must be set with server.tls.cert".into(),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(invalid(
+                "server.tls.cert",
+                "must be set with server.tls.key".into(),
+            ));
+        }
+        (None, None) if tls.client_ca.is_some() || !tls.listeners.is_empty() => {
+            let key = if tls.client_ca.is_some() {
+                "server.tls.client_ca"
+            } else {
+                "server.tls.listeners"
+            };
+            return Err(invalid(
+                key,
+                "needs server.tls.cert and server.tls.key".into(),
+            ));
+        }
+        _ => {}
+    }
     if config.server.listen.is_empty() {
         return Err(invalid(
             "server.listen",

@@ -173,6 +173,8 @@ pub struct Metrics {
     cache: Family<ResultLabels, Counter>,
     keystone_validations: Family<ResultLabels, Counter>,
     keystone_cache_hits: Counter,
+    tls_handshakes: Family<ResultLabels, Counter>,
+    handover: Family<ResultLabels, Counter>,
     live: Arc<LiveCollector>,
 }
 
@@ -263,6 +265,19 @@ impl Metrics {
             "Tokens answered from the cache of validated tokens",
             Counter::default(),
         );
+        let tls_handshakes = registered(
+            &mut registry,
+            "tls_handshakes",
+            "TLS handshakes on glint's own listeners (server.tls), by result: ok, failed",
+            Family::<ResultLabels, Counter>::default(),
+        );
+        let handover = registered(
+            &mut registry,
+            "connections_handed_over",
+            "Keep-alive connections across restarts: parked at stop, taken back and served at \
+             start, or closed at start (too old, gone)",
+            Family::<ResultLabels, Counter>::default(),
+        );
         // Every series whose labels are known ahead is shown from the start, at zero: a
         // rate or an alert over it works before the first event.
         for outcome in [ReloadResult::Applied, ReloadResult::Rejected] {
@@ -276,6 +291,12 @@ impl Metrics {
         }
         for result in ["valid", "invalid", "unavailable"] {
             let _ = keystone_validations.get_or_create(&ResultLabels { result });
+        }
+        for result in ["ok", "failed"] {
+            let _ = tls_handshakes.get_or_create(&ResultLabels { result });
+        }
+        for result in ["parked", "taken_back", "closed"] {
+            let _ = handover.get_or_create(&ResultLabels { result });
         }
         let live = Arc::new(LiveCollector::default());
         registry.register_collector(Box::new(live.clone()));
@@ -292,6 +313,8 @@ impl Metrics {
             cache,
             keystone_validations,
             keystone_cache_hits,
+            tls_handshakes,
+            handover,
             live,
         }
     }
@@ -349,6 +372,21 @@ impl Metrics {
 
     pub fn record_keystone_cache_hit(&self) {
         self.keystone_cache_hits.inc();
+    }
+
+    /// A TLS handshake: `ok` or `failed`.
+    pub fn record_tls_handshake(&self, result: &'static str) {
+        self.tls_handshakes
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    /// Connections handed across a restart: `parked` (at stop), `taken_back` or `closed`
+    /// (at start).
+    pub fn record_handover(&self, result: &'static str, connections: u64) {
+        self.handover
+            .get_or_create(&ResultLabels { result })
+            .inc_by(connections);
     }
 
     /// The counter of bytes read from `store`, to count a stream with.

@@ -26,6 +26,8 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
@@ -34,6 +36,7 @@ use super::connections::{Entry, Phase};
 use super::generation::Generation;
 use super::handover::Handover;
 use crate::api::PeerAddr;
+use crate::metrics;
 
 /// The part of a worker pool that its connection tasks see.
 pub struct PoolState {
@@ -95,6 +98,7 @@ fn current_generation(shared: &Shared) -> (Arc<Generation>, TaskTrackerToken) {
 
 pub(super) async fn serve(
     stream: TcpStream,
+    tls: Option<TlsAcceptor>,
     peer: SocketAddr,
     listener: Arc<str>,
     shared: Arc<Shared>,
@@ -102,8 +106,21 @@ pub(super) async fn serve(
     entry: Arc<Entry>,
 ) {
     let _ = stream.set_nodelay(true);
-    entry.set_phase(Phase::Idle);
     let closing = pool.closing.clone();
+    let stream = match tls {
+        None => Socket::Plain(stream),
+        Some(acceptor) => {
+            entry.set_phase(Phase::Head);
+            match handshake(acceptor, stream, &shared, &closing).await {
+                Some(stream) => {
+                    entry.tls.store(true, Ordering::Relaxed);
+                    Socket::Tls(Box::new(stream))
+                }
+                None => return,
+            }
+        }
+    };
+    entry.set_phase(Phase::Idle);
     let evict = entry.evict.clone();
     let phase = entry.clone();
     let io = ConnIo {
@@ -180,7 +197,10 @@ pub(super) async fn serve(
                 let parts = connection.into_parts();
                 let io = parts.io.into_inner();
                 if parts.read_buf.is_empty() {
-                    park(io.stream, handover, &listener);
+                    // Always plain: `holds_place` refuses TLS connections.
+                    if let Socket::Plain(stream) = io.stream {
+                        park(stream, handover, &listener);
+                    }
                     return;
                 }
                 // Bytes of a next request came with the last one (pipelining): they cannot
@@ -234,6 +254,10 @@ where
 fn holds_place(entry: &Entry, handover: &Handover) -> bool {
     if entry.handover_place.load(Ordering::Relaxed) {
         return true;
+    }
+    // A TLS session is not carried over: such a connection closes as without a hand-over.
+    if entry.tls.load(Ordering::Relaxed) {
+        return false;
     }
     let taken = handover.reserve();
     entry.handover_place.store(taken, Ordering::Relaxed);
@@ -394,10 +418,109 @@ impl http_body::Body for TimedBody {
     }
 }
 
+/// Shakes hands on a connection of a TLS listener, within `server.header_read_timeout` (and
+/// within the close grace once a stop began); `None` when that fails, logged.
+async fn handshake(
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    shared: &Shared,
+    closing: &CancellationToken,
+) -> Option<TlsStream<TcpStream>> {
+    let limit = shared
+        .current
+        .load()
+        .config
+        .config
+        .server
+        .header_read_timeout;
+    let stopping = async {
+        closing.cancelled().await;
+        tokio::time::sleep(CLOSE_GRACE).await;
+    };
+    let failed = tokio::select! {
+        done = tokio::time::timeout(limit, acceptor.accept(stream)) => match done {
+            Ok(Ok(stream)) => {
+                metrics::global().record_tls_handshake("ok");
+                return Some(stream);
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("not done within server.header_read_timeout ({limit:?})"),
+        },
+        () = stopping => "not done when glint stopped".to_string(),
+    };
+    metrics::global().record_tls_handshake("failed");
+    tracing::debug!(error = %failed, "TLS handshake failed");
+    None
+}
+
+/// A connection's socket: plain, or TLS over it.
+enum Socket {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Socket {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Socket::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Socket::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Socket {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Socket::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Socket::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Socket::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Socket::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Socket::Plain(s) => s.is_write_vectored(),
+            Socket::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Socket::Plain(s) => Pin::new(s).poll_flush(cx),
+            Socket::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Socket::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Socket::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
 /// The connection's socket as hyper reads it: marks when a request's head begins and
 /// closes with 408 when the head is not complete within `server.header_read_timeout`.
 struct ConnIo {
-    stream: TcpStream,
+    stream: Socket,
     /// Bytes read from `stream` before this reader: read first.
     pending: Bytes,
     entry: Arc<Entry>,

@@ -36,6 +36,8 @@ pub struct Entry {
     /// Holds one of the stop's places in the fd store (`Handover::reserve`): goes to the
     /// next process once idle, so its responses do not ask the client to close.
     pub handover_place: AtomicBool,
+    /// A TLS connection: never parked.
+    pub tls: AtomicBool,
     /// Set once the connection is being parked for the next process: the end of its HTTP
     /// connection must leave the socket open (no FIN to the client).
     pub parking: AtomicBool,
@@ -145,6 +147,7 @@ impl Connections {
             since: AtomicU64::new(self.tick()),
             evict: CancellationToken::new(),
             handover_place: AtomicBool::new(false),
+            tls: AtomicBool::new(false),
             parking: AtomicBool::new(false),
             table: self.clone(),
         });

@@ -9,6 +9,7 @@ use http::HeaderValue;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::tls::Tls;
 use crate::app::App;
 use crate::config::LoadedConfig;
 
@@ -24,12 +25,16 @@ pub struct Generation {
     pub cut: CancellationToken,
     /// The id as a header value, made once rather than per response.
     pub header: HeaderValue,
+    /// `server.tls` as read for this generation: connections accepted while it is current
+    /// shake hands with it.
+    pub tls: Option<Arc<Tls>>,
 }
 
 impl Generation {
-    pub fn new(id: u64, app: App, config: LoadedConfig) -> Self {
+    pub fn new(id: u64, app: App, config: LoadedConfig, tls: Option<Arc<Tls>>) -> Self {
         Generation {
             id,
+            tls,
             tracker: app.tracker().clone(),
             cut: app.cut().clone(),
             app,

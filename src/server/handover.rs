@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::supervisor::Supervisor;
+use crate::metrics;
 
 /// What every parked connection's fd-store name starts with.
 pub const PREFIX: &str = "conn-";
@@ -127,6 +128,7 @@ impl Handover {
         let name = name(seq, SystemTime::now(), listener);
         self.supervisor.store_fd(&name, socket.as_fd())?;
         self.parked.fetch_add(1, Ordering::Relaxed);
+        metrics::global().record_handover("parked", 1);
         Ok(())
     }
 

@@ -13,7 +13,9 @@ pub mod status;
 pub mod supervisor;
 #[cfg(test)]
 mod tests;
+mod tls;
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -34,6 +36,7 @@ use status::{
     GenerationStatus, LastReload, ListenerStatus, PoolStatus, ReloadOutcome, StatusReport,
 };
 use supervisor::{LogLevel, Notice, Supervisor};
+use tls::{Tls, TlsError};
 
 /// What the lifecycle can be asked to do. Signals and the control socket become these.
 #[derive(Debug)]
@@ -70,6 +73,8 @@ pub enum ServerError {
     Config(#[from] ConfigError),
     #[error("metrics.listen = {0}: cannot listen: {1}")]
     Metrics(std::net::SocketAddr, std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +89,8 @@ enum ReloadError {
     Pool(std::io::Error),
     #[error(transparent)]
     App(#[from] AppError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// State every connection task sees.
@@ -149,6 +156,11 @@ pub async fn run(mut args: RunArgs) -> Result<(), ServerError> {
         &*args.supervisor,
     )?;
     config::check_exposure(&args.config, listeners.iter().map(|l| l.addr))?;
+    let named: Vec<(&str, SocketAddr)> = listeners
+        .iter()
+        .map(|l| (l.name.as_str(), l.addr))
+        .collect();
+    let tls = Tls::load(&settings.server.tls, &named)?;
     let metrics = match settings.metrics.listen {
         Some(addr) => {
             Some(MetricsEndpoint::start(addr).map_err(|e| ServerError::Metrics(addr, e))?)
@@ -158,7 +170,7 @@ pub async fn run(mut args: RunArgs) -> Result<(), ServerError> {
     let app = App::build(settings, 1, None).await?;
     let workers = settings.server.workers;
     let connections = Connections::new(max_connections(&settings.server));
-    let generation = Arc::new(Generation::new(1, app, args.config));
+    let generation = Arc::new(Generation::new(1, app, args.config, tls));
     generation.app.activate().await;
     let shared = Arc::new(Shared {
         current: ArcSwap::from(generation),
@@ -259,6 +271,8 @@ fn take_back(
         }
         supervisor.remove_fd(&name);
     }
+    metrics::global().record_handover("taken_back", served as u64);
+    metrics::global().record_handover("closed", closed as u64);
     tracing::info!(
         served,
         closed,
@@ -376,6 +390,14 @@ impl Lifecycle {
             .filter(|l| !change.removed.contains(&l.name))
             .map(|l| l.addr);
         config::check_exposure(&loaded, kept.chain(change.added.iter().map(|l| l.addr)))?;
+        let named: Vec<(&str, SocketAddr)> = self
+            .listeners
+            .iter()
+            .filter(|l| !change.removed.contains(&l.name))
+            .chain(change.added.iter())
+            .map(|l| (l.name.as_str(), l.addr))
+            .collect();
+        let tls = Tls::load(&settings.server.tls, &named)?;
         let metrics_move = match (settings.metrics.listen, &self.metrics) {
             (None, None) => MetricsMove::Keep,
             (None, Some(_)) => MetricsMove::Stop,
@@ -419,7 +441,7 @@ impl Lifecycle {
         if let Err(e) = self.log_level.set_level(&settings.log.level) {
             tracing::warn!(error = %e, "log.level not applied");
         }
-        let generation = Arc::new(Generation::new(generation_id, app, loaded));
+        let generation = Arc::new(Generation::new(generation_id, app, loaded, tls));
         let old = self.shared.current.swap(generation.clone());
         generation.app.activate().await;
         let pool_rebuilt = new_pool.is_some();
@@ -557,6 +579,10 @@ impl Lifecycle {
                     name: l.name.clone(),
                     addr: l.addr,
                     origin: l.origin,
+                    tls: current
+                        .tls
+                        .as_ref()
+                        .is_some_and(|t| t.on(&l.name).is_some()),
                 })
                 .collect(),
             connections_open,

@@ -119,8 +119,12 @@ impl WorkerPool {
                             entry = shared.connections.admit() => entry,
                             _ = stop.cancelled() => shared.connections.admit_over_cap(),
                         };
+                        // The generation current at accept decides: TLS, and with which
+                        // certificate.
+                        let tls = shared.current.load().tls.as_ref().and_then(|t| t.on(&name));
                         connections.spawn(conn::serve(
                             stream,
+                            tls,
                             peer,
                             name.clone(),
                             shared.clone(),
@@ -141,7 +145,7 @@ impl WorkerPool {
     }
 
     /// Serves a connection a previous process parked (`handover`) as if this pool had
-    /// accepted it. Taken back over `server.max_connections` if need be: refusing it would
+    /// accepted it (plain HTTP: TLS connections are never parked). Taken back over `server.max_connections` if need be: refusing it would
     /// close a client's connection.
     pub fn adopt(
         &self,
@@ -161,6 +165,7 @@ impl WorkerPool {
         let state = self.state.clone();
         handle.spawn(self.connections.track_future(conn::serve(
             stream,
+            None,
             peer,
             listener.into(),
             shared,

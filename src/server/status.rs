@@ -58,6 +58,8 @@ pub struct ListenerStatus {
     pub name: String,
     pub addr: SocketAddr,
     pub origin: Origin,
+    /// Whether it speaks TLS (`server.tls`).
+    pub tls: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
