@@ -182,7 +182,7 @@ async fn a_connection_busy_at_stop_is_handed_over_after_its_response() {
 
 /// Beyond `server.handover_connections` connections close at stop as without a hand-over;
 /// a parked connection older than the deadline when the next process starts is closed, not
-/// served, and taken out of the store all the same.
+/// served, and taken out of the store all the same; without `$FDSTORE` nothing is parked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_budget_and_the_deadline_bound_what_is_handed_over() {
     let mut sd = FakeSystemd::new();
@@ -204,7 +204,7 @@ async fn the_budget_and_the_deadline_bound_what_is_handed_over() {
         .iter_mut()
         .find(|(name, _)| name.starts_with("conn-"))
         .expect("a parked connection");
-    entry.0 = "conn-0-1000-api".into();
+    entry.0 = "conn-0-1000".into();
     sd.start().await;
     let mut answered = 0;
     for conn in &mut conns {
@@ -220,6 +220,16 @@ async fn the_budget_and_the_deadline_bound_what_is_handed_over() {
     assert!(parked(&sd).is_empty(), "{:?}", sd.fd_store);
     assert!(sd.logs().contains("served=1 closed=1"), "{}", sd.logs());
     assert_eq!(sd.stop().await, 0);
+
+    // A service manager that does not say it keeps an fd store ($FDSTORE) gets nothing: a
+    // store that is not there would drop the connection.
+    sd.env.retain(|(key, _)| key != "FDSTORE");
+    sd.write_config(&config(""));
+    sd.start().await;
+    let mut conn = Conn::open(addr).await.expect("connect");
+    assert_eq!(conn.get("/versions").await.expect("served").status, 200);
+    assert_eq!(sd.stop().await, 0);
+    assert!(parked(&sd).is_empty(), "{:?}", sd.fd_store);
 }
 
 /// Without feature `testing` the test that holds a request open across the stop is not

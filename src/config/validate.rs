@@ -16,6 +16,9 @@ use super::types::{
 
 /// Upper bound on `server.workers`: more threads than this is a typo, not a tuning.
 const MAX_WORKERS: usize = 1024;
+/// Upper bound on `server.handover_connections`: their fd-store names, passed back in
+/// `LISTEN_FDNAMES`, must stay within an environment string's 128 KiB.
+const MAX_HANDOVER: usize = 5000;
 /// The longest duration a key takes: a year.
 const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
@@ -131,6 +134,16 @@ pub(super) fn validate(loaded: &LoadedConfig) -> Result<(), ConfigError> {
         return Err(invalid(
             "server.max_connections",
             "must be at least 1 (leave it out for a share of the file descriptor limit)".into(),
+        ));
+    }
+    if config.server.handover_connections > MAX_HANDOVER {
+        return Err(invalid(
+            "server.handover_connections",
+            format!(
+                "must be at most {MAX_HANDOVER} (systemd passes the parked connections' names in \
+                 one environment variable, LISTEN_FDNAMES), got {}",
+                config.server.handover_connections
+            ),
         ));
     }
     if config.server.max_transfers == 0 {

@@ -100,7 +100,6 @@ pub(super) async fn serve(
     stream: TcpStream,
     tls: Option<TlsAcceptor>,
     peer: SocketAddr,
-    listener: Arc<str>,
     shared: Arc<Shared>,
     pool: Arc<PoolState>,
     entry: Arc<Entry>,
@@ -199,7 +198,7 @@ pub(super) async fn serve(
                 if parts.read_buf.is_empty() {
                     // Always plain: `holds_place` refuses TLS connections.
                     if let Socket::Plain(stream) = io.stream {
-                        park(stream, handover, &listener);
+                        park(stream, handover);
                     }
                     return;
                 }
@@ -265,10 +264,8 @@ fn holds_place(entry: &Entry, handover: &Handover) -> bool {
 }
 
 /// Hands `stream` to the fd store for the next process; closed if that fails.
-fn park(stream: TcpStream, handover: &Handover, listener: &str) {
-    let parked = stream
-        .into_std()
-        .and_then(|socket| handover.park(&socket, listener));
+fn park(stream: TcpStream, handover: &Handover) {
+    let parked = stream.into_std().and_then(|socket| handover.park(&socket));
     if let Err(e) = parked {
         handover.release();
         tracing::warn!(error = %e, "cannot park a connection for the next process; closed");

@@ -26,34 +26,22 @@ pub const PREFIX: &str = "conn-";
 /// request it sent that long ago is better refused by the close than carried out late.
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
-/// The fd-store name of a parked connection: `conn-<seq>-<parked at, ms since the epoch>-
-/// <listener>`. The listener's name is last, since it may hold `-`; the peer and local
-/// addresses come from the socket itself.
-pub fn name(seq: u64, parked_at: SystemTime, listener: &str) -> String {
-    let millis = parked_at
+/// The fd-store name of a parked connection: `conn-<seq>-<parked at, seconds since the
+/// epoch>`. Short, because systemd passes every name in one environment variable
+/// (`LISTEN_FDNAMES`, at most 128 KiB): 4096 of them take about 86 KB. Which listener and
+/// which peer come from the socket itself; the next process has one pool.
+pub fn name(seq: u64, parked_at: SystemTime) -> String {
+    let secs = parked_at
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    format!("{PREFIX}{seq}-{millis}-{listener}")
+        .map_or(0, |d| d.as_secs());
+    format!("{PREFIX}{seq}-{secs}")
 }
 
-/// What a parked connection's name says.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Parked {
-    pub parked_at: SystemTime,
-    pub listener: String,
-}
-
-/// Reads a name `name` wrote; `None` for anything else.
-pub fn parse(name: &str) -> Option<Parked> {
-    let rest = name.strip_prefix(PREFIX)?;
-    let mut parts = rest.splitn(3, '-');
-    parts.next()?.parse::<u64>().ok()?;
-    let millis: u64 = parts.next()?.parse().ok()?;
-    let listener = parts.next()?.to_string();
-    Some(Parked {
-        parked_at: UNIX_EPOCH + Duration::from_millis(millis),
-        listener,
-    })
+/// When a connection was parked, from the name `name` gave it; `None` for any other name.
+pub fn parked_at(name: &str) -> Option<SystemTime> {
+    let (seq, secs) = name.strip_prefix(PREFIX)?.split_once('-')?;
+    seq.parse::<u64>().ok()?;
+    Some(UNIX_EPOCH + Duration::from_secs(secs.parse().ok()?))
 }
 
 /// A connection the service manager passed back, under its fd-store name.
@@ -75,11 +63,10 @@ pub enum Refused {
 }
 
 impl PassedConnection {
-    /// The connection as a socket to serve, with the listener it came through, or why it
-    /// is closed instead.
-    pub fn take(self, now: SystemTime) -> Result<(TcpStream, String), Refused> {
-        let parked = parse(&self.name).ok_or(Refused::Name)?;
-        let age = now.duration_since(parked.parked_at).unwrap_or_default();
+    /// The connection as a socket to serve, or why it is closed instead.
+    pub fn take(self, now: SystemTime) -> Result<TcpStream, Refused> {
+        let parked_at = parked_at(&self.name).ok_or(Refused::Name)?;
+        let age = now.duration_since(parked_at).unwrap_or_default();
         if age > DEADLINE {
             return Err(Refused::Stale(age));
         }
@@ -87,7 +74,7 @@ impl PassedConnection {
         // A listener, or a socket whose peer reset meanwhile, has no peer.
         stream.peer_addr().map_err(Refused::Socket)?;
         stream.set_nonblocking(true).map_err(Refused::Socket)?;
-        Ok((stream, parked.listener))
+        Ok(stream)
     }
 }
 
@@ -122,10 +109,10 @@ impl Handover {
         self.left.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Parks `socket`, which came through `listener`. The caller closes its own fd after.
-    pub fn park(&self, socket: impl AsFd, listener: &str) -> io::Result<()> {
+    /// Parks `socket`. The caller closes its own fd after.
+    pub fn park(&self, socket: impl AsFd) -> io::Result<()> {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-        let name = name(seq, SystemTime::now(), listener);
+        let name = name(seq, SystemTime::now());
         self.supervisor.store_fd(&name, socket.as_fd())?;
         self.parked.fetch_add(1, Ordering::Relaxed);
         metrics::global().record_handover("parked", 1);
@@ -143,23 +130,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_name_says_when_and_through_which_listener() {
-        let at = UNIX_EPOCH + Duration::from_millis(1_795_000_000_123);
-        let written = name(7, at, "tcp-127.0.0.1_9292");
-        assert_eq!(written, "conn-7-1795000000123-tcp-127.0.0.1_9292");
-        assert_eq!(
-            parse(&written),
-            Some(Parked {
-                parked_at: at,
-                listener: "tcp-127.0.0.1_9292".into()
-            })
-        );
-        assert!(
-            written.len() < 255 && !written.contains(':'),
-            "a valid FDNAME"
-        );
-        for other in ["api", "conn-", "conn-x-1-api", "conn-1-x-api", "conn-1-2"] {
-            assert_eq!(parse(other), None, "{other}");
+    fn a_name_says_when() {
+        let at = UNIX_EPOCH + Duration::from_secs(1_795_000_000);
+        let written = name(4095, at);
+        assert_eq!(written, "conn-4095-1795000000");
+        assert_eq!(parked_at(&written), Some(at));
+        assert!(!written.contains(':'), "a valid FDNAME");
+        for other in [
+            "api",
+            "conn-",
+            "conn-x-1",
+            "conn-1-x",
+            "conn-1",
+            "tcp-127.0.0.1_9292",
+        ] {
+            assert_eq!(parked_at(other), None, "{other}");
         }
     }
 
@@ -187,7 +172,7 @@ mod tests {
     fn a_connection_parked_too_long_ago_is_refused() {
         let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
         let passed = PassedConnection {
-            name: name(1, SystemTime::now() - DEADLINE * 2, "api"),
+            name: name(1, SystemTime::now() - DEADLINE * 2),
             fd: OwnedFd::from(a),
         };
         assert!(matches!(

@@ -254,14 +254,13 @@ fn take_back(
     let (mut served, mut closed) = (0_usize, 0_usize);
     for connection in parked {
         let name = connection.name.clone();
-        let adopted =
-            connection
-                .take(now)
-                .map_err(|e| e.to_string())
-                .and_then(|(stream, listener)| {
-                    pool.adopt(stream, &listener, shared.clone())
-                        .map_err(|e| e.to_string())
-                });
+        let adopted = connection
+            .take(now)
+            .map_err(|e| e.to_string())
+            .and_then(|stream| {
+                pool.adopt(stream, shared.clone())
+                    .map_err(|e| e.to_string())
+            });
         match adopted {
             Ok(()) => served += 1,
             Err(reason) => {
@@ -680,7 +679,8 @@ impl Lifecycle {
     }
 
     /// How many connections the stop may park: `server.handover_connections`, within what
-    /// the fd store has room for beside the listeners kept there; 0 without a store.
+    /// the fd store has room for beside the listeners kept there; 0 when the supervisor
+    /// says of no store.
     fn handover_budget(&self) -> usize {
         let Some(capacity) = self.supervisor.fd_store_capacity() else {
             return 0;

@@ -99,7 +99,7 @@ impl WorkerPool {
         let cancel = stop.clone();
         let connections = self.connections.clone();
         let state = self.state.clone();
-        let name: Arc<str> = Arc::from(listener.name.as_str());
+        let name = listener.name.clone();
         let task = handle.spawn(self.acceptors.track_future(async move {
             loop {
                 let accepted = tokio::select! {
@@ -126,7 +126,6 @@ impl WorkerPool {
                             stream,
                             tls,
                             peer,
-                            name.clone(),
                             shared.clone(),
                             state.clone(),
                             entry,
@@ -147,12 +146,7 @@ impl WorkerPool {
     /// Serves a connection a previous process parked (`handover`) as if this pool had
     /// accepted it (plain HTTP: TLS connections are never parked). Taken back over `server.max_connections` if need be: refusing it would
     /// close a client's connection.
-    pub fn adopt(
-        &self,
-        stream: std::net::TcpStream,
-        listener: &str,
-        shared: Arc<Shared>,
-    ) -> io::Result<()> {
+    pub fn adopt(&self, stream: std::net::TcpStream, shared: Arc<Shared>) -> io::Result<()> {
         let handle = self
             .handle()
             .ok_or_else(|| io::Error::other("worker pool already shut down"))?;
@@ -163,15 +157,10 @@ impl WorkerPool {
         };
         let entry = shared.connections.admit_over_cap();
         let state = self.state.clone();
-        handle.spawn(self.connections.track_future(conn::serve(
-            stream,
-            None,
-            peer,
-            listener.into(),
-            shared,
-            state,
-            entry,
-        )));
+        handle.spawn(
+            self.connections
+                .track_future(conn::serve(stream, None, peer, shared, state, entry)),
+        );
         Ok(())
     }
 

@@ -24,8 +24,8 @@ pub trait Supervisor: Send + Sync + 'static {
     /// Sends the notices as one message. Failures are logged by the implementation:
     /// a supervisor that cannot be told is not a reason to stop serving.
     fn notify(&self, notices: &[Notice]);
-    /// How many fds the store keeps in all: `None` without a store, `usize::MAX` when the
-    /// manager does not say (systemd before 254 does not pass `$FDSTORE`).
+    /// How many fds the store keeps in all; `None` when the manager does not say it has one
+    /// (fds sent to a store that is not there are dropped).
     fn fd_store_capacity(&self) -> Option<usize>;
     /// Keeps `fd` under `name` so that the next process of this service receives it.
     fn store_fd(&self, name: &str, fd: BorrowedFd<'_>) -> io::Result<()>;

@@ -58,12 +58,14 @@ impl Supervisor for Systemd {
 
     fn fd_store_capacity(&self) -> Option<usize> {
         std::env::var_os("NOTIFY_SOCKET")?;
-        // `$FDSTORE` is `FileDescriptorStoreMax=` (systemd >= 254); unset, the store is
-        // there but its size unknown.
-        match std::env::var("FDSTORE") {
-            Ok(max) => max.parse().ok().filter(|&n| n > 0),
-            Err(_) => Some(usize::MAX),
-        }
+        // `$FDSTORE` is `FileDescriptorStoreMax=` (systemd >= 254; the package's drop-in for
+        // older systemd sets it). Without it there may be no store at all, and systemd
+        // drops what it is sent: a connection parked there would be lost.
+        std::env::var("FDSTORE")
+            .ok()?
+            .parse()
+            .ok()
+            .filter(|&n| n > 0)
     }
 
     fn store_fd(&self, name: &str, fd: BorrowedFd<'_>) -> io::Result<()> {

@@ -3,13 +3,20 @@ listening socket and passes it in as fd 3 (LISTEN_FDS/LISTEN_PID/LISTEN_FDNAMES)
 bound, released and bound again, and reads READY/RELOADING from a NOTIFY_SOCKET of its own.
 What goes in the config is the subclass's `write_config`. `stop()` then `start()` is a restart
 as systemd's socket unit makes it: the socket stays open here meanwhile, so connections wait in
-its backlog for the new process."""
+its backlog for the new process. Like systemd 254 with an fd store (`$FDSTORE`), it keeps the
+fds glint stores (FDSTORE=1: keep-alive connections parked at stop) and passes them to the
+next start after the socket."""
 
 import contextlib
+import fcntl
 import os
 import signal
 import socket
 import subprocess
+import time
+
+# What the packaged unit's FileDescriptorStoreMax= is.
+FD_STORE_MAX = 4352
 
 
 def listening_socket(host="127.0.0.1"):
@@ -32,21 +39,35 @@ class ActivatedGlint:
         self.config = os.path.join(workdir, "glint.toml")
         self.log = os.path.join(workdir, "glint.log")
         self.notify_path = os.path.join(workdir, "notify.sock")
+        self.store = {}  # FDNAME -> fd, across restarts
         self._launch(log_mode="w")
 
     def _launch(self, log_mode):
         self.write_config()
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify.bind(self.notify_path)
-        env = dict(os.environ, NOTIFY_SOCKET=self.notify_path, LISTEN_FDS="1", LISTEN_FDNAMES="api")
+        names = ["api", *self.store]
+        # Out of the way of 3, 4, ... first, then placed there in the child.
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3 + len(names))
+                for fd in [self.sock.fileno(), *self.store.values()]]
+
+        def place():
+            for i, fd in enumerate(high):
+                os.dup2(fd, 3 + i)
+
+        env = dict(os.environ, NOTIFY_SOCKET=self.notify_path, FDSTORE=str(FD_STORE_MAX),
+                   LISTEN_FDS=str(len(names)), LISTEN_FDNAMES=":".join(names))
         for key in ("JOURNAL_STREAM", "STATE_DIRECTORY", "RUNTIME_DIRECTORY"):
             env.pop(key, None)
-        fd = self.sock.fileno()
-        with open(self.log, log_mode) as log:
-            self.proc = subprocess.Popen(
-                ["sh", "-c", f'exec 3<&{fd}; LISTEN_PID=$$ exec "$0" serve --config "$1"',
-                 self.binary, self.config],
-                env=env, pass_fds=(fd,), stderr=log)
+        try:
+            with open(self.log, log_mode) as log:
+                self.proc = subprocess.Popen(
+                    ["sh", "-c", 'LISTEN_PID=$$ exec "$0" serve --config "$1"',
+                     self.binary, self.config],
+                    env=env, preexec_fn=place, close_fds=False, stderr=log)
+        finally:
+            for fd in high:
+                os.close(fd)
         self.wait_for("READY=1")
 
     def start(self):
@@ -60,10 +81,21 @@ class ActivatedGlint:
         raise NotImplementedError("a subclass says what glint is configured with")
 
     def wait_for(self, line, timeout=60):
+        """Reads notifications (keeping the fds they store) until one has `line`."""
         self.notify.settimeout(timeout)
         while True:
-            message = self.notify.recv(4096).decode()
-            if line in message.splitlines():
+            data, fds, _, _ = socket.recv_fds(self.notify, 4096, 16)
+            message = data.decode()
+            lines = message.splitlines()
+            name = next((l[len("FDNAME="):] for l in lines if l.startswith("FDNAME=")), "stored")
+            if "FDSTORE=1" in lines or "FDSTOREREMOVE=1" in lines:
+                with contextlib.suppress(KeyError):
+                    os.close(self.store.pop(name))
+            if "FDSTORE=1" in lines and fds:
+                self.store[name] = fds.pop()
+            for fd in fds:
+                os.close(fd)
+            if line in lines:
                 return message
 
     def reload(self):
@@ -80,6 +112,15 @@ class ActivatedGlint:
         workdir) binds it again."""
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(timeout=60)
+        self.close_notify()
+
+    def close_notify(self):
+        """After the process exited: keeps every fd it stored, then closes NOTIFY_SOCKET."""
+        # Datagrams queue in order: after this one, every fd it stored has been kept.
+        marker = f"HARNESS_EXITED={time.monotonic_ns()}"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.sendto(marker.encode(), self.notify_path)
+        self.wait_for(marker)
         self.notify.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.notify_path)

@@ -83,9 +83,10 @@ impl FakeSystemd {
         std::thread::spawn(move || read_notifications(socket, tx));
         // With TEST_DATABASE_SERVER set, every start uses a fresh database of this test's
         // own on that server (as the config's env layer, over any file).
-        let env = fresh_database()
-            .map(|url| vec![("GLINT_DATABASE__URL".to_string(), url)])
-            .unwrap_or_default();
+        // Like systemd >= 254 with `FileDescriptorStoreMax=4352`: the store's size in
+        // `$FDSTORE`.
+        let mut env = vec![("FDSTORE".to_string(), "4352".to_string())];
+        env.extend(fresh_database().map(|url| ("GLINT_DATABASE__URL".to_string(), url)));
         FakeSystemd {
             dir,
             notifications: rx,

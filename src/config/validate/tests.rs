@@ -165,6 +165,27 @@ fn bad_values_name_the_file_and_the_key() {
 
     let err = load(&source_with(dir.path(), Some("[log]\nlevel = \"=x=\"\n"))).unwrap_err();
     assert!(err.to_string().contains("log.level"), "{err}");
+
+    let err = load(&source_with(
+        dir.path(),
+        Some("[server]\nhandover_connections = 5001\n"),
+    ))
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("server.handover_connections"),
+        "{err}"
+    );
+
+    for (tls, named) in [
+        ("cert = \"c.pem\"\n", "server.tls.key"),
+        ("key = \"k.pem\"\n", "server.tls.cert"),
+        ("client_ca = \"ca.pem\"\n", "server.tls.client_ca"),
+        ("listeners = [\"api\"]\n", "server.tls.listeners"),
+    ] {
+        let text = format!("[server.tls]\n{tls}");
+        let err = load(&source_with(dir.path(), Some(&text))).unwrap_err();
+        assert!(err.to_string().contains(named), "{tls}: {err}");
+    }
 }
 
 #[test]
