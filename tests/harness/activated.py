@@ -111,11 +111,17 @@ class ActivatedGlint:
         The notify socket is closed and removed, so that start() (or another instance in this
         workdir) binds it again."""
         self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=60)
-        self.close_notify()
+        self.close_notify(timeout=60)
 
-    def close_notify(self):
-        """After the process exited: keeps every fd it stored, then closes NOTIFY_SOCKET."""
+    def close_notify(self, timeout=60):
+        """Keeps every fd the process stores until it has exited (reading as systemd does,
+        while it runs: a full queue would block it), then closes NOTIFY_SOCKET."""
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"glint (pid {self.proc.pid}) still runs after {timeout} s")
+            with contextlib.suppress(TimeoutError):
+                self.wait_for("HARNESS_NEVER", timeout=0.05)
         # Datagrams queue in order: after this one, every fd it stored has been kept.
         marker = f"HARNESS_EXITED={time.monotonic_ns()}"
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
