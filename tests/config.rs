@@ -67,7 +67,7 @@ fn server() -> impl Strategy<Value = ServerConfig> {
         1..=1024usize,
         (duration(), duration(), duration(), duration(), duration()),
         1..64usize,
-        (proptest::option::of(1..100_000usize), 0..10_000usize),
+        (proptest::option::of(1..100_000usize), 0..=5000usize),
         1..256usize,
     )
         .prop_map(
