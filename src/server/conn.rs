@@ -198,7 +198,7 @@ pub(super) async fn serve(
                 if parts.read_buf.is_empty() {
                     // Always plain: `holds_place` refuses TLS connections.
                     if let Socket::Plain(stream) = io.stream {
-                        park(stream, handover);
+                        park(stream, &shared).await;
                     }
                     return;
                 }
@@ -263,11 +263,23 @@ fn holds_place(entry: &Entry, handover: &Handover) -> bool {
     taken
 }
 
-/// Hands `stream` to the fd store for the next process; closed if that fails.
-fn park(stream: TcpStream, handover: &Handover) {
-    let parked = stream.into_std().and_then(|socket| handover.park(&socket));
-    if let Err(e) = parked {
-        handover.release();
+/// Hands `stream` to the fd store for the next process; closed if that fails. On the
+/// blocking pool: telling the supervisor is a blocking `sendmsg`, which waits while its
+/// queue is full.
+async fn park(stream: TcpStream, shared: &Arc<Shared>) {
+    let shared = shared.clone();
+    let parked = tokio::task::spawn_blocking(move || {
+        let Some(handover) = shared.handover() else {
+            return Ok(());
+        };
+        let parked = stream.into_std().and_then(|socket| handover.park(&socket));
+        if parked.is_err() {
+            handover.release();
+        }
+        parked
+    })
+    .await;
+    if let Ok(Err(e)) = parked {
         tracing::warn!(error = %e, "cannot park a connection for the next process; closed");
     }
 }

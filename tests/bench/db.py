@@ -223,8 +223,7 @@ class Node(ActivatedGlint):
             say(f"glint (pid {self.proc.pid}) still running 60 s after SIGTERM: killed")
             self.proc.kill()
             self.proc.wait()
-        self.close_notify()
-        os.unlink(os.path.join(self.workdir, "notify.sock"))  # a restarted node binds it again
+        self.close_notify()  # and removes it: a restarted node binds it again
         with open(self.log) as f:
             lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).rstrip() for line in f]  # text logs are coloured
         return [line for line in lines if " WARN " in line or " ERROR " in line]

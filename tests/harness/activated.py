@@ -115,7 +115,7 @@ class ActivatedGlint:
 
     def close_notify(self, timeout=60):
         """Keeps every fd the process stores until it has exited (reading as systemd does,
-        while it runs: a full queue would block it), then closes NOTIFY_SOCKET."""
+        while it runs: a full queue would block it), then closes and removes NOTIFY_SOCKET."""
         deadline = time.monotonic() + timeout
         while self.proc.poll() is None:
             if time.monotonic() > deadline:
