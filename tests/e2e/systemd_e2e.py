@@ -20,6 +20,7 @@ import random
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -552,6 +553,10 @@ def scenario(box, port, standalone_port):
     status = json.loads(box.run(["glint", "ctl", "status", "--socket", "/run/glint-standalone/control.sock"]).stdout)
     check(status["listeners"][0]["origin"] == "fd-store", "the restarted process took its listener back from the fd store")
 
+    # Native TLS under the packaged unit: the key passed by LoadCredential= (readable by root
+    # only), then rotated by reload with a key file of group glint; back to plain after.
+    tls_scenario(box, port)
+
     # journald fields.
     get(port, "/v2/nothing")
     journal = box.run(["journalctl", "-u", "glint.service", "-o", "json", "--no-pager"]).stdout
@@ -566,6 +571,86 @@ def scenario(box, port, standalone_port):
     log(f"systemd-analyze security glint.service: {line[0].strip() if line else 'no figure'}")
     check(exposure <= 2.0, f"exposure {exposure} <= 2.0")
     check(box.systemctl("is-failed", "glint.service", check=False).stdout.strip() != "failed", "glint.service never failed")
+
+
+def make_certificates(dir):
+    """A CA and two certificates for 127.0.0.1 it signed (`first`, `second`), made by openssl."""
+    def openssl(*args):
+        subprocess.run(["openssl", *args], cwd=dir, check=True, capture_output=True)
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=glint e2e CA")
+    with open(os.path.join(dir, "ext.cnf"), "w") as f:
+        f.write("subjectAltName = IP:127.0.0.1\n")
+    for name in ("first", "second"):
+        openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", "ext.cnf")
+
+
+def served_certificate(port, ca):
+    """The certificate glint presents on `port` (DER), after a GET /versions over TLS that
+    must answer 200."""
+    context = ssl.create_default_context(cafile=ca)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            der = tls.getpeercert(binary_form=True)
+            tls.sendall(b"GET /versions HTTP/1.1\r\nHost: glint\r\nConnection: close\r\n\r\n")
+            answer = tls.recv(64)
+    if not answer.startswith(b"HTTP/1.1 200"):
+        raise RuntimeError(f"GET /versions over TLS: {answer!r}")
+    return der
+
+
+def tls_scenario(box, port):
+    with tempfile.TemporaryDirectory() as made:
+        make_certificates(made)
+        pems = {}
+        for name in ("first", "second"):
+            for ext in ("pem", "key"):
+                with open(os.path.join(made, f"{name}.{ext}")) as f:
+                    pems[f"{name}.{ext}"] = f.read()
+        der = {name: ssl.PEM_cert_to_DER_cert(pems[f"{name}.pem"]) for name in ("first", "second")}
+        box.write("/etc/glint/tls/cert.pem", pems["first.pem"])
+        box.write("/etc/glint/tls/root.key", pems["first.key"])
+        box.run(["chmod", "600", "/etc/glint/tls/root.key"])
+        box.write("/etc/systemd/system/glint.service.d/60-tls.conf",
+                  "[Service]\nLoadCredential=tls.key:/etc/glint/tls/root.key\n")
+        box.write("/etc/glint/conf.d/80-tls.toml",
+                  '[server.tls]\ncert = "/etc/glint/tls/cert.pem"\n'
+                  'key = "/run/credentials/glint.service/tls.key"\n')
+        box.systemctl("daemon-reload")
+        box.systemctl("restart", "glint")
+        try:
+            first = served_certificate(port, os.path.join(made, "ca.pem"))
+        except (OSError, RuntimeError) as e:
+            first = repr(e)
+        check(first == der["first"], "TLS with the key from LoadCredential= (a root-only file) under "
+              f"the packaged unit: the configured certificate is served ({'yes' if first == der['first'] else first})")
+
+        # Rotation by reload: new files under the same names, the key readable by group glint.
+        box.write("/etc/glint/tls/cert.pem", pems["second.pem"])
+        box.write("/etc/glint/tls/glint.key", pems["second.key"])
+        box.run(["chmod", "640", "/etc/glint/tls/glint.key"])
+        box.run(["chgrp", "glint", "/etc/glint/tls/glint.key"])
+        box.write("/etc/glint/conf.d/80-tls.toml",
+                  '[server.tls]\ncert = "/etc/glint/tls/cert.pem"\nkey = "/etc/glint/tls/glint.key"\n')
+        reloaded = box.systemctl("reload", "glint", check=False).returncode
+        text = status_text(box)
+        try:
+            second = served_certificate(port, os.path.join(made, "ca.pem"))
+        except (OSError, RuntimeError) as e:
+            second = repr(e)
+        check(reloaded == 0 and text.startswith("serving generation") and second == der["second"],
+              f"systemctl reload rotates the certificate: exit {reloaded}, {text!r}, "
+              f"new certificate served: {'yes' if second == der['second'] else second}")
+
+        box.run(["rm", "-r", "/etc/glint/conf.d/80-tls.toml", "/etc/glint/tls",
+                 "/etc/systemd/system/glint.service.d/60-tls.conf"])
+        box.systemctl("daemon-reload")
+        box.systemctl("restart", "glint")
+        status, _ = get(port)
+        check(status == 200, "plain HTTP again once [server.tls] is gone")
 
 
 def main():
