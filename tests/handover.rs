@@ -180,6 +180,49 @@ async fn a_connection_busy_at_stop_is_handed_over_after_its_response() {
     assert_eq!(sd.stop().await, 0);
 }
 
+/// Bytes of a next request read together with the last response's request (a pipelining
+/// client) cannot go back into the socket: that connection is not parked, its request is
+/// served by the stopping process with `Connection: close`.
+#[cfg(feature = "testing")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pipelined_request_already_read_is_served_before_the_close() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut sd = FakeSystemd::new();
+    let addr = sd.add_socket_unit("api");
+    sd.write_config(&config(""));
+    sd.start().await;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(b"GET /_glint/sleep/500 HTTP/1.1\r\nHost: g\r\n\r\nGET /versions HTTP/1.1\r\nHo")
+        .await
+        .expect("write");
+    in_flight_at_least(&sd, 1).await;
+    sd.signal(nix::sys::signal::Signal::SIGTERM);
+    let mut seen = Vec::new();
+    let mut buf = [0_u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("slept") {
+        let n = stream.read(&mut buf).await.expect("read");
+        assert!(n > 0, "closed before the first response");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    stream
+        .write_all(b"st: g\r\n\r\n")
+        .await
+        .expect("write the rest");
+    let mut rest = Vec::new();
+    stream
+        .read_to_end(&mut rest)
+        .await
+        .expect("read to the close");
+    let rest = String::from_utf8_lossy(&rest).to_lowercase();
+    assert!(
+        rest.starts_with("http/1.1 200") && rest.contains("connection: close"),
+        "{rest}"
+    );
+    assert_eq!(sd.wait_exit().await, 0);
+    assert!(parked(&sd).is_empty(), "{:?}", sd.fd_store);
+}
+
 /// Beyond `server.handover_connections` connections close at stop as without a hand-over;
 /// a parked connection older than the deadline when the next process starts is closed, not
 /// served, and taken out of the store all the same; without `$FDSTORE` nothing is parked.
@@ -239,8 +282,9 @@ async fn the_budget_and_the_deadline_bound_what_is_handed_over() {
 #[test]
 fn needs_feature_testing() {
     panic!(
-        "not run: a_connection_busy_at_stop_is_handed_over_after_its_response \
-         (tests/handover.rs). It holds a request open through /_glint/drip, which glint serves \
-         only when built with feature `testing`. Run `cargo test --features testing`."
+        "not run: a_connection_busy_at_stop_is_handed_over_after_its_response, \
+         a_pipelined_request_already_read_is_served_before_the_close (tests/handover.rs). They \
+         hold a request open through /_glint/drip and /_glint/sleep, which glint serves only \
+         when built with feature `testing`. Run `cargo test --features testing`."
     );
 }

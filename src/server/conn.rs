@@ -205,6 +205,7 @@ pub(super) async fn serve(
                 // Bytes of a next request came with the last one (pipelining): they cannot
                 // go back into the socket, so that request is served here, closing after.
                 handover.release();
+                phase.handover_place.store(false, Ordering::Relaxed);
                 phase.parking.store(false, Ordering::Relaxed);
                 let io = ConnIo { pending: parts.read_buf, ..io };
                 let last = hyper::server::conn::http1::Builder::new()
