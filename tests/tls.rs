@@ -206,6 +206,19 @@ fn tls_config(extra: &str) -> String {
     )
 }
 
+/// `certs/` beside the config: a CA, the certificates `leaves` it signed, and the first of
+/// them installed as `served`.
+fn certificates(sd: &FakeSystemd, leaves: &[&str]) -> PathBuf {
+    let certs = sd.path("certs");
+    std::fs::create_dir(&certs).expect("certs dir");
+    make_ca(&certs);
+    for leaf in leaves {
+        make_leaf(&certs, leaf);
+    }
+    install(&certs, leaves[0]);
+    certs
+}
+
 fn install(dir: &Path, name: &str) {
     for ext in ["pem", "key"] {
         std::fs::copy(
@@ -224,12 +237,7 @@ fn install(dir: &Path, name: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_reload_rotates_the_certificate_under_load() {
     let mut sd = FakeSystemd::new();
-    let certs: PathBuf = sd.path("certs");
-    std::fs::create_dir(&certs).expect("certs dir");
-    make_ca(&certs);
-    make_leaf(&certs, "first");
-    make_leaf(&certs, "second");
-    install(&certs, "first");
+    let certs = certificates(&sd, &["first", "second"]);
     let (first, second) = (
         der(&certs.join("first.pem")),
         der(&certs.join("second.pem")),
@@ -319,12 +327,7 @@ async fn a_reload_rotates_the_certificate_under_load() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn client_certificates_and_tls_on_some_listeners() {
     let mut sd = FakeSystemd::new();
-    let certs: PathBuf = sd.path("certs");
-    std::fs::create_dir(&certs).expect("certs dir");
-    make_ca(&certs);
-    make_leaf(&certs, "first");
-    make_leaf(&certs, "client");
-    install(&certs, "first");
+    let certs = certificates(&sd, &["first", "client"]);
     let plain = sd.add_socket_unit("api");
     let secure = sd.add_socket_unit("secure");
     let extra = format!(

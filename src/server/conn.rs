@@ -436,13 +436,7 @@ async fn handshake(
     shared: &Shared,
     closing: &CancellationToken,
 ) -> Option<TlsStream<TcpStream>> {
-    let limit = shared
-        .current
-        .load()
-        .config
-        .config
-        .server
-        .header_read_timeout;
+    let limit = shared.server_setting(|s| s.header_read_timeout);
     let stopping = async {
         closing.cancelled().await;
         tokio::time::sleep(CLOSE_GRACE).await;
@@ -560,14 +554,7 @@ impl AsyncRead for ConnIo {
             Poll::Ready(Ok(())) => {
                 if buf.filled().len() > before && this.entry.phase() == Phase::Idle {
                     this.entry.set_phase(Phase::Head);
-                    let timeout = this
-                        .shared
-                        .current
-                        .load()
-                        .config
-                        .config
-                        .server
-                        .header_read_timeout;
+                    let timeout = this.shared.server_setting(|s| s.header_read_timeout);
                     let until = Instant::now() + timeout;
                     match &mut this.head_deadline {
                         Some(deadline) => deadline.as_mut().reset(until),

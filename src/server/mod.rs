@@ -111,6 +111,11 @@ impl Shared {
     fn handover(&self) -> Option<&Handover> {
         self.handover.get()
     }
+
+    /// A `[server]` setting of the current generation.
+    fn server_setting<T>(&self, read: impl FnOnce(&config::ServerConfig) -> T) -> T {
+        read(&self.current.load().config.config.server)
+    }
 }
 
 /// The time systemd grants beyond our own shutdown deadline, so that we, not it, decide
@@ -690,14 +695,7 @@ impl Lifecycle {
             .iter()
             .filter(|l| l.origin != Origin::SocketUnit)
             .count();
-        let wanted = self
-            .shared
-            .current
-            .load()
-            .config
-            .config
-            .server
-            .handover_connections;
+        let wanted = self.shared.server_setting(|s| s.handover_connections);
         wanted.min(capacity.saturating_sub(stored))
     }
 }
