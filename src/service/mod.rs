@@ -474,22 +474,33 @@ impl Catalog {
         let patch = patch::parse_patch(body, dialect, self.show_locations)?;
         let operations = patch.operations;
         patch::check_formats(&operations, &self.formats)?;
+        let mut saved = None;
         if !operations.is_empty() || patch.locations.is_empty() {
-            self.modify(caller, id, "modify_image", |image| {
-                let before = image.visibility;
-                let properties = image.properties.clone();
-                patch::apply(image, &operations, dialect, caller, &self.quotas)?;
-                let target = ImageTarget::new_image(image.owner.clone(), image.visibility);
-                self.authorize_visibility(caller, Some(before), image.visibility, &target)?;
-                self.check_protected(caller, &properties, &image.properties)?;
-                Ok(true)
-            })
-            .await?;
+            let image = self
+                .modify(caller, id, "modify_image", |image| {
+                    let before = image.visibility;
+                    let properties = image.properties.clone();
+                    patch::apply(image, &operations, dialect, caller, &self.quotas)?;
+                    let target = ImageTarget::new_image(image.owner.clone(), image.visibility);
+                    self.authorize_visibility(caller, Some(before), image.visibility, &target)?;
+                    self.check_protected(caller, &properties, &image.properties)?;
+                    Ok(true)
+                })
+                .await?;
+            saved = Some(image);
         }
         for change in &patch.locations {
             self.change_location(caller, id, change).await?;
         }
-        self.get(caller, id).await
+        // The image as saved is the answer: reading it back could fail (the database going
+        // away right after the commit) and answer 503 for a change that was made.
+        match saved {
+            Some(mut image) if patch.locations.is_empty() => {
+                self.hide_protected(caller, &mut image);
+                Ok(image)
+            }
+            _ => self.get(caller, id).await,
+        }
     }
 
     /// Reads the image, lets `edit` change it (returning whether it did) and saves it.
