@@ -11,6 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+#[cfg(feature = "testing")]
+use support::in_flight_at_least;
 use support::{Conn, FakeSystemd, SOCKET_UNIT_LISTEN};
 
 fn config(extra: &str) -> String {
@@ -23,19 +25,6 @@ fn parked(sd: &FakeSystemd) -> Vec<&(String, OwnedFd)> {
         .iter()
         .filter(|(name, _)| name.starts_with("conn-"))
         .collect()
-}
-
-/// Polls `glint ctl status` until `n` requests are in flight: there is no notification of it.
-#[cfg(feature = "testing")]
-async fn in_flight_at_least(sd: &FakeSystemd, n: u64) {
-    let deadline = tokio::time::Instant::now() + support::PATIENCE;
-    while sd.status().await["current"]["in_flight"].as_u64() < Some(n) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never {n} in flight"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// A small deterministic generator for pauses (xorshift).

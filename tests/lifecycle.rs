@@ -14,9 +14,11 @@ use std::time::{Duration, Instant};
 
 #[cfg(feature = "testing")]
 use nix::sys::signal::Signal;
+#[cfg(feature = "testing")]
+use support::in_flight_at_least;
 use support::{
     Conn, FakeSystemd, PATIENCE, SELF_BOUND_LISTEN, SOCKET_UNIT_LISTEN, field, get_once,
-    stored_name,
+    status_until, stored_name,
 };
 
 /// A config for a glint passed its socket by the fake socket unit.
@@ -27,30 +29,6 @@ fn config(extra: &str) -> String {
 /// A config for a glint that binds its listener itself.
 fn self_bound(extra: &str) -> String {
     format!("[server]\nlisten = [\"{SELF_BOUND_LISTEN}\"]\n{extra}\n")
-}
-
-/// Polls `glint ctl status` until `done` holds: for phases that have no notification.
-async fn status_until(
-    sd: &FakeSystemd,
-    done: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let status = sd.status().await;
-        if done(&status) {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "status never matched: {status:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-#[cfg(feature = "testing")]
-async fn in_flight_at_least(sd: &FakeSystemd, n: u64) {
-    status_until(sd, |s| s["current"]["in_flight"].as_u64() >= Some(n)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -324,6 +324,30 @@ impl FakeSystemd {
     }
 }
 
+/// Polls `glint ctl status` until `done` holds: for phases that have no notification.
+pub async fn status_until(
+    sd: &FakeSystemd,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let status = sd.status().await;
+        if done(&status) {
+            return status;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "status never matched: {status:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Until at least `n` requests are in flight in the current generation.
+pub async fn in_flight_at_least(sd: &FakeSystemd, n: u64) {
+    status_until(sd, |s| s["current"]["in_flight"].as_u64() >= Some(n)).await;
+}
+
 fn read_notifications(socket: UnixDatagram, tx: mpsc::UnboundedSender<Notification>) {
     let mut buf = vec![0u8; 8192];
     let mut cmsg = nix::cmsg_space!([RawFd; 16]);
