@@ -22,6 +22,7 @@ use crate::config::{
 use crate::db::{self, Database, DbError};
 use crate::policy::protections::{PropertyProtections, ProtectionsError};
 use crate::policy::{Policy, PolicyError};
+use crate::service::handover::PausedUpload;
 use crate::service::{
     Catalog, CatalogParts, FormatRules, ImportSettings, LimitSource, TaskBoard, WebDownload,
 };
@@ -112,6 +113,7 @@ impl App {
         config: &Config,
         generation: u64,
         previous: Option<&App>,
+        handed_over: &[PausedUpload],
     ) -> Result<App, AppError> {
         let state_dir = config.state_dir.clone();
         tokio::task::spawn_blocking(move || std::fs::create_dir_all(state_dir))
@@ -279,13 +281,16 @@ impl App {
             // The first generation of a process cleans up after a crash: uploads cut by
             // it left temporary files and images in `saving`, stages cut part-way images
             // in `uploading` without their data (a completed stage keeps both). Its
-            // unfinished tasks are taken up once the generation is live (`activate`).
+            // unfinished tasks are taken up once the generation is live (`activate`). Uploads
+            // the previous process handed over keep their image and temporary file.
+            let keep_files: Vec<_> = handed_over.iter().map(|u| u.temp.clone()).collect();
+            let keep_images: Vec<_> = handed_over.iter().map(|u| u.image_id.clone()).collect();
             let removed = {
                 let stores = stores.clone();
-                tokio::task::spawn_blocking(move || stores.remove_orphans()).await?
+                tokio::task::spawn_blocking(move || stores.remove_orphans(&keep_files)).await?
             } + stores.abort_interrupted_uploads().await;
             let requeued = database
-                .requeue_interrupted(Some(board.node()), crate::domain::time::now())
+                .requeue_interrupted(Some(board.node()), &keep_images, crate::domain::time::now())
                 .await?;
             catalog.recover().await?;
             if removed > 0 || requeued > 0 {

@@ -67,7 +67,11 @@ fn server() -> impl Strategy<Value = ServerConfig> {
         1..=1024usize,
         (duration(), duration(), duration(), duration(), duration()),
         1..64usize,
-        (proptest::option::of(1..100_000usize), 0..=5000usize),
+        (
+            proptest::option::of(1..100_000usize),
+            0..=5000usize,
+            any::<bool>(),
+        ),
         1..256usize,
     )
         .prop_map(
@@ -76,7 +80,7 @@ fn server() -> impl Strategy<Value = ServerConfig> {
                 workers,
                 timeouts,
                 max_draining_generations,
-                (max_connections, handover_connections),
+                (max_connections, handover_connections, handover_transfers),
                 max_transfers,
             )| {
                 let (drain, shutdown, header, body, wait) = timeouts;
@@ -90,6 +94,7 @@ fn server() -> impl Strategy<Value = ServerConfig> {
                     body_read_timeout: body,
                     max_connections,
                     handover_connections,
+                    handover_transfers,
                     max_transfers,
                     transfer_wait: wait,
                     public_endpoint: String::new(),

@@ -277,3 +277,184 @@ fn needs_feature_testing() {
          when built with feature `testing`. Run `cargo test --features testing`."
     );
 }
+
+/// The temporary file an upload of image `id` writes in the default store, and its size.
+fn upload_in_progress(sd: &FakeSystemd, id: &str) -> Option<u64> {
+    let dir = sd.path("state/images");
+    support::file_names(&dir)
+        .into_iter()
+        .find(|name| name.starts_with(".upload-") && name.contains(id))
+        .and_then(|name| std::fs::metadata(dir.join(name)).ok())
+        .map(|meta| meta.len())
+}
+
+/// Waits until the upload of image `id` has written more than `beyond` bytes: a phase with
+/// no notification.
+async fn until_written(sd: &FakeSystemd, id: &str, beyond: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while upload_in_progress(sd, id).is_none_or(|n| n <= beyond) {
+        assert!(tokio::time::Instant::now() < deadline, "the upload stalled");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// With `server.handover_transfers`, an upload in flight across 3 restarts: each stop
+/// pauses it and parks its connection with its record, each start carries it on from its
+/// temporary file; the client sees one request, answered 204, and the image is active with
+/// the checksums of exactly the bytes sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_upload_in_flight_is_carried_on_across_restarts() {
+    const CHUNK: usize = 256 << 10;
+    let mut sd = FakeSystemd::new();
+    let addr = sd.add_socket_unit("api");
+    sd.write_config(&config("handover_transfers = true"));
+    sd.start().await;
+    let id = support::create_image(addr).await;
+    let mut state = 0x2545_F491_4F6C_DD1D_u64;
+    let data: Vec<u8> = (0..48 << 20)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect();
+    let length = data.len().to_string();
+    let upload = {
+        let (id, chunks) = (id.clone(), support::chunks(&data, CHUNK));
+        tokio::spawn(async move {
+            support::send_slowly(
+                addr,
+                "PUT",
+                &format!("/v2/images/{id}/file"),
+                &[
+                    ("content-type", "application/octet-stream"),
+                    ("content-length", &length),
+                ],
+                chunks,
+                Duration::from_millis(8),
+            )
+            .await
+        })
+    };
+    let mut before = 0;
+    for restart in 1..=3 {
+        // Some of the body arrives in this process first.
+        until_written(&sd, &id, before + (2 << 20)).await;
+        assert_eq!(sd.stop().await, 0);
+        let transfers: Vec<_> = sd
+            .fd_store
+            .iter()
+            .filter(|(name, _)| name.starts_with("xfer-"))
+            .collect();
+        assert_eq!(transfers.len(), 1, "restart {restart}: {:?}", sd.fd_store);
+        before = upload_in_progress(&sd, &id).expect("the temporary file stays");
+        sd.start().await;
+    }
+    let reply = upload.await.expect("join").expect("one request, answered");
+    assert_eq!(
+        reply.status,
+        204,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    let image = support::show_image(addr, &id).await;
+    assert_eq!(image["status"], "active");
+    assert_eq!(image["size"], data.len());
+    assert_eq!(image["checksum"], support::md5_hex(&data));
+    use sha2::Digest;
+    assert_eq!(
+        image["os_hash_value"],
+        hex::encode(sha2::Sha512::digest(&data))
+    );
+    let mut conn = Conn::open(addr).await.expect("connect");
+    let download = conn
+        .get(&format!("/v2/images/{id}/file"))
+        .await
+        .expect("download");
+    assert!(download.body == data, "byte-exact");
+    let logs = sd.logs();
+    assert_eq!(
+        logs.matches("upload handed to the next process").count(),
+        3,
+        "{logs}"
+    );
+    assert_eq!(logs.matches("carrying on an upload").count(), 3, "{logs}");
+    assert!(
+        sd.fd_store
+            .iter()
+            .all(|(name, _)| !name.starts_with("xfer-")),
+        "taken out of the store"
+    );
+    assert!(support::file_names(&sd.path("state/handover")).is_empty());
+    assert_eq!(sd.stop().await, 0);
+}
+
+/// An upload handed over that the next process cannot carry on (here its record is gone)
+/// fails as a cut upload does: its connection closes, its image is back in `queued` and its
+/// temporary file is removed. A chunked upload in flight at the same stop is not paused: it
+/// holds the stop and is answered by the old process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_upload_not_carried_on_is_undone_and_a_chunked_one_finishes_before_the_stop() {
+    let mut sd = FakeSystemd::new();
+    let addr = sd.add_socket_unit("api");
+    sd.write_config(&config("handover_transfers = true"));
+    sd.start().await;
+    let (paused, chunked) = (
+        support::create_image(addr).await,
+        support::create_image(addr).await,
+    );
+    let data = vec![7_u8; 16 << 20];
+    let send = |id: String, length: Option<String>| {
+        let chunks = support::chunks(&data, 64 << 10);
+        tokio::spawn(async move {
+            let mut headers = vec![("content-type", "application/octet-stream")];
+            if let Some(length) = &length {
+                headers.push(("content-length", length));
+            }
+            support::send_slowly(
+                addr,
+                "PUT",
+                &format!("/v2/images/{id}/file"),
+                &headers,
+                chunks,
+                Duration::from_millis(4),
+            )
+            .await
+        })
+    };
+    let paused_upload = send(paused.clone(), Some(data.len().to_string()));
+    let chunked_upload = send(chunked.clone(), None);
+    until_written(&sd, &paused, 1 << 20).await;
+    until_written(&sd, &chunked, 1 << 20).await;
+    assert_eq!(sd.stop().await, 0);
+    let chunked_reply = chunked_upload.await.expect("join").expect("answered");
+    assert_eq!(
+        chunked_reply.status, 204,
+        "the chunked upload finished first"
+    );
+    let records = support::file_names(&sd.path("state/handover"));
+    assert_eq!(records.len(), 1, "{records:?}");
+    std::fs::remove_file(sd.path("state/handover").join(&records[0])).expect("remove");
+    sd.start().await;
+    let reply = paused_upload.await.expect("join");
+    assert!(reply.is_err(), "the connection closes: {reply:?}");
+    assert_eq!(support::show_image(addr, &paused).await["status"], "queued");
+    assert_eq!(
+        upload_in_progress(&sd, &paused),
+        None,
+        "its temporary file is removed"
+    );
+    assert_eq!(
+        support::show_image(addr, &chunked).await["status"],
+        "active"
+    );
+    assert!(
+        sd.fd_store
+            .iter()
+            .all(|(name, _)| !name.starts_with("xfer-")),
+        "{:?}",
+        sd.fd_store
+    );
+    assert_eq!(sd.stop().await, 0);
+}

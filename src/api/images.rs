@@ -11,10 +11,13 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use serde_json::Value;
 
 use super::forwarded::ClientView;
+use std::sync::Arc;
+
 use super::{ApiContext, ApiError, wire};
 use crate::domain::caller::Caller;
 use crate::domain::patch::Dialect;
 use crate::domain::query::ListQuery;
+use crate::service::handover::{Resumed, TransferPause};
 use crate::service::{Download, Listed, ServiceError};
 
 /// Parses a JSON request body the way Glance's deserializer does.
@@ -168,20 +171,33 @@ pub async fn reactivate(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `PUT /v2/images/{id}/file`: the body streams into the store (chunked or not).
+/// `PUT /v2/images/{id}/file`: the body streams into the store (chunked or not). The
+/// connection may let the upload pause at a stop (`TransferPause`); the request that
+/// carries a paused upload on in the next process is `Resumed`.
 pub async fn upload(
     State(ctx): State<ApiContext>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
+    pause: Option<Extension<Arc<TransferPause>>>,
+    resumed: Option<Extension<Resumed>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
+    let pause = pause.map(|Extension(pause)| pause);
+    if let Some(Extension(Resumed(paused))) = resumed {
+        return take_data(body, async |stream| {
+            ctx.catalog
+                .resume_upload(&caller, &paused, stream, pause.as_deref())
+                .await
+        })
+        .await;
+    }
     require_octet_stream(&headers)?;
     let declared = declared_size(&headers)?;
     let store = header_store(&headers)?;
     take_data(body, async |stream| {
         ctx.catalog
-            .upload(&caller, &id, store, declared, stream)
+            .upload(&caller, &id, store, declared, stream, pause.as_deref())
             .await
     })
     .await

@@ -31,6 +31,7 @@ use std::sync::Arc;
 use crate::auth::Keystone;
 use crate::config::AuthConfig;
 use crate::service::Catalog;
+use crate::service::handover::Resumed;
 
 pub use error::ApiError;
 pub use request::RequestContext;
@@ -239,9 +240,12 @@ async fn authenticate(
         ApiError::BadRequest("A body is not expected with this request.".into()).into_response()
     } else {
         let peer = request.extensions().get::<PeerAddr>().copied();
-        let caller = match &context.keystone {
-            Some(keystone) => auth::keystone_caller(request.headers(), keystone).await,
-            None => auth::caller(request.headers(), peer, &context.auth),
+        let resumed = request.extensions().get::<Resumed>();
+        let caller = match (resumed, &context.keystone) {
+            // Authenticated when it began, in the process that paused it.
+            (Some(Resumed(paused)), _) => Ok(paused.caller.caller()),
+            (None, Some(keystone)) => auth::keystone_caller(request.headers(), keystone).await,
+            (None, None) => auth::caller(request.headers(), peer, &context.auth),
         };
         match caller {
             Ok(mut caller) => {

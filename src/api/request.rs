@@ -27,6 +27,7 @@ use super::forwarded::{self, ClientView, ProxySettings};
 use super::{PeerAddr, REQUEST_ID_HEADER, RequestId, auth, versions};
 use crate::config::AuthConfig;
 use crate::metrics;
+use crate::service::handover::{Resumed, TransferPause};
 
 /// The route template a response was routed by, for the request metrics; put on the
 /// response by the router's route layer, taken off here.
@@ -84,7 +85,13 @@ where
         };
         let method = request.method().clone();
         let peer = request.extensions().get::<PeerAddr>().copied();
-        let request_id = auth::client_request_id(request.headers(), peer, &settings.auth)
+        // A paused upload carried on keeps the request id it began with.
+        let resumed_id = request
+            .extensions()
+            .get::<Resumed>()
+            .and_then(|Resumed(paused)| paused.request_id.clone());
+        let request_id = resumed_id
+            .or_else(|| auth::client_request_id(request.headers(), peer, &settings.auth))
             .unwrap_or_else(new_request_id);
         let view = forwarded::client_view(request.headers(), peer, &settings.proxy);
         // Display (`%`), not Debug: text sinks would escape a string char by char.
@@ -103,6 +110,10 @@ where
             .then(|| HeaderValue::from_str(&request_id).ok())
             .flatten();
         let errors = ErrorFormat::of(request.headers());
+        // An upload paused for the next process is carried on under the same id.
+        if let Some(pause) = request.extensions().get::<Arc<TransferPause>>() {
+            pause.set_request_id(&request_id);
+        }
         request.extensions_mut().insert(RequestId(request_id));
         request.extensions_mut().insert::<ClientView>(view);
         ResponseFuture {

@@ -533,6 +533,10 @@ pub struct ServerConfig {
     /// Idle keep-alive connections a stop hands to the next process through systemd's fd
     /// store, at most (0: none; they are closed as the stop ends).
     pub handover_connections: usize,
+    /// Uploads (`PUT /v2/images/{id}/file` with a `Content-Length`, into a filesystem store)
+    /// in flight at a stop are paused and handed to the next process with their connection,
+    /// which reads the rest of the body; within `handover_connections`.
+    pub handover_transfers: bool,
     /// Data transfers in (uploads, stages, copies) at once.
     pub max_transfers: usize,
     /// How long a transfer waits for a free slot before it is refused with 503.
@@ -608,6 +612,7 @@ impl Default for ServerConfig {
             body_read_timeout: Duration::from_secs(60),
             max_connections: None,
             handover_connections: 4096,
+            handover_transfers: false,
             max_transfers: 16,
             transfer_wait: Duration::from_secs(10),
             public_endpoint: String::new(),

@@ -49,10 +49,11 @@ impl Database {
     /// gone with the temporary files): those `node` held (a previous process of this node,
     /// at its start) and those whose holder's claim expired (a node that died). `uploading`
     /// is also a completed stage's status: the service tells those apart by their staged
-    /// data.
+    /// data. The uploads in `keep` (handed over to this process) stay as they are.
     pub async fn requeue_interrupted(
         &self,
         node: Option<&str>,
+        keep: &[String],
         now: Timestamp,
     ) -> Result<u64, DbError> {
         let lock = self.row_lock();
@@ -67,6 +68,10 @@ impl Database {
             .bind(node)
             .fetch_all(&mut *tx)
             .await?;
+            let ids: Vec<Text> = ids
+                .into_iter()
+                .filter(|Text(id)| !keep.contains(id))
+                .collect();
             for Text(id) in &ids {
                 sqlx::query(&sql(
                     "UPDATE images SET status = 'queued', size = NULL, virtual_size = NULL, \

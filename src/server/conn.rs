@@ -5,20 +5,22 @@
 //! `server.body_read_timeout` (a body that sends nothing is cut). Deliberately no idle
 //! timeout: closing an idle keep-alive connection races with a client that reuses it, so
 //! idle connections close only on stop, at a retired pool's deadline, or to make room at
-//! `server.max_connections`.
+//! `server.max_connections`. At a stop with a hand-over, a connection goes to the next
+//! process once idle, or with its upload paused (`server.handover_transfers`); one taken back
+//! with a paused upload reads the request that carries it on first.
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use http::header::CONNECTION;
-use http::{HeaderName, HeaderValue, Request, Response};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderName, HeaderValue, Method, Request, Response, Version};
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -34,9 +36,10 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 use super::Shared;
 use super::connections::{Entry, Phase};
 use super::generation::Generation;
-use super::handover::Handover;
+use super::handover::{Handover, PREFIX, TRANSFER_PREFIX, TransferRecord};
 use crate::api::PeerAddr;
 use crate::metrics;
+use crate::service::handover::{Paused, PausedUpload, Resumed, TransferPause};
 
 /// The part of a worker pool that its connection tasks see.
 pub struct PoolState {
@@ -96,6 +99,52 @@ fn current_generation(shared: &Shared) -> (Arc<Generation>, TaskTrackerToken) {
     }
 }
 
+/// A connection taken back with a paused upload.
+pub struct ResumedConnection {
+    /// Read before the socket: the request that carries the upload on, then what the
+    /// previous process had read and not served.
+    pub head: Bytes,
+    pub upload: Arc<PausedUpload>,
+}
+
+/// An upload in flight on a connection, which a stop may pause.
+#[derive(Clone)]
+struct PausableUpload {
+    pause: Arc<TransferPause>,
+    content_length: u64,
+    close: bool,
+}
+
+/// The upload `request` starts, if it may be paused and carried on elsewhere: its body's
+/// length is known (hyper keeps no state between two chunks of it) and the request is
+/// HTTP/1.1 (the next process answers it as such).
+fn pausable(request: &Request<Incoming>) -> Option<PausableUpload> {
+    if request.method() != Method::PUT
+        || request.version() != Version::HTTP_11
+        || !request.uri().path().ends_with("/file")
+        || request.headers().contains_key(TRANSFER_ENCODING)
+    {
+        return None;
+    }
+    let content_length: u64 = request
+        .headers()
+        .get(CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()?;
+    let close = request
+        .headers()
+        .get(CONNECTION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+    (content_length > 0).then(|| PausableUpload {
+        pause: TransferPause::new(),
+        content_length,
+        close,
+    })
+}
+
 pub(super) async fn serve(
     stream: TcpStream,
     tls: Option<TlsAcceptor>,
@@ -103,6 +152,7 @@ pub(super) async fn serve(
     shared: Arc<Shared>,
     pool: Arc<PoolState>,
     entry: Arc<Entry>,
+    resumed: Option<ResumedConnection>,
 ) {
     let _ = stream.set_nodelay(true);
     let closing = pool.closing.clone();
@@ -122,19 +172,42 @@ pub(super) async fn serve(
     entry.set_phase(Phase::Idle);
     let evict = entry.evict.clone();
     let phase = entry.clone();
+    let (head, resumed) = match resumed {
+        Some(resumed) => (resumed.head, Some(Resumed(resumed.upload))),
+        None => (Bytes::new(), None),
+    };
     let io = ConnIo {
         stream,
-        pending: Bytes::new(),
+        pending: head,
         entry: entry.clone(),
         shared: shared.clone(),
         head_deadline: None,
         timed_out: false,
     };
+    // The upload of the request in flight, which a stop may pause; the paused upload the
+    // first request carries on.
+    let upload: Arc<Mutex<Option<PausableUpload>>> = Arc::default();
+    let upload_by_service = upload.clone();
+    let resumed = Mutex::new(resumed);
     let shared_by_service = shared.clone();
     let service = service_fn(move |mut request: Request<Incoming>| {
         entry.set_phase(Phase::Busy);
         // Whom auth believes identity headers from (auth.trusted_proxies).
         request.extensions_mut().insert(PeerAddr(peer));
+        if let Some(resumed) = resumed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            request.extensions_mut().insert(resumed);
+        }
+        let pausable = pausable(&request).filter(|_| !entry.tls.load(Ordering::Relaxed));
+        if let Some(pausable) = &pausable {
+            request.extensions_mut().insert(pausable.pause.clone());
+        }
+        *upload_by_service
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = pausable.clone();
         let (generation, token) = current_generation(&shared_by_service);
         let shared = shared_by_service.clone();
         let pool = pool.clone();
@@ -147,6 +220,8 @@ pub(super) async fn serve(
                     timeout: body_timeout,
                     deadline: None,
                     armed: false,
+                    pause: pausable.map(|p| p.pause),
+                    pause_asked: None,
                 })
             });
             let response = tokio::select! {
@@ -170,21 +245,38 @@ pub(super) async fn serve(
         _ = closing.cancelled() => {
             if let Some(handover) = shared.handover().filter(|h| holds_place(&phase, h)) {
                 // Stopping, and the fd store takes this one: it goes to the next process
-                // once idle, never closed. A head still incomplete after the grace is
-                // closed as without a hand-over: its bytes are read, so it cannot be parked.
+                // once idle (or with its upload paused), never closed. A head still
+                // incomplete after the grace is closed as without a hand-over: its bytes
+                // are read, so it cannot be parked.
+                let upload = upload
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone()
+                    .filter(|_| shared.server_setting(|s| s.handover_transfers));
+                if let Some(upload) = &upload {
+                    upload.pause.request();
+                }
+                let pause = upload.as_ref().map(|u| &*u.pause);
                 let ended = {
-                    let idle = poll_until_idle(&mut connection, &phase);
-                    tokio::pin!(idle);
-                    match tokio::time::timeout(CLOSE_GRACE, &mut idle).await {
+                    let parkable = poll_until_parkable(&mut connection, &phase, pause);
+                    tokio::pin!(parkable);
+                    match tokio::time::timeout(CLOSE_GRACE, &mut parkable).await {
                         Ok(ended) => ended,
-                        Err(_) if phase.phase() == Phase::Head => Some(Ok(())),
-                        Err(_) => idle.await,
+                        Err(_) if phase.phase() == Phase::Head => Parkable::Ended(Ok(())),
+                        Err(_) => parkable.await,
                     }
                 };
-                if let Some(result) = ended {
-                    handover.release();
-                    log_end(result);
-                    return;
+                match (ended, upload) {
+                    (Parkable::Ended(result), _) => {
+                        handover.release();
+                        log_end(result);
+                        return;
+                    }
+                    (Parkable::Paused, Some(upload)) => {
+                        park_upload(connection.into_parts(), upload, &shared).await;
+                        return;
+                    }
+                    _ => {}
                 }
                 phase.parking.store(true, Ordering::Relaxed);
                 Pin::new(&mut connection).graceful_shutdown();
@@ -198,7 +290,7 @@ pub(super) async fn serve(
                 if parts.read_buf.is_empty() {
                     // Always plain: `holds_place` refuses TLS connections.
                     if let Socket::Plain(stream) = io.stream {
-                        park(stream, &shared).await;
+                        park(stream, None, &shared).await;
                     }
                     return;
                 }
@@ -234,19 +326,59 @@ pub(super) async fn serve(
     log_end(result);
 }
 
-/// Serves `connection` until it ends (`Some`) or is idle between requests (`None`): its
-/// response sent, nothing of a next request read. Phases change only while the connection
-/// is polled, here on this task, so a check after each poll sees it go idle.
-async fn poll_until_idle<F>(connection: &mut F, entry: &Entry) -> Option<F::Output>
+/// Where a connection serving at stop stands.
+enum Parkable<T> {
+    Ended(T),
+    /// Between requests: its response sent, nothing of a next request read.
+    Idle,
+    /// Its upload is paused: the request is left to the next process.
+    Paused,
+}
+
+/// Serves `connection` until it ends, is idle between requests, or its upload (`pause`)
+/// is paused. Phases and the pause change only while the connection is polled, here on
+/// this task, so a check after each poll sees them.
+async fn poll_until_parkable<F>(
+    connection: &mut F,
+    entry: &Entry,
+    pause: Option<&TransferPause>,
+) -> Parkable<F::Output>
 where
     F: Future + Unpin,
 {
     std::future::poll_fn(|cx| match Pin::new(&mut *connection).poll(cx) {
-        Poll::Ready(result) => Poll::Ready(Some(result)),
-        Poll::Pending if entry.phase() == Phase::Idle => Poll::Ready(None),
+        Poll::Ready(result) => Poll::Ready(Parkable::Ended(result)),
+        Poll::Pending if pause.is_some_and(TransferPause::is_paused) => {
+            Poll::Ready(Parkable::Paused)
+        }
+        Poll::Pending if entry.phase() == Phase::Idle => Poll::Ready(Parkable::Idle),
         Poll::Pending => Poll::Pending,
     })
     .await
+}
+
+/// Parks a connection whose upload paused, with the record of where it stands. Taking the
+/// connection apart drops the request (its body keeps what it had received and not given
+/// out); what hyper had read beyond is in `parts.read_buf`.
+async fn park_upload<S>(
+    parts: hyper::server::conn::http1::Parts<TokioIo<ConnIo>, S>,
+    upload: PausableUpload,
+    shared: &Arc<Shared>,
+) {
+    let Some((paused, mut unread)) = upload.pause.take_paused() else {
+        return;
+    };
+    unread.extend_from_slice(&parts.read_buf);
+    let record = TransferRecord {
+        upload: paused,
+        body_left: upload.content_length.saturating_sub(upload.pause.given()),
+        unread: hex::encode(unread),
+        close: upload.close,
+    };
+    // Always plain: uploads on TLS connections are not paused.
+    if let Socket::Plain(stream) = parts.io.into_inner().stream {
+        park(stream, Some(record), shared).await;
+    }
 }
 
 /// Whether the connection of `entry` goes to the next process: it holds a place in the fd
@@ -264,18 +396,38 @@ fn holds_place(entry: &Entry, handover: &Handover) -> bool {
     taken
 }
 
-/// Hands `stream` to the fd store for the next process; closed if that fails. On the
-/// blocking pool: telling the supervisor is a blocking `sendmsg`, which waits while its
-/// queue is full.
-async fn park(stream: TcpStream, shared: &Arc<Shared>) {
+/// Hands `stream` to the fd store for the next process, with the `record` of its paused
+/// upload if it has one; closed if that fails. On the blocking pool: the record is a file,
+/// and telling the supervisor is a blocking `sendmsg`, which waits while its queue is full.
+async fn park(stream: TcpStream, record: Option<TransferRecord>, shared: &Arc<Shared>) {
     let shared = shared.clone();
     let parked = tokio::task::spawn_blocking(move || {
         let Some(handover) = shared.handover() else {
             return Ok(());
         };
-        let parked = stream.into_std().and_then(|socket| handover.park(&socket));
-        if parked.is_err() {
-            handover.release();
+        let state_dir = shared.current.load().config.config.state_dir.clone();
+        let name = handover.next_name(match record {
+            Some(_) => TRANSFER_PREFIX,
+            None => PREFIX,
+        });
+        let parked = record
+            .as_ref()
+            .map_or(Ok(()), |record| record.write(&state_dir, &name))
+            .and_then(|()| stream.into_std())
+            .and_then(|socket| handover.park(&name, &socket));
+        match (&parked, &record) {
+            (Err(_), _) => {
+                handover.release();
+                TransferRecord::remove(&state_dir, &name);
+            }
+            (Ok(()), Some(record)) => tracing::info!(
+                image_id = %record.upload.image_id,
+                written = record.upload.written,
+                body_left = record.body_left,
+                name,
+                "upload handed to the next process"
+            ),
+            (Ok(()), None) => {}
         }
         parked
     })
@@ -380,12 +532,34 @@ impl http_body::Body for TrackedBody {
 
 /// A request body cut when it sends nothing for `timeout` while the handler waits for it.
 /// The timer runs only while a read is pending, so a handler slow to consume is not cut.
+/// The body of a pausable upload stops between two chunks once its pause is asked for and
+/// the upload can be carried on elsewhere (`Paused`); dropped so, it keeps what it had
+/// received and not given out in the pause.
 struct TimedBody {
     inner: Incoming,
     timeout: Duration,
     /// Made on the first wait only.
     deadline: Option<Pin<Box<Sleep>>>,
     armed: bool,
+    pause: Option<Arc<TransferPause>>,
+    /// Made on the first wait of a pausable body.
+    pause_asked: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+}
+
+impl Drop for TimedBody {
+    fn drop(&mut self) {
+        let Some(pause) = self.pause.as_ref().filter(|p| p.body_stopped()) else {
+            return;
+        };
+        let mut cx = Context::from_waker(Waker::noop());
+        while let Poll::Ready(Some(Ok(frame))) =
+            http_body::Body::poll_frame(Pin::new(&mut self.inner), &mut cx)
+        {
+            if let Some(data) = frame.data_ref() {
+                pause.keep_unread(data);
+            }
+        }
+    }
 }
 
 impl http_body::Body for TimedBody {
@@ -397,12 +571,26 @@ impl http_body::Body for TimedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = &mut *self;
+        if this.pause.as_ref().is_some_and(|p| p.stop_body()) {
+            return Poll::Ready(Some(Err(Box::new(Paused))));
+        }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 this.armed = false;
+                if let (Some(pause), Some(Ok(frame))) = (&this.pause, &frame) {
+                    pause.gave(frame.data_ref().map_or(0, Bytes::len));
+                }
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => {
+                if let Some(pause) = &this.pause {
+                    let asked = this.pause_asked.get_or_insert_with(|| {
+                        Box::pin(pause.requested().clone().cancelled_owned())
+                    });
+                    if asked.as_mut().poll(cx).is_ready() && pause.stop_body() {
+                        return Poll::Ready(Some(Err(Box::new(Paused))));
+                    }
+                }
                 let until = Instant::now() + this.timeout;
                 let deadline = this
                     .deadline

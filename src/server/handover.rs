@@ -5,20 +5,33 @@
 //!
 //! A connection is parked only while idle between requests, with nothing of a next request
 //! read: whatever its client sends during the swap waits in the kernel's buffer and is read
-//! by the next process.
+//! by the next process. An upload paused at stop (`server.handover_transfers`) is parked
+//! with its connection as a transfer: a `TransferRecord` beside it in the state directory
+//! says where the upload stands, what was read from the socket and not served, and how much
+//! of the body is still to come; the next process reads that first, as the request that
+//! carries the upload on.
 
 use std::io;
 use std::net::TcpStream;
 use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
 use super::supervisor::Supervisor;
 use crate::metrics;
+use crate::service::handover::PausedUpload;
 
 /// What every parked connection's fd-store name starts with.
 pub const PREFIX: &str = "conn-";
+/// What a connection parked with its paused upload is named with instead.
+pub const TRANSFER_PREFIX: &str = "xfer-";
+/// Where transfer records are kept, under the state directory.
+const RECORDS: &str = "handover";
 
 /// A connection parked longer ago than this when the next process starts is closed, not
 /// served: a restart takes a second or two, so its client waited through a failed start (the
@@ -30,16 +43,24 @@ pub const DEADLINE: Duration = Duration::from_secs(60);
 /// epoch>`. Short, because systemd passes every name in one environment variable
 /// (`LISTEN_FDNAMES`, at most 128 KiB): 4096 of them take about 86 KB. Which listener and
 /// which peer come from the socket itself; the next process has one pool.
-pub fn name(seq: u64, parked_at: SystemTime) -> String {
+pub fn name(prefix: &str, seq: u64, parked_at: SystemTime) -> String {
     let secs = parked_at
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    format!("{PREFIX}{seq}-{secs}")
+    format!("{prefix}{seq}-{secs}")
+}
+
+/// Whether `name` is a connection parked with its paused upload.
+pub fn is_transfer(name: &str) -> bool {
+    name.starts_with(TRANSFER_PREFIX)
 }
 
 /// When a connection was parked, from the name `name` gave it; `None` for any other name.
 pub fn parked_at(name: &str) -> Option<SystemTime> {
-    let (seq, secs) = name.strip_prefix(PREFIX)?.split_once('-')?;
+    let rest = name
+        .strip_prefix(PREFIX)
+        .or_else(|| name.strip_prefix(TRANSFER_PREFIX))?;
+    let (seq, secs) = rest.split_once('-')?;
     seq.parse::<u64>().ok()?;
     Some(UNIX_EPOCH + Duration::from_secs(secs.parse().ok()?))
 }
@@ -109,11 +130,15 @@ impl Handover {
         self.left.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Parks `socket`. The caller closes its own fd after.
-    pub fn park(&self, socket: impl AsFd) -> io::Result<()> {
+    /// A name for the next connection parked, under `prefix`.
+    pub fn next_name(&self, prefix: &str) -> String {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-        let name = name(seq, SystemTime::now());
-        self.supervisor.store_fd(&name, socket.as_fd())?;
+        name(prefix, seq, SystemTime::now())
+    }
+
+    /// Parks `socket` under `name` (`next_name`). The caller closes its own fd after.
+    pub fn park(&self, name: &str, socket: impl AsFd) -> io::Result<()> {
+        self.supervisor.store_fd(name, socket.as_fd())?;
         self.parked.fetch_add(1, Ordering::Relaxed);
         metrics::global().record_handover("parked", 1);
         Ok(())
@@ -125,6 +150,85 @@ impl Handover {
     }
 }
 
+/// A paused upload parked with its connection, as the next process carries it on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TransferRecord {
+    pub upload: PausedUpload,
+    /// Bytes of the request body the upload has not received, counted from the first byte
+    /// of `unread`.
+    pub body_left: u64,
+    /// What was read from the socket and not served (the body's next bytes, and whatever
+    /// the client sent after them), in hex.
+    pub unread: String,
+    /// The client asked for the connection to close after the response.
+    pub close: bool,
+}
+
+impl TransferRecord {
+    fn path(state_dir: &Path, name: &str) -> PathBuf {
+        state_dir.join(RECORDS).join(format!("{name}.json"))
+    }
+
+    /// Writes the record for the connection parked as `name`. Blocking.
+    pub fn write(&self, state_dir: &Path, name: &str) -> io::Result<()> {
+        let path = Self::path(state_dir, name);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let partial = path.with_extension("partial");
+        std::fs::write(
+            &partial,
+            serde_json::to_vec(self).map_err(io::Error::other)?,
+        )?;
+        std::fs::rename(partial, path)
+    }
+
+    /// The record of the connection passed back as `name`. Blocking.
+    pub fn read(state_dir: &Path, name: &str) -> io::Result<TransferRecord> {
+        let bytes = std::fs::read(Self::path(state_dir, name))?;
+        serde_json::from_slice(&bytes).map_err(io::Error::other)
+    }
+
+    pub fn remove(state_dir: &Path, name: &str) {
+        let _ = std::fs::remove_file(Self::path(state_dir, name));
+    }
+
+    /// Removes every record but those of `kept`: a record whose connection did not come
+    /// back is of an upload no one carries on. Blocking.
+    pub fn remove_all_but(state_dir: &Path, kept: &[String]) {
+        let Ok(entries) = std::fs::read_dir(state_dir.join(RECORDS)) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let name = name.strip_suffix(".json").unwrap_or(&name);
+            if !kept.iter().any(|k| k == name) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+
+    /// What the next process reads first on the connection: the request that carries the
+    /// upload on (its body the `body_left` bytes to come), then what was read and not
+    /// served. `None` if `unread` is not what `write` made it.
+    pub fn request_head(&self) -> Option<Bytes> {
+        let unread = hex::decode(&self.unread).ok()?;
+        let close = if self.close {
+            "Connection: close\r\n"
+        } else {
+            ""
+        };
+        let mut head = format!(
+            "PUT /v2/images/{}/file HTTP/1.1\r\nHost: glint\r\n\
+             Content-Type: application/octet-stream\r\nContent-Length: {}\r\n{close}\r\n",
+            self.upload.image_id, self.body_left
+        )
+        .into_bytes();
+        head.extend_from_slice(&unread);
+        Some(Bytes::from(head))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,8 +236,9 @@ mod tests {
     #[test]
     fn a_name_says_when() {
         let at = UNIX_EPOCH + Duration::from_secs(1_795_000_000);
-        let written = name(4095, at);
+        let written = name(PREFIX, 4095, at);
         assert_eq!(written, "conn-4095-1795000000");
+        assert_eq!(parked_at(&name(TRANSFER_PREFIX, 7, at)), Some(at));
         assert_eq!(parked_at(&written), Some(at));
         assert!(!written.contains(':'), "a valid FDNAME");
         for other in [
@@ -146,6 +251,42 @@ mod tests {
         ] {
             assert_eq!(parked_at(other), None, "{other}");
         }
+    }
+
+    /// The request a paused upload is carried on by: its head, then what was read and not
+    /// served, byte for byte.
+    #[test]
+    fn a_transfer_record_makes_the_request_that_carries_it_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = TransferRecord {
+            upload: PausedUpload {
+                image_id: "0b1c".into(),
+                store: "default".into(),
+                temp: "/data/.upload-n-0b1c-x".into(),
+                written: 10,
+                declared: Some(30),
+                caller: crate::service::handover::PausedCaller::of(
+                    &crate::domain::caller::Caller::default(),
+                ),
+                request_id: Some("req-1".into()),
+            },
+            body_left: 20,
+            unread: hex::encode(b"\x00rest"),
+            close: true,
+        };
+        record.write(dir.path(), "xfer-1-2").unwrap();
+        let read = TransferRecord::read(dir.path(), "xfer-1-2").unwrap();
+        let head = read.request_head().unwrap();
+        assert_eq!(
+            &head[..],
+            &b"PUT /v2/images/0b1c/file HTTP/1.1\r\nHost: glint\r\n\
+               Content-Type: application/octet-stream\r\nContent-Length: 20\r\n\
+               Connection: close\r\n\r\n\x00rest"[..]
+        );
+        TransferRecord::remove_all_but(dir.path(), &["xfer-1-2".into()]);
+        assert!(TransferRecord::read(dir.path(), "xfer-1-2").is_ok());
+        TransferRecord::remove_all_but(dir.path(), &[]);
+        assert!(TransferRecord::read(dir.path(), "xfer-1-2").is_err());
     }
 
     #[test]
@@ -172,7 +313,7 @@ mod tests {
     fn a_connection_parked_too_long_ago_is_refused() {
         let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
         let passed = PassedConnection {
-            name: name(1, SystemTime::now() - DEADLINE * 2),
+            name: name(PREFIX, 1, SystemTime::now() - DEADLINE * 2),
             fd: OwnedFd::from(a),
         };
         assert!(matches!(

@@ -27,9 +27,11 @@ use crate::app::{App, AppError};
 use crate::config::{self, ConfigError, ConfigSource, LoadedConfig};
 use crate::metrics::endpoint::MetricsEndpoint;
 use crate::metrics::{self, ReloadResult};
+use crate::service::handover::PausedUpload;
+use conn::ResumedConnection;
 use connections::Connections;
 use generation::{Draining, Generation};
-use handover::{Handover, PassedConnection};
+use handover::{Handover, PassedConnection, TransferRecord};
 use listeners::{ListenerError, ListenerSet, Origin, PassedListener};
 use pool::WorkerPool;
 use status::{
@@ -154,6 +156,12 @@ enum MetricsMove {
 /// Serves until a `Control::Stop` (or the end of the control channel), then drains under
 /// `server.shutdown_timeout`. Must run inside a Tokio runtime: the control plane.
 pub async fn run(mut args: RunArgs) -> Result<(), ServerError> {
+    let transfers = take_transfers(
+        std::mem::take(&mut args.parked),
+        &args.config.config.state_dir,
+        &*args.supervisor,
+    )
+    .await;
     let settings = &args.config.config;
     let listeners = ListenerSet::establish(
         std::mem::take(&mut args.passed),
@@ -172,7 +180,12 @@ pub async fn run(mut args: RunArgs) -> Result<(), ServerError> {
         }
         None => None,
     };
-    let app = App::build(settings, 1, None).await?;
+    let handed_over: Vec<PausedUpload> = transfers
+        .uploads
+        .iter()
+        .map(|t| t.record.upload.clone())
+        .collect();
+    let app = App::build(settings, 1, None, &handed_over).await?;
     let workers = settings.server.workers;
     let connections = Connections::new(max_connections(&settings.server));
     let generation = Arc::new(Generation::new(1, app, args.config, tls));
@@ -190,7 +203,8 @@ pub async fn run(mut args: RunArgs) -> Result<(), ServerError> {
         tracing::info!(name = %listener.name, addr = %listener.addr, origin = ?listener.origin, "listening");
     }
     take_back(
-        std::mem::take(&mut args.parked),
+        transfers.connections,
+        transfers.uploads,
         &pool,
         &shared,
         &*args.supervisor,
@@ -244,26 +258,134 @@ pub async fn run(mut args: RunArgs) -> Result<(), ServerError> {
     Ok(())
 }
 
-/// Serves the connections the previous process parked on `pool`, and takes each out of the
-/// fd store once it is served here (or closed: too old, or no longer a connection).
+/// The connections the previous process parked, with the uploads among them told apart.
+struct PassedBack {
+    connections: Vec<PassedConnection>,
+    uploads: Vec<PassedUpload>,
+}
+
+/// A connection parked with its paused upload, to be carried on here.
+struct PassedUpload {
+    name: String,
+    stream: std::net::TcpStream,
+    record: TransferRecord,
+}
+
+/// Sorts out the uploads among `parked`: each with its record and its connection still
+/// within the deadline is carried on; the others are closed and taken out of the fd store,
+/// and records no connection came back for are removed (their images go back to `queued`
+/// and their temporary files are removed by the first generation's clean-up).
+async fn take_transfers(
+    parked: Vec<PassedConnection>,
+    state_dir: &std::path::Path,
+    supervisor: &dyn Supervisor,
+) -> PassedBack {
+    let (transfers, connections): (Vec<_>, Vec<_>) = parked
+        .into_iter()
+        .partition(|c| handover::is_transfer(&c.name));
+    let state_dir = state_dir.to_path_buf();
+    let now = SystemTime::now();
+    let read = tokio::task::spawn_blocking(move || {
+        let mut kept = Vec::new();
+        let mut refused = Vec::new();
+        for connection in transfers {
+            let name = connection.name.clone();
+            let taken = TransferRecord::read(&state_dir, &name)
+                .map_err(|e| format!("its record cannot be read: {e}"))
+                .and_then(|record| {
+                    let stream = connection.take(now).map_err(|e| e.to_string())?;
+                    Ok(PassedUpload {
+                        name: name.clone(),
+                        stream,
+                        record,
+                    })
+                });
+            match taken {
+                Ok(upload) => kept.push(upload),
+                Err(reason) => refused.push((name, reason)),
+            }
+        }
+        let names: Vec<String> = kept.iter().map(|u| u.name.clone()).collect();
+        TransferRecord::remove_all_but(&state_dir, &names);
+        (kept, refused)
+    })
+    .await;
+    let (uploads, refused) = read.unwrap_or_default();
+    for (name, reason) in refused {
+        tracing::warn!(
+            name,
+            reason,
+            "upload handed over by the previous process not carried on; its image goes back to queued"
+        );
+        supervisor.remove_fd(&name);
+    }
+    PassedBack {
+        connections,
+        uploads,
+    }
+}
+
+/// Serves the connections the previous process parked on `pool` (those with a paused
+/// upload carry it on first), and takes each out of the fd store once it is served here (or
+/// closed: too old, or no longer a connection).
 fn take_back(
     parked: Vec<PassedConnection>,
+    uploads: Vec<PassedUpload>,
     pool: &WorkerPool,
     shared: &Arc<Shared>,
     supervisor: &dyn Supervisor,
 ) {
-    if parked.is_empty() {
+    if parked.is_empty() && uploads.is_empty() {
         return;
     }
     let now = SystemTime::now();
     let (mut served, mut closed) = (0_usize, 0_usize);
+    let state_dir = shared.current.load().config.config.state_dir.clone();
+    for upload in uploads {
+        let PassedUpload {
+            name,
+            stream,
+            record,
+        } = upload;
+        let resumed = record
+            .request_head()
+            .map(|head| ResumedConnection {
+                head,
+                upload: Arc::new(record.upload.clone()),
+            })
+            .ok_or_else(|| "its record is damaged".to_string());
+        let adopted = resumed.and_then(|resumed| {
+            pool.adopt(stream, shared.clone(), Some(resumed))
+                .map_err(|e| e.to_string())
+        });
+        match adopted {
+            Ok(()) => {
+                served += 1;
+                tracing::info!(
+                    image_id = %record.upload.image_id,
+                    written = record.upload.written,
+                    "carrying on an upload the previous process handed over"
+                );
+            }
+            Err(reason) => {
+                closed += 1;
+                tracing::warn!(
+                    name,
+                    reason,
+                    "upload handed over by the previous process not carried on"
+                );
+            }
+        }
+        TransferRecord::remove(&state_dir, &name);
+        supervisor.remove_fd(&name);
+    }
     for connection in parked {
         let name = connection.name.clone();
         let adopted = connection
             .take(now)
             .map_err(|e| e.to_string())
             .and_then(|stream| {
-                pool.adopt(stream, shared.clone())
+                pool.adopt(stream, shared.clone(), None)
                     .map_err(|e| e.to_string())
             });
         match adopted {
@@ -411,7 +533,7 @@ impl Lifecycle {
             ),
         };
         let generation_id = current.id + 1;
-        let app = App::build(&settings, generation_id, Some(&current.app)).await?;
+        let app = App::build(&settings, generation_id, Some(&current.app), &[]).await?;
 
         let old_pool = self.pool.load_full();
         let new_pool = if settings.server.workers != old_pool.workers {

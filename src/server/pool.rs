@@ -129,6 +129,7 @@ impl WorkerPool {
                             shared.clone(),
                             state.clone(),
                             entry,
+                            None,
                         ));
                     }
                     Err(e) => {
@@ -144,9 +145,15 @@ impl WorkerPool {
     }
 
     /// Serves a connection a previous process parked (`handover`) as if this pool had
-    /// accepted it (plain HTTP: TLS connections are never parked). Taken back over `server.max_connections` if need be: refusing it would
-    /// close a client's connection.
-    pub fn adopt(&self, stream: std::net::TcpStream, shared: Arc<Shared>) -> io::Result<()> {
+    /// accepted it (plain HTTP: TLS connections are never parked), reading `resumed`'s
+    /// request first if it was parked with a paused upload. Taken back over
+    /// `server.max_connections` if need be: refusing it would close a client's connection.
+    pub fn adopt(
+        &self,
+        stream: std::net::TcpStream,
+        shared: Arc<Shared>,
+        resumed: Option<conn::ResumedConnection>,
+    ) -> io::Result<()> {
         let handle = self
             .handle()
             .ok_or_else(|| io::Error::other("worker pool already shut down"))?;
@@ -157,10 +164,9 @@ impl WorkerPool {
         };
         let entry = shared.connections.admit_over_cap();
         let state = self.state.clone();
-        handle.spawn(
-            self.connections
-                .track_future(conn::serve(stream, None, peer, shared, state, entry)),
-        );
+        handle.spawn(self.connections.track_future(conn::serve(
+            stream, None, peer, shared, state, entry, resumed,
+        )));
         Ok(())
     }
 

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use futures_util::{FutureExt, Stream, StreamExt};
 use tokio::sync::Notify;
 
+use super::handover::{PausedCaller, PausedUpload, TransferPause};
 use super::{Catalog, Result, ServiceError, require_formats};
 use crate::cache::{Fallback, ImageCache, Wanted};
 use crate::db::{ImageChange, ImageData, TaskWrite};
@@ -280,6 +281,34 @@ impl ClaimKind {
     }
 }
 
+/// Where an upload's data begins: new, or a paused upload's temporary file carried on.
+pub(super) enum Start<'a> {
+    New,
+    Resume {
+        temp: &'a std::path::Path,
+        written: u64,
+    },
+}
+
+/// How a transfer's data ended well.
+pub(super) enum Received {
+    Whole(Stored, Option<u64>),
+    /// Paused for the next process: its temporary file holds `written` bytes.
+    Paused {
+        temp: std::path::PathBuf,
+        written: u64,
+    },
+}
+
+/// What an upload goes into, checked before its claim.
+struct Transfer<'a> {
+    caller: &'a Caller,
+    image: &'a Image,
+    target: &'a Store,
+    declared: Option<u64>,
+    allowance: Option<(u64, u64)>,
+}
+
 /// An image claimed for incoming data. `commit` once the data is recorded; `release` to
 /// undo on an error; a drop without either releases it in the background at once.
 pub(super) struct Claim {
@@ -292,6 +321,13 @@ pub(super) struct Claim {
 impl Claim {
     /// The transfer's outcome is recorded: the claim ends.
     pub(super) fn commit(mut self) {
+        self.settled = true;
+        self.catalog.executor.board().let_go(&self.image_id);
+    }
+
+    /// The transfer goes on in the next process, which holds the claim from its start: it
+    /// ends here without a release.
+    pub(super) fn hand_over(mut self) {
         self.settled = true;
         self.catalog.executor.board().let_go(&self.image_id);
     }
@@ -369,6 +405,18 @@ impl Catalog {
         })
     }
 
+    /// The claim a previous process of this node kept on image `id` for a transfer it
+    /// handed over, held by this one from now.
+    pub(super) fn reclaim(&self, id: &str, kind: ClaimKind) -> Claim {
+        self.executor.board().hold(id);
+        Claim {
+            catalog: self.clone(),
+            image_id: id.to_string(),
+            kind,
+            settled: false,
+        }
+    }
+
     pub(super) async fn release(&self, id: &str, kind: ClaimKind) {
         if kind == ClaimKind::Stage {
             self.remove_staged(id).await;
@@ -411,7 +459,8 @@ impl Catalog {
 
     /// Streams `body` into `store` (the default store when `None`) while hashing it:
     /// `queued` → `saving` → `active`. Any failure, or the request ending, removes the
-    /// partial data and returns the image to `queued`.
+    /// partial data and returns the image to `queued`. With `pause`, the upload may be
+    /// paused at a stop and carried on by the next process (`resume_upload`).
     pub async fn upload<S>(
         &self,
         caller: &Caller,
@@ -419,6 +468,7 @@ impl Catalog {
         store: Option<&str>,
         declared: Option<u64>,
         body: S,
+        pause: Option<&TransferPause>,
     ) -> Result<()>
     where
         S: Stream<Item = std::result::Result<Bytes, std::io::Error>> + Send + Unpin,
@@ -447,12 +497,120 @@ impl Catalog {
         .await?;
         let slot = self.transfer_slot().await?;
         let claim = self.claim(id, ClaimKind::Upload).await?;
-        let judge = self.judge_for(&image);
-        let (stored, virtual_size) = match self
-            .receive(&target, id, declared, allowance, body, slot, judge)
+        let transfer = Transfer {
+            caller,
+            image: &image,
+            target: &target,
+            declared,
+            allowance,
+        };
+        self.store_upload(transfer, claim, slot, body, pause, Start::New)
             .await
-        {
-            Ok(received) => received,
+    }
+
+    /// Carries on `paused`, an upload a previous process of this node paused at its stop:
+    /// the image is still `saving` under this node's claim, its first bytes in the store's
+    /// temporary file; `body` is the rest. Ends as `upload` does; a failure also removes
+    /// the temporary file and returns the image to `queued`.
+    pub async fn resume_upload<S>(
+        &self,
+        caller: &Caller,
+        paused: &PausedUpload,
+        body: S,
+        pause: Option<&TransferPause>,
+    ) -> Result<()>
+    where
+        S: Stream<Item = std::result::Result<Bytes, std::io::Error>> + Send + Unpin,
+    {
+        let id = paused.image_id.as_str();
+        let claim = self.reclaim(id, ClaimKind::Upload);
+        let checked = async {
+            let image = self.get_modifiable(caller, id, "upload_image").await?;
+            if image.status != Status::Saving {
+                return Err(DomainError::Conflict(format!(
+                    "Image {id} is {} and no longer takes this upload",
+                    image.status.as_str()
+                ))
+                .into());
+            }
+            let target = self.writable_store(&paused.store)?.clone();
+            let allowance = self.allowance(&image, paused.declared).await?;
+            let slot = self.transfer_slot().await?;
+            Ok::<_, ServiceError>((image, target, allowance, slot))
+        }
+        .await;
+        let (image, target, allowance, slot) = match checked {
+            Ok(checked) => checked,
+            Err(e) => {
+                let temp = paused.temp.clone();
+                let _ = blocking(move || std::fs::remove_file(temp)).await;
+                claim.release().await;
+                return Err(e);
+            }
+        };
+        let transfer = Transfer {
+            caller,
+            image: &image,
+            target: &target,
+            declared: paused.declared,
+            allowance,
+        };
+        let start = Start::Resume {
+            temp: &paused.temp,
+            written: paused.written,
+        };
+        self.store_upload(transfer, claim, slot, body, pause, start)
+            .await
+    }
+
+    /// An upload's data into its store under `claim`, then the image `active`; or, paused
+    /// for the next process, handed over (and this future never ends: the connection takes
+    /// the request away).
+    async fn store_upload<S>(
+        &self,
+        transfer: Transfer<'_>,
+        claim: Claim,
+        slot: Slot,
+        body: S,
+        pause: Option<&TransferPause>,
+        start: Start<'_>,
+    ) -> Result<()>
+    where
+        S: Stream<Item = std::result::Result<Bytes, std::io::Error>> + Send + Unpin,
+    {
+        let Transfer {
+            caller,
+            image,
+            target,
+            declared,
+            allowance,
+        } = transfer;
+        let id = image.id.as_str();
+        let judge = self.judge_for(image);
+        let received = self
+            .receive_from(
+                target, id, declared, allowance, body, slot, judge, pause, start,
+            )
+            .await;
+        let (stored, virtual_size) = match received {
+            Ok(Received::Whole(stored, virtual_size)) => (stored, virtual_size),
+            Ok(Received::Paused { temp, written }) => {
+                claim.hand_over();
+                tracing::info!(image_id = id, written, "upload paused for the next process");
+                let paused = PausedUpload {
+                    image_id: id.to_string(),
+                    store: target.id.clone(),
+                    temp,
+                    written,
+                    declared,
+                    caller: PausedCaller::of(caller),
+                    request_id: pause.and_then(TransferPause::request_id),
+                };
+                if let Some(pause) = pause {
+                    pause.hand_over(paused).await;
+                }
+                return Err(DomainError::Invalid("The upload was paused.".into()).into());
+            }
             Err(e) => {
                 claim.release().await;
                 return Err(e);
@@ -529,22 +687,83 @@ impl Catalog {
         id: &str,
         declared: Option<u64>,
         allowance: Option<(u64, u64)>,
-        mut body: S,
+        body: S,
         slot: Slot,
         judge: Judge,
     ) -> Result<(Stored, Option<u64>)>
     where
         S: Stream<Item = std::result::Result<Bytes, std::io::Error>> + Send + Unpin,
     {
+        let received = self
+            .receive_from(
+                store,
+                id,
+                declared,
+                allowance,
+                body,
+                slot,
+                judge,
+                None,
+                Start::New,
+            )
+            .await?;
+        match received {
+            Received::Whole(stored, virtual_size) => Ok((stored, virtual_size)),
+            Received::Paused { .. } => {
+                Err(DomainError::Invalid("The upload was paused.".into()).into())
+            }
+        }
+    }
+
+    /// `receive` from `start`; with `pause`, it stops (keeping what was written) once the
+    /// body stops for a pause.
+    #[allow(clippy::too_many_arguments)]
+    async fn receive_from<S>(
+        &self,
+        store: &Store,
+        id: &str,
+        declared: Option<u64>,
+        allowance: Option<(u64, u64)>,
+        mut body: S,
+        slot: Slot,
+        judge: Judge,
+        pause: Option<&TransferPause>,
+        start: Start<'_>,
+    ) -> Result<Received>
+    where
+        S: Stream<Item = std::result::Result<Bytes, std::io::Error>> + Send + Unpin,
+    {
         let _slot = slot;
-        let mut upload = store.begin(id, declared).await.map_err(store_error)?;
-        let mut received: u64 = 0;
-        let mut inspector = Inspector::new();
-        let outcome: Result<(Inspection, Option<u64>)> = async {
+        let (mut upload, mut received, mut inspector) = match start {
+            Start::New => (
+                store.begin(id, declared).await.map_err(store_error)?,
+                0,
+                Inspector::new(),
+            ),
+            Start::Resume { temp, written } => {
+                let (upload, inspector) = store
+                    .resume(id, temp, written, Inspector::new(), Inspector::feed)
+                    .await
+                    .map_err(store_error)?;
+                (upload, written, inspector)
+            }
+        };
+        if let Some(pause) = pause.filter(|_| upload.resumable()) {
+            pause.set_resumable();
+        }
+        let outcome: Result<Option<(Inspection, Option<u64>)>> = async {
             while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(|e| {
-                    DomainError::Invalid(format!("The upload was interrupted: {e}"))
-                })?;
+                let chunk = match chunk {
+                    Ok(chunk) => chunk,
+                    // Stopped for a pause: everything it gave is written.
+                    Err(_) if pause.is_some_and(TransferPause::body_stopped) => return Ok(None),
+                    Err(e) => {
+                        return Err(DomainError::Invalid(format!(
+                            "The upload was interrupted: {e}"
+                        ))
+                        .into());
+                    }
+                };
                 received += chunk.len() as u64;
                 if received > self.size_cap {
                     return Err(too_large(received, self.size_cap).into());
@@ -569,11 +788,18 @@ impl Catalog {
             }
             let inspection = inspector.finish();
             let virtual_size = judge(&inspection, received)?;
-            Ok((inspection, virtual_size))
+            Ok(Some((inspection, virtual_size)))
         }
         .await;
         let (inspection, virtual_size) = match outcome {
-            Ok(judged) => judged,
+            Ok(Some(judged)) => judged,
+            Ok(None) => {
+                let temp = upload.pause().await.map_err(store_error)?;
+                return Ok(Received::Paused {
+                    temp,
+                    written: received,
+                });
+            }
             Err(e) => {
                 upload.abort().await;
                 return Err(e);
@@ -581,7 +807,7 @@ impl Catalog {
         };
         let mut stored = upload.finish().await.map_err(store_error)?;
         stored.inspection = Some(inspection);
-        Ok((stored, virtual_size))
+        Ok(Received::Whole(stored, virtual_size))
     }
 
     pub(super) async fn delete_data(&self, location: &Location) -> Result<()> {

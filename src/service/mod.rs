@@ -8,6 +8,7 @@ mod cache;
 mod data;
 mod fetch;
 mod formats;
+pub mod handover;
 mod import;
 mod import_data;
 mod import_task;

@@ -48,7 +48,7 @@ impl Catalog {
             failures.push(format!("unfinished tasks not read: {e}"));
         }
         let now = time::now();
-        match self.db.requeue_interrupted(None, now).await {
+        match self.db.requeue_interrupted(None, &[], now).await {
             Ok(0) => {}
             Ok(requeued) => {
                 tracing::warn!(

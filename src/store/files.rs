@@ -251,8 +251,9 @@ impl FsStore {
 
     /// Removes temporary files left by an interrupted process of this node, and those of
     /// other nodes untouched for `FOREIGN_ORPHAN_AGE` (a node that died for good); returns
-    /// how many. Another node's transfer in flight keeps its file.
-    pub fn remove_orphans(&self) -> usize {
+    /// how many. Another node's transfer in flight keeps its file, and so does each of
+    /// `keep` (uploads a previous process handed over, carried on by this one).
+    pub fn remove_orphans(&self, keep: &[PathBuf]) -> usize {
         let mut removed = 0;
         for dir in &self.dirs {
             let Ok(entries) = fs::read_dir(&dir.path) else {
@@ -269,7 +270,8 @@ impl FsStore {
                             .ok()
                             .and_then(|at| at.elapsed().ok())
                             .is_some_and(|age| age > FOREIGN_ORPHAN_AGE));
-                if orphan && fs::remove_file(entry.path()).is_ok() {
+                if orphan && !keep.contains(&entry.path()) && fs::remove_file(entry.path()).is_ok()
+                {
                     removed += 1;
                 }
             }
@@ -296,6 +298,61 @@ impl FsStore {
         let hashing = Hashing::start(&self.hash_algo).map_err(io_error)?;
         Ok(FileWriter {
             temp: Some(temp),
+            target: dir.path.join(image_id),
+            file,
+            hashing: Some(hashing),
+        })
+    }
+
+    /// Carries on writing `image_id`'s data where a paused upload left it in `temp` (its
+    /// first `written` bytes): they are read back through the hashes and `observe`, and
+    /// whatever follows them is cut. `temp` must be one of this node's temporary files of
+    /// that image in a writable directory of this store. Blocking: file I/O.
+    pub fn resume(
+        &self,
+        image_id: &str,
+        temp: &Path,
+        written: u64,
+        mut observe: impl FnMut(&[u8]),
+    ) -> Result<FileWriter, StoreError> {
+        let io_error = |source| StoreError::Io {
+            path: temp.to_path_buf(),
+            source,
+        };
+        let dir = self
+            .dirs
+            .iter()
+            .filter(|d| !d.read_only)
+            .find(|d| temp.parent() == Some(d.path.as_path()))
+            .filter(|_| {
+                let ours = format!("{}{image_id}-", self.temp_prefix);
+                temp.file_name()
+                    .and_then(|name| name.to_str())
+                    .is_some_and(|name| name.starts_with(&ours))
+            })
+            .ok_or_else(|| io_error(io::Error::other("not a temporary file of this store")))?;
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(temp)
+            .map_err(io_error)?;
+        if file.metadata().map_err(io_error)?.len() < written {
+            return Err(io_error(io::Error::other(format!(
+                "holds less than the {written} bytes written"
+            ))));
+        }
+        file.set_len(written).map_err(io_error)?;
+        let mut hashing = Hashing::start(&self.hash_algo).map_err(io_error)?;
+        let mut left = written;
+        while left > 0 {
+            let mut chunk = vec![0u8; usize::try_from(left.min(1 << 20)).unwrap_or(1 << 20)];
+            io::Read::read_exact(&mut file, &mut chunk).map_err(io_error)?;
+            left -= chunk.len() as u64;
+            observe(&chunk);
+            hashing.update(&Bytes::from(chunk));
+        }
+        Ok(FileWriter {
+            temp: Some(temp.to_path_buf()),
             target: dir.path.join(image_id),
             file,
             hashing: Some(hashing),
@@ -355,6 +412,19 @@ impl FileWriter {
         })
     }
 
+    /// Stops writing and keeps the temporary file for another process to carry on from
+    /// (`FsStore::resume`); returns it.
+    pub fn pause(mut self) -> Result<PathBuf, StoreError> {
+        self.file.flush().map_err(|source| StoreError::Io {
+            path: self.target.clone(),
+            source,
+        })?;
+        self.temp.take().ok_or_else(|| StoreError::Io {
+            path: self.target.clone(),
+            source: io::Error::other("upload already finished"),
+        })
+    }
+
     /// Makes the data durable and visible under its final name.
     pub fn finish(mut self) -> Result<Stored, StoreError> {
         let io_error = |source| StoreError::Io {
@@ -392,13 +462,21 @@ enum Feed {
     Chunk(Bytes),
     /// The data is whole: make it durable and visible.
     Finish,
+    /// Another process carries on: keep the temporary file.
+    Pause,
+}
+
+/// How the writer thread ended.
+enum Ended {
+    Finished(Stored),
+    Paused(PathBuf),
 }
 
 /// A `FileWriter` on a thread of the blocking pool, fed from async code. Dropped without
 /// `finish`, its thread removes what was written.
 pub struct FileUpload {
     feed: mpsc::Sender<Feed>,
-    writer: Option<tokio::task::JoinHandle<Result<Stored, StoreError>>>,
+    writer: Option<tokio::task::JoinHandle<Result<Ended, StoreError>>>,
 }
 
 impl FileUpload {
@@ -408,7 +486,8 @@ impl FileUpload {
             while let Some(feed) = queue.blocking_recv() {
                 match feed {
                     Feed::Chunk(chunk) => writer.write(&chunk)?,
-                    Feed::Finish => return writer.finish(),
+                    Feed::Finish => return writer.finish().map(Ended::Finished),
+                    Feed::Pause => return writer.pause().map(Ended::Paused),
                 }
             }
             Err(StoreError::Cancelled)
@@ -422,7 +501,7 @@ impl FileUpload {
     pub async fn write(&mut self, chunk: Bytes) -> Result<(), StoreError> {
         if self.feed.send(Feed::Chunk(chunk)).await.is_err() {
             // The writer stopped: its error says why.
-            return Err(match self.outcome().await {
+            return Err(match self.ended().await {
                 Ok(_) => StoreError::Cancelled,
                 Err(e) => e,
             });
@@ -432,17 +511,30 @@ impl FileUpload {
 
     pub async fn finish(mut self) -> Result<Stored, StoreError> {
         let _ = self.feed.send(Feed::Finish).await;
-        self.outcome().await
+        match self.ended().await? {
+            Ended::Finished(stored) => Ok(stored),
+            Ended::Paused(_) => Err(StoreError::Cancelled),
+        }
+    }
+
+    /// Once every chunk sent is written, stops and keeps the temporary file (`FsStore::
+    /// resume`); returns it.
+    pub async fn pause(mut self) -> Result<PathBuf, StoreError> {
+        let _ = self.feed.send(Feed::Pause).await;
+        match self.ended().await? {
+            Ended::Paused(temp) => Ok(temp),
+            Ended::Finished(_) => Err(StoreError::Cancelled),
+        }
     }
 
     /// Removes what was written, and returns once it is gone.
     pub async fn abort(mut self) {
         let (closed, _) = mpsc::channel(1);
         drop(std::mem::replace(&mut self.feed, closed));
-        let _ = self.outcome().await;
+        let _ = self.ended().await;
     }
 
-    async fn outcome(&mut self) -> Result<Stored, StoreError> {
+    async fn ended(&mut self) -> Result<Ended, StoreError> {
         match self.writer.take() {
             Some(writer) => writer.await.map_err(|e| StoreError::Io {
                 path: "writer thread".into(),
@@ -482,7 +574,7 @@ mod tests {
         let theirs = dir.path().join(".upload-node-b-image-2-x");
         std::fs::write(&theirs, b"in flight").unwrap();
         std::mem::forget(mine);
-        assert_eq!(store.remove_orphans(), 1);
+        assert_eq!(store.remove_orphans(&[]), 1);
         assert!(theirs.exists());
         let left: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
@@ -519,6 +611,44 @@ mod tests {
         assert!(!high.join("img").exists());
     }
 
+    /// A paused upload carried on from its temporary file: the bytes written before the
+    /// pause are hashed again (and observed), what the old process wrote past them is cut,
+    /// and the result is the upload's as if it had never paused. Another image's file, or
+    /// one outside the store, is refused.
+    #[test]
+    fn a_paused_upload_is_resumed_from_its_temporary_file() {
+        let root = tempfile::tempdir().unwrap();
+        let store = store(&[(root.path(), 1, false)]);
+        let mut upload = store.begin("img", None).unwrap();
+        upload.write(&Bytes::from_static(b"ab")).unwrap();
+        let temp = upload.pause().unwrap();
+        assert!(temp.exists(), "a paused upload keeps its file");
+        fs::OpenOptions::new()
+            .append(true)
+            .open(&temp)
+            .unwrap()
+            .write_all(b"written after the record")
+            .unwrap();
+        assert!(store.resume("other", &temp, 2, |_| {}).is_err());
+        let outside = root.path().join("elsewhere");
+        fs::write(&outside, b"ab").unwrap();
+        assert!(store.resume("img", &outside, 2, |_| {}).is_err());
+        assert!(
+            store.resume("img", &temp, 1000, |_| {}).is_err(),
+            "longer than the file"
+        );
+        let mut seen = Vec::new();
+        let mut resumed = store
+            .resume("img", &temp, 2, |bytes| seen.extend_from_slice(bytes))
+            .unwrap();
+        assert_eq!(seen, b"ab");
+        resumed.write(&Bytes::from_static(b"c")).unwrap();
+        let stored = resumed.finish().unwrap();
+        assert_eq!(stored.md5, "900150983cd24fb0d6963f7d28e17f72");
+        assert!(stored.hash.starts_with("ddaf35a193617aba"));
+        assert_eq!(fs::read(root.path().join("img")).unwrap(), b"abc");
+    }
+
     #[test]
     fn an_abandoned_upload_leaves_nothing() {
         let root = tempfile::tempdir().unwrap();
@@ -529,7 +659,7 @@ mod tests {
         assert_eq!(fs::read_dir(root.path()).unwrap().count(), 0);
         let leftover = store.begin("img2", None).unwrap();
         std::mem::forget(leftover);
-        assert_eq!(store.remove_orphans(), 1);
+        assert_eq!(store.remove_orphans(&[]), 1);
         assert_eq!(fs::read_dir(root.path()).unwrap().count(), 0);
     }
 

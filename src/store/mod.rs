@@ -236,11 +236,11 @@ impl Stores {
     /// Removes temporary files an interrupted process of this node left in any store's
     /// directories or the staging area (and other nodes' long untouched); returns how
     /// many. Blocking: file I/O.
-    pub fn remove_orphans(&self) -> usize {
+    pub fn remove_orphans(&self, keep: &[std::path::PathBuf]) -> usize {
         self.stores
             .iter()
             .chain(std::iter::once(&self.staging))
-            .map(Store::remove_orphans)
+            .map(|store| store.remove_orphans(keep))
             .sum()
     }
 }
@@ -358,6 +358,42 @@ impl Store {
                 Sink::Object(Box::new(s3.begin(image_id, expected)?)),
             )),
         }
+    }
+
+    /// Carries on a paused upload of `image_id` whose first `written` bytes are in `temp`
+    /// (filesystem stores only): they are hashed again and given to `observe` with
+    /// `observer` (on the blocking pool), and what is written next follows them.
+    pub async fn resume<T: Send + 'static>(
+        &self,
+        image_id: &str,
+        temp: &std::path::Path,
+        written: u64,
+        mut observer: T,
+        observe: fn(&mut T, &[u8]),
+    ) -> Result<(Upload, T), StoreError> {
+        let Kind::Files(files) = &self.kind else {
+            return Err(StoreError::Io {
+                path: temp.to_path_buf(),
+                source: io::Error::other("only a filesystem store's upload can be resumed"),
+            });
+        };
+        let (files, image_id, temp) = (files.clone(), image_id.to_string(), temp.to_path_buf());
+        let (writer, observer) = tokio::task::spawn_blocking(move || {
+            files
+                .resume(&image_id, &temp, written, |bytes| {
+                    observe(&mut observer, bytes)
+                })
+                .map(|writer| (writer, observer))
+        })
+        .await
+        .map_err(|e| StoreError::Io {
+            path: "writer thread".into(),
+            source: io::Error::other(e),
+        })??;
+        Ok((
+            Upload::new(&self.id, Sink::File(FileUpload::start(writer))),
+            observer,
+        ))
     }
 
     /// The data at `location`, or its inclusive byte `range`.
@@ -509,9 +545,9 @@ impl Store {
         }
     }
 
-    fn remove_orphans(&self) -> usize {
+    fn remove_orphans(&self, keep: &[std::path::PathBuf]) -> usize {
         match &self.kind {
-            Kind::Files(files) => files.remove_orphans(),
+            Kind::Files(files) => files.remove_orphans(keep),
             Kind::Objects(_) => 0,
         }
     }
@@ -546,6 +582,22 @@ impl Upload {
         }
         self.written.inc_by(length);
         Ok(())
+    }
+
+    /// Whether another process can carry this upload on (`pause`, `Store::resume`).
+    pub fn resumable(&self) -> bool {
+        matches!(self.sink, Sink::File(_))
+    }
+
+    /// Stops once what was written is in the temporary file, and keeps it: returns it.
+    pub async fn pause(self) -> Result<std::path::PathBuf, StoreError> {
+        match self.sink {
+            Sink::File(upload) => upload.pause().await,
+            Sink::Object(upload) => {
+                upload.abort().await;
+                Err(StoreError::Cancelled)
+            }
+        }
     }
 
     /// Makes the data durable and visible.

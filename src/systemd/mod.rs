@@ -84,7 +84,8 @@ impl Supervisor for Systemd {
 }
 
 /// Takes the sockets passed by the service manager, with their names: listeners, and the
-/// keep-alive connections a previous process parked in the fd store (`handover::PREFIX`).
+/// keep-alive connections a previous process parked in the fd store (`handover::PREFIX`,
+/// and `handover::TRANSFER_PREFIX` with a paused upload).
 /// Clears the variables so that no child inherits them.
 ///
 /// # Safety
@@ -100,7 +101,7 @@ pub unsafe fn take_passed() -> io::Result<(Vec<PassedListener>, Vec<PassedConnec
     let mut connections = Vec::new();
     for (index, name) in names.into_iter().enumerate() {
         let taken = || io::Error::other(format!("passed fd {name} was already taken"));
-        if name.starts_with(handover::PREFIX) {
+        if name.starts_with(handover::PREFIX) || handover::is_transfer(&name) {
             let fd = fds.take_raw_fd(index)?.ok_or_else(taken)?;
             // SAFETY: the fd was passed to this process, and `take_raw_fd` hands it out once.
             let fd = unsafe { OwnedFd::from_raw_fd(fd) };

@@ -6,7 +6,11 @@
     answer to a request each idle client sends right after the SIGTERM (p50 / max), and how
     many clients kept their connection;
   - TLS (server.tls, a P-256 certificate): handshakes per second (wrk, a new connection per
-    request) and GET /versions over TLS vs plain on keep-alive connections.
+    request) and GET /versions over TLS vs plain on keep-alive connections;
+  - an upload of --upload-mib MiB sent as fast as the client can, with a restart half-way
+    handed over (server.handover_transfers = true) against the same upload without a
+    restart: the whole upload's time, the longest the client's sends stalled, and the
+    restart's own figures.
 
 It plays systemd: it holds the listening socket (as glint.socket would), reads NOTIFY_SOCKET
 with the fds sent along (FDSTORE=1, FDSTOREREMOVE=1) and passes the store back to the next
@@ -234,6 +238,84 @@ def restart(binary, connections, handover, send_at_stop):
             sd.close()
 
 
+def request(port, method, path, body=b"", headers=()):
+    """One request on a new connection; returns (status, body)."""
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        head = f"{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Length: {len(body)}\r\n"
+        head += "".join(f"{k}: {v}\r\n" for k, v in headers)
+        s.sendall(head.encode() + b"\r\n" + body)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += s.recv(65536)
+        head, _, rest = data.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        fields = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
+        while len(rest) < int(fields.get("content-length", "0")):
+            rest += s.recv(65536)
+        return int(lines[0].split()[1]), rest
+
+
+def upload(binary, mib, restart_at_half):
+    """An upload of `mib` MiB as fast as the client sends; with `restart_at_half`, a restart
+    once half of it is in the store's temporary file."""
+    import hashlib
+    import json
+    chunk = os.urandom(1 << 20)
+    with tempfile.TemporaryDirectory() as d:
+        sd = Systemd(binary, d, "handover_transfers = true")
+        try:
+            sd.start()
+            status, body = request(sd.port, "POST", "/v2/images",
+                                   json.dumps({"disk_format": "raw", "container_format": "bare"}).encode(),
+                                   [("Content-Type", "application/json")])
+            image = json.loads(body)["id"]
+            sent_at, outcome = [], {}
+            md5 = hashlib.md5()
+
+            def client():
+                with socket.create_connection(("127.0.0.1", sd.port)) as s:
+                    s.sendall((f"PUT /v2/images/{image}/file HTTP/1.1\r\nHost: bench\r\n"
+                               f"Content-Type: application/octet-stream\r\n"
+                               f"Content-Length: {mib << 20}\r\n\r\n").encode())
+                    for _ in range(mib):
+                        s.sendall(chunk)
+                        md5.update(chunk)
+                        sent_at.append(time.monotonic())
+                    outcome["status"], _ = read_response(s)
+                    outcome["done"] = time.monotonic()
+
+            images = os.path.join(d, "state", "images")
+            t0 = time.monotonic()
+            thread = threading.Thread(target=client)
+            thread.start()
+            restart = {}
+            if restart_at_half:
+                while True:
+                    temps = [n for n in os.listdir(images) if n.startswith(".upload-")] if os.path.isdir(images) else []
+                    if temps and os.path.getsize(os.path.join(images, temps[0])) >= (mib << 19):
+                        break
+                    time.sleep(0.005)
+                stop = time.monotonic()
+                sd.stop_signal()
+                sd.exited()
+                restart["exit"] = time.monotonic() - stop
+                sd.start()
+                restart["ready"] = time.monotonic() - stop
+            thread.join()
+            gaps = [b - a for a, b in zip(sent_at, sent_at[1:])]
+            status, body = request(sd.port, "GET", f"/v2/images/{image}")
+            shown = json.loads(body)
+            sd.stop_signal()
+            sd.exited()
+            return {
+                "status": outcome.get("status"), "seconds": outcome["done"] - t0,
+                "stall": max(gaps) if gaps else 0.0, "active": shown["status"] == "active",
+                "exact": shown["checksum"] == md5.hexdigest(), **restart,
+            }
+        finally:
+            sd.close()
+
+
 def make_certificate(d):
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
                     "-nodes", "-keyout", os.path.join(d, "key.pem"), "-out", os.path.join(d, "cert.pem"),
@@ -276,6 +358,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--connections", type=int, default=1000)
     parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument("--upload-mib", type=int, default=1024)
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
@@ -302,6 +385,15 @@ def main():
     print(f"| GET /versions, plain, keep-alive (median of {len(r['plain'])}) | {plain:,.0f} |")
     print(f"| GET /versions, TLS, keep-alive (median of {len(r['tls'])}) | {secure:,.0f} ({secure / plain:.2f} of plain) |")
     print(f"| TLS handshakes (a new connection per request) | {r['handshakes']:,.0f} |")
+    print(f"\n## an upload of {args.upload_mib} MiB, the client sending as fast as it can")
+    print("| | answer | whole upload | MiB/s | longest stall of the client's sends | SIGTERM -> exit | "
+          "SIGTERM -> READY | image active, checksum of the bytes sent |")
+    print("|---|---|---|---|---|---|---|---|")
+    for label, restart_at_half in (("no restart", False), ("restarted half-way, handed over", True)):
+        r = upload(binary, args.upload_mib, restart_at_half)
+        print(f"| {label} | {r['status']} | {r['seconds']:.2f} s | {args.upload_mib / r['seconds']:,.0f} | "
+              f"{r['stall']:.3f} s | {r.get('exit', float('nan')):.3f} s | {r.get('ready', float('nan')):.3f} s | "
+              f"{r['active'] and r['exact']} |")
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ async fn api_with(adjust: impl FnOnce(&mut Config)) -> Api {
         config.database.url = url;
     }
     adjust(&mut config);
-    let app = App::build(&config, 1, None).await.unwrap();
+    let app = App::build(&config, 1, None, &[]).await.unwrap();
     Api { app, _dir: dir }
 }
 
