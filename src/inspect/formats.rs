@@ -55,6 +55,7 @@ fn guid(data: &[u8]) -> Option<String> {
 type Failures = Vec<(&'static str, String)>;
 
 /// One format's watch over the stream.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(super) enum Watcher {
     Qcow2(Region),
     Qed(Region),
@@ -67,6 +68,7 @@ pub(super) enum Watcher {
     Luks(Region),
 }
 
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(super) struct Vhdx {
     ident: Region,
     header: Region,
@@ -76,6 +78,7 @@ pub(super) struct Vhdx {
     broken: bool,
 }
 
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(super) struct Vmdk {
     /// `None` once the data turned out to be a text descriptor.
     header: Option<Region>,

@@ -89,7 +89,7 @@ impl Compression {
 /// A byte range of the stream one format needs, captured as it passes. Only bytes that
 /// continue what it holds are taken: a range that starts behind the stream's position when
 /// it is asked for never completes.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Region {
     offset: u64,
     length: usize,
@@ -137,7 +137,7 @@ impl Region {
 }
 
 /// The last `length` bytes of the stream.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Tail {
     length: usize,
     data: Vec<u8>,
@@ -212,6 +212,9 @@ impl std::fmt::Display for Refusal {
 }
 
 /// Watches a stream for every format at once. Feed it every chunk in order, then `finish`.
+/// Its state serialises: an upload paused part-way carries its inspection to the process
+/// that carries it on.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Inspector {
     watchers: Vec<Watcher>,
     position: u64,

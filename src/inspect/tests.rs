@@ -278,3 +278,25 @@ fn compression_wrappers_are_told_by_their_magic_and_are_raw_data() {
     assert_eq!(inspect(b"\x1f\x8b").compression, None);
     assert_eq!(inspect(&qcow2(3, 0, 0, 1)).compression, None);
 }
+
+/// An inspection paused at any point (its state through JSON, as a paused upload's record
+/// carries it) and carried on gives the verdict of the whole stream.
+#[test]
+fn an_inspection_carried_on_from_its_state_is_that_of_the_whole() {
+    for data in [
+        qcow2(3, 0, 0, 10 << 30),
+        qcow2(3, 1 << 20, 0, 1 << 30),
+        vmdk(SPARSE),
+        vec![7u8; 100_000],
+    ] {
+        let whole = inspect_in(&data, data.len());
+        for at in [0, 3, 100, 600, 40_000, data.len()] {
+            let mut first = Inspector::new();
+            first.feed(&data[..at]);
+            let state = serde_json::to_string(&first).unwrap();
+            let mut rest: Inspector = serde_json::from_str(&state).unwrap();
+            rest.feed(&data[at..]);
+            assert_eq!(rest.finish(), whole, "paused at {at}");
+        }
+    }
+}

@@ -264,6 +264,13 @@ mod tests {
                 store: "default".into(),
                 temp: "/data/.upload-n-0b1c-x".into(),
                 written: 10,
+                hashes: crate::store::HashState {
+                    size: 10,
+                    md5: String::new(),
+                    hash_algo: "sha512".into(),
+                    hash: String::new(),
+                },
+                inspector: crate::inspect::Inspector::new(),
                 declared: Some(30),
                 caller: crate::service::handover::PausedCaller::of(
                     &crate::domain::caller::Caller::default(),

@@ -22,7 +22,7 @@ use crate::domain::caller::Caller;
 use crate::domain::image::{Image, Location, Status};
 use crate::domain::time;
 use crate::inspect::{Inspection, Inspector};
-use crate::store::{ByteStream, Store, StoreError, Stored, Stores};
+use crate::store::{ByteStream, HashState, Store, StoreError, Stored, Stores};
 
 /// What a download finds.
 pub enum Download {
@@ -284,10 +284,7 @@ impl ClaimKind {
 /// Where an upload's data begins: new, or a paused upload's temporary file carried on.
 pub(super) enum Start<'a> {
     New,
-    Resume {
-        temp: &'a std::path::Path,
-        written: u64,
-    },
+    Resume(&'a PausedUpload),
 }
 
 /// How a transfer's data ended well.
@@ -297,6 +294,8 @@ pub(super) enum Received {
     Paused {
         temp: std::path::PathBuf,
         written: u64,
+        hashes: HashState,
+        inspector: Inspector,
     },
 }
 
@@ -555,11 +554,7 @@ impl Catalog {
             declared: paused.declared,
             allowance,
         };
-        let start = Start::Resume {
-            temp: &paused.temp,
-            written: paused.written,
-        };
-        self.store_upload(transfer, claim, slot, body, pause, start)
+        self.store_upload(transfer, claim, slot, body, pause, Start::Resume(paused))
             .await
     }
 
@@ -594,7 +589,12 @@ impl Catalog {
             .await;
         let (stored, virtual_size) = match received {
             Ok(Received::Whole(stored, virtual_size)) => (stored, virtual_size),
-            Ok(Received::Paused { temp, written }) => {
+            Ok(Received::Paused {
+                temp,
+                written,
+                hashes,
+                inspector,
+            }) => {
                 claim.hand_over();
                 tracing::info!(image_id = id, written, "upload paused for the next process");
                 let paused = PausedUpload {
@@ -602,6 +602,8 @@ impl Catalog {
                     store: target.id.clone(),
                     temp,
                     written,
+                    hashes,
+                    inspector,
                     declared,
                     caller: PausedCaller::of(caller),
                     request_id: pause.and_then(TransferPause::request_id),
@@ -740,23 +742,27 @@ impl Catalog {
                 0,
                 Inspector::new(),
             ),
-            Start::Resume { temp, written } => {
-                let (upload, inspector) = store
-                    .resume(id, temp, written, Inspector::new(), Inspector::feed)
+            Start::Resume(paused) => (
+                store
+                    .resume(id, &paused.temp, paused.written, &paused.hashes)
                     .await
-                    .map_err(store_error)?;
-                (upload, written, inspector)
-            }
+                    .map_err(store_error)?,
+                paused.written,
+                paused.inspector.clone(),
+            ),
         };
         if let Some(pause) = pause.filter(|_| upload.resumable()) {
             pause.set_resumable();
         }
-        let outcome: Result<Option<(Inspection, Option<u64>)>> = async {
+        // `Err(inspector)`: stopped for a pause, with the inspection where it stands.
+        let outcome: Result<std::result::Result<(Inspection, Option<u64>), Inspector>> = async {
             while let Some(chunk) = body.next().await {
                 let chunk = match chunk {
                     Ok(chunk) => chunk,
                     // Stopped for a pause: everything it gave is written.
-                    Err(_) if pause.is_some_and(TransferPause::body_stopped) => return Ok(None),
+                    Err(_) if pause.is_some_and(TransferPause::body_stopped) => {
+                        return Ok(Err(inspector));
+                    }
                     Err(e) => {
                         return Err(DomainError::Invalid(format!(
                             "The upload was interrupted: {e}"
@@ -788,16 +794,18 @@ impl Catalog {
             }
             let inspection = inspector.finish();
             let virtual_size = judge(&inspection, received)?;
-            Ok(Some((inspection, virtual_size)))
+            Ok(Ok((inspection, virtual_size)))
         }
         .await;
         let (inspection, virtual_size) = match outcome {
-            Ok(Some(judged)) => judged,
-            Ok(None) => {
-                let temp = upload.pause().await.map_err(store_error)?;
+            Ok(Ok(judged)) => judged,
+            Ok(Err(inspector)) => {
+                let (temp, hashes) = upload.pause().await.map_err(store_error)?;
                 return Ok(Received::Paused {
                     temp,
                     written: received,
+                    hashes,
+                    inspector,
                 });
             }
             Err(e) => {

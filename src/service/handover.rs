@@ -3,7 +3,8 @@
 //! once everything received is in the store's temporary file, and the record of where a
 //! paused upload stands (`PausedUpload`), from which the next process carries on. Passing
 //! the connection itself through the fd store, and what its client sent that no one read,
-//! are the server's.
+//! are the server's. Nothing of the data is read again: the hashes' and the inspection's
+//! states travel in the record.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,6 +14,8 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::caller::Caller;
+use crate::inspect::Inspector;
+use crate::store::HashState;
 
 /// Where a paused upload stands: what the next process needs to read the rest of its body
 /// into the same temporary file and finish it as the upload would have.
@@ -23,6 +26,10 @@ pub struct PausedUpload {
     /// The store's temporary file, holding the first `written` bytes of the data.
     pub temp: PathBuf,
     pub written: u64,
+    /// Where the hashes of those bytes stand.
+    pub hashes: HashState,
+    /// Where their inspection stands.
+    pub inspector: Inspector,
     /// The size the client declared (`x-openstack-image-size` or `Content-Length`).
     pub declared: Option<u64>,
     pub caller: PausedCaller,

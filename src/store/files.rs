@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use super::hashing::{Digests, Hashing};
+use super::hashing::{Digests, HashState, Hashing};
 use super::{StoreError, Stored};
 
 /// Every temporary file's name starts so; then comes the writing node's id (`<state_dir>/
@@ -305,15 +305,15 @@ impl FsStore {
     }
 
     /// Carries on writing `image_id`'s data where a paused upload left it in `temp` (its
-    /// first `written` bytes): they are read back through the hashes and `observe`, and
-    /// whatever follows them is cut. `temp` must be one of this node's temporary files of
-    /// that image in a writable directory of this store. Blocking: file I/O.
+    /// first `written` bytes, hashed as `hashes` says; whatever follows them is cut). `temp`
+    /// must be one of this node's temporary files of that image in a writable directory of
+    /// this store. Blocking: file I/O.
     pub fn resume(
         &self,
         image_id: &str,
         temp: &Path,
         written: u64,
-        mut observe: impl FnMut(&[u8]),
+        hashes: &HashState,
     ) -> Result<FileWriter, StoreError> {
         let io_error = |source| StoreError::Io {
             path: temp.to_path_buf(),
@@ -331,8 +331,12 @@ impl FsStore {
                     .is_some_and(|name| name.starts_with(&ours))
             })
             .ok_or_else(|| io_error(io::Error::other("not a temporary file of this store")))?;
+        if hashes.size != written || hashes.hash_algo != self.hash_algo {
+            return Err(io_error(io::Error::other(
+                "its hashes are not of the bytes written with this store's algorithm",
+            )));
+        }
         let mut file = fs::OpenOptions::new()
-            .read(true)
             .write(true)
             .open(temp)
             .map_err(io_error)?;
@@ -342,15 +346,8 @@ impl FsStore {
             ))));
         }
         file.set_len(written).map_err(io_error)?;
-        let mut hashing = Hashing::start(&self.hash_algo).map_err(io_error)?;
-        let mut left = written;
-        while left > 0 {
-            let mut chunk = vec![0u8; usize::try_from(left.min(1 << 20)).unwrap_or(1 << 20)];
-            io::Read::read_exact(&mut file, &mut chunk).map_err(io_error)?;
-            left -= chunk.len() as u64;
-            observe(&chunk);
-            hashing.update(&Bytes::from(chunk));
-        }
+        io::Seek::seek(&mut file, io::SeekFrom::End(0)).map_err(io_error)?;
+        let hashing = Hashing::resume(hashes).map_err(io_error)?;
         Ok(FileWriter {
             temp: Some(temp.to_path_buf()),
             target: dir.path.join(image_id),
@@ -413,16 +410,23 @@ impl FileWriter {
     }
 
     /// Stops writing and keeps the temporary file for another process to carry on from
-    /// (`FsStore::resume`); returns it.
-    pub fn pause(mut self) -> Result<PathBuf, StoreError> {
-        self.file.flush().map_err(|source| StoreError::Io {
+    /// (`FsStore::resume`); returns it and where the hashes stand.
+    pub fn pause(mut self) -> Result<(PathBuf, HashState), StoreError> {
+        let io_error = |source| StoreError::Io {
             path: self.target.clone(),
             source,
-        })?;
-        self.temp.take().ok_or_else(|| StoreError::Io {
-            path: self.target.clone(),
-            source: io::Error::other("upload already finished"),
-        })
+        };
+        self.file.flush().map_err(io_error)?;
+        let (Some(temp), Some(hashing)) = (self.temp.take(), self.hashing.take()) else {
+            return Err(io_error(io::Error::other("upload already finished")));
+        };
+        match hashing.pause() {
+            Ok(hashes) => Ok((temp, hashes)),
+            Err(e) => {
+                let _ = fs::remove_file(temp);
+                Err(io_error(e))
+            }
+        }
     }
 
     /// Makes the data durable and visible under its final name.
@@ -469,7 +473,7 @@ enum Feed {
 /// How the writer thread ended.
 enum Ended {
     Finished(Stored),
-    Paused(PathBuf),
+    Paused(PathBuf, HashState),
 }
 
 /// A `FileWriter` on a thread of the blocking pool, fed from async code. Dropped without
@@ -487,7 +491,11 @@ impl FileUpload {
                 match feed {
                     Feed::Chunk(chunk) => writer.write(&chunk)?,
                     Feed::Finish => return writer.finish().map(Ended::Finished),
-                    Feed::Pause => return writer.pause().map(Ended::Paused),
+                    Feed::Pause => {
+                        return writer
+                            .pause()
+                            .map(|(temp, hashes)| Ended::Paused(temp, hashes));
+                    }
                 }
             }
             Err(StoreError::Cancelled)
@@ -513,16 +521,16 @@ impl FileUpload {
         let _ = self.feed.send(Feed::Finish).await;
         match self.ended().await? {
             Ended::Finished(stored) => Ok(stored),
-            Ended::Paused(_) => Err(StoreError::Cancelled),
+            Ended::Paused(..) => Err(StoreError::Cancelled),
         }
     }
 
     /// Once every chunk sent is written, stops and keeps the temporary file (`FsStore::
-    /// resume`); returns it.
-    pub async fn pause(mut self) -> Result<PathBuf, StoreError> {
+    /// resume`); returns it and where its hashes stand.
+    pub async fn pause(mut self) -> Result<(PathBuf, HashState), StoreError> {
         let _ = self.feed.send(Feed::Pause).await;
         match self.ended().await? {
-            Ended::Paused(temp) => Ok(temp),
+            Ended::Paused(temp, hashes) => Ok((temp, hashes)),
             Ended::Finished(_) => Err(StoreError::Cancelled),
         }
     }
@@ -611,17 +619,17 @@ mod tests {
         assert!(!high.join("img").exists());
     }
 
-    /// A paused upload carried on from its temporary file: the bytes written before the
-    /// pause are hashed again (and observed), what the old process wrote past them is cut,
-    /// and the result is the upload's as if it had never paused. Another image's file, or
-    /// one outside the store, is refused.
+    /// A paused upload carried on from its temporary file and its hashes' state: what the
+    /// old process wrote past the bytes it recorded is cut, and the result is the upload's
+    /// as if it had never paused. Another image's file, one outside the store, or hashes of
+    /// another length are refused.
     #[test]
     fn a_paused_upload_is_resumed_from_its_temporary_file() {
         let root = tempfile::tempdir().unwrap();
         let store = store(&[(root.path(), 1, false)]);
         let mut upload = store.begin("img", None).unwrap();
         upload.write(&Bytes::from_static(b"ab")).unwrap();
-        let temp = upload.pause().unwrap();
+        let (temp, hashes) = upload.pause().unwrap();
         assert!(temp.exists(), "a paused upload keeps its file");
         fs::OpenOptions::new()
             .append(true)
@@ -629,19 +637,12 @@ mod tests {
             .unwrap()
             .write_all(b"written after the record")
             .unwrap();
-        assert!(store.resume("other", &temp, 2, |_| {}).is_err());
+        assert!(store.resume("other", &temp, 2, &hashes).is_err());
         let outside = root.path().join("elsewhere");
         fs::write(&outside, b"ab").unwrap();
-        assert!(store.resume("img", &outside, 2, |_| {}).is_err());
-        assert!(
-            store.resume("img", &temp, 1000, |_| {}).is_err(),
-            "longer than the file"
-        );
-        let mut seen = Vec::new();
-        let mut resumed = store
-            .resume("img", &temp, 2, |bytes| seen.extend_from_slice(bytes))
-            .unwrap();
-        assert_eq!(seen, b"ab");
+        assert!(store.resume("img", &outside, 2, &hashes).is_err());
+        assert!(store.resume("img", &temp, 1, &hashes).is_err());
+        let mut resumed = store.resume("img", &temp, 2, &hashes).unwrap();
         resumed.write(&Bytes::from_static(b"c")).unwrap();
         let stored = resumed.finish().unwrap();
         assert_eq!(stored.md5, "900150983cd24fb0d6963f7d28e17f72");

@@ -18,6 +18,7 @@ use futures_util::{StreamExt, TryStreamExt};
 pub use files::DataDir;
 use files::{FileUpload, FsStore};
 use hashing::Digests;
+pub use hashing::HashState;
 pub use objects::ObjectSpec;
 use objects::{Journal, ObjectUpload, S3Store};
 
@@ -360,40 +361,35 @@ impl Store {
         }
     }
 
-    /// Carries on a paused upload of `image_id` whose first `written` bytes are in `temp`
-    /// (filesystem stores only): they are hashed again and given to `observe` with
-    /// `observer` (on the blocking pool), and what is written next follows them.
-    pub async fn resume<T: Send + 'static>(
+    /// Carries on a paused upload of `image_id` whose first `written` bytes are in `temp`,
+    /// hashed as `hashes` says (filesystem stores only): what is written next follows them.
+    pub async fn resume(
         &self,
         image_id: &str,
-        temp: &std::path::Path,
+        temp: &Path,
         written: u64,
-        mut observer: T,
-        observe: fn(&mut T, &[u8]),
-    ) -> Result<(Upload, T), StoreError> {
+        hashes: &HashState,
+    ) -> Result<Upload, StoreError> {
         let Kind::Files(files) = &self.kind else {
             return Err(StoreError::Io {
                 path: temp.to_path_buf(),
                 source: io::Error::other("only a filesystem store's upload can be resumed"),
             });
         };
-        let (files, image_id, temp) = (files.clone(), image_id.to_string(), temp.to_path_buf());
-        let (writer, observer) = tokio::task::spawn_blocking(move || {
-            files
-                .resume(&image_id, &temp, written, |bytes| {
-                    observe(&mut observer, bytes)
-                })
-                .map(|writer| (writer, observer))
-        })
-        .await
-        .map_err(|e| StoreError::Io {
-            path: "writer thread".into(),
-            source: io::Error::other(e),
-        })??;
-        Ok((
-            Upload::new(&self.id, Sink::File(FileUpload::start(writer))),
-            observer,
-        ))
+        let (files, image_id, temp, hashes) = (
+            files.clone(),
+            image_id.to_string(),
+            temp.to_path_buf(),
+            hashes.clone(),
+        );
+        let writer =
+            tokio::task::spawn_blocking(move || files.resume(&image_id, &temp, written, &hashes))
+                .await
+                .map_err(|e| StoreError::Io {
+                    path: "writer thread".into(),
+                    source: io::Error::other(e),
+                })??;
+        Ok(Upload::new(&self.id, Sink::File(FileUpload::start(writer))))
     }
 
     /// The data at `location`, or its inclusive byte `range`.
@@ -589,8 +585,9 @@ impl Upload {
         matches!(self.sink, Sink::File(_))
     }
 
-    /// Stops once what was written is in the temporary file, and keeps it: returns it.
-    pub async fn pause(self) -> Result<std::path::PathBuf, StoreError> {
+    /// Stops once what was written is in the temporary file, and keeps it: returns it and
+    /// where its hashes stand.
+    pub async fn pause(self) -> Result<(PathBuf, HashState), StoreError> {
         match self.sink {
             Sink::File(upload) => upload.pause().await,
             Sink::Object(upload) => {

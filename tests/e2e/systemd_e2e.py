@@ -5,7 +5,8 @@ Builds (or reuses) a bookworm root with mmdebstrap, boots it with its own system
 private mount namespace (tmpfs /tmp and /run, a cgroup subtree of its own, a throw-away
 overlay over the image), installs the .deb built by packaging/build.sh and checks what
 operators rely on: socket activation, reload under keep-alive load, a rejected reload,
-restarts under load, a web-download import and a completed stage across `systemctl restart`, the fd store kept across
+restarts under load, a web-download import and a completed stage across `systemctl restart`, a
+2 GiB upload carried across 3 restarts (server.handover_transfers), the fd store kept across
 stop/start, journald fields and the `systemd-analyze security` exposure. Every systemctl call runs under `timeout`.
 
 Usage: tests/e2e/systemd_e2e.py path/to/glint.deb    (root only; skips otherwise)
@@ -556,6 +557,7 @@ def scenario(box, port, standalone_port):
     # Native TLS under the packaged unit: the key passed by LoadCredential= (readable by root
     # only), then rotated by reload with a key file of group glint; back to plain after.
     tls_scenario(box, port)
+    upload_scenario(box, port)
 
     # journald fields.
     get(port, "/v2/nothing")
@@ -651,6 +653,77 @@ def tls_scenario(box, port):
         box.systemctl("restart", "glint")
         status, _ = get(port)
         check(status == 200, "plain HTTP again once [server.tls] is gone")
+
+
+def upload_scenario(box, port, mib=2048, rate_mib=200):
+    """An upload of `mib` MiB sent at `rate_mib` MiB/s across 3 `systemctl restart`s with
+    server.handover_transfers: one request, answered 204, and the image's checksums are
+    those of the bytes sent."""
+    box.write("/etc/glint/conf.d/70-transfers.toml", "[server]\nhandover_transfers = true\n")
+    box.systemctl("reload", "glint")
+    _, image = rest(port, "POST", "/v2/images", {"disk_format": "raw", "container_format": "bare"})
+    image_id = image["id"]
+    chunk = random.Random(17).randbytes(1 << 20)
+    outcome = {}
+
+    def client():
+        md5, sha512 = hashlib.md5(), hashlib.sha512()
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=120) as s:
+                s.sendall((f"PUT /v2/images/{image_id}/file HTTP/1.1\r\nHost: e2e\r\n"
+                           f"Content-Type: application/octet-stream\r\n"
+                           f"Content-Length: {mib << 20}\r\n\r\n").encode())
+                started = time.monotonic()
+                for n in range(mib):
+                    s.sendall(chunk)
+                    md5.update(chunk)
+                    sha512.update(chunk)
+                    ahead = (n + 1) / rate_mib - (time.monotonic() - started)
+                    if ahead > 0:
+                        time.sleep(ahead)
+                answer = b""
+                while b"\r\n\r\n" not in answer:
+                    got = s.recv(4096)
+                    if not got:
+                        break
+                    answer += got
+                outcome["answer"] = answer.split(b"\r\n", 1)[0].decode("latin-1")
+        except OSError as e:
+            outcome["answer"] = repr(e)
+        outcome["md5"], outcome["sha512"] = md5.hexdigest(), sha512.hexdigest()
+
+    def written():
+        sizes = box.run(["sh", "-c", "stat -c %s /var/lib/glint/images/.upload-* 2>/dev/null"],
+                        check=False).stdout.split()
+        return int(sizes[0]) if sizes else 0
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    marks = []
+    for n in range(3):
+        # Each restart once a further sixth of the data is in the temporary file.
+        want = (n + 1) * (mib << 20) // 6
+        deadline = time.monotonic() + 120
+        while written() < want and time.monotonic() < deadline:
+            time.sleep(0.05)
+        marks.append(written())
+        box.systemctl("restart", "glint")
+    thread.join(timeout=600)
+    _, shown = rest(port, "GET", f"/v2/images/{image_id}")
+    journal = box.run(["journalctl", "-u", "glint", "-o", "cat", "--no-pager"]).stdout
+    paused = journal.count("upload handed to the next process")
+    resumed = journal.count("carrying on an upload the previous process handed over")
+    check(outcome.get("answer", "").startswith("HTTP/1.1 204") and shown.get("status") == "active"
+          and shown.get("size") == mib << 20 and shown.get("checksum") == outcome.get("md5")
+          and shown.get("os_hash_value") == outcome.get("sha512") and paused == 3 and resumed == 3,
+          f"a {mib} MiB upload at {rate_mib} MiB/s across 3 systemctl restarts (at {marks} bytes "
+          f"written): {outcome.get('answer')!r}, image {shown.get('status')} of {shown.get('size')} "
+          f"bytes, md5 {'matches' if shown.get('checksum') == outcome.get('md5') else 'differs'}, "
+          f"sha512 {'matches' if shown.get('os_hash_value') == outcome.get('sha512') else 'differs'}, "
+          f"paused {paused}, carried on {resumed}")
+    rest(port, "DELETE", f"/v2/images/{image_id}")
+    box.run(["rm", "/etc/glint/conf.d/70-transfers.toml"])
+    box.systemctl("reload", "glint")
 
 
 def main():
