@@ -751,8 +751,8 @@ impl Catalog {
                 paused.inspector.clone(),
             ),
         };
-        if let Some(pause) = pause.filter(|_| upload.resumable()) {
-            pause.set_resumable();
+        if let Some(pause) = pause {
+            pause.set_resumable(upload.resumable());
         }
         // `Err(inspector)`: stopped for a pause, with the inspection where it stands.
         let outcome: Result<std::result::Result<(Inspection, Option<u64>), Inspector>> = async {
@@ -797,6 +797,9 @@ impl Catalog {
             Ok(Ok((inspection, virtual_size)))
         }
         .await;
+        if let Some(pause) = pause {
+            pause.set_resumable(false);
+        }
         let (inspection, virtual_size) = match outcome {
             Ok(Ok(judged)) => judged,
             Ok(Err(inspector)) => {

@@ -147,9 +147,11 @@ impl TransferPause {
         self.given.load(Ordering::Relaxed)
     }
 
-    /// The upload can be carried on by another process from its temporary file.
-    pub fn set_resumable(&self) {
-        self.resumable.store(true, Ordering::Release);
+    /// Whether the upload can be carried on by another process from its temporary file:
+    /// from when it writes there until it stops reading its body (a refused upload's body
+    /// is still drained, so that its client gets the answer).
+    pub fn set_resumable(&self, resumable: bool) {
+        self.resumable.store(resumable, Ordering::Release);
     }
 
     pub fn set_request_id(&self, id: &str) {
