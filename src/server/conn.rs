@@ -369,12 +369,12 @@ async fn park_upload<S>(
         return;
     };
     unread.extend_from_slice(&parts.read_buf);
-    let record = TransferRecord {
-        upload: paused,
-        body_left: upload.content_length.saturating_sub(upload.pause.given()),
-        unread: hex::encode(unread),
-        close: upload.close,
-    };
+    let record = TransferRecord::new(
+        paused,
+        upload.content_length.saturating_sub(upload.pause.given()),
+        &unread,
+        upload.close,
+    );
     // Always plain: uploads on TLS connections are not paused.
     if let Socket::Plain(stream) = parts.io.into_inner().stream {
         park(stream, Some(record), shared).await;

@@ -32,6 +32,10 @@ pub const PREFIX: &str = "conn-";
 pub const TRANSFER_PREFIX: &str = "xfer-";
 /// Where transfer records are kept, under the state directory.
 const RECORDS: &str = "handover";
+/// The layout of the records this version writes and reads: a record of another (an
+/// upgrade or a downgrade between two versions that lay them out differently) is not
+/// carried on, and its upload fails cleanly.
+const RECORD_FORMAT: u32 = 1;
 
 /// A connection parked longer ago than this when the next process starts is closed, not
 /// served: a restart takes a second or two, so its client waited through a failed start (the
@@ -153,6 +157,8 @@ impl Handover {
 /// A paused upload parked with its connection, as the next process carries it on.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TransferRecord {
+    /// `RECORD_FORMAT` of the version that wrote it.
+    pub format: u32,
     pub upload: PausedUpload,
     /// Bytes of the request body the upload has not received, counted from the first byte
     /// of `unread`.
@@ -165,6 +171,16 @@ pub struct TransferRecord {
 }
 
 impl TransferRecord {
+    pub fn new(upload: PausedUpload, body_left: u64, unread: &[u8], close: bool) -> Self {
+        TransferRecord {
+            format: RECORD_FORMAT,
+            upload,
+            body_left,
+            unread: hex::encode(unread),
+            close,
+        }
+    }
+
     fn path(state_dir: &Path, name: &str) -> PathBuf {
         state_dir.join(RECORDS).join(format!("{name}.json"))
     }
@@ -186,6 +202,17 @@ impl TransferRecord {
     /// The record of the connection passed back as `name`. Blocking.
     pub fn read(state_dir: &Path, name: &str) -> io::Result<TransferRecord> {
         let bytes = std::fs::read(Self::path(state_dir, name))?;
+        #[derive(Deserialize)]
+        struct Format {
+            format: u32,
+        }
+        let written: Format = serde_json::from_slice(&bytes).map_err(io::Error::other)?;
+        if written.format != RECORD_FORMAT {
+            return Err(io::Error::other(format!(
+                "written in record format {}, this version reads {RECORD_FORMAT}",
+                written.format
+            )));
+        }
         serde_json::from_slice(&bytes).map_err(io::Error::other)
     }
 
@@ -258,8 +285,8 @@ mod tests {
     #[test]
     fn a_transfer_record_makes_the_request_that_carries_it_on() {
         let dir = tempfile::tempdir().unwrap();
-        let record = TransferRecord {
-            upload: PausedUpload {
+        let record = TransferRecord::new(
+            PausedUpload {
                 image_id: "0b1c".into(),
                 store: "default".into(),
                 temp: "/data/.upload-n-0b1c-x".into(),
@@ -277,10 +304,10 @@ mod tests {
                 ),
                 request_id: Some("req-1".into()),
             },
-            body_left: 20,
-            unread: hex::encode(b"\x00rest"),
-            close: true,
-        };
+            20,
+            b"\x00rest",
+            true,
+        );
         record.write(dir.path(), "xfer-1-2").unwrap();
         let read = TransferRecord::read(dir.path(), "xfer-1-2").unwrap();
         let head = read.request_head().unwrap();
@@ -294,6 +321,13 @@ mod tests {
         assert!(TransferRecord::read(dir.path(), "xfer-1-2").is_ok());
         TransferRecord::remove_all_but(dir.path(), &[]);
         assert!(TransferRecord::read(dir.path(), "xfer-1-2").is_err());
+        let other = TransferRecord {
+            format: 2,
+            ..record
+        };
+        other.write(dir.path(), "xfer-3-4").unwrap();
+        let refused = TransferRecord::read(dir.path(), "xfer-3-4").unwrap_err();
+        assert!(refused.to_string().contains("record format 2"), "{refused}");
     }
 
     #[test]
