@@ -1,5 +1,6 @@
 //! The catalogue read path against real processes: a list page kept in memory is never
-//! served once another process sharing the SQLite file has committed a change.
+//! served once another process sharing the database (the SQLite file, or the server
+//! `TEST_DATABASE_SERVER` names) has committed a change.
 
 mod support;
 
@@ -16,7 +17,7 @@ fn listed_names(body: &[u8]) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_process_sharing_the_sqlite_file_sees_the_others_commits_in_its_lists() {
+async fn a_process_sharing_the_database_sees_the_others_commits_in_its_lists() {
     let mut first = FakeSystemd::new();
     let shared = first.path("shared.db");
     let config = format!(
@@ -26,6 +27,8 @@ async fn a_process_sharing_the_sqlite_file_sees_the_others_commits_in_its_lists(
     first.write_config(&config);
     first.start().await;
     let mut second = FakeSystemd::new();
+    // On a database server, the first one's database (the config's SQLite file otherwise).
+    second.env = first.env.clone();
     second.write_config(&config);
     second.start().await;
     let (a, b) = (
@@ -65,6 +68,22 @@ async fn a_process_sharing_the_sqlite_file_sees_the_others_commits_in_its_lists(
     assert_eq!(status, 200);
     assert_eq!(list(b).await, vec!["renamed-on-a"]);
     assert_eq!(list(a).await, vec!["renamed-on-a"]);
+    let tagged = |addr| async move {
+        let reply = get_once(addr, "/v2/images?tag=t").await.expect("list");
+        listed_names(&reply.body)
+    };
+    assert!(tagged(b).await.is_empty());
+    let reply = conn
+        .send(
+            "PUT",
+            &format!("/v2/images/{id}/tags/t"),
+            None,
+            bytes::Bytes::new(),
+        )
+        .await
+        .expect("tag");
+    assert_eq!(reply.status, 204);
+    assert_eq!(tagged(b).await, vec!["renamed-on-a"], "a tag added on a");
     assert_eq!(first.stop().await, 0);
     assert_eq!(second.stop().await, 0);
 }

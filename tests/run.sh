@@ -34,7 +34,7 @@ postgres=$(sed -n 's/^TEST_POSTGRES_URL=//p' <<<"$db_env")
 mariadb=$(sed -n 's/^TEST_MARIADB_URL=//p' <<<"$db_env")
 for server in "$postgres" "$mariadb"; do
     TEST_DATABASE_SERVER=$server cargo test --locked --features testing \
-        --lib --test data --test import --test lifecycle --test cli
+        --lib --test data --test import --test lifecycle --test cli --test catalogue
 done
 
 # Compatibility: python-glanceclient and openstacksdk from PyPI, in a venv kept beside

@@ -1,6 +1,8 @@
-//! Knowing when the catalogue changed: SQLite's `data_version`, asked on a connection of its
-//! own, as a `CommitMarker` that any commit of any process moves. What is kept until the next
-//! commit (the list pages) is the service's; this only answers the question.
+//! Knowing when the catalogue changed, as a `CommitMarker` that any commit of any process
+//! moves: on SQLite its `data_version`, asked on a connection of its own (here); on the
+//! servers the sum of `catalogue_commits`, which triggers keep (the migrations, and
+//! `Database::commit_marker`). What is kept until the next commit (the list pages) is the
+//! service's; this only answers the question.
 
 use sqlx::ConnectOptions;
 use sqlx::sqlite::SqliteConnectOptions;

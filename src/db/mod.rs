@@ -189,15 +189,39 @@ impl Database {
         }
     }
 
-    /// A value that changes with every commit to the catalogue, by this process or any
-    /// other, when the engine has one to ask cheaply (SQLite's `data_version`, with the count
-    /// of connections it was asked on); `None` otherwise, or when it cannot be asked now. A
-    /// read that starts after it changed sees the commit that changed it.
+    /// A value that changes with every commit to the catalogue's images, by this process
+    /// or any other: SQLite's `data_version` (with the count of connections it was asked
+    /// on), the servers' count of such commits (`catalogue_commits`, kept by triggers);
+    /// `None` when it cannot be asked now. A read that starts after it changed sees the
+    /// commit that changed it.
     pub async fn commit_marker(&self) -> Option<CommitMarker> {
-        let engine::Pools::Sqlite { version, .. } = &self.pools else {
-            return None;
+        let asked = async {
+            let counted = match &self.pools {
+                engine::Pools::Sqlite { version, .. } => return version.marker().await,
+                engine::Pools::Postgres(pool) => {
+                    sqlx::query_scalar::<_, i64>(
+                        "SELECT COALESCE(SUM(n), 0)::BIGINT FROM catalogue_commits",
+                    )
+                    .fetch_one(pool)
+                    .await
+                }
+                engine::Pools::MySql(pool) => {
+                    sqlx::query_scalar::<_, i64>(
+                        "SELECT CAST(COALESCE(SUM(n), 0) AS SIGNED) FROM catalogue_commits",
+                    )
+                    .fetch_one(pool)
+                    .await
+                }
+            };
+            match counted {
+                Ok(commits) => Some(CommitMarker::new(0, commits)),
+                Err(e) => {
+                    tracing::debug!(error = %e, "catalogue_commits not answered");
+                    None
+                }
+            }
         };
-        tokio::time::timeout(self.settings.statement_timeout, version.marker())
+        tokio::time::timeout(self.settings.statement_timeout, asked)
             .await
             .ok()?
     }
@@ -310,6 +334,68 @@ mod tests {
     /// and then find the stamp and call the write committed. A plain read would have found
     /// the old stamp and answered "not committed" for a write that then landed. On the
     /// server `TEST_DATABASE_SERVER` names, else SQLite.
+    /// The commit marker on the engine `TEST_DATABASE_SERVER` names (else SQLite): the same
+    /// while nothing is committed, also while a write is under way in another transaction,
+    /// and moved once it commits: by any write to the images or what is listed with them,
+    /// however it was made.
+    #[tokio::test]
+    async fn the_commit_marker_moves_with_each_commit_and_only_then() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = match crate::db::testing::fresh_database().await.unwrap() {
+            Some(url) => url,
+            None => format!("sqlite://{}", dir.path().join("glint.db").display()),
+        };
+        let db = Database::open(&Settings {
+            url,
+            max_connections: 4,
+            connect_timeout: Duration::from_secs(3),
+            statement_timeout: Duration::from_secs(30),
+        })
+        .await
+        .unwrap();
+        let db = &db;
+        let first = db.commit_marker().await.expect("a marker");
+        assert_eq!(db.commit_marker().await, Some(first), "nothing committed");
+        let (began, release) = (tokio::sync::Notify::new(), tokio::sync::Notify::new());
+        let (began, release) = (&began, &release);
+        let writer = async {
+            write_tx!(db, |tx, sql| {
+                sqlx::query(&sql(
+                    "INSERT INTO images (id, status, visibility, created_at, updated_at) \
+                     VALUES ('a', 'queued', 'shared', 1, 1)",
+                ))
+                .execute(&mut *tx)
+                .await?;
+                began.notify_one();
+                release.notified().await;
+            })
+        };
+        let reader = async {
+            began.notified().await;
+            let during = db.commit_marker().await;
+            release.notify_one();
+            during
+        };
+        let (written, during) = tokio::join!(writer, reader);
+        written.unwrap();
+        assert_eq!(during, Some(first), "a write not committed yet");
+        let second = db.commit_marker().await.expect("a marker");
+        assert_ne!(second, first, "moved by the commit");
+        write_tx!(db, |tx, sql| {
+            sqlx::query(&sql(
+                "INSERT INTO image_tags (image_id, value) VALUES ('a', 't')",
+            ))
+            .execute(&mut *tx)
+            .await?;
+        })
+        .unwrap();
+        assert_ne!(
+            db.commit_marker().await,
+            Some(second),
+            "a tag is listed too"
+        );
+    }
+
     #[tokio::test]
     async fn a_commit_whose_answer_was_lost_is_settled_after_its_transaction_ends() {
         let dir = tempfile::tempdir().unwrap();

@@ -1,11 +1,10 @@
 //! Recently written catalogue pages (`GET /v2/images`, in the form the API wrote them),
 //! kept until the next commit: a page is stored under the database's commit marker read
-//! before it (`Database::commit_marker`,
-//! SQLite's `data_version`, which every commit of any connection of any process moves), and
-//! every entry is dropped as soon as the marker moves. So no page is served once a commit
-//! that could change it is visible; a read racing a commit may see it or not, as it would
-//! from the database. Engines without such a marker (PostgreSQL, MariaDB: other nodes) read
-//! every page from the database.
+//! before it (`Database::commit_marker`: SQLite's `data_version`, the servers' count of
+//! commits, which every commit of any connection of any process or node moves), and every
+//! entry is dropped as soon as the marker moves. So no page is served once a commit that
+//! could change it is visible; a read racing a commit may see it or not, as it would from
+//! the database.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
