@@ -103,8 +103,8 @@ fn store_list(image: &Image, key: &str) -> Vec<String> {
 }
 
 impl Catalog {
-    /// Runs task `id` on this generation's executor, unless it runs already.
-    pub async fn resume(&self, id: &str) {
+    /// Runs task `id` on this generation's executor, unless it runs already (`false`).
+    pub async fn resume(&self, id: &str) -> bool {
         let catalog = self.clone();
         let task_id = id.to_string();
         self.executor.spawn(id.to_string(), async move {
@@ -113,7 +113,7 @@ impl Catalog {
                 // taken up again by the next generation or process.
                 tracing::error!(task_id, error = %e, "task could not record its progress");
             }
-        });
+        })
     }
 
     /// Makes this generation the one tasks are handed on to, and takes up every task no

@@ -84,9 +84,9 @@ impl Catalog {
     pub(super) async fn take_up_tasks(&self) -> Result<(), crate::db::DbError> {
         let node = self.executor.board().node().to_string();
         for id in self.db.tasks_for(&node, time::now()).await? {
-            if !self.executor.board().is_running(&id) {
+            // Started once, however many rounds (activation, upkeep) see it at once.
+            if self.resume(&id).await {
                 tracing::info!(task_id = %id, "resuming task");
-                self.resume(&id).await;
             }
         }
         Ok(())

@@ -107,10 +107,6 @@ impl TaskBoard {
             .store(false, std::sync::atomic::Ordering::SeqCst);
     }
 
-    pub fn is_running(&self, id: &str) -> bool {
-        self.running().contains(id)
-    }
-
     /// How many tasks run now, in every generation.
     pub fn running_count(&self) -> usize {
         self.running().len()
@@ -218,15 +214,15 @@ impl Executor {
         &self.board
     }
 
-    /// Runs task `id` unless it already runs somewhere in this process. When this
-    /// generation is cut before the task ends, the task is handed on to the live one,
-    /// which takes it up from its persisted state.
-    pub fn spawn<F>(&self, id: String, work: F)
+    /// Runs task `id` unless it already runs somewhere in this process (`false` then).
+    /// When this generation is cut before the task ends, the task is handed on to the live
+    /// one, which takes it up from its persisted state.
+    pub fn spawn<F>(&self, id: String, work: F) -> bool
     where
         F: Future<Output = ()> + Send + 'static,
     {
         if self.board.stop.is_cancelled() || !self.board.running().insert(id.clone()) {
-            return;
+            return false;
         }
         let board = self.board.clone();
         let cut = self.cut.clone();
@@ -267,6 +263,7 @@ impl Executor {
             },
             &self.board.handle,
         );
+        true
     }
 }
 
