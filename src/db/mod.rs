@@ -22,6 +22,7 @@ mod tasks;
 pub mod testing;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::domain::time::Timestamp;
@@ -85,6 +86,8 @@ pub struct Database {
     pools: Pools,
     engine: Engine,
     settings: Settings,
+    /// The commit marker, asked once for the lists waiting at that moment (`commit_marker`).
+    commit_marker: Arc<commits::SharedMarker>,
 }
 
 /// Where a database's schema stands against the migrations this binary carries.
@@ -132,6 +135,7 @@ impl Database {
             pools,
             engine,
             settings: settings.clone(),
+            commit_marker: Arc::default(),
         })
     }
 
@@ -195,7 +199,7 @@ impl Database {
     /// `None` when it cannot be asked now. A read that starts after it changed sees the
     /// commit that changed it.
     pub async fn commit_marker(&self) -> Option<CommitMarker> {
-        let asked = async {
+        let ask = || async {
             let counted = match &self.pools {
                 engine::Pools::Sqlite { version, .. } => return version.marker().await,
                 engine::Pools::Postgres(pool) => {
@@ -213,14 +217,12 @@ impl Database {
                     .await
                 }
             };
-            match counted {
-                Ok(commits) => Some(CommitMarker::new(0, commits)),
-                Err(e) => {
-                    tracing::debug!(error = %e, "catalogue_commits not answered");
-                    None
-                }
-            }
+            counted
+                .map(|commits| CommitMarker::new(0, commits))
+                .map_err(|e| tracing::debug!(error = %e, "catalogue_commits not answered"))
+                .ok()
         };
+        let asked = self.commit_marker.marker(ask);
         tokio::time::timeout(self.settings.statement_timeout, asked)
             .await
             .ok()?
