@@ -330,12 +330,22 @@ mod tests {
     use sqlx::sqlite::SqliteConnectOptions;
     use std::path::Path;
 
-    /// A write whose COMMIT lost its connection is settled only once the transaction that
-    /// holds the image's row has ended: here that transaction is still open (as on a server
-    /// that finishes a commit after closing the connection), so `settle` must wait for it,
-    /// and then find the stamp and call the write committed. A plain read would have found
-    /// the old stamp and answered "not committed" for a write that then landed. On the
-    /// server `TEST_DATABASE_SERVER` names, else SQLite.
+    /// A fresh database on the server `TEST_DATABASE_SERVER` names, else SQLite in `dir`.
+    async fn test_database(dir: &Path) -> Database {
+        let url = match crate::db::testing::fresh_database().await.unwrap() {
+            Some(url) => url,
+            None => format!("sqlite://{}", dir.join("glint.db").display()),
+        };
+        Database::open(&Settings {
+            url,
+            max_connections: 4,
+            connect_timeout: Duration::from_secs(3),
+            statement_timeout: Duration::from_secs(30),
+        })
+        .await
+        .unwrap()
+    }
+
     /// The commit marker on the engine `TEST_DATABASE_SERVER` names (else SQLite): the same
     /// while nothing is committed, also while a write is under way in another transaction,
     /// and moved once it commits: by any write to the images or what is listed with them,
@@ -343,18 +353,7 @@ mod tests {
     #[tokio::test]
     async fn the_commit_marker_moves_with_each_commit_and_only_then() {
         let dir = tempfile::tempdir().unwrap();
-        let url = match crate::db::testing::fresh_database().await.unwrap() {
-            Some(url) => url,
-            None => format!("sqlite://{}", dir.path().join("glint.db").display()),
-        };
-        let db = Database::open(&Settings {
-            url,
-            max_connections: 4,
-            connect_timeout: Duration::from_secs(3),
-            statement_timeout: Duration::from_secs(30),
-        })
-        .await
-        .unwrap();
+        let db = test_database(dir.path()).await;
         let db = &db;
         let first = db.commit_marker().await.expect("a marker");
         assert_eq!(db.commit_marker().await, Some(first), "nothing committed");
@@ -398,21 +397,16 @@ mod tests {
         );
     }
 
+    /// A write whose COMMIT lost its connection is settled only once the transaction that
+    /// holds the image's row has ended: here that transaction is still open (as on a server
+    /// that finishes a commit after closing the connection), so `settle` must wait for it,
+    /// and then find the stamp and call the write committed. A plain read would have found
+    /// the old stamp and answered "not committed" for a write that then landed. On the
+    /// server `TEST_DATABASE_SERVER` names, else SQLite.
     #[tokio::test]
     async fn a_commit_whose_answer_was_lost_is_settled_after_its_transaction_ends() {
         let dir = tempfile::tempdir().unwrap();
-        let url = match crate::db::testing::fresh_database().await.unwrap() {
-            Some(url) => url,
-            None => format!("sqlite://{}", dir.path().join("glint.db").display()),
-        };
-        let db = Database::open(&Settings {
-            url,
-            max_connections: 4,
-            connect_timeout: Duration::from_secs(3),
-            statement_timeout: Duration::from_secs(30),
-        })
-        .await
-        .unwrap();
+        let db = test_database(dir.path()).await;
         let db = &db;
         let (before, written) = (1_000 * SECOND, 2_000 * SECOND);
         write_tx!(db, |tx, sql| {

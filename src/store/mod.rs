@@ -346,13 +346,8 @@ impl Store {
         match &self.kind {
             Kind::Files(files) => {
                 let (files, image_id) = (files.clone(), image_id.to_string());
-                let writer = tokio::task::spawn_blocking(move || files.begin(&image_id, expected))
+                self.file_upload(move || files.begin(&image_id, expected))
                     .await
-                    .map_err(|e| StoreError::Io {
-                        path: "writer thread".into(),
-                        source: io::Error::other(e),
-                    })??;
-                Ok(Upload::new(&self.id, Sink::File(FileUpload::start(writer))))
             }
             Kind::Objects(s3) => Ok(Upload::new(
                 &self.id,
@@ -382,13 +377,21 @@ impl Store {
             temp.to_path_buf(),
             hashes.clone(),
         );
-        let writer =
-            tokio::task::spawn_blocking(move || files.resume(&image_id, &temp, written, &hashes))
-                .await
-                .map_err(|e| StoreError::Io {
-                    path: "writer thread".into(),
-                    source: io::Error::other(e),
-                })??;
+        self.file_upload(move || files.resume(&image_id, &temp, written, &hashes))
+            .await
+    }
+
+    /// An upload into a filesystem store, its writer made by `open` on the blocking pool.
+    async fn file_upload<F>(&self, open: F) -> Result<Upload, StoreError>
+    where
+        F: FnOnce() -> Result<files::FileWriter, StoreError> + Send + 'static,
+    {
+        let writer = tokio::task::spawn_blocking(open)
+            .await
+            .map_err(|e| StoreError::Io {
+                path: "writer thread".into(),
+                source: io::Error::other(e),
+            })??;
         Ok(Upload::new(&self.id, Sink::File(FileUpload::start(writer))))
     }
 
