@@ -405,29 +405,33 @@ async fn park(stream: TcpStream, record: Option<TransferRecord>, shared: &Arc<Sh
         let Some(handover) = shared.handover() else {
             return Ok(());
         };
+        let Some(record) = record else {
+            let parked = stream
+                .into_std()
+                .and_then(|socket| handover.park(&handover.next_name(PREFIX), &socket));
+            if parked.is_err() {
+                handover.release();
+            }
+            return parked;
+        };
         let state_dir = shared.current.load().config.config.state_dir.clone();
-        let name = handover.next_name(match record {
-            Some(_) => TRANSFER_PREFIX,
-            None => PREFIX,
-        });
+        let name = handover.next_name(TRANSFER_PREFIX);
         let parked = record
-            .as_ref()
-            .map_or(Ok(()), |record| record.write(&state_dir, &name))
+            .write(&state_dir, &name)
             .and_then(|()| stream.into_std())
             .and_then(|socket| handover.park(&name, &socket));
-        match (&parked, &record) {
-            (Err(_), _) => {
+        match &parked {
+            Err(_) => {
                 handover.release();
                 TransferRecord::remove(&state_dir, &name);
             }
-            (Ok(()), Some(record)) => tracing::info!(
+            Ok(()) => tracing::info!(
                 image_id = %record.upload.image_id,
                 written = record.upload.written,
                 body_left = record.body_left,
                 name,
                 "upload handed to the next process"
             ),
-            (Ok(()), None) => {}
         }
         parked
     })

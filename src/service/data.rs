@@ -318,15 +318,9 @@ pub(super) struct Claim {
 }
 
 impl Claim {
-    /// The transfer's outcome is recorded: the claim ends.
+    /// The claim ends here without a release: the transfer's outcome is recorded, or the
+    /// transfer goes on in the next process, which holds the claim from its start.
     pub(super) fn commit(mut self) {
-        self.settled = true;
-        self.catalog.executor.board().let_go(&self.image_id);
-    }
-
-    /// The transfer goes on in the next process, which holds the claim from its start: it
-    /// ends here without a release.
-    pub(super) fn hand_over(mut self) {
         self.settled = true;
         self.catalog.executor.board().let_go(&self.image_id);
     }
@@ -595,7 +589,7 @@ impl Catalog {
                 hashes,
                 inspector,
             }) => {
-                claim.hand_over();
+                claim.commit();
                 tracing::info!(image_id = id, written, "upload paused for the next process");
                 let paused = PausedUpload {
                     image_id: id.to_string(),
